@@ -1,0 +1,35 @@
+"""``oppsig env``: versions, devices and the data sets oppsig can find."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("env", help="show versions, devices and data found")
+    p.add_argument("--data-dir", help="folder holding the data sets")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import os
+
+    import torch
+
+    from ..data.cifar import find_cifar10
+    from ..data.text import find_text
+    from ..errors import DataNotFoundError
+    from ..store.format import environment
+
+    env = environment()
+    for k in ("oppsig_version", "code_revision", "python", "torch", "numpy", "platform", "threads"):
+        print(f"{k:16s} {env[k]}")
+    print(f"{'cuda':16s} {torch.cuda.device_count()} device(s)" + (f": {env['cuda']}" if env["cuda"] else ""))
+    if "WORLD_SIZE" in os.environ:
+        print(f"{'ranks':16s} rank {os.environ.get('RANK')} of {os.environ['WORLD_SIZE']}")
+    c = find_cifar10(args.data_dir)
+    print(f"{'cifar10':16s} {c if c else 'not found (set OPPSIG_DATA or --data-dir)'}")
+    try:
+        t = find_text(None, args.data_dir)
+    except DataNotFoundError:
+        t = "not found"
+    print(f"{'tinyshakespeare':16s} {t}")
+    return 0

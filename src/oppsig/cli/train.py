@@ -1,0 +1,50 @@
+"""``oppsig train CONFIG [--section.key=value ...]``: train and record a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._common import split_overrides
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a network from a config and record every example's loss",
+                       description="Train from a YAML config; extra --section.key=value arguments override it.")
+    p.add_argument("config", nargs="?", help="YAML config (see configs/); default: built-in synthetic run")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
+    p.add_argument("--data-dir", help="folder holding the data sets (else $OPPSIG_DATA, else ~/.cache/oppsig)")
+    p.add_argument("--name", help="run name (the run directory is <out_dir>/<name>)")
+    p.add_argument("--out-dir", help="parent folder of run directories (default runs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run, accepts_overrides=True)
+
+
+def run(args) -> int:
+    from ..config import load_config
+    from ..errors import ConfigError
+    from ..train import train
+
+    overrides = split_overrides(args.overrides)
+    if args.data_dir:
+        overrides.append(f"data.dir={args.data_dir}")
+    if args.name:
+        overrides.append(f"name={args.name}")
+    if args.out_dir:
+        overrides.append(f"out_dir={args.out_dir}")
+    if args.resume:
+        rd = Path(args.resume)
+        if not (rd / "config.yaml").exists():
+            raise ConfigError(f"cannot resume {rd}: it has no config.yaml (is it a run directory?)")
+        cfg = load_config(rd / "config.yaml", overrides)
+        result = train(cfg, run_dir=rd, resume=True, progress=not args.no_progress)
+    else:
+        cfg = load_config(args.config, overrides)  # no file: the built-in defaults (synthetic data)
+        result = train(cfg, overwrite=args.overwrite, progress=not args.no_progress)
+    m = result.metrics
+    print(f"{result.run_dir}: {result.next_step} steps ({result.stopped}), loss {m.get('loss', float('nan')):.4f}, "
+          f"accuracy {m.get('accuracy', float('nan')):.3f}, {result.wall_time:.1f} s")
+    if result.resume_command:
+        print(f"stopped early; resume with: {result.resume_command}")
+        return 130
+    return 0

@@ -1,0 +1,22 @@
+"""The per-example record: every example's loss at every recorded step, on disk.
+
+A run directory holds::
+
+    config.yaml      the resolved config (oppsig runs)
+    meta.json        format version, oppsig/torch versions, code revision, device
+    metrics.jsonl    one JSON object of scalars per step (loss, accuracy, lr, sharpness, ...)
+    store.zarr/      per-example arrays (zarr): loss[row, example], correct[row, example],
+                     steps[row], index[example], optional logits[lrow, example, class]
+    progress.json    how many rows are complete (readers never look past it)
+    checkpoints/     last.pt (model, optimiser, step, RNG), written atomically
+
+Writers: :class:`StoreWriter` (used by the training loop) and :class:`Recorder`
+(for anyone's own loop). Reader: :func:`open_run`.
+"""
+
+from .format import FORMAT_VERSION
+from .reader import Run, open_run
+from .recorder import Recorder, probe_losses
+from .writer import MetricsWriter, StoreWriter
+
+__all__ = ["FORMAT_VERSION", "Run", "open_run", "Recorder", "probe_losses", "StoreWriter", "MetricsWriter"]

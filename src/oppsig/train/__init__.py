@@ -1,0 +1,9 @@
+"""Training: the loop, its hooks, checkpoints and the run-directory lock."""
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .hooks import Hook, TrainState
+from .loop import Trainer, TrainResult, batch_rows, train
+from .step import full_batch_backward
+
+__all__ = ["train", "Trainer", "TrainResult", "TrainState", "Hook", "full_batch_backward", "batch_rows",
+           "load_checkpoint", "save_checkpoint"]

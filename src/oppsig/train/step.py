@@ -1,0 +1,57 @@
+"""The hot path: one gradient evaluation, full-batch or mini-batch, with per-example losses for free.
+
+``full_batch_backward`` accumulates the gradient of the mean loss over the whole
+data set in physical batches: each batch contributes ``sum(loss_i) / N`` to
+``.grad``, so the result equals one big batch (up to float rounding) whatever
+the physical batch size. The per-example losses come from the same forward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..losses import LossFn
+
+
+def full_batch_backward(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn,
+    physical_batch_size: int,
+    rows: torch.Tensor | None = None,
+    want_logits: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Backward of the mean loss over ``x[rows]`` (all rows by default), in physical batches.
+
+    Gradients are accumulated into the parameters' ``.grad`` (call
+    ``optimizer.zero_grad()`` first).
+
+    Returns:
+        per-example losses (B,) detached, per-example correctness bool (B,), and the
+        logits (B, C) when ``want_logits``.
+    """
+    n = x.shape[0] if rows is None else rows.shape[0]
+    bs = physical_batch_size if physical_batch_size and physical_batch_size > 0 else n
+    losses = torch.empty(n, device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
+    correct = torch.empty(n, device=x.device, dtype=torch.bool)
+    logits = [] if want_logits else None
+    for s in range(0, n, bs):
+        if rows is None:
+            xb, yb = x[s : s + bs], y[s : s + bs]
+        else:
+            r = rows[s : s + bs]
+            xb, yb = x[r], y[r]
+        out = model(xb)
+        lb = loss_fn(out, yb)
+        # one value per example (for sequences: the mean over its tokens)
+        per = lb if lb.dim() == 1 else lb.flatten(1).mean(1)
+        (per.sum() / n).backward()
+        with torch.no_grad():
+            losses[s : s + bs] = per.detach()
+            hit = out.argmax(-1) == yb
+            correct[s : s + bs] = hit if hit.dim() == 1 else hit.flatten(1).float().mean(1) > 0.5
+            if want_logits:
+                logits.append(out.detach())
+    return losses, correct, (torch.cat(logits) if want_logits else None)

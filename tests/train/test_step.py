@@ -1,0 +1,38 @@
+import torch
+
+from oppsig.losses import get_loss
+from oppsig.models import build_model
+from oppsig.train import full_batch_backward
+
+
+def grads(model):
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+
+
+def test_physical_batches_equal_one_big_batch():
+    torch.manual_seed(0)
+    x, y = torch.randn(203, 3, 8, 8), torch.randint(0, 10, (203,))
+    for loss in ("ce", "mse"):
+        m = build_model("mlp", (3, 8, 8), 10, widths=(32, 32))
+        fn = get_loss(loss)
+        l1, c1, _ = full_batch_backward(m, x, y, fn, physical_batch_size=203)
+        g1 = grads(m).clone()
+        m.zero_grad(set_to_none=True)
+        l2, c2, _ = full_batch_backward(m, x, y, fn, physical_batch_size=17)
+        g2 = grads(m)
+        assert torch.allclose(g1, g2, atol=1e-6, rtol=0)
+        assert torch.equal(c1, c2) and torch.allclose(l1, l2, atol=1e-6)
+        # and equal to the plain mean-reduced loss
+        m.zero_grad(set_to_none=True)
+        fn(m(x), y).mean().backward()
+        assert torch.allclose(grads(m), g1, atol=1e-6, rtol=0)
+
+
+def test_rows_select_a_minibatch():
+    torch.manual_seed(0)
+    x, y = torch.randn(50, 4), torch.randint(0, 3, (50,))
+    m = build_model("mlp", (4,), 3, widths=(5,))
+    rows = torch.tensor([3, 7, 9, 20])
+    l, _, _ = full_batch_backward(m, x, y, get_loss("ce"), 3, rows=rows)
+    ref = get_loss("ce")(m(x[rows]), y[rows])
+    assert torch.allclose(l, ref.detach())
