@@ -1,0 +1,17 @@
+"""Report: figures (data -> matplotlib Figure) and the self-contained HTML report."""
+
+from .figures import (
+    plot_comparison,
+    plot_direction,
+    plot_group_losses,
+    plot_heatmap,
+    plot_image_grid,
+    plot_loss,
+    plot_sharpness,
+    plot_update_projection,
+)
+from .html import write_report
+from .tensorboard import write_tensorboard
+
+__all__ = ["write_report", "write_tensorboard", "plot_loss", "plot_sharpness", "plot_group_losses", "plot_heatmap",
+           "plot_image_grid", "plot_direction", "plot_update_projection", "plot_comparison"]

@@ -1,0 +1,265 @@
+"""Figures: pure functions from a run (and its signals) to a matplotlib Figure, no I/O inside.
+
+Usable from notebooks::
+
+    run = oppsig.open_run("runs/demo-cifar10")
+    fig = oppsig.report.plot_loss(run)
+    fig = oppsig.report.plot_group_losses(run, signals)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed; figures are embedded as PNG
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+UP, DOWN, TOTAL = "#d62728", "#1f77b4", "#333333"
+
+
+def _metric(run, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of a metric where it was recorded (finite)."""
+    m = run.metrics
+    if key not in m or "step" not in m:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    s, v = np.asarray(m["step"]), np.asarray(m[key], dtype=float)
+    ok = np.isfinite(v)
+    return s[ok], v[ok]
+
+
+def _spike_steps(signals) -> list[int]:
+    if signals is None:
+        return []
+    return [int(s.step) for s in getattr(signals, "spikes", ())]
+
+
+def plot_loss(run, signals=None, title: str | None = None) -> Figure:
+    """Total training loss (log scale) and accuracy over steps, with detected spikes marked."""
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(8, 4.6), sharex=True, height_ratios=(2, 1), layout="constrained")
+    s, loss = _metric(run, "loss")
+    a1.plot(s, loss, color=TOTAL, lw=1, label="train loss")
+    ts, tl = _metric(run, "test_loss")
+    if len(ts):
+        a1.plot(ts, tl, "o-", color="#9467bd", ms=3, lw=1, label="test loss")
+    a1.set_yscale("log")
+    a1.set_ylabel("loss")
+    for k, st in enumerate(_spike_steps(signals)):
+        a1.axvline(st, color=UP, alpha=0.35, lw=1, label="detected spike" if k == 0 else None)
+    a1.legend(loc="upper right", fontsize=8)
+    s, acc = _metric(run, "accuracy")
+    a2.plot(s, acc, color="#2ca02c", lw=1, label="train")
+    ts, ta = _metric(run, "test_accuracy")
+    if len(ts):
+        a2.plot(ts, ta, "o-", color="#9467bd", ms=3, lw=1, label="test")
+    a2.set_ylabel("accuracy")
+    a2.set_xlabel("step")
+    a2.legend(loc="lower right", fontsize=8)
+    if title:
+        a1.set_title(title)
+    return fig
+
+
+def plot_sharpness(run, title: str | None = None) -> Figure:
+    """Top Hessian eigenvalues (and layer-wise, preconditioned ones) against the optimiser's stability threshold."""
+    fig, ax = plt.subplots(figsize=(8, 3.4), layout="constrained")
+    m = run.metrics
+    keys = ["sharpness"] + sorted(k for k in m if k.startswith("sharpness_") and k != "sharpness_1")
+    drawn = False
+    for i, k in enumerate(keys):
+        s, v = _metric(run, k)
+        if len(s):
+            ax.plot(s, v, "o-" if i == 0 else ".-", ms=3, lw=1.2 if i == 0 else 0.8,
+                    color=TOTAL if i == 0 else None, label="top eigenvalue" if i == 0 else f"eigenvalue {k.split('_')[1]}")
+            drawn = True
+    for k in sorted(k for k in m if k.startswith("layer/")):
+        s, v = _metric(run, k)
+        if len(s):
+            ax.plot(s, v, ".--", ms=2, lw=0.7, label=k)
+    s, v = _metric(run, "precond_sharpness")
+    if len(s):
+        ax.plot(s, v, "s-", ms=3, lw=1, color="#ff7f0e", label="preconditioned")
+    s, v = _metric(run, "threshold")
+    if len(s):
+        ax.plot(s, v, color=UP, lw=1.2, ls="--", label="stability threshold")
+    if not drawn:
+        ax.text(0.5, 0.5, "sharpness not recorded (set curvature.every)", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set_xlabel("step")
+    ax.set_ylabel("eigenvalue of the loss Hessian")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_update_projection(run) -> Figure:
+    """Each tracked step's update projected on the top Hessian eigenvector: its sign flips when GD bounces across the valley."""
+    fig, ax = plt.subplots(figsize=(8, 2.6), layout="constrained")
+    s, v = _metric(run, "update_proj")
+    if len(s):
+        ax.bar(s, v, width=max(1.0, (s.max() - s.min()) / max(len(s), 1) * 0.6),
+               color=np.where(v > 0, UP, DOWN))
+        ax.axhline(0, color="k", lw=0.5)
+    else:
+        ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("step")
+    ax.set_ylabel("update . top eigvec")
+    return fig
+
+
+def window_around(steps: np.ndarray, center: int, before: int = 30, after: int = 10) -> np.ndarray:
+    """Row positions of recorded steps within ``[center - before, center + after]``."""
+    steps = np.asarray(steps)
+    return np.flatnonzero((steps >= center - before) & (steps <= center + after))
+
+
+def _group_mean_loss(run, rows: np.ndarray, members: Sequence[int]) -> np.ndarray:
+    block = np.asarray(run.losses[rows[0] : rows[-1] + 1], dtype=np.float64)
+    return block[:, np.asarray(members, dtype=int)].mean(1)
+
+
+def plot_group_losses(run, signals, pair: Any = None, spike: Any = None, before: int = 30, after: int = 10) -> Figure:
+    """The paper's anti-phase figure: total loss around a spike (top) and the two groups' mean losses (bottom).
+
+    Args:
+        run: an opened run.
+        signals: the detection result (groups, pairs, spikes).
+        pair: which pair (default: the strongest); its two groups are drawn.
+        spike: which spike (default: the largest one; else the whole run).
+    """
+    groups = {g.id: g for g in getattr(signals, "groups", ())}
+    pairs = list(getattr(signals, "pairs", ()))
+    if pair is None and pairs:
+        pair = pairs[0]
+    spikes = list(getattr(signals, "spikes", ()))
+    if spike is None and spikes:
+        spike = max(spikes, key=lambda s: getattr(s, "height", 0.0))
+    steps = run.steps
+    rows = window_around(steps, int(spike.step), before, after) if spike is not None else np.arange(len(steps))
+    if len(rows) == 0:
+        rows = np.arange(len(steps))
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(8, 4.8), sharex=True, layout="constrained")
+    total = np.asarray(run.losses[rows[0] : rows[-1] + 1], dtype=np.float64).mean(1)
+    a1.plot(steps[rows], total, "o-", ms=3, color=TOTAL, lw=1)
+    a1.set_ylabel("total train loss")
+    if spike is not None:
+        a1.axvline(int(spike.step), color=UP, alpha=0.4)
+        a1.set_title(f"around the spike at step {int(spike.step)}")
+    if pair is not None:
+        ga, gb = _pair_groups(pair, groups)
+        for g, col in ((ga, UP), (gb, DOWN)):
+            if g is None:
+                continue
+            lab = f"group {g.id} ({len(g.members)}): " + (g.shared[0] if getattr(g, "shared", ()) else _top_class(g))
+            a2.plot(steps[rows], _group_mean_loss(run, rows, g.members), "o-", ms=3, lw=1.2, color=col, label=lab)
+        a2.legend(fontsize=8)
+    else:
+        a2.text(0.5, 0.5, "no significant opposing pair", ha="center", va="center", transform=a2.transAxes)
+    a2.set_ylabel("group mean loss")
+    a2.set_xlabel("step")
+    return fig
+
+
+def _pair_groups(pair, groups: dict) -> tuple[Any, Any]:
+    a = getattr(pair, "group_a", None)
+    b = getattr(pair, "group_b", None)
+    if a is None and hasattr(pair, "groups"):
+        a, b = pair.groups
+    ga = a if hasattr(a, "members") else groups.get(a)
+    gb = b if hasattr(b, "members") else groups.get(b)
+    return ga, gb
+
+
+def _top_class(g) -> str:
+    cc = getattr(g, "class_counts", {}) or {}
+    if not cc:
+        return ""
+    name, cnt = next(iter(cc.items()))
+    return f"{cnt}/{len(g.members)} {name}"
+
+
+def plot_heatmap(run, examples: Sequence[int], labels: Sequence[str] | None = None, rows: np.ndarray | None = None,
+                 title: str | None = None) -> Figure:
+    """Per-example loss over time (rows: examples, columns: recorded steps), for the given example columns."""
+    examples = np.asarray(examples, dtype=int)
+    fig, ax = plt.subplots(figsize=(8, max(2.2, 0.09 * len(examples) + 1.2)), layout="constrained")
+    if len(examples) == 0:
+        ax.text(0.5, 0.5, "no examples", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    if rows is None:
+        rows = np.arange(run.rows)
+    order = np.argsort(examples)  # zarr orthogonal selection wants sorted columns
+    block = np.asarray(run.losses[int(rows[0]) : int(rows[-1]) + 1][:, examples[order]], dtype=np.float64)
+    block = block[:, np.argsort(order)]
+    im = ax.imshow(np.log10(np.maximum(block.T, 1e-4)), aspect="auto", cmap="magma", interpolation="nearest",
+                   extent=(run.steps[rows[0]], run.steps[rows[-1]], len(examples) - 0.5, -0.5))
+    fig.colorbar(im, ax=ax, label="log10 loss", fraction=0.03)
+    if labels is not None and len(labels) <= 60:
+        ax.set_yticks(range(len(examples)), labels, fontsize=5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("example")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_image_grid(images: np.ndarray, title: str = "", ncols: int = 10, captions: Sequence[str] | None = None) -> Figure:
+    """A grid of uint8 images (N, 3, H, W) (or (N, H, W, 3))."""
+    images = np.asarray(images)
+    if images.ndim == 4 and images.shape[1] in (1, 3):
+        images = images.transpose(0, 2, 3, 1)
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 0.85, nrows * 0.85 + (0.35 if title else 0)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            img = images[i]
+            ax.imshow(img.squeeze() if img.shape[-1] == 1 else img, interpolation="nearest")
+            if captions is not None:
+                ax.set_title(captions[i], fontsize=5, pad=1)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(wspace=0.05, hspace=0.25 if captions is not None else 0.05, left=0.01, right=0.99, bottom=0.01,
+                        top=0.88 if title else 0.99)
+    return fig
+
+
+def plot_direction(direction: np.ndarray, title: str = "") -> Figure:
+    """A group's signal direction in input space (mean image minus data mean), shown as an image."""
+    d = np.asarray(direction, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(1.8, 1.9), layout="constrained")
+    if d.ndim == 3 and d.shape[0] in (1, 3):
+        d = d.transpose(1, 2, 0)
+        lim = np.abs(d).max() or 1.0
+        ax.imshow(np.clip(0.5 + 0.5 * d / lim, 0, 1).squeeze())
+    else:
+        ax.imshow(d.reshape(1, -1) if d.ndim == 1 else d, cmap="coolwarm")
+    ax.axis("off")
+    ax.set_title(title, fontsize=7)
+    return fig
+
+
+def plot_comparison(runs: Sequence, names: Sequence[str], key: str = "loss", log: bool = True) -> Figure:
+    """One metric of several runs on shared axes (e.g. GD vs Adam vs SplitSGD)."""
+    fig, ax = plt.subplots(figsize=(8, 3.2), layout="constrained")
+    for run, name in zip(runs, names):
+        s, v = _metric(run, key)
+        if len(s):
+            ax.plot(s, v, lw=1, label=name)
+            if key == "sharpness":
+                ts, tv = _metric(run, "threshold")
+                if len(ts):
+                    ax.plot(ts, tv, ls="--", lw=0.8, color=ax.lines[-1].get_color())
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(key)
+    ax.legend(fontsize=8)
+    return fig

@@ -1,0 +1,307 @@
+"""The HTML report: one self-contained file per run or comparison (figures embedded, no network needed).
+
+Every piece of text taken from a run (names, class names, config values,
+descriptions) is HTML-escaped, so a run or class name cannot inject script.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import StoreError
+from . import figures as F
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:0 auto;padding:1rem 1.5rem;
+color:#222;line-height:1.45}
+h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.25rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
+h3{font-size:1.05rem;margin-bottom:.3rem} .sub{color:#666;margin-top:0}
+table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0} td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left}
+th{background:#f6f6f6} img{max-width:100%;height:auto;display:block;margin:.4rem 0}
+.grid2{display:grid;grid-template-columns:1fr 1fr;gap:.8rem} .side{display:grid;grid-auto-flow:column;grid-auto-columns:1fr;gap:.6rem}
+.finding{background:#f3f8ff;border-left:4px solid #1f77b4;padding:.5rem .8rem;margin:.6rem 0}
+.warn{background:#fff6f0;border-left:4px solid #d62728;padding:.5rem .8rem;margin:.6rem 0}
+code{background:#f4f4f4;padding:0 .2rem} .small{font-size:.85rem;color:#555}
+"""
+
+
+def esc(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def fig_to_img(fig, alt: str, dpi: int = 110) -> str:
+    """Render a matplotlib Figure to an embedded ``<img>`` tag and close it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _fmt(v: Any, nd: int = 4) -> str:
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "–"
+        return f"{v:.{nd}g}"
+    return str(v)
+
+
+def load_signals(run_dir: Path):
+    """The run's ``signals.json`` as a result object, or None."""
+    p = Path(run_dir) / "signals.json"
+    if not p.exists():
+        return None
+    from ..signals import read_signals_json
+
+    return read_signals_json(p)
+
+
+def run_summary(run) -> dict:
+    """Numbers for the comparison table: spikes, time at the edge of stability, group oscillation amplitude."""
+    m = run.metrics
+    out: dict[str, Any] = {}
+    loss = np.asarray(m.get("loss", []), dtype=float)
+    out["steps"] = int(len(loss))
+    out["final loss"] = float(loss[-1]) if len(loss) else float("nan")
+    acc = np.asarray(m.get("accuracy", []), dtype=float)
+    out["final accuracy"] = float(acc[-1]) if len(acc) else float("nan")
+    ta = np.asarray(m.get("test_accuracy", []), dtype=float)
+    ta = ta[np.isfinite(ta)]
+    out["test accuracy"] = float(ta[-1]) if len(ta) else float("nan")
+    s = np.asarray(m.get("sharpness", []), dtype=float)
+    t = np.asarray(m.get("threshold", []), dtype=float)
+    ok = np.isfinite(s) & np.isfinite(t)
+    out["max sharpness / threshold"] = float(np.max(s[ok] / t[ok])) if ok.any() else float("nan")
+    out["time at EoS"] = float(np.mean(s[ok] >= 0.9 * t[ok])) if ok.any() else float("nan")
+    return out
+
+
+def _signals_rows(sig) -> dict:
+    if sig is None:
+        return {"spikes": "–", "pairs": "–", "group oscillation": "–"}
+    pairs = list(getattr(sig, "pairs", ()))
+    sigp = [p for p in pairs if getattr(p, "significant", True)]
+    amp = max((float(getattr(p, "amplitude", getattr(p, "swing", float("nan")))) for p in sigp), default=float("nan"))
+    return {"spikes": len(getattr(sig, "spikes", ())), "pairs": len(sigp), "group oscillation": amp}
+
+
+def _config_table(cfg) -> str:
+    if cfg is None:
+        return "<p class='small'>no config recorded</p>"
+    d = cfg.to_dict() if hasattr(cfg, "to_dict") else cfg
+    rows = []
+    for section in ("data", "model", "optim", "train", "record", "curvature"):
+        v = d.get(section) if isinstance(d, dict) else None
+        if isinstance(v, dict):
+            flat = ", ".join(f"{k}={v2}" for k, v2 in v.items() if not isinstance(v2, dict))
+            rows.append(f"<tr><th>{esc(section)}</th><td class='small'>{esc(flat)}</td></tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _dataset_for(run):
+    """Rebuild the run's training set (for image grids), or None with a reason."""
+    cfg = run.config
+    if not hasattr(cfg, "data"):
+        return None, "the run has no oppsig config; images are not available"
+    from ..data import build_datasets
+
+    try:
+        train, _ = build_datasets(cfg.data, seed=cfg.seed)
+    except Exception as e:  # data moved or missing: the report still renders
+        return None, f"images not shown: {e}"
+    if len(train) != len(run.index) or not np.array_equal(train.index.numpy(), run.index):
+        # probe-set runs record a subset: align by id
+        pos = {int(i): k for k, i in enumerate(train.index.numpy())}
+        rows = [pos.get(int(i)) for i in run.index]
+        if any(r is None for r in rows):
+            return None, "the recorded examples are not in the rebuilt data set"
+        train = train.take(rows)
+    return train, None
+
+
+def _group_section(run, sig, data, note) -> str:
+    parts = []
+    groups = {g.id: g for g in getattr(sig, "groups", ())}
+    pairs = list(getattr(sig, "pairs", ()))
+    if not pairs:
+        parts.append("<div class='finding'>No significant opposing pair was found in this run at the default threshold.</div>")
+    for k, pair in enumerate(pairs[:3]):
+        ga, gb = F._pair_groups(pair, groups)
+        corr = getattr(pair, "correlation", float("nan"))
+        cos = getattr(pair, "grad_cosine", None)
+        if cos is None and getattr(sig, "verification", None) is not None:
+            cos = getattr(sig.verification, "grad_cosine", None)
+        desc = getattr(pair, "explanation", "") or ""
+        parts.append(f"<h3>Pair {k + 1}: group {esc(getattr(ga, 'id', '?'))} vs group {esc(getattr(gb, 'id', '?'))}</h3>")
+        facts = [f"anti-phase correlation of loss changes: <b>{esc(_fmt(corr, 3))}</b>"]
+        if cos is not None:
+            facts.append(f"gradient cosine: <b>{esc(_fmt(float(cos), 3))}</b>")
+        for attr, label in (("p_value", "p-value vs null"), ("spike_share", "share of spike rise"),
+                            ("null_correlation", "null correlation")):
+            v = getattr(pair, attr, None)
+            if v is not None:
+                facts.append(f"{label}: {esc(_fmt(float(v), 3))}")
+        parts.append("<p>" + "; ".join(facts) + "</p>")
+        if desc:
+            parts.append(f"<div class='finding'>{esc(desc)}</div>")
+        parts.append(fig_to_img(F.plot_group_losses(run, sig, pair=pair), f"group losses pair {k + 1}"))
+        cols = []
+        for g in (ga, gb):
+            if g is None:
+                continue
+            col = [f"<h3>Group {esc(g.id)} ({len(g.members)} examples)</h3>"]
+            if getattr(g, "explanation", ""):
+                col.append(f"<p>{esc(g.explanation)}</p>")
+            cc = getattr(g, "class_counts", {}) or {}
+            if cc:
+                col.append("<p class='small'>classes: " + esc(", ".join(f"{n} {c}" for n, c in list(cc.items())[:5])) + "</p>")
+            if getattr(g, "shared", ()):
+                col.append("<p class='small'>shared: " + esc("; ".join(g.shared[:4])) + "</p>")
+            if data is not None and data.raw is not None:
+                mem = np.asarray(g.members[:30], dtype=int)
+                caps = [data.classes[int(data.y[i])] for i in mem]
+                col.append(fig_to_img(F.plot_image_grid(data.raw[mem].numpy(), f"group {g.id}", ncols=10, captions=caps),
+                                      f"images of group {g.id}"))
+            if getattr(g, "direction", None) is not None:
+                col.append(fig_to_img(F.plot_direction(g.direction, "mean image - data mean"), f"direction of group {g.id}"))
+            cols.append("<div>" + "".join(col) + "</div>")
+        parts.append("<div class='grid2'>" + "".join(cols) + "</div>")
+    if note:
+        parts.append(f"<p class='small'>{esc(note)}</p>")
+    return "".join(parts)
+
+
+def _heatmap_examples(sig) -> tuple[list[int], list[str]]:
+    ex, lab = [], []
+    for g in list(getattr(sig, "groups", ()))[:6]:
+        for r in list(g.members)[:12]:
+            ex.append(int(r))
+            lab.append(f"g{g.id}")
+    if not ex:
+        for r in list(getattr(sig, "recurring", ()))[:40]:
+            ex.append(int(r.row))
+            lab.append("")
+    return ex, lab
+
+
+def run_section(run, sig, title: str) -> str:
+    cfg = run.config
+    meta = run.meta
+    data, note = _dataset_for(run)
+    parts = [f"<h2>{esc(title)}</h2>"]
+    summ = run_summary(run)
+    facts = {
+        "run directory": str(run.path),
+        "data": meta.get("data", getattr(getattr(cfg, "data", None), "name", "")),
+        "examples recorded": f"{len(run.index)} x {run.rows} steps",
+        "model": getattr(getattr(cfg, "model", None), "name", ""),
+        "optimiser": (f"{cfg.optim.name}, lr {cfg.optim.lr:g}" if hasattr(cfg, "optim") else ""),
+        "loss": getattr(getattr(cfg, "train", None), "loss", ""),
+        "wall time": f"{meta.get('wall_time', float('nan')):.0f} s" if "wall_time" in meta else "",
+        "final train loss / accuracy": f"{_fmt(summ['final loss'])} / {_fmt(summ['final accuracy'], 3)}",
+        "test accuracy": _fmt(summ["test accuracy"], 3),
+        "device / torch": f"{meta.get('device', '')} / {meta.get('torch', '')}",
+        "oppsig / revision": f"{meta.get('oppsig_version', '')} / {meta.get('code_revision', '')}",
+    }
+    parts.append("<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts.items() if v) + "</table>")
+    parts.append("<details><summary>config</summary>" + _config_table(cfg) + "</details>")
+    if sig is not None and hasattr(sig, "summary"):
+        pass
+    if sig is not None:
+        from ..signals import summary_text
+
+        parts.append("<div class='finding'><pre style='white-space:pre-wrap;margin:0'>" + esc(summary_text(sig)) + "</pre></div>")
+    parts.append("<h3>Loss and accuracy</h3>")
+    parts.append(fig_to_img(F.plot_loss(run, sig), "loss and accuracy"))
+    parts.append("<h3>Sharpness against the stability threshold</h3>")
+    parts.append(fig_to_img(F.plot_sharpness(run), "sharpness"))
+    if "update_proj" in run.metrics:
+        parts.append("<h3>The update's projection on the top eigenvector</h3>")
+        parts.append(fig_to_img(F.plot_update_projection(run), "update projection"))
+    if sig is not None:
+        parts.append("<h3>Opposing groups</h3>")
+        parts.append(_group_section(run, sig, data, note))
+        ex, lab = _heatmap_examples(sig)
+        if ex:
+            parts.append("<h3>Per-example loss of the top outliers</h3>")
+            parts.append(fig_to_img(F.plot_heatmap(run, ex, lab), "per-example loss heat map"))
+    else:
+        parts.append("<p class='small'>No signals.json in this run: run <code>oppsig detect RUN</code> to find the "
+                     "opposing groups.</p>")
+    return "".join(parts)
+
+
+def comparison_section(runs: Sequence, sigs: Sequence, names: Sequence[str]) -> str:
+    parts = ["<h2>Comparison</h2>"]
+    cols = ["run", "steps", "final loss", "final accuracy", "test accuracy", "spikes", "pairs", "group oscillation",
+            "max sharpness / threshold", "time at EoS"]
+    rows = []
+    for run, sig, name in zip(runs, sigs, names):
+        d = {"run": name, **run_summary(run), **_signals_rows(sig)}
+        rows.append("<tr>" + "".join(f"<td>{esc(_fmt(d.get(c, '–'), 3))}</td>" for c in cols) + "</tr>")
+    parts.append("<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in cols) + "</tr>" + "".join(rows) + "</table>")
+    parts.append("<p class='small'>time at EoS: fraction of sharpness measurements at or above 90% of the optimiser's "
+                 "stability threshold.</p>")
+    parts.append(fig_to_img(F.plot_comparison(runs, names, "loss"), "loss of every run"))
+    if any("sharpness" in r.metrics for r in runs):
+        parts.append(fig_to_img(F.plot_comparison(runs, names, "sharpness", log=False), "sharpness of every run"))
+    return "".join(parts)
+
+
+def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike | None = None,
+                 title: str | None = None) -> Path:
+    """Write ``report.html`` for one run (into its directory) or several (a comparison).
+
+    Args:
+        run_dirs: run directories; each may hold a ``signals.json`` from ``oppsig detect``.
+        out: the HTML file to write (default: ``<run>/report.html``, or
+            ``<first run's parent>/comparison.html`` for several runs).
+
+    Returns:
+        the path written.
+
+    Raises:
+        StoreError: when a directory is not a run or the file cannot be written.
+    """
+    from ..store import open_run
+
+    if not run_dirs:
+        raise StoreError("give at least one run directory")
+    runs = [open_run(d) for d in run_dirs]
+    sigs = [load_signals(Path(d)) for d in run_dirs]
+    names = [Path(d).name for d in run_dirs]
+    if out is None:
+        out = Path(run_dirs[0]) / "report.html" if len(runs) == 1 else Path(run_dirs[0]).parent / "comparison.html"
+    out = Path(out)
+    title = title or (f"oppsig report: {names[0]}" if len(runs) == 1 else "oppsig comparison: " + " vs ".join(names))
+    body = [f"<h1>{esc(title)}</h1>",
+            f"<p class='sub'>written {esc(time.strftime('%Y-%m-%d %H:%M'))} by oppsig; self-contained, no network needed</p>"]
+    if len(runs) > 1:
+        body.append(comparison_section(runs, sigs, names))
+    for run, sig, name in zip(runs, sigs, names):
+        body.append(run_section(run, sig, name))
+    doc = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+           "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+           "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">"
+           f"<title>{esc(title)}</title><style>{CSS}</style></head><body>" + "".join(body) + "</body></html>")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(doc, encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as e:
+        raise StoreError(f"cannot write the report {out}: {e.strerror or e}") from None
+
+    return out

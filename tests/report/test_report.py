@@ -1,0 +1,74 @@
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from oppsig.report import plot_heatmap, plot_image_grid, plot_loss, plot_sharpness, write_report
+from oppsig.train import train
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-default-apps", "--mute-audio"]
+
+CHECK = """<script>
+window.__errors = [];
+window.addEventListener('error', e => window.__errors.push(String(e.message || e.type)), true);
+const _err = console.error; console.error = (...a) => { window.__errors.push(a.join(' ')); _err(...a); };
+window.addEventListener('load', () => {
+  const imgs = Array.from(document.images);
+  const broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length;
+  document.body.setAttribute('data-check', JSON.stringify({n: imgs.length, broken: broken, errors: window.__errors}));
+});
+</script>"""
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from oppsig.config import load_config
+
+    out = tmp_path_factory.mktemp("runs")
+    cfg = load_config(None, ["data.name=synthetic", "data.n=96", "model.widths=[8]", "train.steps=12",
+                             "optim.lr=0.05", f"out_dir={out}", "name=<img src=x onerror=alert(1)>"])
+    return train(cfg, progress=False).run_dir
+
+
+def test_figures_are_pure_functions(tiny_run):
+    from oppsig.store import open_run
+
+    run = open_run(tiny_run)
+    for fig in (plot_loss(run), plot_sharpness(run), plot_heatmap(run, [0, 5, 7]),
+                plot_image_grid(np.zeros((4, 3, 32, 32), np.uint8), "t")):
+        assert fig.axes
+
+
+def test_report_escapes_names(tiny_run):
+    out = write_report([tiny_run])
+    text = out.read_text()
+    assert "<img src=x" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+    assert text.count("data:image/png;base64,") >= 2
+    assert "http://" not in text and "https://" not in text  # nothing to fetch
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
+    out = write_report([tiny_run], tmp_path / "report.html")
+    html = out.read_text()
+    # a copy with a checking script (the real report forbids scripts by its content security policy)
+    check = tmp_path / "check.html"
+    check.write_text(html.replace("<meta http-equiv='Content-Security-Policy'", "<meta name='x'").replace("<body>", "<body>" + CHECK, 1))
+    r = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'prof'}", "--virtual-time-budget=5000",
+                        "--dump-dom", check.as_uri()], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    import json
+    import re
+
+    m = re.search(r'data-check="([^"]*)"', r.stdout)
+    assert m, r.stdout[:500]
+    res = json.loads(m.group(1).replace("&quot;", '"'))
+    assert res["n"] >= 2 and res["broken"] == 0 and res["errors"] == []
+    shot = tmp_path / "report.png"
+    r = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'prof2'}", "--window-size=1200,1800",
+                        f"--screenshot={shot}", out.as_uri()], capture_output=True, text=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10_000, r.stderr[-2000:]
