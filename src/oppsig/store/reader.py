@@ -69,11 +69,21 @@ class RowBounded:
             # orthogonal selection for integer arrays on any axis
             sel = (first,) + rest
             sel = tuple(np.asarray(s) if isinstance(s, list) else s for s in sel)
-            return self._a.oindex[sel]
-        return self._a[(first,) + rest]
+            return self._read(lambda: self._a.oindex[sel])
+        return self._read(lambda: self._a[(first,) + rest])
+
+    def _read(self, fn):
+        try:
+            return fn()
+        except (IndexError, StoreError):
+            raise
+        except Exception as e:  # a damaged chunk: decompression or decoding failed
+            where = getattr(self._a, "path", "") or getattr(self._a, "name", "")
+            raise StoreError(f"a chunk of the per-example array '{where}' is damaged and cannot be read "
+                             f"({type(e).__name__}: {str(e)[:120]}); restore it from a backup or re-run the affected steps") from None
 
     def __array__(self, dtype=None, copy=None):
-        out = np.asarray(self._a[: self.rows])
+        out = np.asarray(self._read(lambda: self._a[: self.rows]))
         return out.astype(dtype) if dtype is not None else out
 
     def __repr__(self) -> str:
