@@ -211,3 +211,25 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert np.array_equal(np.asarray(a.losses), np.asarray(b.losses))  # bitwise
     assert b.metrics["step"].tolist() == list(range(steps))
     assert np.array_equal(a.metrics["loss"], b.metrics["loss"])
+
+
+def test_summary_table_against_numpy(tmp_path):
+    from oppsig.store.export import summary_table, write_summary
+
+    rng = np.random.default_rng(1)
+    L = rng.random((9, 7)).astype(np.float32)
+    C = rng.random((9, 7)) > 0.4
+    w = StoreWriter(tmp_path, np.arange(7), chunk_steps=4)
+    for s in range(9):
+        w.append(s, L[s], C[s])
+    w.close()
+    run = open_run(tmp_path)
+    t = summary_table(run, block=4)  # blocks that split the steps
+    L64 = L.astype(np.float64)
+    assert np.allclose(t["mean_loss"], L64.mean(0)) and np.allclose(t["loss_std"], L64.std(0))
+    assert np.allclose(t["mean_abs_change"], np.abs(np.diff(L64, axis=0)).mean(0))
+    assert np.array_equal(t["forgetting"], (C[:-1] & ~C[1:]).sum(0))
+    assert np.allclose(t["accuracy"], C.mean(0)) and np.allclose(t["final_loss"], L64[-1])
+    p = write_summary(run)
+    lines = p.read_text().splitlines()
+    assert lines[0].startswith("id,mean_loss") and len(lines) == 8
