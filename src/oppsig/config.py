@@ -99,7 +99,7 @@ class ModelConfig:
 class OptimConfig:
     """The optimiser; ``gd`` is full-batch gradient descent over the whole training set."""
 
-    name: str = "gd"  # gd | sgd | adam | adamw
+    name: str = "gd"  # gd | sgd | adam | adamw | splitsgd | sam | signsgd
     lr: float = 0.05
     momentum: float = 0.0
     dampening: float = 0.0
@@ -108,9 +108,20 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    split_threshold: float = 3.0  # splitsgd: |g| > threshold * rms takes the normalised step (inf: plain SGD)
+    split_lr: float | None = None  # splitsgd: lr of the normalised side (None: lr)
+    split_rule: str = "rms"  # splitsgd: rms | tensor
+    rho: float = 0.05  # sam: radius of the ascent step
+    sam_adaptive: bool = False  # sam: scale the ascent per coordinate by |w|
 
     def validate(self, key: str) -> None:
-        _check(self.name in ("gd", "sgd", "adam", "adamw"), f"{key}.name", "must be one of gd, sgd, adam, adamw", self.name)
+        names = ("gd", "sgd", "adam", "adamw", "splitsgd", "sam", "signsgd")
+        _check(self.name in names, f"{key}.name", f"must be one of {', '.join(names)}", self.name)
+        _check(self.split_threshold >= 0, f"{key}.split_threshold", "must be >= 0 (inf: plain SGD)", self.split_threshold)
+        _check(self.split_lr is None or (math.isfinite(self.split_lr) and self.split_lr > 0), f"{key}.split_lr",
+               "must be > 0 or null", self.split_lr)
+        _check(self.split_rule in ("rms", "tensor"), f"{key}.split_rule", "must be rms or tensor", self.split_rule)
+        _check(math.isfinite(self.rho) and self.rho >= 0, f"{key}.rho", "must be >= 0", self.rho)
         _check(math.isfinite(self.lr) and self.lr > 0, f"{key}.lr", "must be a positive finite number", self.lr)
         _check(0 <= self.momentum < 1, f"{key}.momentum", "must lie in [0, 1)", self.momentum)
         _check(0 <= self.dampening <= 1, f"{key}.dampening", "must lie in [0, 1]", self.dampening)

@@ -107,3 +107,26 @@ def test_sigint_stops_after_step_with_checkpoint(tiny_cfg):
     assert run.steps.tolist() == list(range(7))
     res2 = train(tiny_cfg(steps=9), run_dir=res.run_dir, resume=True, progress=False)
     assert open_run(res2.run_dir).steps.tolist() == list(range(9))
+
+
+def test_sam_step_in_the_loop_matches_a_hand_step(tiny_cfg, tiny_data):
+    from oppsig.losses import get_loss
+    from oppsig.models import build_model
+
+    cfg = tiny_cfg("optim.name=sam", "optim.rho=0.1", "optim.lr=0.05", "train.batch_size=100000", steps=1)
+    res = train(cfg, progress=False, data=(tiny_data, None))
+    torch.manual_seed(cfg.seed)
+    m = build_model("mlp", (3, 32, 32), 10, widths=(16,))
+    loss_fn = get_loss("ce")
+    params = list(m.parameters())
+    g = torch.autograd.grad(loss_fn(m(tiny_data.x), tiny_data.y).mean(), params)
+    norm = torch.sqrt(sum((gi**2).sum() for gi in g))
+    with torch.no_grad():
+        for p, gi in zip(params, g):
+            p.add_(0.1 * gi / norm)
+    g2 = torch.autograd.grad(loss_fn(m(tiny_data.x), tiny_data.y).mean(), params)
+    with torch.no_grad():
+        for p, gi, gj in zip(params, g, g2):
+            p.sub_(0.1 * gi / norm).sub_(0.05 * gj)
+    for p, q in zip(params, res.model.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)

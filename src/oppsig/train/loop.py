@@ -16,6 +16,7 @@ import math
 import signal
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from ..data.base import ArrayDataset
 from ..errors import DivergenceError, StoreError
 from ..losses import get_loss
 from ..models import build_from_config
-from ..optim import build_optimizer, is_full_batch, lr_at
+from ..optim import SAM, build_optimizer, is_full_batch, lr_at
 from ..store.format import CONFIG, META, atomic_write_text, environment
 from ..store.recorder import prepare_run_dir, probe_losses
 from ..store.writer import MetricsWriter, StoreWriter
@@ -130,7 +131,11 @@ class Trainer:
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.device = resolve_device(cfg.device)
+        from ..distributed import context_from_env, device_for
+
+        self.dist = context_from_env(cfg.device)
+        self.device = device_for(self.dist, resolve_device(cfg.device))
+        self.writes = self.run_dir is not None and self.dist.is_main
         self.dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
         train_set, test_set = self._data if self._data is not None else build_datasets(cfg.data, seed=cfg.seed)
         if len(train_set) == 0:
@@ -141,6 +146,12 @@ class Trainer:
         input_shape = tuple(self.train_set.x.shape[1:])
         self.model = build_from_config(cfg.model, input_shape, self.train_set.num_classes, self.device, self.dtype)
         self.model.train()
+        self.forward_model = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_model = DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
         self.loss_fn = get_loss(cfg.train.loss)
         # every step sees every example under gd, or when the mini-batch covers the data
@@ -162,7 +173,7 @@ class Trainer:
     def _open_outputs(self, start_step: int, resuming: bool) -> None:
         cfg, rd = self.cfg, self.run_dir
         self.store = self.metrics_out = None
-        if rd is None:
+        if not self.writes:
             return
         atomic_write_text(rd / CONFIG, cfg.to_yaml())
         meta = {**environment(), "device": str(self.device), "data": self.train_set.name,
@@ -183,7 +194,7 @@ class Trainer:
         self.metrics_out = MetricsWriter(rd, resume_before=start_step if resuming else None)
 
     def _checkpoint(self, next_step: int, wall: float) -> None:
-        if self.run_dir is None:
+        if not self.writes:
             return
         if self.store is not None:
             self.store.flush()
@@ -234,14 +245,16 @@ class Trainer:
             if self.resume:
                 if not self.run_dir.exists():
                     raise StoreError(f"cannot resume: {self.run_dir} does not exist")
-                lock = RunLock(self.run_dir).acquire()
+                if self.writes:
+                    lock = RunLock(self.run_dir).acquire()
                 if checkpoint_path(self.run_dir).exists():
                     ckpt = load_checkpoint(self.run_dir, map_location=self.device)
                     start, wall0 = self._load(ckpt)
                     resuming = True
-            else:
+            elif self.writes:
                 prepare_run_dir(self.run_dir, self.overwrite)
                 lock = RunLock(self.run_dir).acquire()
+            self.dist.barrier()
         if self.init_state is not None and not resuming:
             start, wall0 = self._load(self.init_state)
         try:
@@ -264,7 +277,13 @@ class Trainer:
         t0 = time.perf_counter()
         stopped = "max_steps"
         metrics: dict = {}
-        bar = _progress(cfg.train.steps, start, cfg.name, self.progress)
+        bar = _progress(cfg.train.steps, start, cfg.name, self.progress and self.dist.is_main)
+        D = self.dist
+        lo, hi = D.shard(n)
+        X_local, Y_local = (X[lo:hi], Y[lo:hi]) if D.enabled else (X, Y)
+        sync = (lambda last: nullcontext() if last else self.forward_model.no_sync()) if D.enabled else None
+        p_lo, p_hi = D.shard(len(self.probe_set))
+        probe_local = self.probe_set.take(np.arange(p_lo, p_hi)) if D.enabled else self.probe_set
         step = start
         try:
             with _StopFlag() as stop:
@@ -275,21 +294,46 @@ class Trainer:
                     state.step, state.lr, state.metrics = step, lr, {}
                     state.per_example_loss = state.per_example_correct = None
                     hook_api.call(self.hooks, "on_step_start", state)
-                    record_now = self.store is not None and step % rec.every == 0
-                    logits_now = self.store is not None and rec.logits_every > 0 and step % rec.logits_every == 0
+                    # decided alike on every rank (collectives follow), written by rank 0 only
+                    recording = rec.enabled and self.run_dir is not None
+                    record_now = recording and step % rec.every == 0
+                    logits_now = recording and rec.logits_every > 0 and step % rec.logits_every == 0
                     probe = None
                     if record_now and not self.full_batch:
-                        probe = probe_losses(self.model, self.probe_set, self.loss_fn, cfg.train.physical_batch_size,
+                        probe = probe_losses(self.model, probe_local, self.loss_fn, cfg.train.physical_batch_size,
                                              return_logits=logits_now)
+                        if D.enabled:
+                            m_all = len(self.probe_set)
+                            probe = (self.probe_set.index.cpu().numpy(),) + tuple(
+                                D.gather_rows(torch.as_tensor(a), m_all).numpy() for a in probe[1:])
                     self.optimizer.zero_grad(set_to_none=True)
-                    rows = None if self.full_batch else batch_rows(step, n, cfg.train.batch_size, cfg.seed, self.device)
+                    if self.full_batch:
+                        rows, b_global = None, n
+                    else:
+                        rows = batch_rows(step, n, cfg.train.batch_size, cfg.seed, self.device)
+                        b_global = len(rows)
+                        if D.enabled:
+                            b_lo, b_hi = D.shard(b_global)
+                            rows = rows[b_lo:b_hi]
+                    xs, ys = (X_local, Y_local) if self.full_batch else (X, Y)
                     losses, correct, logits = full_batch_backward(
-                        self.model, X, Y, self.loss_fn, cfg.train.physical_batch_size, rows=rows,
-                        want_logits=logits_now and self.full_batch)
+                        self.forward_model, xs, ys, self.loss_fn, cfg.train.physical_batch_size, rows=rows,
+                        want_logits=logits_now and self.full_batch, denominator=b_global / D.world, sync=sync)
+                    if D.enabled:
+                        losses = D.gather_rows(losses, b_global)
+                        correct = D.gather_rows(correct, b_global)
+                        if logits is not None:
+                            logits = D.gather_rows(logits, b_global)
                     loss = float(losses.mean())
                     if not math.isfinite(loss):
                         self._diverged(step, loss, lr)
-                    self.optimizer.step()
+                    if isinstance(self.optimizer, SAM):  # a second gradient at the ascent point, same rows
+                        self.optimizer.first_step(zero_grad=True)
+                        full_batch_backward(self.forward_model, xs, ys, self.loss_fn, cfg.train.physical_batch_size,
+                                            rows=rows, denominator=b_global / D.world, sync=sync)
+                        self.optimizer.second_step()
+                    else:
+                        self.optimizer.step()
                     acc = float(correct.float().mean())
                     state.per_example_loss, state.per_example_correct = losses, correct
                     metrics = {"step": step, "loss": loss, "accuracy": acc, "lr": lr}
@@ -299,7 +343,7 @@ class Trainer:
                     hook_api.call(self.hooks, "on_step_end", state)
                     state.metrics["wall_time"] = wall0 + time.perf_counter() - t0
                     metrics = state.metrics
-                    if record_now:
+                    if record_now and self.store is not None:
                         if self.full_batch:
                             self.store.append(step, losses.cpu().numpy(), correct.cpu().numpy())
                             if logits_now:
@@ -320,7 +364,10 @@ class Trainer:
                     if cfg.train.acc_goal is not None and acc >= cfg.train.acc_goal:
                         stopped = "acc_goal"
                         break
-                    if stop.signum is not None:
+                    stop_now = stop.signum is not None
+                    if D.enabled:  # every rank stops at the same step
+                        stop_now = bool(D.all_reduce_(torch.tensor([float(stop_now)], device=self.device)).item() > 0)
+                    if stop_now:
                         stopped = "interrupted"
                         break
                 else:
@@ -336,13 +383,13 @@ class Trainer:
             metrics["test_loss"], metrics["test_accuracy"] = self._evaluate(self.test_set)
         self._checkpoint(next_step, wall)
         hook_api.call(self.hooks, "on_train_end", state)
-        if self.run_dir is not None:
+        if self.writes:
             meta = json.loads((self.run_dir / META).read_text())
             meta.update({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stopped": stopped,
                          "next_step": next_step, "wall_time": wall, "final": metrics})
             atomic_write_text(self.run_dir / META, json.dumps(meta, indent=1, default=float))
         resume_cmd = None
-        if stopped == "interrupted" and self.run_dir is not None:
+        if stopped == "interrupted" and self.writes:
             resume_cmd = f"oppsig train --resume {self.run_dir}"
         return TrainResult(self.run_dir, next_step, stopped, metrics, self.model, wall, resume_cmd)
 

@@ -8,10 +8,15 @@ the physical batch size. The per-example losses come from the same forward.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
 
 from ..losses import LossFn
+
+
+_NULL = nullcontext()
 
 
 def full_batch_backward(
@@ -22,11 +27,17 @@ def full_batch_backward(
     physical_batch_size: int,
     rows: torch.Tensor | None = None,
     want_logits: bool = False,
+    denominator: int | None = None,
+    sync=None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Backward of the mean loss over ``x[rows]`` (all rows by default), in physical batches.
 
     Gradients are accumulated into the parameters' ``.grad`` (call
-    ``optimizer.zero_grad()`` first).
+    ``optimizer.zero_grad()`` first). Each physical batch adds
+    ``sum(loss_i) / denominator`` (default: the number of rows), so a rank of a
+    distributed run passes ``global_rows / world`` to get the global mean after
+    DDP's averaging. ``sync(is_last)`` returns a context manager for each
+    physical batch (e.g. DDP's ``no_sync`` for all but the last one).
 
     Returns:
         per-example losses (B,) detached, per-example correctness bool (B,), and the
@@ -37,17 +48,20 @@ def full_batch_backward(
     losses = torch.empty(n, device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
     correct = torch.empty(n, device=x.device, dtype=torch.bool)
     logits = [] if want_logits else None
-    for s in range(0, n, bs):
+    denom = n if denominator is None else denominator
+    starts = list(range(0, n, bs))
+    for s in starts:
         if rows is None:
             xb, yb = x[s : s + bs], y[s : s + bs]
         else:
             r = rows[s : s + bs]
             xb, yb = x[r], y[r]
-        out = model(xb)
-        lb = loss_fn(out, yb)
-        # one value per example (for sequences: the mean over its tokens)
-        per = lb if lb.dim() == 1 else lb.flatten(1).mean(1)
-        (per.sum() / n).backward()
+        with sync(s == starts[-1]) if sync is not None else _NULL:
+            out = model(xb)
+            lb = loss_fn(out, yb)
+            # one value per example (for sequences: the mean over its tokens)
+            per = lb if lb.dim() == 1 else lb.flatten(1).mean(1)
+            (per.sum() / denom).backward()
         with torch.no_grad():
             losses[s : s + bs] = per.detach()
             hit = out.argmax(-1) == yb

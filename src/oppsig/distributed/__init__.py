@@ -1,0 +1,104 @@
+"""torch.distributed glue: launch with torchrun, shard by example, gather by example index.
+
+``torchrun --nproc-per-node N -m oppsig train CONFIG`` starts N processes; each
+one trains on its contiguous shard of the training set (full-batch GD) or of
+every mini-batch (SGD/Adam). The model is wrapped in
+:class:`torch.nn.parallel.DistributedDataParallel`, whose all-reduce averages
+gradients over ranks; each rank therefore scales its summed loss by
+``world / B`` (``B`` the global batch size), so that the averaged gradient is
+exactly the gradient of the global mean loss. Per-example results are
+gathered on every rank by position in the global data order (padding rows of
+uneven shards are dropped), and only rank 0 writes the store, metrics and
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: ``rank`` of ``world`` (``world == 1``: not distributed)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, n: int) -> tuple[int, int]:
+        """The contiguous row range ``[lo, hi)`` of ``n`` rows that this rank owns."""
+        return self.rank * n // self.world, (self.rank + 1) * n // self.world
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def all_reduce_(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum ``t`` over ranks in place (no-op when not distributed)."""
+        if self.enabled:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def gather_rows(self, local: torch.Tensor, n: int) -> torch.Tensor:
+        """Concatenate every rank's shard ``(hi - lo, ...)`` into the global ``(n, ...)`` (on every rank)."""
+        if not self.enabled:
+            return local
+        sizes = [(r + 1) * n // self.world - r * n // self.world for r in range(self.world)]
+        m = max(sizes)
+        pad = torch.zeros((m,) + tuple(local.shape[1:]), dtype=local.dtype, device=local.device)
+        pad[: local.shape[0]] = local
+        out = [torch.empty_like(pad) for _ in range(self.world)]
+        dist.all_gather(out, pad)
+        return torch.cat([o[:s] for o, s in zip(out, sizes)])  # padding dropped
+
+    def broadcast_(self, t: torch.Tensor, src: int = 0) -> torch.Tensor:
+        if self.enabled:
+            dist.broadcast(t, src)
+        return t
+
+
+def context_from_env(device: str = "cpu") -> DistContext:
+    """Initialise the process group from torchrun's environment (``WORLD_SIZE`` > 1), else a single-process context.
+
+    Backend: NCCL when the device is CUDA, else gloo. Each rank uses ``cuda:LOCAL_RANK``.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        backend = "nccl" if use_cuda else "gloo"
+        if use_cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend=backend)
+    return DistContext(rank=rank, world=world, local_rank=local)
+
+
+def device_for(ctx: DistContext, device: torch.device) -> torch.device:
+    """Each rank's device: ``cuda:LOCAL_RANK`` for CUDA, else the given one."""
+    if ctx.enabled and device.type == "cuda":
+        return torch.device("cuda", ctx.local_rank)
+    return device
+
+
+def no_sync(model) -> object:
+    """``model.no_sync()`` for a DDP model (skip the all-reduce of an intermediate physical batch), else a no-op."""
+    return model.no_sync() if hasattr(model, "no_sync") else nullcontext()
+
+
+__all__ = ["DistContext", "context_from_env", "device_for", "no_sync"]
