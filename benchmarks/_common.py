@@ -1,0 +1,33 @@
+"""Shared pieces of the benchmarks: data choice and a step timer hook."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def data_overrides(n: int = 5000) -> tuple[list[str], str]:
+    """Config overrides for the benchmark data: the first n CIFAR-10 images when found, else synthetic."""
+    from oppsig.data.cifar import find_cifar10
+
+    if find_cifar10() is not None:
+        return ["data.name=cifar10", f"data.n={n}"], f"CIFAR-10, first {n} images"
+    return ["data.name=synthetic", f"data.n={n}"], f"synthetic ({n} images; CIFAR-10 not found)"
+
+
+class StepTimer:
+    """A hook recording the wall time between consecutive step starts (the whole loop body per step)."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+
+    def on_step_start(self, state) -> None:
+        self.starts.append(time.perf_counter())
+
+    def per_step(self, skip: int = 2) -> np.ndarray:
+        return np.diff(np.asarray(self.starts))[skip:]
+
+
+def fmt(x: float) -> str:
+    return f"{x * 1000:8.1f} ms"

@@ -1,0 +1,79 @@
+"""Full-batch GD step of ``oppsig train`` against a plain PyTorch loop doing the same step.
+
+fc-tanh 3072-200-200-10, cross-entropy, full-batch GD (lr 0.1) on the first 5k
+CIFAR-10 images (synthetic images when CIFAR-10 is absent). Both loops run in
+this process, interleaved in rounds so that machine load hits both alike; the
+figure is the median per-step wall time, and the target is a ratio <= 1.1.
+
+    python benchmarks/bench_train_step.py [--steps 30] [--rounds 3] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from _common import StepTimer, data_overrides, fmt
+from oppsig.config import load_config
+from oppsig.data import build_datasets
+from oppsig.models import build_model
+from oppsig.train import train
+
+
+def plain_loop(x, y, steps: int) -> np.ndarray:
+    torch.manual_seed(0)
+    model = build_model("mlp", (3, 32, 32), 10, widths=(200, 200), activation="tanh")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        float(loss.detach())
+        times.append(time.perf_counter() - t)
+    return np.asarray(times[2:])
+
+
+def oppsig_loop(cfg, data, steps: int, record: bool) -> np.ndarray:
+    timer = StepTimer()
+    with tempfile.TemporaryDirectory() as d:
+        c = cfg.replace([f"train.steps={steps + 1}", f"record.enabled={str(record).lower()}", f"out_dir={d}"])
+        train(c, hooks=[timer], progress=False, data=data)
+    return timer.per_step()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n", type=int, default=5000)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    ov, what = data_overrides(args.n)
+    cfg = load_config(None, ov + ["name=bench", "optim.name=gd", "optim.lr=0.1", "train.loss=ce",
+                                  f"train.physical_batch_size={args.n}", "train.checkpoint_every=0",
+                                  "model.widths=[200, 200]", "model.activation=tanh"])
+    data = build_datasets(cfg.data, seed=0)
+    x, y = data[0].x, data[0].y
+    plain, ours = [], []
+    for r in range(args.rounds):
+        plain.append(plain_loop(x, y, args.steps))
+        ours.append(oppsig_loop(cfg, data, args.steps, record=False))
+    p, o = np.median(np.concatenate(plain)), np.median(np.concatenate(ours))
+    print(f"full-batch GD step, fc-tanh 3072-200-200-10, CE, {what}, {args.threads} threads, "
+          f"{args.rounds} rounds x {args.steps} steps (median)")
+    print(f"  plain PyTorch loop      {fmt(p)}")
+    print(f"  oppsig train (no record){fmt(o)}")
+    print(f"  ratio oppsig / plain    {o / p:8.3f}   (target <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()
