@@ -224,6 +224,16 @@ class Trainer:
                 h.load_state_dict(d)
         return int(ckpt["step"]), float(ckpt.get("wall_time", 0.0))
 
+    def _branch_from(self, ckpt: dict) -> tuple[int, float]:
+        """Start from another run's checkpoint: its model, step and RNG; its optimiser state only if the optimiser is the same."""
+        self.model.load_state_dict(ckpt["model"])
+        same = ckpt.get("config", {}).get("optim", {}).get("name") == self.cfg.optim.name
+        if same and "optimizer" in ckpt:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        if "rng" in ckpt:
+            torch.set_rng_state(ckpt["rng"])
+        return int(ckpt["step"]), 0.0
+
     @torch.no_grad()
     def _evaluate(self, data: ArrayDataset) -> tuple[float, float]:
         was = self.model.training
@@ -256,7 +266,7 @@ class Trainer:
                 lock = RunLock(self.run_dir).acquire()
             self.dist.barrier()
         if self.init_state is not None and not resuming:
-            start, wall0 = self._load(self.init_state)
+            start, wall0 = self._branch_from(self.init_state)
         try:
             self._open_outputs(start, resuming)
             return self._loop(start, wall0)
@@ -424,6 +434,7 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     data: tuple[ArrayDataset, ArrayDataset | None] | None = None,
+    branch_from: dict | None = None,
 ) -> TrainResult:
     """Train as ``cfg`` says and record the run in ``run_dir`` (default ``<out_dir>/<name>``; None: nothing written).
 
@@ -434,10 +445,12 @@ def train(
         overwrite: replace an existing run in ``run_dir``.
         progress: show a progress bar.
         data: (train, test) data sets to use instead of building them from ``cfg.data``.
+        branch_from: a checkpoint dict (see :func:`~oppsig.train.load_checkpoint`) to start from: its
+            model, step and RNG state (and optimiser state when the optimiser is the same).
 
     Raises:
         DivergenceError: the loss became NaN/inf (everything before is saved).
         RunExistsError / RunLockedError / StoreError: run-directory problems.
         DataNotFoundError / ConfigError: bad data or config.
     """
-    return Trainer(cfg, run_dir, hooks, resume, overwrite, progress, data).run()
+    return Trainer(cfg, run_dir, hooks, resume, overwrite, progress, data, branch_from).run()

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+import torch
+
+from oppsig.compare import BranchSpec, compare, parse_branches
+from oppsig.errors import ConfigError
+from oppsig.store import open_run
+from oppsig.train import load_checkpoint
+
+
+class Capture:
+    def __init__(self):
+        self.params = None
+
+    def on_train_start(self, state):
+        self.params = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
+
+
+def test_branches_start_from_bitwise_identical_states(tiny_cfg, monkeypatch):
+    import sys
+
+    T = sys.modules["oppsig.train"]  # the subpackage (oppsig.train is also the train function)
+
+    captured = []
+    real = T.train
+
+    def spy(cfg, *a, **k):
+        c = Capture()
+        k["hooks"] = list(k.get("hooks", ())) + [c]
+        r = real(cfg, *a, **k)
+        captured.append((cfg.name, c.params))
+        return r
+
+    monkeypatch.setattr(T, "train", spy)
+    cfg = tiny_cfg(steps=10)
+    res = compare(cfg, parse_branches("gd,adam,sgd"), branch_at=4, detect=False, report=False, progress=False, log=lambda *_: None)
+    base_ck = load_checkpoint(res.base)
+    assert base_ck["step"] == 4
+    branch_states = [p for name, p in captured if not name.endswith("-base")]
+    assert len(branch_states) == 3
+    for p in branch_states:
+        for k, v in base_ck["model"].items():
+            assert torch.equal(p[k], v), k
+    # each branch records steps 4..9 only, every example each step for full-batch branches
+    gd = open_run(res.branches["gd"])
+    assert gd.steps.tolist() == list(range(4, 10))
+    # the gd branch continues the base run exactly: same losses as an unbranched run
+    full = T.train(tiny_cfg("name=full", steps=10), progress=False)
+    assert np.array_equal(np.asarray(open_run(full.run_dir).losses)[4:], np.asarray(gd.losses))
+
+
+def test_parse_branches():
+    b = parse_branches("gd, adam:optim.lr=0.001;train.batch_size=64, sgd@fast:optim.lr=0.1")
+    assert [x.name for x in b] == ["gd", "adam", "sgd"]
+    assert b[1].overrides == ("optim.lr=0.001", "train.batch_size=64")
+    assert b[2].run_name == "sgd-fast"
+    with pytest.raises(ConfigError, match="valid: gd"):
+        parse_branches("gd,lion")
+
+
+def test_branch_at_must_be_inside(tiny_cfg):
+    with pytest.raises(ConfigError, match="branch-at"):
+        compare(tiny_cfg(steps=5), [BranchSpec("gd")], branch_at=5, progress=False)
