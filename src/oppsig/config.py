@@ -142,6 +142,7 @@ class TrainConfig:
     batch_size: int = 128  # mini-batch size of sgd/adam (gd uses every example)
     physical_batch_size: int = 5000  # rows per forward/backward; gd accumulates over them
     checkpoint_every: int = 100  # 0: only at the end
+    keep_checkpoints: bool = True  # also keep checkpoints/step_NNNNNN.pt (to branch from before a spike)
     loss_goal: float | None = None  # stop once the training loss is below
     acc_goal: float | None = None  # stop once the training accuracy is at least
     eval_every: int = 0  # test-set evaluation interval (0: only at the end)

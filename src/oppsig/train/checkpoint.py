@@ -15,13 +15,37 @@ def checkpoint_path(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / CHECKPOINTS / "last.pt"
 
 
-def save_checkpoint(run_dir: str | os.PathLike, state: dict) -> Path:
-    """Write ``state`` to ``<run_dir>/checkpoints/last.pt`` via a temporary file and an atomic rename."""
+def step_checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINTS / f"step_{step:06d}.pt"
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> dict[int, Path]:
+    """The kept checkpoints of a run, ``{next step: path}``, in step order."""
+    d = Path(run_dir) / CHECKPOINTS
+    out = {}
+    for f in sorted(d.glob("step_*.pt")) if d.exists() else []:
+        try:
+            out[int(f.stem.split("_")[1])] = f
+        except ValueError:
+            continue
+    return out
+
+
+def save_checkpoint(run_dir: str | os.PathLike, state: dict, keep: bool = False) -> Path:
+    """Write ``state`` to ``<run_dir>/checkpoints/last.pt`` via a temporary file and an atomic rename.
+
+    With ``keep``, the same file is also linked as ``step_NNNNNN.pt`` (NNNNNN = ``state["step"]``).
+    """
     p = checkpoint_path(run_dir)
     tmp = p.with_name(f".last.pt.{os.getpid()}.tmp")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         torch.save(state, tmp)
+        if keep:
+            kept = step_checkpoint_path(run_dir, int(state["step"]))
+            if kept.exists():
+                kept.unlink()
+            os.link(tmp, kept)
         os.replace(tmp, p)
     except OSError as e:
         try:

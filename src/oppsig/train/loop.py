@@ -116,6 +116,7 @@ class Trainer:
         progress: bool = True,
         data: tuple[ArrayDataset, ArrayDataset | None] | None = None,
         init_state: dict | None = None,
+        example_weights: torch.Tensor | None = None,
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(cfg.out_dir) / cfg.name if run_dir == "auto" else (Path(run_dir) if run_dir else None)
@@ -125,6 +126,7 @@ class Trainer:
         self.progress = progress
         self._data = data
         self.init_state = init_state
+        self.example_weights = example_weights
 
     # ------------------------------------------------------------------ setup
     def _setup(self):
@@ -209,7 +211,7 @@ class Trainer:
         }
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        save_checkpoint(self.run_dir, state)
+        save_checkpoint(self.run_dir, state, keep=self.cfg.train.keep_checkpoints)
 
     def _load(self, ckpt: dict) -> tuple[int, float]:
         self.model.load_state_dict(ckpt["model"])
@@ -280,6 +282,7 @@ class Trainer:
         cfg = self.cfg
         X, Y = self.train_set.x, self.train_set.y
         n = len(self.train_set)
+        W = None if self.example_weights is None else self.example_weights.to(self.device, X.dtype)
         rec = cfg.record
         state = TrainState(step=start, model=self.model, optimizer=self.optimizer, config=cfg,
                            train_data=self.train_set, loss_fn=self.loss_fn, device=self.device, run_dir=self.run_dir)
@@ -291,6 +294,7 @@ class Trainer:
         D = self.dist
         lo, hi = D.shard(n)
         X_local, Y_local = (X[lo:hi], Y[lo:hi]) if D.enabled else (X, Y)
+        W_local = W[lo:hi] if (D.enabled and W is not None) else W
         sync = (lambda last: nullcontext() if last else self.forward_model.no_sync()) if D.enabled else None
         p_lo, p_hi = D.shard(len(self.probe_set))
         probe_local = self.probe_set.take(np.arange(p_lo, p_hi)) if D.enabled else self.probe_set
@@ -325,10 +329,11 @@ class Trainer:
                         if D.enabled:
                             b_lo, b_hi = D.shard(b_global)
                             rows = rows[b_lo:b_hi]
-                    xs, ys = (X_local, Y_local) if self.full_batch else (X, Y)
+                    xs, ys, ws = (X_local, Y_local, W_local) if self.full_batch else (X, Y, W)
                     losses, correct, logits = full_batch_backward(
                         self.forward_model, xs, ys, self.loss_fn, cfg.train.physical_batch_size, rows=rows,
-                        want_logits=logits_now and self.full_batch, denominator=b_global / D.world, sync=sync)
+                        want_logits=logits_now and self.full_batch, denominator=b_global / D.world, sync=sync,
+                        weights=ws)
                     if D.enabled:
                         losses = D.gather_rows(losses, b_global)
                         correct = D.gather_rows(correct, b_global)
@@ -340,7 +345,7 @@ class Trainer:
                     if isinstance(self.optimizer, SAM):  # a second gradient at the ascent point, same rows
                         self.optimizer.first_step(zero_grad=True)
                         full_batch_backward(self.forward_model, xs, ys, self.loss_fn, cfg.train.physical_batch_size,
-                                            rows=rows, denominator=b_global / D.world, sync=sync)
+                                            rows=rows, denominator=b_global / D.world, sync=sync, weights=ws)
                         self.optimizer.second_step()
                     else:
                         self.optimizer.step()
@@ -435,6 +440,7 @@ def train(
     progress: bool = True,
     data: tuple[ArrayDataset, ArrayDataset | None] | None = None,
     branch_from: dict | None = None,
+    example_weights: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train as ``cfg`` says and record the run in ``run_dir`` (default ``<out_dir>/<name>``; None: nothing written).
 
@@ -447,10 +453,11 @@ def train(
         data: (train, test) data sets to use instead of building them from ``cfg.data``.
         branch_from: a checkpoint dict (see :func:`~oppsig.train.load_checkpoint`) to start from: its
             model, step and RNG state (and optimiser state when the optimiser is the same).
+        example_weights: float (N,) weight of each training example in the loss (default all 1).
 
     Raises:
         DivergenceError: the loss became NaN/inf (everything before is saved).
         RunExistsError / RunLockedError / StoreError: run-directory problems.
         DataNotFoundError / ConfigError: bad data or config.
     """
-    return Trainer(cfg, run_dir, hooks, resume, overwrite, progress, data, branch_from).run()
+    return Trainer(cfg, run_dir, hooks, resume, overwrite, progress, data, branch_from, example_weights).run()

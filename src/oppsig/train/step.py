@@ -29,6 +29,7 @@ def full_batch_backward(
     want_logits: bool = False,
     denominator: int | None = None,
     sync=None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Backward of the mean loss over ``x[rows]`` (all rows by default), in physical batches.
 
@@ -38,6 +39,8 @@ def full_batch_backward(
     distributed run passes ``global_rows / world`` to get the global mean after
     DDP's averaging. ``sync(is_last)`` returns a context manager for each
     physical batch (e.g. DDP's ``no_sync`` for all but the last one).
+    ``weights`` (rows of ``x``) scale each example's contribution to the
+    gradient (interventions); the returned losses stay unweighted.
 
     Returns:
         per-example losses (B,) detached, per-example correctness bool (B,), and the
@@ -53,15 +56,17 @@ def full_batch_backward(
     for s in starts:
         if rows is None:
             xb, yb = x[s : s + bs], y[s : s + bs]
+            wb = None if weights is None else weights[s : s + bs]
         else:
             r = rows[s : s + bs]
             xb, yb = x[r], y[r]
+            wb = None if weights is None else weights[r]
         with sync(s == starts[-1]) if sync is not None else _NULL:
             out = model(xb)
             lb = loss_fn(out, yb)
             # one value per example (for sequences: the mean over its tokens)
             per = lb if lb.dim() == 1 else lb.flatten(1).mean(1)
-            (per.sum() / denom).backward()
+            ((per if wb is None else per * wb).sum() / denom).backward()
         with torch.no_grad():
             losses[s : s + bs] = per.detach()
             hit = out.argmax(-1) == yb
