@@ -166,6 +166,7 @@ class RecordConfig:
     dtype: str = "float32"  # float32 | float16
     probe_n: int | None = None  # sgd/adam: probe on a seeded sample of this size (None: every training example)
     logits_every: int = 0  # also store logits every k steps (0: never)
+    per_token: bool = False  # text: every target token of the probe sequences is one recorded example
     chunk_steps: int = 32  # rows per chunk and per flush
 
     def validate(self, key: str) -> None:

@@ -130,3 +130,22 @@ def test_sam_step_in_the_loop_matches_a_hand_step(tiny_cfg, tiny_data):
             p.sub_(0.1 * gi / norm).sub_(0.05 * gj)
     for p, q in zip(params, res.model.parameters()):
         assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_text_per_token_recording(tmp_path):
+    from oppsig.config import load_config
+
+    text = tmp_path / "t.txt"
+    text.write_text("To be, or not to be: that is the question.\n" * 40)
+    cfg = load_config(None, [f"data.path={text}", "data.name=text", "data.block_size=16", "data.n=64",
+                             "model.name=gpt", "model.n_layer=1", "model.n_head=2", "model.n_embd=16",
+                             "optim.name=adam", "optim.lr=0.003", "train.batch_size=8", "train.steps=6",
+                             "record.every=2", "record.probe_n=10", "record.per_token=true",
+                             f"out_dir={tmp_path}", "name=txt"])
+    res = train(cfg, progress=False)
+    run = open_run(res.run_dir)
+    assert run.losses.shape == (3, 10 * 16) and run.steps.tolist() == [0, 2, 4]
+    ids = run.index
+    assert np.array_equal(ids % 16, np.tile(np.arange(16), 10))  # position within the sequence
+    assert len(np.unique(ids // 16)) == 10  # ten probe sequences
+    assert np.isfinite(np.asarray(run.losses)).all()

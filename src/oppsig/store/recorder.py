@@ -171,6 +171,7 @@ def probe_losses(
     batch_size: int = 1024,
     device: torch.device | str | None = None,
     return_logits: bool = False,
+    per_token: bool = False,
 ):
     """Per-example losses of every example of ``data`` at the model's current parameters.
 
@@ -182,7 +183,9 @@ def probe_losses(
 
     Returns:
         ``(indices, losses, correct)``: int64 (N,) stable ids, float (N,), bool (N,)
-        on the CPU; with ``return_logits`` also float (N, C).
+        on the CPU; with ``return_logits`` also float (N, C). For sequence models
+        (per-token losses (N, T)) each sequence's mean, or with ``per_token`` one
+        entry per target token, id ``sequence_id * T + position``, shape (N*T,).
     """
     from torch.func import functional_call
 
@@ -195,11 +198,18 @@ def probe_losses(
     for _, x, y in data.batches(batch_size):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         out = functional_call(model, {**params, **buffers}, (x,))
-        losses.append(loss_fn(out, y).float().cpu())
-        correct.append((out.argmax(-1) == y).cpu())
+        lv, hit = loss_fn(out, y).float(), out.argmax(-1) == y
+        if lv.dim() > 1 and not per_token:
+            lv, hit = lv.flatten(1).mean(1), hit.flatten(1).float().mean(1) > 0.5
+        losses.append(lv.reshape(-1).cpu())
+        correct.append(hit.reshape(-1).cpu())
         if return_logits:
             logits.append(out.float().cpu())
-    res = (data.index.cpu().numpy(), torch.cat(losses).numpy(), torch.cat(correct).numpy())
+    ids = data.index.cpu().numpy()
+    if per_token and data.y.dim() > 1:
+        t = data.y.shape[1]
+        ids = (ids[:, None] * t + np.arange(t)[None, :]).reshape(-1)
+    res = (ids, torch.cat(losses).numpy(), torch.cat(correct).numpy())
     if return_logits:
         res = res + (torch.cat(logits).numpy(),)
     return res

@@ -171,6 +171,14 @@ class Trainer:
             self.probe_set = self.train_set.take(rows)
         else:
             self.probe_set = self.train_set
+        # text: one recorded example per target token of the probe sequences (always by a probe forward)
+        self.per_token = cfg.record.per_token and self.train_set.y.dim() > 1
+        self.probe_record = not self.full_batch or self.per_token
+        ids = self.probe_set.index.cpu().numpy()
+        if self.per_token:
+            t = self.train_set.y.shape[1]
+            ids = (ids[:, None] * t + np.arange(t)[None, :]).reshape(-1)
+        self.record_ids = ids
 
     def _open_outputs(self, start_step: int, resuming: bool) -> None:
         cfg, rd = self.cfg, self.run_dir
@@ -187,7 +195,7 @@ class Trainer:
         if cfg.record.enabled:
             rec_rows = len(range(0, cfg.train.steps, cfg.record.every))
             self.store = StoreWriter(
-                rd, self.probe_set.index.cpu().numpy(), capacity=max(rec_rows, 1), dtype=cfg.record.dtype,
+                rd, self.record_ids, capacity=max(rec_rows, 1), dtype=cfg.record.dtype,
                 chunk_steps=cfg.record.chunk_steps, num_classes=self.train_set.num_classes,
                 attrs={"config": cfg.to_dict(), **environment()}, resume=resuming,
             )
@@ -313,12 +321,12 @@ class Trainer:
                     record_now = recording and step % rec.every == 0
                     logits_now = recording and rec.logits_every > 0 and step % rec.logits_every == 0
                     probe = None
-                    if record_now and not self.full_batch:
+                    if record_now and self.probe_record:
                         probe = probe_losses(self.model, probe_local, self.loss_fn, cfg.train.physical_batch_size,
-                                             return_logits=logits_now)
+                                             return_logits=logits_now, per_token=self.per_token)
                         if D.enabled:
-                            m_all = len(self.probe_set)
-                            probe = (self.probe_set.index.cpu().numpy(),) + tuple(
+                            m_all = len(self.record_ids)
+                            probe = (self.record_ids,) + tuple(
                                 D.gather_rows(torch.as_tensor(a), m_all).numpy() for a in probe[1:])
                     self.optimizer.zero_grad(set_to_none=True)
                     if self.full_batch:
@@ -332,7 +340,7 @@ class Trainer:
                     xs, ys, ws = (X_local, Y_local, W_local) if self.full_batch else (X, Y, W)
                     losses, correct, logits = full_batch_backward(
                         self.forward_model, xs, ys, self.loss_fn, cfg.train.physical_batch_size, rows=rows,
-                        want_logits=logits_now and self.full_batch, denominator=b_global / D.world, sync=sync,
+                        want_logits=logits_now and not self.probe_record, denominator=b_global / D.world, sync=sync,
                         weights=ws)
                     if D.enabled:
                         losses = D.gather_rows(losses, b_global)
@@ -359,7 +367,7 @@ class Trainer:
                     state.metrics["wall_time"] = wall0 + time.perf_counter() - t0
                     metrics = state.metrics
                     if record_now and self.store is not None:
-                        if self.full_batch:
+                        if not self.probe_record:
                             self.store.append(step, losses.cpu().numpy(), correct.cpu().numpy())
                             if logits_now:
                                 self.store.write_logits(step, logits.float().cpu().numpy())
