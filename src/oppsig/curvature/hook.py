@@ -1,0 +1,173 @@
+"""Sharpness tracking during training, as a training-loop hook.
+
+Every ``cfg.every`` steps, :class:`CurvatureHook` measures at ``on_step_start``
+the top-``k`` Hessian eigenvalues of the mean loss at theta_t over the first
+``cfg.n`` training examples, warm-started from the eigenvectors of the previous
+measurement (a few Hessian-vector products when the eigenvectors moved little),
+and at ``on_step_end`` of the same step adds its metrics:
+
+- ``sharpness`` (top eigenvalue), ``sharpness_2`` ... ``sharpness_k``;
+- ``threshold``: the optimiser's stability threshold at this step's lr
+  (``2/lr`` for GD; momentum and Adam variants, see
+  :func:`~oppsig.curvature.quantities.optimizer_threshold`; for Adam compare it
+  with ``precond_sharpness``);
+- ``eig_residual``: largest relative residual ``||Hv - lambda v|| / |lambda|`` of the top-k;
+- ``hvps``: Hessian-vector products spent at this step (all solves);
+- ``update_proj``: ``<theta_{t+1} - theta_t, u>`` for the unit top eigenvector u at theta_t;
+- ``layer/<module>``: top eigenvalue of each module's diagonal block (``cfg.layerwise``);
+- ``precond_sharpness``: top eigenvalue of ``P^{-1/2} H P^{-1/2}`` with Adam's
+  preconditioner (``cfg.preconditioned``, adam/adamw, from the first step on
+  which the optimiser has state);
+- ``curv_time``: seconds spent.
+
+The latest top eigenvector (flat over the trainable parameters in model order)
+is shared as ``state.extras["top_eigvec"]`` with ``state.extras["top_eigvec_step"]``.
+The model is only called functionally: no ``.grad``, mode or buffer changes.
+
+Example:
+    >>> from oppsig.config import CurvatureConfig
+    >>> hook = CurvatureHook(CurvatureConfig(every=10, top_k=2))
+    >>> hook.is_due(20), hook.is_due(21)
+    (True, False)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from ..errors import OppsigError
+from .hvp import make_batches, make_hvp
+from .lanczos import lanczos
+from .operators import HessianOperator, PreconditionedOperator
+from .quantities import adam_preconditioner, optimizer_threshold, parameter_groups, update_projection
+
+__all__ = ["CurvatureHook"]
+
+
+def _vec_ok(v: torch.Tensor | None, dim: int) -> bool:
+    return v is not None and v.shape[0] == dim and bool(torch.isfinite(v).all())
+
+
+class CurvatureHook:
+    """Training hook that tracks sharpness (see the module docstring).
+
+    Args:
+        cfg: a :class:`~oppsig.config.CurvatureConfig` (``every`` 0 turns it off).
+
+    Raises:
+        ConfigError: at the first measurement, for an unknown ``cfg.hvp``.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self._vecs: torch.Tensor | None = None  # (d, k) warm start
+        self._layer_vecs: dict[str, torch.Tensor] = {}
+        self._precond_vec: torch.Tensor | None = None
+        self._last_step: int | None = None
+        self._pending: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ protocol
+    def is_due(self, step: int) -> bool:
+        """Whether a measurement is taken at ``step``."""
+        return self.cfg.every > 0 and step % self.cfg.every == 0
+
+    def on_step_start(self, state) -> None:
+        if not self.is_due(state.step):
+            return
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        model = state.model
+        data = state.train_data
+        n = min(cfg.n or len(data), len(data))
+        bs = cfg.physical_batch_size or state.config.train.physical_batch_size
+        batches = make_batches(data.x, data.y, bs, n)
+        hvp = make_hvp(model, batches, state.loss_fn, method=cfg.hvp, device=state.device)
+        d = hvp.layout.dim
+        seed = int(getattr(state.config, "seed", 0)) + int(state.step)
+        v0 = self._vecs if _vec_ok(self._vecs, d) else None
+        res = lanczos(HessianOperator(hvp), k=min(cfg.top_k, d), tol=cfg.tol, max_iter=cfg.max_iter, v0=v0, seed=seed)
+        self._vecs = res.eigenvectors.detach()
+        metrics: dict[str, float] = {"sharpness": float(res.eigenvalues[0])}
+        for i in range(1, res.eigenvalues.shape[0]):
+            metrics[f"sharpness_{i + 1}"] = float(res.eigenvalues[i])
+        metrics["eig_residual"] = float(res.relative_residuals.max())
+        hvps = res.num_matvecs
+
+        if cfg.layerwise:
+            for g, names in parameter_groups(model).items():
+                op = HessianOperator(hvp.restrict(names))
+                prev = self._layer_vecs.get(g)
+                r = lanczos(op, k=1, tol=cfg.tol, max_iter=cfg.max_iter,
+                            v0=prev if _vec_ok(prev, op.dim) else None, seed=seed)
+                self._layer_vecs[g] = r.eigenvectors.detach()
+                metrics[f"layer/{g}"] = float(r.eigenvalues[0])
+                hvps += r.num_matvecs
+
+        optim_name = state.config.optim.name
+        if cfg.preconditioned and optim_name in ("adam", "adamw"):
+            try:
+                diag = adam_preconditioner(state.optimizer, model, hvp.layout.names, dtype=hvp.dtype).to(hvp.device)
+            except OppsigError:
+                diag = None  # no optimiser state before the first step
+            if diag is not None:
+                op = PreconditionedOperator(HessianOperator(hvp), diag)
+                prev = self._precond_vec
+                r = lanczos(op, k=1, tol=cfg.tol, max_iter=cfg.max_iter,
+                            v0=prev if _vec_ok(prev, d) else None, seed=seed)
+                self._precond_vec = r.eigenvectors.detach()
+                metrics["precond_sharpness"] = float(r.eigenvalues[0])
+                hvps += r.num_matvecs
+
+        metrics["hvps"] = float(hvps)
+        top = res.eigenvectors[:, 0].detach()
+        theta = hvp.layout.flatten(hvp.params).clone() if cfg.projection else None
+        self._pending = {"step": int(state.step), "metrics": metrics, "theta": theta, "vec": top,
+                         "names": hvp.layout.names, "t": time.perf_counter() - t0}
+        self._last_step = int(state.step)
+        state.extras["top_eigvec"] = top
+        state.extras["top_eigvec_step"] = int(state.step)
+
+    def on_step_end(self, state) -> None:
+        p = self._pending
+        if p is None or p["step"] != state.step:
+            return
+        self._pending = None
+        t0 = time.perf_counter()
+        metrics = dict(p["metrics"])
+        o = state.config.optim
+        metrics["threshold"] = optimizer_threshold(o.name, float(state.lr), momentum=o.momentum,
+                                                   dampening=o.dampening, nesterov=o.nesterov, betas=o.betas)
+        if p["theta"] is not None:
+            params = dict(state.model.named_parameters())
+            theta_next = torch.cat([params[n].detach().reshape(-1).to(p["theta"].dtype) for n in p["names"]])
+            metrics["update_proj"] = update_projection(theta_next - p["theta"], p["vec"])
+        metrics["curv_time"] = p["t"] + time.perf_counter() - t0
+        state.metrics.update(metrics)
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict:
+        """Warm-start vectors (on the CPU) and the step of the last measurement."""
+        cpu = lambda v: None if v is None else v.detach().cpu().clone()  # noqa: E731
+        return {
+            "vecs": cpu(self._vecs),
+            "layer_vecs": {g: cpu(v) for g, v in self._layer_vecs.items()},
+            "precond_vec": cpu(self._precond_vec),
+            "last_step": self._last_step,
+        }
+
+    def load_state_dict(self, d: dict) -> None:
+        """Restore what :meth:`state_dict` saved (vectors move to the device at the next measurement).
+
+        Raises:
+            OppsigError: when ``d`` is not a state dict of this hook.
+        """
+        if not isinstance(d, dict) or "vecs" not in d:
+            raise OppsigError("not a CurvatureHook state dict; pass what CurvatureHook.state_dict() returned")
+        self._vecs = d["vecs"]
+        self._layer_vecs = dict(d.get("layer_vecs") or {})
+        self._precond_vec = d.get("precond_vec")
+        self._last_step = d.get("last_step")
+        self._pending = None

@@ -1,0 +1,512 @@
+"""Symmetric linear operators over flat parameter vectors.
+
+Curvature matrices of a network (Hessian, Gauss-Newton, their preconditioned or
+restricted versions) are never formed; they are :class:`LinearOperator` objects
+that multiply a flat vector ``(d,)`` or a block of vectors ``(d, k)``. Operators
+compose (``A @ B``, ``A + B``, ``c * A``) and convert to SciPy
+(:meth:`LinearOperator.to_scipy`) for cross-checks with ``eigsh``.
+
+Parameter dicts ``name -> tensor`` map to flat vectors through a
+:class:`ParamLayout` (the names in a fixed order and their shapes).
+
+Example:
+    >>> import torch
+    >>> A = DenseOperator(torch.diag(torch.tensor([3.0, 1.0])))
+    >>> ((2 * A + A) @ torch.ones(2)).tolist()
+    [9.0, 3.0]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import OppsigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .hvp import HVP
+
+__all__ = [
+    "ParamLayout",
+    "flatten_params",
+    "unflatten_params",
+    "LinearOperator",
+    "DenseOperator",
+    "CallableOperator",
+    "HessianOperator",
+    "GGNOperator",
+    "PreconditionedOperator",
+    "as_operator",
+]
+
+
+# ----------------------------------------------------------------------------- layouts
+
+
+@dataclass(frozen=True)
+class ParamLayout:
+    """The order and shapes of a parameter dict, to go to and from flat vectors.
+
+    Attributes:
+        names: parameter names in flat order.
+        shapes: the shape of each parameter.
+
+    Example:
+        >>> lay = ParamLayout.from_dict({"w": torch.zeros(2, 3), "b": torch.zeros(2)})
+        >>> lay.dim, lay.slice("b")
+        (8, slice(6, 8, None))
+    """
+
+    names: tuple[str, ...]
+    shapes: tuple[torch.Size, ...]
+
+    @classmethod
+    def from_dict(cls, params: Mapping[str, torch.Tensor], names: Sequence[str] | None = None) -> "ParamLayout":
+        """The layout of ``params`` (in dict order, or in the order of ``names``).
+
+        Raises:
+            OppsigError: when a name is not in ``params``.
+        """
+        names = tuple(params) if names is None else tuple(names)
+        missing = [n for n in names if n not in params]
+        if missing:
+            raise OppsigError(f"parameter {missing[0]!r} is not in the dict; valid names: {', '.join(params)}")
+        return cls(names, tuple(torch.Size(params[n].shape) for n in names))
+
+    @property
+    def numels(self) -> tuple[int, ...]:
+        return tuple(math.prod(s) for s in self.shapes)
+
+    @property
+    def dim(self) -> int:
+        """Total number of scalars ``d``."""
+        return sum(self.numels)
+
+    def slice(self, name: str) -> slice:
+        """Where parameter ``name`` lies in a flat vector.
+
+        Raises:
+            OppsigError: for a name not in the layout.
+        """
+        start = 0
+        for n, k in zip(self.names, self.numels):
+            if n == name:
+                return slice(start, start + k)
+            start += k
+        raise OppsigError(f"parameter {name!r} is not in this layout; valid names: {', '.join(self.names)}")
+
+    def flatten(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Concatenate ``params[name]`` in layout order into a flat ``(d,)`` tensor.
+
+        Raises:
+            OppsigError: when a name is missing or a shape differs.
+        """
+        parts = []
+        for n, s in zip(self.names, self.shapes):
+            if n not in params:
+                raise OppsigError(f"parameter {n!r} is missing from the dict; pass all of: {', '.join(self.names)}")
+            t = params[n]
+            if t.shape != s:
+                raise OppsigError(f"parameter {n!r} has shape {tuple(t.shape)}, expected {tuple(s)}")
+            parts.append(t.reshape(-1))
+        return torch.cat(parts) if parts else torch.zeros(0)
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split a flat ``(d,)`` tensor into a dict of views ``name -> (shape)``.
+
+        Raises:
+            OppsigError: when ``flat`` is not of shape ``(d,)``.
+        """
+        if flat.dim() != 1 or flat.shape[0] != self.dim:
+            raise OppsigError(f"expected a flat vector of shape ({self.dim},), got {tuple(flat.shape)}")
+        out, start = {}, 0
+        for n, s, k in zip(self.names, self.shapes, self.numels):
+            out[n] = flat[start : start + k].view(s)
+            start += k
+        return out
+
+
+def flatten_params(params: Mapping[str, torch.Tensor], names: Sequence[str] | None = None) -> torch.Tensor:
+    """Flatten a parameter dict into ``(d,)`` (dict order, or the order of ``names``).
+
+    Example:
+        >>> flatten_params({"a": torch.ones(2, 2), "b": torch.zeros(1)}).shape
+        torch.Size([5])
+    """
+    return ParamLayout.from_dict(params, names).flatten(params)
+
+
+def unflatten_params(flat: torch.Tensor, layout: ParamLayout) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`flatten_params` for the given layout (views into ``flat``)."""
+    return layout.unflatten(flat)
+
+
+# ----------------------------------------------------------------------------- operators
+
+
+class LinearOperator:
+    """A square linear map on flat vectors, applied through :meth:`matvec`.
+
+    Subclasses implement ``_matvec(v)`` for ``v`` of shape ``(d,)`` on the
+    operator's device and dtype (and may override ``_matmat``). Inputs are moved
+    to that device and dtype before the call. ``num_matvecs`` counts how many
+    vectors were multiplied.
+
+    Attributes:
+        shape: ``(d, d)``.
+        dtype, device: where the operator computes.
+    """
+
+    def __init__(self, dim: int, dtype: torch.dtype, device: torch.device | str):
+        self.shape = (int(dim), int(dim))
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.num_matvecs = 0
+
+    # subclasses ------------------------------------------------------------
+    def _matvec(self, v: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self._matvec(V[:, j]) for j in range(V.shape[1])], dim=1)
+
+    # public ----------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.shape[0]
+
+    def _prep(self, v: torch.Tensor, ndim: int) -> torch.Tensor:
+        v = torch.as_tensor(v)
+        if v.dim() != ndim or v.shape[0] != self.dim:
+            want = f"({self.dim},)" if ndim == 1 else f"({self.dim}, k)"
+            raise OppsigError(f"operator of size {self.dim} got a tensor of shape {tuple(v.shape)}; pass shape {want}")
+        return v.to(device=self.device, dtype=self.dtype)
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """``A v`` for ``v`` of shape ``(d,)`` -> ``(d,)``.
+
+        Raises:
+            OppsigError: when ``v`` does not have shape ``(d,)``.
+        """
+        v = self._prep(v, 1)
+        self.num_matvecs += 1
+        return self._matvec(v)
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """``A V`` for ``V`` of shape ``(d, k)`` -> ``(d, k)``.
+
+        Raises:
+            OppsigError: when ``V`` does not have shape ``(d, k)``.
+        """
+        V = self._prep(V, 2)
+        self.num_matvecs += V.shape[1]
+        return self._matmat(V)
+
+    def __matmul__(self, other):
+        if isinstance(other, LinearOperator):
+            return _ProductOperator(self, other)
+        other = torch.as_tensor(other)
+        return self.matvec(other) if other.dim() == 1 else self.matmat(other)
+
+    def __add__(self, other):
+        if not isinstance(other, LinearOperator):
+            return NotImplemented
+        return _SumOperator(self, other, 1.0)
+
+    def __sub__(self, other):
+        if not isinstance(other, LinearOperator):
+            return NotImplemented
+        return _SumOperator(self, other, -1.0)
+
+    def __mul__(self, c):
+        if isinstance(c, torch.Tensor) and c.numel() == 1:
+            c = float(c)
+        if not isinstance(c, (int, float)):
+            return NotImplemented
+        return _ScaledOperator(self, float(c))
+
+    __rmul__ = __mul__
+
+    def __neg__(self):
+        return _ScaledOperator(self, -1.0)
+
+    def to_dense(self) -> torch.Tensor:
+        """The full ``(d, d)`` matrix (``d`` products; for small operators and tests)."""
+        return self.matmat(torch.eye(self.dim, dtype=self.dtype, device=self.device))
+
+    def to_scipy(self):
+        """This operator as a :class:`scipy.sparse.linalg.LinearOperator` in float64 NumPy.
+
+        Vectors are converted to the operator's device and dtype, multiplied, and
+        returned as float64 arrays, so SciPy's solvers (``eigsh``) can run on it.
+
+        Example:
+            >>> from scipy.sparse.linalg import eigsh
+            >>> A = DenseOperator(torch.diag(torch.arange(5.0)))
+            >>> round(float(eigsh(A.to_scipy(), k=1, which="LA")[0][0]), 4)
+            4.0
+        """
+        from scipy.sparse.linalg import LinearOperator as SciPyOperator
+
+        def mv(x):
+            x = np.asarray(x, dtype=np.float64)
+            squeeze = x.ndim == 2 and x.shape[1] == 1
+            t = torch.from_numpy(np.ascontiguousarray(x.reshape(-1) if squeeze else x))
+            y = self.matvec(t) if t.dim() == 1 else self.matmat(t)
+            y = y.detach().to("cpu", torch.float64).numpy()
+            return y.reshape(-1, 1) if squeeze else y
+
+        def mm(X):
+            t = torch.from_numpy(np.ascontiguousarray(np.asarray(X, dtype=np.float64)))
+            return self.matmat(t).detach().to("cpu", torch.float64).numpy()
+
+        return SciPyOperator(self.shape, matvec=mv, rmatvec=mv, matmat=mm, dtype=np.float64)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dim={self.dim}, dtype={self.dtype}, device={self.device})"
+
+
+def _check_compatible(a: LinearOperator, b: LinearOperator) -> None:
+    if a.shape != b.shape:
+        raise OppsigError(f"cannot combine operators of sizes {a.dim} and {b.dim}; both must act on the same space")
+    if a.dtype != b.dtype or a.device != b.device:
+        raise OppsigError(
+            f"cannot combine operators on {a.device}/{a.dtype} and {b.device}/{b.dtype}; build both with the same device and dtype"
+        )
+
+
+class _SumOperator(LinearOperator):
+    def __init__(self, a: LinearOperator, b: LinearOperator, sign: float):
+        _check_compatible(a, b)
+        super().__init__(a.dim, a.dtype, a.device)
+        self.a, self.b, self.sign = a, b, sign
+
+    def _matvec(self, v):
+        return self.a.matvec(v) + self.sign * self.b.matvec(v)
+
+    def _matmat(self, V):
+        return self.a.matmat(V) + self.sign * self.b.matmat(V)
+
+
+class _ScaledOperator(LinearOperator):
+    def __init__(self, a: LinearOperator, c: float):
+        super().__init__(a.dim, a.dtype, a.device)
+        self.a, self.c = a, c
+
+    def _matvec(self, v):
+        return self.c * self.a.matvec(v)
+
+    def _matmat(self, V):
+        return self.c * self.a.matmat(V)
+
+
+class _ProductOperator(LinearOperator):
+    def __init__(self, a: LinearOperator, b: LinearOperator):
+        _check_compatible(a, b)
+        super().__init__(a.dim, a.dtype, a.device)
+        self.a, self.b = a, b
+
+    def _matvec(self, v):
+        return self.a.matvec(self.b.matvec(v))
+
+    def _matmat(self, V):
+        return self.a.matmat(self.b.matmat(V))
+
+
+class DenseOperator(LinearOperator):
+    """An explicit ``(d, d)`` matrix as an operator (tests, small problems).
+
+    Raises:
+        OppsigError: when ``matrix`` is not square.
+
+    Example:
+        >>> DenseOperator(torch.eye(3)).shape
+        (3, 3)
+    """
+
+    def __init__(self, matrix: torch.Tensor):
+        matrix = torch.as_tensor(matrix)
+        if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise OppsigError(f"DenseOperator needs a square (d, d) matrix, got shape {tuple(matrix.shape)}")
+        super().__init__(matrix.shape[0], matrix.dtype, matrix.device)
+        self.matrix = matrix
+
+    def _matvec(self, v):
+        return self.matrix @ v
+
+    def _matmat(self, V):
+        return self.matrix @ V
+
+
+class CallableOperator(LinearOperator):
+    """Wrap a function ``v (d,) -> A v (d,)`` as an operator of size ``dim``.
+
+    Example:
+        >>> op = CallableOperator(lambda v: 2 * v, dim=4)
+        >>> (op @ torch.ones(4)).tolist()
+        [2.0, 2.0, 2.0, 2.0]
+    """
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], dim: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+        super().__init__(dim, dtype, device)
+        self.fn = fn
+
+    def _matvec(self, v):
+        return self.fn(v)
+
+
+def as_operator(op, dim: int | None = None, dtype: torch.dtype | None = None,
+                device: torch.device | str | None = None) -> LinearOperator:
+    """``op`` as a :class:`LinearOperator`: operators pass through, tensors become
+    :class:`DenseOperator`, callables need ``dim`` (and take ``dtype``/``device``).
+
+    Raises:
+        OppsigError: for a callable without ``dim`` or an unsupported object.
+    """
+    if isinstance(op, LinearOperator):
+        return op
+    if isinstance(op, torch.Tensor):
+        return DenseOperator(op)
+    if callable(op):
+        if dim is None:
+            raise OppsigError("a plain function needs its size: pass dim=d (and dtype=, device= if not float32 on cpu)")
+        return CallableOperator(op, dim, dtype or torch.float32, device or "cpu")
+    raise OppsigError(f"cannot use a {type(op).__name__} as an operator; pass a LinearOperator, a (d, d) tensor or a function with dim=")
+
+
+class HessianOperator(LinearOperator):
+    """The Hessian of the mean training loss, from an :class:`~oppsig.curvature.hvp.HVP`.
+
+    Build it with :meth:`from_model` (or ``HessianOperator(make_hvp(...))``).
+    ``restrict(names)`` gives the diagonal block of a subset of the parameters,
+    the others held fixed.
+
+    Attributes:
+        hvp: the underlying Hessian-vector product.
+        layout: the flat order of the parameters this operator acts on.
+
+    Example:
+        >>> from oppsig.models import build_model
+        >>> from oppsig.losses import get_loss
+        >>> m = build_model("mlp", (4,), 3, widths=(5,), dtype=torch.float64)
+        >>> x, y = torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 3, (8,))
+        >>> H = HessianOperator.from_model(m, [(x, y)], get_loss("mse"))
+        >>> H.shape
+        (43, 43)
+    """
+
+    def __init__(self, hvp: "HVP"):
+        super().__init__(hvp.layout.dim, hvp.dtype, hvp.device)
+        self.hvp = hvp
+
+    @classmethod
+    def from_model(cls, model, batches, loss_fn, params=None, method: str = "auto", num_examples: int | None = None,
+                   *, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                   batchnorm: str = "batch") -> "HessianOperator":
+        """The Hessian of ``mean loss`` over ``batches`` (arguments of :func:`~oppsig.curvature.hvp.make_hvp`)."""
+        from .hvp import make_hvp
+
+        return cls(make_hvp(model, batches, loss_fn, params, method, num_examples,
+                            dtype=dtype, device=device, batchnorm=batchnorm))
+
+    @property
+    def layout(self) -> ParamLayout:
+        return self.hvp.layout
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.hvp.layout.names
+
+    def restrict(self, names: Sequence[str]) -> "HessianOperator":
+        """The block of the Hessian for the parameters ``names`` (others fixed)."""
+        return HessianOperator(self.hvp.restrict(names))
+
+    def _matvec(self, v):
+        return self.hvp.matvec(v)
+
+    def _matmat(self, V):
+        return self.hvp.matmat(V)
+
+
+class GGNOperator(LinearOperator):
+    """The generalised Gauss-Newton matrix ``G = (1/N) sum_i J_i^T H_i J_i`` of the mean loss.
+
+    ``J_i`` is the Jacobian of example i's network outputs with respect to the
+    parameters and ``H_i`` the Hessian of its loss with respect to those outputs
+    (positive semi-definite for MSE and cross-entropy, so ``G`` is too). Same
+    arguments and batching as :class:`HessianOperator`; each product costs
+    about one forward-mode and one reverse-mode pass per physical batch.
+
+    Example:
+        >>> from oppsig.models import build_model
+        >>> from oppsig.losses import get_loss
+        >>> m = build_model("mlp", (4,), 3, widths=(5,), dtype=torch.float64)
+        >>> x, y = torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 3, (8,))
+        >>> G = GGNOperator.from_model(m, [(x, y)], get_loss("mse"))
+        >>> bool(torch.linalg.eigvalsh(G.to_dense()).min() > -1e-12)
+        True
+    """
+
+    def __init__(self, hvp: "HVP"):
+        super().__init__(hvp.layout.dim, hvp.dtype, hvp.device)
+        self.hvp = hvp
+
+    @classmethod
+    def from_model(cls, model, batches, loss_fn, params=None, num_examples: int | None = None,
+                   *, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                   batchnorm: str = "batch") -> "GGNOperator":
+        from .hvp import make_hvp
+
+        return cls(make_hvp(model, batches, loss_fn, params, "fwd_rev", num_examples,
+                            dtype=dtype, device=device, batchnorm=batchnorm))
+
+    @property
+    def layout(self) -> ParamLayout:
+        return self.hvp.layout
+
+    def _matvec(self, v):
+        return self.hvp.ggn_matvec(v)
+
+
+class PreconditionedOperator(LinearOperator):
+    """``P^{-1/2} A P^{-1/2}`` for a positive diagonal preconditioner ``P = diag(diag)``.
+
+    With ``P = sqrt(v_hat) + eps`` (Adam's denominator) the top eigenvalue of this
+    operator is the preconditioned sharpness, compared with
+    :func:`~oppsig.curvature.quantities.adam_threshold`.
+
+    Args:
+        op: the operator ``A`` (d, d).
+        diag: the diagonal of ``P``, shape ``(d,)``, every entry > 0.
+
+    Raises:
+        OppsigError: when ``diag`` has the wrong shape or a non-positive / non-finite entry.
+
+    Example:
+        >>> A = DenseOperator(torch.eye(2))
+        >>> PreconditionedOperator(A, torch.tensor([4.0, 1.0])).to_dense().diag().tolist()
+        [0.25, 1.0]
+    """
+
+    def __init__(self, op: LinearOperator, diag: torch.Tensor):
+        super().__init__(op.dim, op.dtype, op.device)
+        diag = torch.as_tensor(diag)
+        if diag.shape != (op.dim,):
+            raise OppsigError(f"preconditioner diagonal has shape {tuple(diag.shape)}; pass one of shape ({op.dim},)")
+        if not bool(torch.isfinite(diag).all()) or bool((diag <= 0).any()):
+            raise OppsigError("preconditioner diagonal must be finite and > 0; add eps (e.g. sqrt(v_hat) + eps)")
+        self.op = op
+        self.diag = diag.to(device=op.device, dtype=op.dtype)
+        self.scale = self.diag.rsqrt()
+
+    def _matvec(self, v):
+        return self.scale * self.op.matvec(self.scale * v)
+
+    def _matmat(self, V):
+        s = self.scale[:, None]
+        return s * self.op.matmat(s * V)

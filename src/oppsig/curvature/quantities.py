@@ -1,0 +1,434 @@
+"""Curvature quantities of a network's training loss and the optimisers' stability thresholds.
+
+- :func:`sharpness`: top-k Hessian eigenvalues of the mean loss.
+- :func:`layerwise_sharpness`: the same for each layer's diagonal Hessian block.
+- :func:`preconditioned_sharpness`: top eigenvalues of ``P^{-1/2} H P^{-1/2}``
+  with Adam's preconditioner ``P = sqrt(v_hat) + eps``.
+- thresholds: gradient descent is unstable along directions of curvature above
+  ``2 / lr`` (:func:`gd_threshold`); heavy-ball momentum above
+  ``(2 + 2 beta) / lr``; Adam (preconditioned) above ``(2 + 2 beta1) / ((1 - beta1) lr)``.
+- :func:`update_projection`, :func:`loss_slice`, :func:`hutchinson_trace`.
+
+Example:
+    >>> gd_threshold(0.02)
+    100.0
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import OppsigError
+from .hvp import LossFn, make_hvp
+from .lanczos import EigResult, lanczos
+from .operators import HessianOperator, LinearOperator, ParamLayout, PreconditionedOperator, as_operator
+
+__all__ = [
+    "sharpness",
+    "layerwise_sharpness",
+    "parameter_groups",
+    "adam_preconditioner",
+    "preconditioned_sharpness",
+    "gd_threshold",
+    "momentum_threshold",
+    "adam_threshold",
+    "optimizer_threshold",
+    "update_projection",
+    "loss_slice",
+    "hutchinson_trace",
+]
+
+
+def sharpness(
+    model: nn.Module,
+    batches,
+    loss_fn: LossFn,
+    *,
+    k: int = 1,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    v0: torch.Tensor | None = None,
+    seed: int = 0,
+    method: str = "auto",
+    params=None,
+    num_examples: int | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    batchnorm: str = "batch",
+) -> EigResult:
+    """The top-``k`` eigenpairs of the Hessian of the mean loss over ``batches``.
+
+    Args:
+        model, batches, loss_fn, params, method, num_examples, dtype, device,
+            batchnorm: as in :func:`~oppsig.curvature.hvp.make_hvp`.
+        k, tol, max_iter, v0, seed: as in :func:`~oppsig.curvature.lanczos.lanczos`.
+
+    Returns:
+        an :class:`~oppsig.curvature.lanczos.EigResult`; ``eigenvectors`` are flat
+        over the varying parameters in model order.
+
+    Raises:
+        OppsigError / ConfigError: as :func:`make_hvp` and :func:`lanczos`.
+
+    Example:
+        >>> from oppsig.models import build_model
+        >>> from oppsig.losses import get_loss
+        >>> m = build_model("mlp", (4,), 3, widths=(5,), dtype=torch.float64)
+        >>> b = [(torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 3, (8,)))]
+        >>> r = sharpness(m, b, get_loss("mse"), k=2, tol=1e-8)
+        >>> r.eigenvalues.shape
+        torch.Size([2])
+    """
+    op = HessianOperator(make_hvp(model, batches, loss_fn, params, method, num_examples,
+                                  dtype=dtype, device=device, batchnorm=batchnorm))
+    return lanczos(op, k=k, tol=tol, max_iter=max_iter, v0=v0, seed=seed)
+
+
+def parameter_groups(model: nn.Module, names: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """Trainable parameters grouped by their module, e.g. ``{"net.1": ["net.1.weight", "net.1.bias"]}``.
+
+    Args:
+        names: restrict to these parameter names (default: every trainable parameter).
+
+    Example:
+        >>> from oppsig.models import build_model
+        >>> list(parameter_groups(build_model("mlp", (4,), 2, widths=(3,))))
+        ['net.1', 'net.3']
+    """
+    groups: dict[str, list[str]] = {}
+    keep = None if names is None else set(names)
+    for n, p in model.named_parameters():
+        if not p.requires_grad or (keep is not None and n not in keep):
+            continue
+        prefix = n.rpartition(".")[0] or n
+        groups.setdefault(prefix, []).append(n)
+    return groups
+
+
+def layerwise_sharpness(
+    model: nn.Module,
+    batches,
+    loss_fn: LossFn,
+    *,
+    groups: Mapping[str, Sequence[str]] | None = None,
+    k: int = 1,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    v0: Mapping[str, torch.Tensor] | None = None,
+    seed: int = 0,
+    method: str = "auto",
+    num_examples: int | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    batchnorm: str = "batch",
+) -> dict[str, EigResult]:
+    """Top eigenpairs of each parameter group's diagonal Hessian block (the rest held fixed).
+
+    Args:
+        groups: ``{group: [parameter names]}`` (default: :func:`parameter_groups`).
+        v0: optional warm starts ``{group: (d_g,) or (d_g, j)}``.
+        others: as in :func:`sharpness`.
+
+    Returns:
+        ``{group: EigResult}`` with eigenvectors flat over that group's parameters.
+
+    Raises:
+        OppsigError: for an unknown parameter name in ``groups``.
+
+    Example:
+        >>> from oppsig.models import build_model
+        >>> from oppsig.losses import get_loss
+        >>> m = build_model("mlp", (4,), 3, widths=(5,), dtype=torch.float64)
+        >>> b = [(torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 3, (8,)))]
+        >>> sorted(layerwise_sharpness(m, b, get_loss("mse")))
+        ['net.1', 'net.3']
+    """
+    groups = parameter_groups(model) if groups is None else groups
+    full = make_hvp(model, batches, loss_fn, None, method, num_examples, dtype=dtype, device=device,
+                    batchnorm=batchnorm)
+    out = {}
+    for g, names in groups.items():
+        op = HessianOperator(full.restrict(list(names)))
+        start = None if v0 is None else v0.get(g)
+        if start is not None and start.shape[0] != op.dim:
+            start = None
+        out[g] = lanczos(op, k=min(k, op.dim), tol=tol, max_iter=max_iter, v0=start, seed=seed)
+    return out
+
+
+def adam_preconditioner(optimizer: torch.optim.Optimizer, model: nn.Module, names: Sequence[str] | None = None,
+                        *, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Adam's diagonal preconditioner ``P = sqrt(v_hat) + eps`` as a flat ``(d,)`` tensor.
+
+    ``v_hat = exp_avg_sq / (1 - beta2^t)`` (``max_exp_avg_sq`` with amsgrad), read
+    from a :class:`torch.optim.Adam` / ``AdamW`` state after ``t`` steps, with the
+    betas and eps of each parameter's group; the parameters are in model order
+    (or the order of ``names``), matching the Hessian operator's layout.
+
+    Raises:
+        OppsigError: when a parameter is not in the optimiser or has no Adam state
+            yet (measure after the first step).
+
+    Example:
+        >>> m = torch.nn.Linear(2, 1)
+        >>> opt = torch.optim.Adam(m.parameters(), lr=0.1)
+        >>> m(torch.ones(1, 2)).sum().backward(); opt.step()
+        >>> adam_preconditioner(opt, m).shape
+        torch.Size([3])
+    """
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    names = list(trainable) if names is None else list(names)
+    group_of = {}
+    for grp in optimizer.param_groups:
+        for p in grp["params"]:
+            group_of[id(p)] = grp
+    parts = []
+    for n in names:
+        if n not in trainable:
+            raise OppsigError(f"{n!r} is not a trainable parameter of the model; valid names: {', '.join(trainable)}")
+        p = trainable[n]
+        grp = group_of.get(id(p))
+        if grp is None:
+            raise OppsigError(f"parameter {n!r} is not optimised by this optimiser; pass the optimiser built on model.parameters()")
+        st = optimizer.state.get(p, {})
+        if "exp_avg_sq" not in st or "step" not in st:
+            raise OppsigError(f"the optimiser has no Adam state for {n!r} yet; measure after its first step")
+        v = st["max_exp_avg_sq"] if grp.get("amsgrad") and "max_exp_avg_sq" in st else st["exp_avg_sq"]
+        t = float(st["step"])
+        beta2 = float(grp["betas"][1])
+        eps = float(grp["eps"])
+        v_hat = v.detach().to(torch.float64) / (1.0 - beta2 ** t)
+        parts.append((v_hat.sqrt() + eps).reshape(-1))
+    out = torch.cat(parts)
+    first = trainable[names[0]]
+    return out.to(device=first.device, dtype=dtype or first.dtype)
+
+
+def preconditioned_sharpness(
+    model: nn.Module,
+    batches,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    *,
+    k: int = 1,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    v0: torch.Tensor | None = None,
+    seed: int = 0,
+    method: str = "auto",
+    num_examples: int | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    batchnorm: str = "batch",
+) -> EigResult:
+    """Top eigenpairs of ``P^{-1/2} H P^{-1/2}`` with Adam's ``P`` (see :func:`adam_preconditioner`).
+
+    Compare the top eigenvalue with :func:`adam_threshold`. The optimiser state is
+    the one after its last step (the preconditioner Adam used at that step).
+
+    Raises:
+        OppsigError: when the optimiser has no Adam state yet.
+
+    Example:
+        >>> from oppsig.models import build_model
+        >>> from oppsig.losses import get_loss
+        >>> m = build_model("mlp", (4,), 3, widths=(5,))
+        >>> b = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
+        >>> opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+        >>> get_loss("mse")(m(b[0][0]), b[0][1]).mean().backward(); opt.step(); opt.zero_grad(set_to_none=True)
+        >>> preconditioned_sharpness(m, b, get_loss("mse"), opt).eigenvalues.shape
+        torch.Size([1])
+    """
+    hvp = make_hvp(model, batches, loss_fn, None, method, num_examples, dtype=dtype, device=device,
+                   batchnorm=batchnorm)
+    diag = adam_preconditioner(optimizer, model, hvp.layout.names, dtype=hvp.dtype).to(hvp.device)
+    op = PreconditionedOperator(HessianOperator(hvp), diag)
+    return lanczos(op, k=k, tol=tol, max_iter=max_iter, v0=v0, seed=seed)
+
+
+# ----------------------------------------------------------------------------- thresholds
+
+
+def _positive(name: str, value: float) -> float:
+    value = float(value)
+    if not value > 0:
+        raise OppsigError(f"{name} must be > 0 (got {value})")
+    return value
+
+
+def gd_threshold(lr: float) -> float:
+    """``2 / lr``: gradient descent is unstable along curvature above this.
+
+    Raises:
+        OppsigError: for ``lr <= 0``.
+
+    Example:
+        >>> gd_threshold(0.01)
+        200.0
+    """
+    return 2.0 / _positive("lr", lr)
+
+
+def momentum_threshold(lr: float, beta: float, nesterov: bool = False) -> float:
+    """Stability threshold of heavy-ball momentum, ``(2 + 2 beta) / lr``.
+
+    With ``nesterov=True``: ``(2 + 2 beta) / ((1 + 2 beta) lr)``.
+
+    Raises:
+        OppsigError: for ``lr <= 0`` or ``beta`` outside ``[0, 1)``.
+
+    Example:
+        >>> round(momentum_threshold(0.1, 0.9), 9)
+        38.0
+    """
+    lr = _positive("lr", lr)
+    if not 0 <= beta < 1:
+        raise OppsigError(f"momentum beta must lie in [0, 1) (got {beta})")
+    t = (2.0 + 2.0 * beta) / lr
+    return t / (1.0 + 2.0 * beta) if nesterov else t
+
+
+def adam_threshold(lr: float, beta1: float) -> float:
+    """Stability threshold of Adam's preconditioned sharpness, ``(2 + 2 beta1) / ((1 - beta1) lr)``.
+
+    Raises:
+        OppsigError: for ``lr <= 0`` or ``beta1`` outside ``[0, 1)``.
+
+    Example:
+        >>> round(adam_threshold(1e-3, 0.9))
+        38000
+    """
+    lr = _positive("lr", lr)
+    if not 0 <= beta1 < 1:
+        raise OppsigError(f"beta1 must lie in [0, 1) (got {beta1})")
+    return (2.0 + 2.0 * beta1) / ((1.0 - beta1) * lr)
+
+
+def optimizer_threshold(name: str, lr: float, *, momentum: float = 0.0, dampening: float = 0.0,
+                        nesterov: bool = False, betas: Sequence[float] = (0.9, 0.999)) -> float:
+    """The stability threshold of an optimiser called ``name`` (``gd``, ``sgd``, ``adam``, ``adamw``).
+
+    ``gd``/``sgd``: :func:`gd_threshold`, or :func:`momentum_threshold` when
+    ``momentum > 0`` (dampening scales the step: ``lr * (1 - dampening)``).
+    ``adam``/``adamw``: :func:`adam_threshold` with ``betas[0]``, to compare with
+    the preconditioned sharpness. ``lr <= 0`` (e.g. warm-up) gives ``inf``.
+
+    Raises:
+        OppsigError: for an unknown optimiser name.
+
+    Example:
+        >>> round(optimizer_threshold("sgd", 0.1, momentum=0.9), 9)
+        38.0
+    """
+    if not lr > 0:
+        return float("inf")
+    if name in ("gd", "sgd"):
+        if momentum > 0:
+            return momentum_threshold(lr * (1.0 - dampening), momentum, nesterov)
+        return gd_threshold(lr)
+    if name in ("adam", "adamw"):
+        return adam_threshold(lr, betas[0])
+    raise OppsigError(f"no stability threshold for optimiser {name!r}; pass one of gd, sgd, adam, adamw")
+
+
+# ----------------------------------------------------------------------------- directions
+
+
+def update_projection(delta: torch.Tensor, eigvec: torch.Tensor) -> float:
+    """Signed length of the update ``delta`` along the direction ``eigvec``: ``<delta, u> / ||u||``.
+
+    Args:
+        delta: flat ``(d,)`` update ``theta_{t+1} - theta_t``.
+        eigvec: flat ``(d,)`` direction (e.g. the top Hessian eigenvector).
+
+    Raises:
+        OppsigError: for mismatched shapes or a zero direction.
+
+    Example:
+        >>> update_projection(torch.tensor([3.0, 4.0]), torch.tensor([0.0, 2.0]))
+        4.0
+    """
+    if delta.shape != eigvec.shape or delta.dim() != 1:
+        raise OppsigError(f"delta {tuple(delta.shape)} and eigvec {tuple(eigvec.shape)} must be flat vectors of the same size")
+    u = eigvec.to(device=delta.device, dtype=torch.float64)
+    nu = u.norm()
+    if float(nu) == 0:
+        raise OppsigError("eigvec is zero; pass a non-zero direction")
+    return float(delta.to(torch.float64) @ u / nu)
+
+
+def loss_slice(
+    model: nn.Module,
+    batches,
+    loss_fn: LossFn,
+    direction: torch.Tensor | Mapping[str, torch.Tensor],
+    alphas: Sequence[float] | torch.Tensor,
+    *,
+    params=None,
+    num_examples: int | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    batchnorm: str = "batch",
+) -> torch.Tensor:
+    """The mean loss along a line, ``L(theta + alpha * direction)`` for each alpha.
+
+    Args:
+        direction: flat ``(d,)`` over the varying parameters (model order, or the
+            keys of ``params``), or a dict ``name -> tensor``; not normalised.
+        alphas: step sizes, ``(A,)``.
+        others: as in :func:`~oppsig.curvature.hvp.make_hvp`.
+
+    Returns:
+        losses ``(A,)`` in the computation dtype.
+
+    Raises:
+        OppsigError: when ``direction`` does not match the parameters.
+
+    Example:
+        >>> from oppsig.models import build_model
+        >>> from oppsig.losses import get_loss
+        >>> m = build_model("mlp", (4,), 3, widths=(5,))
+        >>> b = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
+        >>> loss_slice(m, b, get_loss("mse"), torch.zeros(43), [0.0, 1.0]).shape
+        torch.Size([2])
+    """
+    hvp = make_hvp(model, batches, loss_fn, params, "rev_rev", num_examples, dtype=dtype, device=device,
+                   batchnorm=batchnorm)
+    lay: ParamLayout = hvp.layout
+    if isinstance(direction, Mapping):
+        direction = lay.flatten(direction)
+    direction = torch.as_tensor(direction).to(device=hvp.device, dtype=hvp.dtype)
+    if direction.shape != (lay.dim,):
+        raise OppsigError(f"direction has shape {tuple(direction.shape)}; pass a flat ({lay.dim},) vector over the parameters")
+    theta = lay.flatten(hvp.params)
+    out = []
+    for a in torch.as_tensor(alphas, dtype=torch.float64).tolist():
+        out.append(hvp.at(lay.unflatten(theta + a * direction)).loss())
+    return torch.stack(out)
+
+
+def hutchinson_trace(op, num_samples: int = 100, seed: int = 0, *, dim: int | None = None,
+                     dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> tuple[float, float]:
+    """Hutchinson estimate of ``trace(A)`` with Rademacher probes: ``(mean, standard error)``.
+
+    Raises:
+        OppsigError: for ``num_samples < 2`` or a malformed ``op``.
+
+    Example:
+        >>> est, se = hutchinson_trace(torch.eye(4, dtype=torch.float64), num_samples=8)
+        >>> est
+        4.0
+    """
+    if num_samples < 2:
+        raise OppsigError(f"num_samples must be >= 2 (got {num_samples})")
+    A: LinearOperator = as_operator(op, dim, dtype, device)
+    g = torch.Generator().manual_seed(int(seed))
+    vals = []
+    for _ in range(int(num_samples)):
+        z = (torch.randint(0, 2, (A.dim,), generator=g) * 2 - 1).to(device=A.device, dtype=A.dtype)
+        vals.append(float(torch.dot(z.to(torch.float64), A.matvec(z).to(torch.float64))))
+    t = torch.tensor(vals, dtype=torch.float64)
+    return float(t.mean()), float(t.std() / len(vals) ** 0.5)

@@ -1,0 +1,133 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from oppsig.curvature import DenseOperator, HessianOperator, lanczos, power_iteration
+from oppsig.errors import OppsigError
+
+from ._reference import F64, assert_close
+
+
+def spectrum_matrix(evals, seed=0):
+    evals = torch.as_tensor(evals, dtype=F64)
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(len(evals), len(evals), generator=g, dtype=F64))
+    return Q @ torch.diag(evals) @ Q.T
+
+
+def check_pairs(A, r, k):
+    """Reported residuals are the true ones; vectors orthonormal; values descending."""
+    V, lam = r.eigenvectors, r.eigenvalues
+    assert V.shape == (A.shape[0], k) and lam.shape == (k,) and r.residuals.shape == (k,)
+    true = (A @ V - V * lam).norm(dim=0)
+    assert_close(r.residuals, true, 1e-10, "residuals")
+    assert_close(V.T @ V, torch.eye(k, dtype=F64), 1e-10, "orthonormal")
+    assert bool((lam[:-1] >= lam[1:]).all())
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_top3_of_hessian(dense_ref, name):
+    model, batches, loss, H, _, _ = dense_ref(name)
+    op = HessianOperator.from_model(model, batches, loss)
+    r = lanczos(op, k=3, tol=1e-10, max_iter=H.shape[0])
+    assert r.converged and r.num_matvecs < H.shape[0]
+    assert_close(r.eigenvalues, torch.linalg.eigvalsh(H).flip(0)[:3], 1e-8, "top-3")
+    check_pairs(H, r, 3)
+
+
+def test_largest_algebraic_not_magnitude():
+    A = spectrum_matrix([5.0, 3.0, 1.0, 0.5, -20.0, -30.0, 0.1, 0.2])
+    r = lanczos(A, k=2, tol=1e-10)
+    assert_close(r.eigenvalues, torch.tensor([5.0, 3.0], dtype=F64), 1e-9, "LA")
+    check_pairs(A, r, 2)
+    # power iteration finds the largest magnitude instead
+    assert abs(power_iteration(A, tol=1e-12, max_iter=500).top + 30.0) < 1e-6
+
+
+def test_warm_start_converges_in_few_products():
+    evals = torch.cat([torch.tensor([50.0, 40.0, 30.0]), torch.linspace(-5, 10, 197)]).double()
+    A = spectrum_matrix(evals, seed=1)
+    cold = lanczos(A, k=1, tol=1e-3, max_iter=200)
+    E = spectrum_matrix(torch.randn(200, generator=torch.Generator().manual_seed(2)).double(), seed=3)
+    B = A + 1e-3 * E  # a small move of the Hessian between measurements
+    warm = lanczos(B, k=1, tol=1e-3, v0=cold.eigenvectors)
+    cold_b = lanczos(B, k=1, tol=1e-3, max_iter=200, seed=9)
+    assert warm.converged and warm.num_matvecs <= 3 < cold_b.num_matvecs
+    assert abs(warm.top - cold_b.top) <= 1e-3 * cold_b.top
+    # block warm start for k = 3
+    cold3 = lanczos(A, k=3, tol=1e-8, max_iter=200)
+    warm3 = lanczos(B, k=3, tol=1e-3, v0=cold3.eigenvectors)
+    assert warm3.converged and warm3.num_matvecs <= 6
+    assert_close(warm3.eigenvalues, torch.linalg.eigvalsh(B).flip(0)[:3], 1e-3, "warm k=3")
+
+
+def test_callable_operator_and_power_iteration():
+    A = spectrum_matrix([10.0, 2.0, 1.0, 0.5, 0.1])
+    r = lanczos(lambda v: A @ v, k=2, tol=1e-12, dim=5, dtype=F64)
+    assert_close(r.eigenvalues, torch.tensor([10.0, 2.0], dtype=F64), 1e-10, "callable")
+    assert len(r.history) == r.num_matvecs and r.history[-1] == r.top
+    p = power_iteration(DenseOperator(A), tol=1e-12, max_iter=200)
+    assert p.converged and abs(p.top - 10.0) < 1e-9
+    assert len(p.history) == p.num_matvecs and p.history[-1] == p.top
+    assert_close(p.residuals, (A @ p.eigenvectors - p.top * p.eigenvectors).norm(dim=0), 1e-12, "power residual")
+    short = power_iteration(A, tol=1e-14, max_iter=3)
+    assert not short.converged and short.num_matvecs == 3
+    assert_close(short.residuals, (A @ short.eigenvectors - short.top * short.eigenvectors).norm(dim=0), 1e-12, "paired")
+
+
+def test_not_converged_and_errors():
+    A = spectrum_matrix(torch.linspace(1, 2, 50))
+    r = lanczos(A, k=1, tol=1e-12, max_iter=3)
+    assert not r.converged and r.num_matvecs == 3
+    with pytest.raises(OppsigError, match="k=6"):
+        lanczos(torch.eye(5, dtype=F64), k=6)
+    with pytest.raises(OppsigError, match="max_iter >= k"):
+        lanczos(A, k=3, max_iter=2)
+    with pytest.raises(OppsigError, match="v0"):
+        lanczos(A, v0=torch.ones(3, dtype=F64))
+    with pytest.raises(OppsigError, match="dim="):
+        lanczos(lambda v: v)
+
+
+def test_breakdown_continues():
+    """A rank-one operator: the Krylov space closes after one step, Lanczos restarts."""
+    u = torch.randn(10, generator=torch.Generator().manual_seed(0), dtype=F64)
+    A = 5.0 * torch.outer(u, u) / (u @ u)
+    r = lanczos(A, k=3, tol=1e-10, max_iter=10)
+    assert_close(r.eigenvalues, torch.tensor([5.0, 0.0, 0.0], dtype=F64), 1e-10, "rank one")
+    assert_close(r.eigenvectors.T @ r.eigenvectors, torch.eye(3, dtype=F64), 1e-10, "orthonormal")
+    # warm start exactly on the eigenvector: one product
+    w = lanczos(A, k=1, tol=1e-10, v0=u)
+    assert w.num_matvecs == 1 and abs(w.top - 5.0) < 1e-12
+
+
+def test_deterministic_seed_and_float32():
+    A = spectrum_matrix(torch.linspace(-1, 3, 30))
+    r1, r2 = lanczos(A, k=2, tol=1e-6, seed=4), lanczos(A, k=2, tol=1e-6, seed=4)
+    assert torch.equal(r1.eigenvalues, r2.eigenvalues) and r1.num_matvecs == r2.num_matvecs
+    r32 = lanczos(A.float(), k=1, tol=1e-4)
+    assert r32.eigenvalues.dtype == torch.float32 and abs(r32.top - 3.0) < 1e-4
+
+
+@settings(max_examples=25, deadline=None)
+@given(d=st.integers(2, 12), k=st.integers(1, 2), seed=st.integers(0, 10_000))
+def test_random_symmetric(d, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    M = torch.randn(d, d, generator=g, dtype=F64)
+    A = (M + M.T) / 2
+    k = min(k, d)
+    r = lanczos(A, k=k, tol=1e-10, max_iter=d)
+    assert_close(r.eigenvalues, torch.linalg.eigvalsh(A).flip(0)[:k], 1e-8, "eigvalsh")
+
+
+def test_float32_long_vectors_are_unit():
+    """Column norms and dot products of long float32 vectors are accumulated in float64."""
+    d = 400_000
+    g = torch.Generator().manual_seed(0)
+    s = torch.rand(d, generator=g) * torch.logspace(-3, 0, d)  # wide dynamic range
+    s[:3] = torch.tensor([3.0, 2.5, 2.0])
+    r = lanczos(lambda v: s * v, k=2, tol=1e-4, max_iter=60, dim=d, dtype=torch.float32)
+    norms = r.eigenvectors.double().norm(dim=0)
+    assert_close(norms, torch.ones(2, dtype=F64), 1e-6, "unit columns")
+    assert_close(r.eigenvalues, torch.tensor([3.0, 2.5], dtype=F64), 1e-5, "float32 eigenvalues")
