@@ -27,7 +27,8 @@ def launch(tmp_path, name, nproc, extra=()):
 
 
 @pytest.mark.parametrize("extra", [
-    ("--optim.name=gd", "--train.steps=12", "--train.loss=mse"),
+    ("--optim.name=gd", "--train.steps=12", "--train.loss=mse", "--curvature.every=4", "--curvature.top_k=2",
+     "--curvature.tol=1e-6", "--curvature.max_iter=60"),
     ("--optim.name=sgd", "--optim.momentum=0.9", "--train.batch_size=32", "--train.steps=12", "--record.every=2"),
 ])
 def test_two_ranks_equal_one(tmp_path, extra):
@@ -41,6 +42,12 @@ def test_two_ranks_equal_one(tmp_path, extra):
     ma, mb = a.metrics, b.metrics
     assert mb["step"].tolist() == ma["step"].tolist()
     assert np.allclose(ma["loss"], mb["loss"], atol=1e-5)
+    if "sharpness" in ma:  # distributed Hessian-vector products give the same eigenvalues
+        sa, sb = ma["sharpness"], mb["sharpness"]
+        assert np.array_equal(np.isfinite(sa), np.isfinite(sb)) and np.isfinite(sa).sum() == 3
+        ok = np.isfinite(sa)
+        assert np.allclose(sa[ok], sb[ok], rtol=1e-5)
+        assert np.allclose(ma["sharpness_2"][ok], mb["sharpness_2"][ok], rtol=1e-4)
     pa, pb = load_checkpoint(one)["model"], load_checkpoint(two)["model"]
     assert set(pa) == set(pb)  # the inner module's names, no DDP prefix
     for k in pa:

@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from ..distributed import all_reduced
 from ..errors import OppsigError
 from .hvp import make_batches, make_hvp
 from .lanczos import lanczos
@@ -83,12 +84,17 @@ class CurvatureHook:
         data = state.train_data
         n = min(cfg.n or len(data), len(data))
         bs = cfg.physical_batch_size or state.config.train.physical_batch_size
-        batches = make_batches(data.x, data.y, bs, n)
-        hvp = make_hvp(model, batches, state.loss_fn, method=cfg.hvp, device=state.device)
+        # under torch.distributed each rank takes its shard of the n examples and products are summed over ranks
+        dctx = state.extras.get("dist")
+        lo, hi = dctx.shard(n) if dctx is not None and dctx.enabled else (0, n)
+        batches = make_batches(data.x[lo:hi], data.y[lo:hi], bs)
+        hvp = make_hvp(model, batches, state.loss_fn, method=cfg.hvp, device=state.device, num_examples=n)
+        wrap = (lambda op: all_reduced(op, dctx)) if dctx is not None and dctx.enabled else (lambda op: op)
         d = hvp.layout.dim
         seed = int(getattr(state.config, "seed", 0)) + int(state.step)
         v0 = self._vecs if _vec_ok(self._vecs, d) else None
-        res = lanczos(HessianOperator(hvp), k=min(cfg.top_k, d), tol=cfg.tol, max_iter=cfg.max_iter, v0=v0, seed=seed)
+        res = lanczos(wrap(HessianOperator(hvp)), k=min(cfg.top_k, d), tol=cfg.tol, max_iter=cfg.max_iter, v0=v0,
+                      seed=seed)
         self._vecs = res.eigenvectors.detach()
         metrics: dict[str, float] = {"sharpness": float(res.eigenvalues[0])}
         for i in range(1, res.eigenvalues.shape[0]):
@@ -98,7 +104,7 @@ class CurvatureHook:
 
         if cfg.layerwise:
             for g, names in parameter_groups(model).items():
-                op = HessianOperator(hvp.restrict(names))
+                op = wrap(HessianOperator(hvp.restrict(names)))
                 prev = self._layer_vecs.get(g)
                 r = lanczos(op, k=1, tol=cfg.tol, max_iter=cfg.max_iter,
                             v0=prev if _vec_ok(prev, op.dim) else None, seed=seed)
@@ -113,7 +119,7 @@ class CurvatureHook:
             except OppsigError:
                 diag = None  # no optimiser state before the first step
             if diag is not None:
-                op = PreconditionedOperator(HessianOperator(hvp), diag)
+                op = PreconditionedOperator(wrap(HessianOperator(hvp)), diag)
                 prev = self._precond_vec
                 r = lanczos(op, k=1, tol=cfg.tol, max_iter=cfg.max_iter,
                             v0=prev if _vec_ok(prev, d) else None, seed=seed)

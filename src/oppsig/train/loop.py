@@ -293,7 +293,8 @@ class Trainer:
         W = None if self.example_weights is None else self.example_weights.to(self.device, X.dtype)
         rec = cfg.record
         state = TrainState(step=start, model=self.model, optimizer=self.optimizer, config=cfg,
-                           train_data=self.train_set, loss_fn=self.loss_fn, device=self.device, run_dir=self.run_dir)
+                           train_data=self.train_set, loss_fn=self.loss_fn, device=self.device, run_dir=self.run_dir,
+                           extras={"dist": self.dist})
         hook_api.call(self.hooks, "on_train_start", state)
         t0 = time.perf_counter()
         stopped = "max_steps"
