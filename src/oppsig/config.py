@@ -38,7 +38,7 @@ class SyntheticConfig:
     num_classes: int = 10
     magnitude: float = 3.0
     frequency: float = 0.1
-    signal: float = 0.35
+    signal: float = 0.05
     pairs: tuple[tuple[str, int, int], ...] = (("bright_top", 0, 1), ("dark_border", 2, 3))
 
     def validate(self, key: str) -> None:

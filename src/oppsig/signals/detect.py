@@ -1,0 +1,475 @@
+"""Detect: loss spikes, per-step extremes, recurring examples and coherent components.
+
+The input is a loss matrix ``L`` of shape (R, N): row ``r`` holds every
+example's loss at recorded step ``steps[r]``. Its loss changes
+``D = L[1:] - L[:-1]`` (R-1, N) are what everything here looks at. The matrix
+may be a numpy array or a lazy array (zarr, or a run's ``losses``); it is read
+in blocks of rows, and held in memory only when it is small enough.
+
+Main entry points:
+
+- :func:`detect_spikes`: spikes of the total loss over its slow trend.
+- :func:`scan_losses`: one pass over the matrix giving per-step top-k extremes,
+  per-example statistics and the total loss.
+- :func:`coherent_components`: examples that swing together in a principal
+  component of the standardised loss changes, even when none is extreme alone.
+
+Example:
+    >>> import numpy as np
+    >>> t = np.arange(300.0)
+    >>> loss = 2.0 * np.exp(-t / 150) + 0.1
+    >>> loss[200] *= 1.8
+    >>> [s.row for s in detect_spikes(loss)]
+    [200]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+from scipy.ndimage import median_filter
+
+from .config import SignalsConfig
+from .result import SignalsError, Spike
+
+MIN_ROWS = 8
+"""Fewest recorded steps the search accepts (it needs several loss changes to correlate)."""
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+class LossMatrix:
+    """Row-block access to an (R, N) loss matrix, checked for shape and finite values.
+
+    Args:
+        losses: array-like (R, N) with ``.shape`` and row slicing (numpy, zarr, a run's lazy array).
+        block_rows: rows read at a time when the matrix is streamed.
+        max_memory_mb: the matrix is read once into memory (float32) when it is at most this large.
+
+    Raises:
+        SignalsError: for a matrix that is not 2-D, has fewer than :data:`MIN_ROWS`
+            rows or fewer than 2 columns, or holds NaN or infinite values (the
+            message names the first bad row and column).
+
+    Example:
+        >>> m = LossMatrix(np.ones((10, 3)))
+        >>> m.shape, sum(len(b) for _, b in m.diff_blocks())
+        ((10, 3), 9)
+    """
+
+    def __init__(self, losses: Any, block_rows: int = 256, max_memory_mb: float = 2048.0) -> None:
+        shape = getattr(losses, "shape", None)
+        if shape is None:
+            losses = np.asarray(losses, dtype=np.float32)
+            shape = losses.shape
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != 2:
+            raise SignalsError(f"losses must be 2-D (steps, examples), got shape {shape}")
+        r, n = shape
+        if r < MIN_ROWS:
+            raise SignalsError(f"losses has {r} recorded steps; need at least {MIN_ROWS} to measure loss changes")
+        if n < 2:
+            raise SignalsError(f"losses has {n} example column(s); need at least 2")
+        self.shape = (r, n)
+        self.block_rows = max(2, int(block_rows))
+        self._src = losses
+        self._mem: np.ndarray | None = None
+        if isinstance(losses, np.ndarray) or r * n * 4 <= max_memory_mb * 2**20:
+            self._mem = np.empty((r, n), dtype=np.float32)
+            for s, blk in self._read_blocks():
+                self._mem[s : s + len(blk)] = blk
+
+    @property
+    def in_memory(self) -> bool:
+        return self._mem is not None
+
+    def _read_blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        r, n = self.shape
+        for s in range(0, r, self.block_rows):
+            blk = np.asarray(self._src[s : min(r, s + self.block_rows)], dtype=np.float32)
+            if blk.shape != (min(r, s + self.block_rows) - s, n):
+                raise SignalsError(f"losses rows {s}.. read back with shape {blk.shape}, expected ({len(blk)}, {n})")
+            bad = ~np.isfinite(blk)
+            if bad.any():
+                i, j = np.argwhere(bad)[0]
+                raise SignalsError(
+                    f"losses holds a non-finite value ({blk[i, j]}) at row {s + i}, column {j}; "
+                    "a diverged run cannot be analysed: cut the rows before the divergence"
+                )
+            yield s, blk
+
+    def row_blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first_row, L[first_row : first_row + b])`` for consecutive blocks, float32."""
+        if self._mem is not None:
+            for s in range(0, self.shape[0], self.block_rows):
+                yield s, self._mem[s : s + self.block_rows]
+        else:
+            yield from self._read_blocks()
+
+    def diff_blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(t0, D[t0 : t0 + b])`` of the loss changes ``D = L[1:] - L[:-1]`` (R-1, N), float32."""
+        if self._mem is not None:
+            for s in range(0, self.shape[0] - 1, self.block_rows):
+                e = min(self.shape[0], s + self.block_rows + 1)
+                yield s, np.diff(self._mem[s:e], axis=0)
+            return
+        prev: np.ndarray | None = None
+        for s, blk in self._read_blocks():
+            if prev is not None:
+                blk = np.concatenate([prev, blk])
+                s -= 1
+            if len(blk) > 1:
+                yield s, np.diff(blk, axis=0)
+            prev = blk[-1:]
+
+    def row(self, i: int) -> np.ndarray:
+        """Losses of row ``i``: (N,) float32."""
+        if self._mem is not None:
+            return self._mem[i]
+        return np.asarray(self._src[i : i + 1], dtype=np.float32)[0]
+
+    def diff_columns(self, cols: np.ndarray) -> np.ndarray:
+        """Loss changes of the columns ``cols``: (R-1, len(cols)) float32."""
+        cols = np.asarray(cols, dtype=np.int64)
+        out = np.empty((self.shape[0] - 1, len(cols)), dtype=np.float32)
+        for t0, d in self.diff_blocks():
+            out[t0 : t0 + len(d)] = d[:, cols]
+        return out
+
+    def columns(self, cols: np.ndarray) -> np.ndarray:
+        """Losses of the columns ``cols``: (R, len(cols)) float32."""
+        cols = np.asarray(cols, dtype=np.int64)
+        out = np.empty((self.shape[0], len(cols)), dtype=np.float32)
+        for s, blk in self.row_blocks():
+            out[s : s + len(blk)] = blk[:, cols]
+        return out
+
+
+# ----------------------------------------------------------------------------- spikes
+
+
+def detect_spikes(
+    total_loss: np.ndarray,
+    steps: np.ndarray | None = None,
+    config: SignalsConfig = SignalsConfig(),
+    sharpness: np.ndarray | None = None,
+) -> list[Spike]:
+    """Spikes of the total loss over its slow (e.g. downward) trend.
+
+    The trend is a rolling median of ``log(total_loss)`` over
+    ``config.spike_window`` rows; a spike is a local maximum of the residual
+    that exceeds both ``config.spike_z`` robust standard deviations (1.4826 x
+    median absolute deviation of the residual) and ``log(1 + spike_min_height)``.
+    Peaks closer than ``min_spike_gap`` rows are merged. Working in log space
+    makes the test the same early (loss ~2) and late (loss ~0.1) in training.
+
+    Args:
+        total_loss: (R,) total (mean) training loss per recorded step, positive.
+        steps: (R,) training step of each row (default ``arange(R)``).
+        config: thresholds (see :class:`SignalsConfig`).
+        sharpness: optional (R,) sharpness per row (NaN where not measured).
+
+    Returns:
+        The spikes, by row (top-k fields empty; :func:`find_signals` fills them).
+
+    Raises:
+        SignalsError: for a series that is not 1-D, has fewer than
+            :data:`MIN_ROWS` values, or holds non-finite or negative values.
+    """
+    y = np.asarray(total_loss, dtype=np.float64)
+    if y.ndim != 1:
+        raise SignalsError(f"total_loss must be 1-D (steps,), got shape {y.shape}")
+    if len(y) < MIN_ROWS:
+        raise SignalsError(f"total_loss has {len(y)} values; need at least {MIN_ROWS}")
+    if not np.isfinite(y).all():
+        raise SignalsError(f"total_loss holds non-finite values at rows {np.flatnonzero(~np.isfinite(y))[:5].tolist()}")
+    if (y < 0).any():
+        raise SignalsError(f"total_loss must be >= 0; row {int(np.argmin(y))} is {y.min()}")
+    steps = np.arange(len(y)) if steps is None else np.asarray(steps)
+    ly = np.log(np.maximum(y, 1e-12))
+    w = min(config.spike_window, len(y) | 1)
+    trend = median_filter(ly, size=w, mode="nearest")
+    res = ly - trend
+    mad = 1.4826 * np.median(np.abs(res - np.median(res)))
+    scale = max(mad, 1e-9)
+    thr = max(config.spike_z * scale, np.log1p(config.spike_min_height))
+    above = np.flatnonzero(res > thr)
+    peaks: list[int] = []
+    for i in above[np.argsort(-res[above], kind="stable")]:
+        if all(abs(i - p) >= config.min_spike_gap for p in peaks):
+            peaks.append(int(i))
+    out = []
+    for p in sorted(peaks):
+        lo = max(0, p - config.spike_context)
+        onset = lo + int(np.argmin(y[lo : p + 1]))
+        sh = None
+        if sharpness is not None:
+            s = np.asarray(sharpness, dtype=np.float64)
+            ok = np.flatnonzero(np.isfinite(s))
+            if len(ok):
+                sh = float(s[ok[np.argmin(np.abs(ok - p))]])
+        out.append(
+            Spike(
+                row=p,
+                step=int(steps[p]),
+                onset_row=onset,
+                onset_step=int(steps[onset]),
+                loss=float(y[p]),
+                trend=float(np.exp(trend[p])),
+                height=float(np.expm1(res[p])),
+                z=float(res[p] / scale),
+                sharpness=sh,
+            )
+        )
+    return out
+
+
+def spike_rows(spikes: list[Spike] | tuple[Spike, ...], n_changes: int, context: int) -> np.ndarray:
+    """Rows of the loss-change matrix inside any spike window, ascending.
+
+    A spike's window covers the changes from ``context`` rows before its onset up to
+    two rows after its peak (the growing oscillation, the rise and the fall).
+    """
+    mask = np.zeros(n_changes, dtype=bool)
+    for s in spikes:
+        mask[max(0, s.onset_row - context) : min(n_changes, s.row + 2)] = True
+    return np.flatnonzero(mask)
+
+
+def extremes(losses: Any, row: int, k: int = 20, window: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` examples whose loss rose most and fell most into ``row``.
+
+    Args:
+        losses: (R, N) per-example losses (array-like; only two rows are read).
+        row: the row the change ends at.
+        k: examples per direction.
+        window: the change is measured from ``row - window`` to ``row``.
+
+    Returns:
+        ``(up, down)``: (k,) columns, largest increase first / largest decrease first.
+
+    Raises:
+        SignalsError: when ``row - window`` or ``row`` lies outside the matrix, or ``k`` < 1.
+
+    Example:
+        >>> L = np.array([[1.0, 1.0, 1.0], [2.0, 0.5, 1.0]])
+        >>> [a.tolist() for a in extremes(L, 1, k=1)]
+        [[0], [1]]
+    """
+    shape = getattr(losses, "shape", None) or np.shape(losses)
+    r, n = int(shape[0]), int(shape[1])
+    if window < 1 or not (0 <= row - window and row < r):
+        raise SignalsError(
+            f"a change over {window} row(s) into row {row} needs rows {row - window}..{row} in 0..{r - 1}"
+        )
+    if k < 1:
+        raise SignalsError(f"k must be >= 1, got {k}")
+    k = min(k, n)
+    d = np.asarray(losses[row], dtype=np.float64) - np.asarray(losses[row - window], dtype=np.float64)
+    return np.argsort(-d, kind="stable")[:k], np.argsort(d, kind="stable")[:k]
+
+
+# ----------------------------------------------------------------------------- one pass
+
+
+@dataclass
+class Scan:
+    """What one pass over the loss changes gives.
+
+    Attributes:
+        total: (R,) mean loss per row.
+        top_up, top_down: (R-1, k) columns of the k largest increases / decreases per change row.
+        n_up, n_down: (N,) times each example is among them.
+        mean, std: (N,) mean and standard deviation of each example's loss change.
+        energy: (N,) sum of squared loss changes.
+        alternation: (N,) minus the lag-1 autocorrelation of the loss changes.
+        abs_row: (R-1,) sum over examples of the absolute loss change per row.
+        top_share: (R-1,) share of ``abs_row`` carried by the 2k extremes.
+    """
+
+    total: np.ndarray
+    top_up: np.ndarray
+    top_down: np.ndarray
+    n_up: np.ndarray
+    n_down: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    energy: np.ndarray
+    alternation: np.ndarray
+    abs_row: np.ndarray
+    top_share: np.ndarray
+
+
+def scan_losses(m: LossMatrix, k: int) -> Scan:
+    """One pass over ``m``: per-step top-k extremes and per-example statistics.
+
+    Args:
+        m: the loss matrix (R, N).
+        k: extremes per row and direction (clipped to N // 2).
+
+    Returns:
+        A :class:`Scan`.
+    """
+    r, n = m.shape
+    k = max(1, min(k, n // 2))
+    t_n = r - 1
+    total = np.empty(r)
+    for s, blk in m.row_blocks():
+        total[s : s + len(blk)] = blk.mean(axis=1, dtype=np.float64)
+    top_up = np.empty((t_n, k), dtype=np.int64)
+    top_down = np.empty((t_n, k), dtype=np.int64)
+    s1 = np.zeros(n)
+    s2 = np.zeros(n)
+    lag = np.zeros(n)
+    abs_row = np.empty(t_n)
+    top_abs = np.empty(t_n)
+    prev = None
+    for t0, d in m.diff_blocks():
+        b = len(d)
+        up = np.argpartition(-d, k - 1, axis=1)[:, :k]
+        dn = np.argpartition(d, k - 1, axis=1)[:, :k]
+        top_up[t0 : t0 + b] = up
+        top_down[t0 : t0 + b] = dn
+        ad = np.abs(d)
+        abs_row[t0 : t0 + b] = ad.sum(axis=1, dtype=np.float64)
+        top_abs[t0 : t0 + b] = (np.take_along_axis(ad, up, 1).sum(1, dtype=np.float64)
+                                + np.take_along_axis(ad, dn, 1).sum(1, dtype=np.float64))
+        d64 = d.astype(np.float64)
+        s1 += d64.sum(0)
+        s2 += (d64 * d64).sum(0)
+        if prev is not None:
+            lag += prev * d64[0]
+        lag += (d64[1:] * d64[:-1]).sum(0)
+        prev = d64[-1]
+    mean = s1 / t_n
+    var = np.maximum(s2 / t_n - mean**2, 0.0)
+    std = np.sqrt(var)
+    if t_n > 1:
+        ac = (lag / (t_n - 1) - mean**2) / np.where(var > 0, var, np.inf)
+    else:
+        ac = np.zeros(n)
+    n_up = np.bincount(top_up.ravel(), minlength=n)
+    n_down = np.bincount(top_down.ravel(), minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        top_share = np.where(abs_row > 0, top_abs / abs_row, 0.0)
+    return Scan(total, top_up, top_down, n_up, n_down, mean, std, s2, -ac, abs_row, top_share)
+
+
+# ----------------------------------------------------------------------------- components
+
+
+@dataclass
+class Components:
+    """Leading principal components of the standardised loss changes.
+
+    Attributes:
+        time: (R-1, c) unit time profiles (left singular vectors).
+        values: (c,) singular values.
+        loadings: (N, c) unit example loadings (right singular vectors).
+        tails: the non-empty tails of the components, one sign at a time: the
+            columns whose loading lies beyond ``component_z`` robust standard
+            deviations on that side (sorted columns).
+    """
+
+    time: np.ndarray
+    values: np.ndarray
+    loadings: np.ndarray
+    tails: list[np.ndarray]
+
+
+def coherent_components(m: LossMatrix, scan: Scan, config: SignalsConfig) -> Components:
+    """Find examples that swing together: tails of the leading principal components.
+
+    Each example's loss changes are standardised (zero mean, unit variance), so
+    that a few dozen examples that move together form a component whatever
+    their individual size; the leading components are found by a randomised
+    SVD (two power iterations) that reads the matrix in row blocks. An
+    example belongs to a component's tail when its loading lies more than
+    ``config.component_z`` robust standard deviations from the median.
+
+    Args:
+        m: the loss matrix (R, N).
+        scan: its :func:`scan_losses` statistics.
+        config: ``n_components``, ``component_z``, ``max_component_members``, ``seed``.
+
+    Returns:
+        :class:`Components` (empty arrays when ``n_components`` is 0).
+    """
+    r, n = m.shape
+    t_n = r - 1
+    c = min(config.n_components, t_n - 1, n - 1)
+    if c <= 0:
+        return Components(np.zeros((t_n, 0)), np.zeros(0), np.zeros((n, 0)), [])
+    mu = scan.mean.astype(np.float32)
+    inv = np.where(scan.std > 1e-12, 1.0 / np.maximum(scan.std, 1e-30), 0.0).astype(np.float32)
+    rng = np.random.default_rng(config.seed)
+    width = min(c + 10, t_n, n)
+
+    def zt_times(b: np.ndarray) -> np.ndarray:  # Z^T b: (N, w)
+        out = np.zeros((n, b.shape[1]), dtype=np.float64)
+        for t0, d in m.diff_blocks():
+            out += (((d - mu) * inv).T @ b[t0 : t0 + len(d)]).astype(np.float64)
+        return out
+
+    def z_times(q: np.ndarray) -> np.ndarray:  # Z q: (R-1, w)
+        out = np.empty((t_n, q.shape[1]), dtype=np.float64)
+        q32 = q.astype(np.float32)
+        for t0, d in m.diff_blocks():
+            out[t0 : t0 + len(d)] = ((d - mu) * inv) @ q32
+        return out
+
+    omega = rng.standard_normal((t_n, width)).astype(np.float32)
+    q, _ = np.linalg.qr(zt_times(omega))
+    for _ in range(2):
+        b, _ = np.linalg.qr(z_times(q))
+        q, _ = np.linalg.qr(zt_times(b.astype(np.float32)))
+    b = z_times(q)
+    u, s, wt = np.linalg.svd(b, full_matrices=False)
+    u, s = u[:, :c], s[:c]
+    v = q @ wt[:c].T  # (N, c)
+    tails = []
+    for j in range(c):
+        x = v[:, j]
+        med = np.median(x)
+        mad = 1.4826 * np.median(np.abs(x - med))
+        if mad <= 0:
+            continue
+        z = (x - med) / mad
+        for sign in (1.0, -1.0):
+            idx = np.flatnonzero(sign * z >= config.component_z)
+            idx = idx[np.argsort(-sign * z[idx])][: config.max_component_members]
+            if len(idx):
+                tails.append(np.sort(idx).astype(np.int64))
+    return Components(u, s, v, tails)
+
+
+def recurring_rows(scan: Scan, min_recurrence: int) -> np.ndarray:
+    """Columns among the per-step extremes at least ``min_recurrence`` times, most energetic first."""
+    cnt = scan.n_up + scan.n_down
+    idx = np.flatnonzero(cnt >= min_recurrence)
+    return idx[np.argsort(-scan.energy[idx], kind="stable")]
+
+
+def select_candidates(scan: Scan, comps: Components, config: SignalsConfig) -> np.ndarray:
+    """The examples that enter grouping: component tails first, then recurring extremes.
+
+    Component-tail members (coherent groups) take at most half of
+    ``config.max_candidates``; recurring extremes, most energetic first, fill
+    the rest. Returns ascending columns.
+    """
+    cap = config.max_candidates
+    tail = np.unique(np.concatenate(comps.tails)) if comps.tails else np.zeros(0, dtype=np.int64)
+    if len(tail) > cap // 2:
+        tail = tail[np.argsort(-scan.energy[tail], kind="stable")][: cap // 2]
+    chosen = list(tail)
+    seen = set(int(i) for i in tail)
+    for i in recurring_rows(scan, config.min_recurrence):
+        if len(chosen) >= cap:
+            break
+        if int(i) not in seen:
+            chosen.append(int(i))
+            seen.add(int(i))
+    return np.array(sorted(chosen), dtype=np.int64)

@@ -1,0 +1,191 @@
+"""Verify: gradient evidence that two groups are opposing signals.
+
+For opposing signals the two groups' mean-loss gradients point in nearly
+opposite directions (negative cosine), both align with the top Hessian
+eigenvector (the direction GD oscillates along), and the groups carry a
+disproportionate share of each total-loss spike.
+
+The functions are pure: they differentiate detached copies of the model's
+parameters and buffers through :func:`torch.func.functional_call`, so the
+model's ``.grad`` fields, parameters, buffers (e.g. batch-norm statistics) and
+train/eval mode are left as they were. The model is evaluated in whatever mode
+it is in.
+
+Example:
+    >>> import torch
+    >>> from oppsig.data import opposing_signals
+    >>> from oppsig.models import build_model
+    >>> from oppsig.losses import get_loss
+    >>> ds = opposing_signals(n=200, seed=0)
+    >>> model = build_model("mlp", (3, 32, 32), 10, widths=(16,))
+    >>> v = verify_pair(model, ds, get_loss("ce"), (np.flatnonzero(ds.groups == 0), np.flatnonzero(ds.groups == 1)))
+    >>> -1.0 <= v.grad_cosine <= 1.0
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.func import functional_call
+
+from .detect import LossMatrix
+from .result import Group, SignalsError, Spike, Verification
+
+
+def _rows(g: Any, n: int) -> np.ndarray:
+    rows = np.asarray(g.members if isinstance(g, Group) else g, dtype=np.int64).ravel()
+    if len(rows) == 0:
+        raise SignalsError("a group is empty; expected at least one example row")
+    if rows.min() < 0 or rows.max() >= n:
+        raise SignalsError(f"group rows must lie in 0..{n - 1}, got {rows.min()}..{rows.max()}")
+    return rows
+
+
+def group_gradient(
+    model: torch.nn.Module,
+    dataset,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    rows: Any,
+    batch_size: int = 1024,
+) -> torch.Tensor:
+    """Flattened gradient of the group's mean loss with respect to the model's parameters.
+
+    Args:
+        model: the network (left untouched; see the module docstring).
+        dataset: :class:`~oppsig.data.ArrayDataset` (``x``, ``y``).
+        loss_fn: per-example loss, ``(outputs, targets) -> (B,)``.
+        rows: (m,) rows of the group in ``dataset``, or a :class:`Group`.
+        batch_size: rows per forward pass (gradients are accumulated).
+
+    Returns:
+        (P,) float tensor, P the number of parameters, in ``named_parameters`` order.
+
+    Raises:
+        SignalsError: for an empty group or rows outside the data set.
+    """
+    rows = _rows(rows, len(dataset))
+    named = [(k, p) for k, p in model.named_parameters()]
+    if not named:
+        raise SignalsError("the model has no parameters to differentiate")
+    dev = named[0][1].device
+    params = {k: p.detach().clone().requires_grad_(True) for k, p in named}
+    buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
+    total = [torch.zeros_like(p) for p in params.values()]
+    idx = torch.as_tensor(rows)
+    for s in range(0, len(rows), batch_size):
+        sel = idx[s : s + batch_size]
+        x = dataset.x[sel].to(dev, dtype=named[0][1].dtype if dataset.x.is_floating_point() else None)
+        y = dataset.y[sel].to(dev)
+        out = functional_call(model, {**params, **buffers}, (x,))
+        loss = loss_fn(out, y).sum() / len(rows)
+        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        for t, g in zip(total, grads):
+            if g is not None:
+                t += g
+    return torch.cat([t.reshape(-1) for t in total]).detach()
+
+
+def _flat_eig(eigvec: Any, p: int, like: torch.Tensor) -> torch.Tensor:
+    if isinstance(eigvec, (list, tuple)):
+        v = torch.cat([torch.as_tensor(e).reshape(-1) for e in eigvec])
+    else:
+        v = torch.as_tensor(eigvec).reshape(-1)
+    if v.numel() != p:
+        raise SignalsError(f"eigvec has {v.numel()} entries, expected {p} (one per model parameter)")
+    return v.to(device=like.device, dtype=like.dtype)
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    na, nb = torch.linalg.vector_norm(a), torch.linalg.vector_norm(b)
+    if float(na) == 0 or float(nb) == 0:
+        return float("nan")
+    return float((a @ b) / (na * nb))
+
+
+def verify_pair(
+    model: torch.nn.Module,
+    dataset,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    groups: Sequence[Any],
+    eigvec: Any = None,
+    step: int | None = None,
+    ids: tuple[int, int] = (0, 1),
+    batch_size: int = 1024,
+) -> Verification:
+    """Gradient cosine of two groups, and their alignment with the top Hessian eigenvector.
+
+    Args:
+        model: the network at the step to check (left untouched).
+        dataset: the training data set.
+        loss_fn: per-example loss.
+        groups: two groups: :class:`Group` objects or arrays of rows.
+        eigvec: optional top Hessian eigenvector, flat (P,) or one tensor per parameter.
+        step: the training step of ``model`` (recorded in the result).
+        ids: group ids recorded in the result (taken from the groups when they are :class:`Group`).
+
+    Returns:
+        :class:`Verification`. The eigenvector cosines are sign-free (absolute values):
+        an eigenvector's sign is arbitrary.
+
+    Raises:
+        SignalsError: unless exactly two non-empty groups are given, or when
+            ``eigvec`` has the wrong size.
+    """
+    if len(groups) != 2:
+        raise SignalsError(f"verify_pair needs exactly 2 groups, got {len(groups)}")
+    ga, gb = groups
+    if isinstance(ga, Group) and isinstance(gb, Group):
+        ids = (ga.id, gb.id)
+    a = group_gradient(model, dataset, loss_fn, ga, batch_size)
+    b = group_gradient(model, dataset, loss_fn, gb, batch_size)
+    ea = eb = None
+    if eigvec is not None:
+        v = _flat_eig(eigvec, a.numel(), a)
+        ea, eb = abs(_cos(a, v)), abs(_cos(b, v))
+    return Verification(
+        a=int(ids[0]), b=int(ids[1]), grad_cosine=_cos(a, b),
+        grad_norm_a=float(torch.linalg.vector_norm(a)), grad_norm_b=float(torch.linalg.vector_norm(b)),
+        eig_cosine_a=ea, eig_cosine_b=eb, step=step,
+    )
+
+
+def spike_shares(
+    losses: Any,
+    spikes: Sequence[Spike],
+    rows: Any,
+    total_loss: Any = None,
+) -> list[float]:
+    """Share of each spike's net total-loss rise (onset to peak) carried by the examples ``rows``.
+
+    Args:
+        losses: (R, N) per-example losses (array-like, read in row blocks).
+        spikes: spikes of the run (:func:`~oppsig.signals.detect.detect_spikes`).
+        rows: (m,) example columns, or a :class:`Group`.
+        total_loss: (R,) total loss (default: the row means of ``losses``).
+
+    Returns:
+        One share per spike: ``sum_i (L[peak, i] - L[onset, i]) / N`` over the
+        group, divided by ``total[peak] - total[onset]`` (NaN when the total did not rise).
+
+    Raises:
+        SignalsError: for a bad loss matrix or rows out of range.
+    """
+    m = LossMatrix(losses)
+    r, n = m.shape
+    cols = _rows(rows, n)
+    lc = m.columns(cols)
+    if total_loss is None:
+        total = np.empty(r)
+        for s, blk in m.row_blocks():
+            total[s : s + len(blk)] = blk.mean(axis=1, dtype=np.float64)
+    else:
+        total = np.asarray(total_loss, dtype=np.float64)
+    out = []
+    for sp in spikes:
+        rise = float(total[sp.row] - total[sp.onset_row])
+        part = float(lc[sp.row].sum() - lc[sp.onset_row].sum()) / n
+        out.append(part / rise if rise > 0 else float("nan"))
+    return out
