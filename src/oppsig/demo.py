@@ -9,7 +9,6 @@ planted opposing signals, saying which.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +23,7 @@ DEMO_CIFAR = [
 ]
 DEMO_SYNTHETIC = [
     "name=demo-synthetic", "data.name=synthetic", "data.n=5000", "model.name=mlp", "model.widths=[200, 200]",
-    "model.activation=tanh", "optim.name=gd", "optim.lr=0.1", "train.loss=ce", "train.steps=800",
+    "model.activation=tanh", "optim.name=gd", "optim.lr=0.1", "train.loss=mse", "train.steps=600",
     "train.physical_batch_size=5000", "train.checkpoint_every=100", "record.every=1", "curvature.every=50",
 ]
 
@@ -42,8 +41,6 @@ def demo_config(data_dir: str | None = None, out_dir: str = "runs", steps: int |
     ov.append(f"out_dir={out_dir}")
     if steps is not None:
         ov.append(f"train.steps={steps}")
-    if importlib.util.find_spec("oppsig.curvature.hook") is None:
-        ov.append("curvature.every=0")
     return load_config(None, ov), why
 
 
@@ -54,6 +51,7 @@ class DemoResult:
     train_summary: str
     signals_summary: str | None = None
     report: Path | None = None
+    n_pairs: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -69,19 +67,15 @@ def run_demo(data_dir: str | None = None, out_dir: str = "runs", steps: int | No
     summary = (f"{res.next_step} GD steps in {res.wall_time:.0f} s: loss {m.get('loss', float('nan')):.3f}, "
                f"accuracy {m.get('accuracy', float('nan')):.3f}")
     out = DemoResult(res.run_dir, why, summary)
-    if importlib.util.find_spec("oppsig.signals") is not None and hasattr(__import__("oppsig.signals").signals, "detect_run"):
-        from .signals import detect_run, summary_text
+    from .signals.run import detect_run
+    from .signals import summary_text
 
-        log("[2/3] detecting opposing signals")
-        sig = detect_run(res.run_dir, progress=progress)
-        out.signals_summary = summary_text(sig)
-    else:
-        out.notes.append("signal detection is not available in this version")
-    if importlib.util.find_spec("oppsig.report") is not None and hasattr(__import__("oppsig.report").report, "write_report"):
-        from .report import write_report
+    log("[2/3] detecting opposing signals")
+    sig = detect_run(res.run_dir, verify=1, log=lambda msg: log(f"      {msg}"))
+    out.signals_summary = summary_text(sig)
+    out.n_pairs = len(sig.pairs)
+    from .report import write_report
 
-        log("[3/3] writing the report")
-        out.report = write_report([res.run_dir])
-    else:
-        out.notes.append("the HTML report is not available in this version")
+    log("[3/3] writing the report")
+    out.report = write_report([res.run_dir])
     return out

@@ -19,7 +19,8 @@ def run(args) -> int:
     print(f"run: {res.run_dir}")
     print(f"training: {res.train_summary}")
     if res.signals_summary:
-        print(res.signals_summary)
+        lines = res.signals_summary.splitlines()
+        print("\n".join(lines[:12]) + ("\n  ... (full summary in the report)" if len(lines) > 12 else ""))
     if res.report:
         print(f"report: {res.report}")
     for n in res.notes:

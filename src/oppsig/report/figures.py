@@ -137,6 +137,11 @@ def plot_group_losses(run, signals, pair: Any = None, spike: Any = None, before:
     if pair is None and pairs:
         pair = pairs[0]
     spikes = list(getattr(signals, "spikes", ()))
+    if spike is None and pair is not None and getattr(pair, "spikes", ()):
+        by_row = {s.row: s for s in spikes}
+        own = [by_row[r] for r in pair.spikes if r in by_row]  # the spikes this pair carries most
+        if own:
+            spike = own[0]
     if spike is None and spikes:
         spike = max(spikes, key=lambda s: getattr(s, "height", 0.0))
     steps = run.steps
@@ -166,13 +171,8 @@ def plot_group_losses(run, signals, pair: Any = None, spike: Any = None, before:
 
 
 def _pair_groups(pair, groups: dict) -> tuple[Any, Any]:
-    a = getattr(pair, "group_a", None)
-    b = getattr(pair, "group_b", None)
-    if a is None and hasattr(pair, "groups"):
-        a, b = pair.groups
-    ga = a if hasattr(a, "members") else groups.get(a)
-    gb = b if hasattr(b, "members") else groups.get(b)
-    return ga, gb
+    """The two :class:`~oppsig.signals.Group` objects of a pair (``pair.a``, ``pair.b`` are group ids)."""
+    return groups.get(pair.a), groups.get(pair.b)
 
 
 def _top_class(g) -> str:

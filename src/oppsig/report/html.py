@@ -79,7 +79,8 @@ def run_summary(run) -> dict:
     out["final accuracy"] = float(acc[-1]) if len(acc) else float("nan")
     ta = np.asarray(m.get("test_accuracy", []), dtype=float)
     ta = ta[np.isfinite(ta)]
-    out["test accuracy"] = float(ta[-1]) if len(ta) else float("nan")
+    final = (run.meta.get("final") or {}) if hasattr(run, "meta") else {}
+    out["test accuracy"] = float(final.get("test_accuracy", ta[-1] if len(ta) else float("nan")))
     s = np.asarray(m.get("sharpness", []), dtype=float)
     t = np.asarray(m.get("threshold", []), dtype=float)
     ok = np.isfinite(s) & np.isfinite(t)
@@ -91,9 +92,8 @@ def run_summary(run) -> dict:
 def _signals_rows(sig) -> dict:
     if sig is None:
         return {"spikes": "–", "pairs": "–", "group oscillation": "–"}
-    pairs = list(getattr(sig, "pairs", ()))
-    sigp = [p for p in pairs if getattr(p, "significant", True)]
-    amp = max((float(getattr(p, "amplitude", getattr(p, "swing", float("nan")))) for p in sigp), default=float("nan"))
+    sigp = list(sig.pairs)
+    amp = max((float(p.swing) for p in sigp), default=float("nan"))
     return {"spikes": len(getattr(sig, "spikes", ())), "pairs": len(sigp), "group oscillation": amp}
 
 
@@ -139,23 +139,20 @@ def _group_section(run, sig, data, note) -> str:
         parts.append("<div class='finding'>No significant opposing pair was found in this run at the default threshold.</div>")
     for k, pair in enumerate(pairs[:3]):
         ga, gb = F._pair_groups(pair, groups)
-        corr = getattr(pair, "correlation", float("nan"))
-        cos = getattr(pair, "grad_cosine", None)
-        if cos is None and getattr(sig, "verification", None) is not None:
-            cos = getattr(sig.verification, "grad_cosine", None)
-        desc = getattr(pair, "explanation", "") or ""
-        parts.append(f"<h3>Pair {k + 1}: group {esc(getattr(ga, 'id', '?'))} vs group {esc(getattr(gb, 'id', '?'))}</h3>")
-        facts = [f"anti-phase correlation of loss changes: <b>{esc(_fmt(corr, 3))}</b>"]
-        if cos is not None:
-            facts.append(f"gradient cosine: <b>{esc(_fmt(float(cos), 3))}</b>")
-        for attr, label in (("p_value", "p-value vs null"), ("spike_share", "share of spike rise"),
-                            ("null_correlation", "null correlation")):
-            v = getattr(pair, attr, None)
-            if v is not None:
-                facts.append(f"{label}: {esc(_fmt(float(v), 3))}")
+        ver = next((v for v in getattr(sig, "verifications", ()) if {v.a, v.b} == {pair.a, pair.b}), None)
+        parts.append(f"<h3>Pair {k + 1}: group {esc(pair.a)} vs group {esc(pair.b)}</h3>")
+        facts = [f"anti-phase correlation of loss changes: <b>{esc(_fmt(pair.corr, 3))}</b> "
+                 f"(random examples split the same way: {esc(_fmt(pair.null_corr, 3))})"]
+        if ver is not None:
+            facts.append(f"gradient cosine at step {esc(ver.step)}: <b>{esc(_fmt(ver.grad_cosine, 3))}</b>")
+            if ver.eig_cosine_a is not None:
+                facts.append(f"|cosine| with the top Hessian eigenvector: {esc(_fmt(ver.eig_cosine_a, 2))} / "
+                             f"{esc(_fmt(ver.eig_cosine_b, 2))}")
+        facts.append(f"p-value against the null: {esc(_fmt(pair.p_value, 2))}")
+        facts.append(f"share of the spikes' loss change per example: {esc(_fmt(pair.spike_share, 3))}x its size")
+        if pair.spike_rise_share:
+            facts.append("share of the net rise at its spikes: " + esc(", ".join(f"{100 * v:.0f}%" for v in pair.spike_rise_share)))
         parts.append("<p>" + "; ".join(facts) + "</p>")
-        if desc:
-            parts.append(f"<div class='finding'>{esc(desc)}</div>")
         parts.append(fig_to_img(F.plot_group_losses(run, sig, pair=pair), f"group losses pair {k + 1}"))
         cols = []
         for g in (ga, gb):
@@ -217,12 +214,15 @@ def run_section(run, sig, title: str) -> str:
     }
     parts.append("<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts.items() if v) + "</table>")
     parts.append("<details><summary>config</summary>" + _config_table(cfg) + "</details>")
-    if sig is not None and hasattr(sig, "summary"):
-        pass
     if sig is not None:
         from ..signals import summary_text
 
-        parts.append("<div class='finding'><pre style='white-space:pre-wrap;margin:0'>" + esc(summary_text(sig)) + "</pre></div>")
+        text = summary_text(sig)
+        n_pairs = len(sig.pairs)
+        lead = (f"{n_pairs} opposing pair{'s' if n_pairs != 1 else ''} found" if n_pairs else
+                "no significant opposing pair found") + f"; {len(sig.spikes)} loss spikes detected."
+        parts.append(f"<div class='finding'><b>{esc(lead)}</b><details><summary>detection summary</summary>"
+                     f"<pre style='white-space:pre-wrap;margin:0'>{esc(text)}</pre></details></div>")
     parts.append("<h3>Loss and accuracy</h3>")
     parts.append(fig_to_img(F.plot_loss(run, sig), "loss and accuracy"))
     parts.append("<h3>Sharpness against the stability threshold</h3>")

@@ -1,0 +1,23 @@
+"""``oppsig detect RUN``: find the opposing signals of a recorded run and print a short summary."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("detect", help="find opposing signals in a recorded run (writes signals.json and image grids)")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--k", type=int, help="examples per step among the largest loss increases/decreases (default 20)")
+    p.add_argument("--verify", type=int, default=3, help="check this many pairs on the model (0: none)")
+    p.add_argument("--no-grids", action="store_true", help="do not write image grids")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..signals import SignalsConfig, summary_text
+    from ..signals.run import detect_run
+
+    cfg = SignalsConfig() if args.k is None else SignalsConfig(k=args.k)
+    res = detect_run(args.run, cfg, verify=args.verify, grids=not args.no_grids, log=lambda m: print(f"  {m}"))
+    print(summary_text(res))
+    print(f"saved: {args.run}/signals.json")
+    return 0
