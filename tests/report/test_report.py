@@ -30,8 +30,32 @@ def tiny_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("runs")
     cfg = load_config(None, ["data.name=synthetic", "data.n=96", "model.widths=[8]", "train.steps=12",
-                             "optim.lr=0.05", f"out_dir={out}", "name=<img src=x onerror=alert(1)>"])
+                             "optim.lr=0.05", f"out_dir={out}", "name=<img src=x onerror=alert(1)>",
+                             "curvature.every=4"])
     return train(cfg, progress=False).run_dir
+
+
+def add_fake_signals(run_dir):
+    """A signals.json with one significant pair of two groups (rows 0-9 and 10-19), as detection would write."""
+    import numpy as np
+
+    from oppsig.signals import Group, Pair, SignalsResult, Spike, Verification, write_signals_json
+    from oppsig.store import open_run
+
+    run = open_run(run_dir)
+    total = np.asarray(run.losses).mean(1)
+    groups = (Group(0, tuple(range(10)), tuple(range(10)), shared=("bright <top>",), class_counts={"class0": 10},
+                    explanation="bright <b>top</b> border", direction=np.ones((3, 32, 32))),
+              Group(1, tuple(range(10, 20)), tuple(range(10, 20)), shared=("dark background",)))
+    pair = Pair(0, 1, corr=-0.9, strength=3.0, swing=0.2, spike_share=2.0, coherence=1.5, null_corr=-0.5,
+                z_swing=5, z_spike=4, z_coherence=6, p_value=1e-6, threshold=1e-3, significant=True, spikes=(6,),
+                spike_rise_share=(0.4,))
+    spike = Spike(row=6, step=int(run.steps[6]), onset_row=3, onset_step=int(run.steps[3]), loss=float(total[6]),
+                  trend=float(total[6]) * 0.8, height=0.25, z=4.0)
+    res = SignalsResult(n_rows=run.rows, n_examples=len(run.index), steps=run.steps, total_loss=total,
+                        spikes=(spike,), groups=groups, pairs=(pair,),
+                        verifications=(Verification(0, 1, -0.6, 1.0, 1.0, 0.5, 0.4, step=3),))
+    write_signals_json(res, run_dir / "signals.json")
 
 
 def test_figures_are_pure_functions(tiny_run):
@@ -44,15 +68,20 @@ def test_figures_are_pure_functions(tiny_run):
 
 
 def test_report_escapes_names(tiny_run):
+    add_fake_signals(tiny_run)
     out = write_report([tiny_run])
     text = out.read_text()
+    assert "Pair 1: group 0 vs group 1" in text and "-0.6" in text  # the pair and its gradient cosine
+    assert "images of group 0" in text and "images of group 1" in text
+    assert "bright &lt;top&gt;" in text and "<b>top</b> border" not in text
     assert "<img src=x" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
-    assert text.count("data:image/png;base64,") >= 2
+    assert text.count("data:image/png;base64,") >= 7
     assert "http://" not in text and "https://" not in text  # nothing to fetch
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
+    add_fake_signals(tiny_run)
     out = write_report([tiny_run], tmp_path / "report.html")
     html = out.read_text()
     # a copy with a checking script (the real report forbids scripts by its content security policy)
@@ -67,7 +96,7 @@ def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
     m = re.search(r'data-check="([^"]*)"', r.stdout)
     assert m, r.stdout[:500]
     res = json.loads(m.group(1).replace("&quot;", '"'))
-    assert res["n"] >= 2 and res["broken"] == 0 and res["errors"] == []
+    assert res["n"] >= 7 and res["broken"] == 0 and res["errors"] == []
     shot = tmp_path / "report.png"
     r = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'prof2'}", "--window-size=1200,1800",
                         f"--screenshot={shot}", out.as_uri()], capture_output=True, text=True, timeout=120)
