@@ -28,7 +28,8 @@ DEMO_SYNTHETIC = [
 ]
 
 
-def demo_config(data_dir: str | None = None, out_dir: str = "runs", steps: int | None = None) -> tuple[Config, str]:
+def demo_config(data_dir: str | None = None, out_dir: str = "runs", steps: int | None = None,
+                n: int | None = None) -> tuple[Config, str]:
     """The demo's config and a sentence saying which data it uses."""
     found = find_cifar10(data_dir)
     if found is not None:
@@ -41,6 +42,8 @@ def demo_config(data_dir: str | None = None, out_dir: str = "runs", steps: int |
     ov.append(f"out_dir={out_dir}")
     if steps is not None:
         ov.append(f"train.steps={steps}")
+    if n is not None:
+        ov += [f"data.n={n}", f"train.physical_batch_size={n}"]
     return load_config(None, ov), why
 
 
@@ -56,11 +59,11 @@ class DemoResult:
 
 
 def run_demo(data_dir: str | None = None, out_dir: str = "runs", steps: int | None = None, progress: bool = True,
-             overwrite: bool = True, log=print) -> DemoResult:
+             overwrite: bool = True, log=print, n: int | None = None) -> DemoResult:
     """Train, record, track sharpness, detect and report; returns where everything is."""
     from .train import train
 
-    cfg, why = demo_config(data_dir, out_dir, steps)
+    cfg, why = demo_config(data_dir, out_dir, steps, n)
     log(f"[1/3] training: {why}")
     res = train(cfg, overwrite=overwrite, progress=progress)
     m = res.metrics

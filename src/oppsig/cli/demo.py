@@ -7,7 +7,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="the whole pipeline in one command (CIFAR-10 if found, else synthetic data)")
     p.add_argument("--data-dir", help="folder holding cifar-10-batches-py (else $OPPSIG_DATA, else the cache)")
     p.add_argument("--out-dir", default="runs", help="parent folder of the run directory (default runs)")
-    p.add_argument("--steps", type=int, help="training steps (default 800)")
+    p.add_argument("--steps", type=int, help="training steps (default 800 on CIFAR-10, 600 on synthetic data)")
+    p.add_argument("--n", type=int, help="training examples (default 5000)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -15,7 +16,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..demo import run_demo
 
-    res = run_demo(args.data_dir, args.out_dir, args.steps, progress=not args.no_progress)
+    res = run_demo(args.data_dir, args.out_dir, args.steps, progress=not args.no_progress, n=args.n)
     print(f"run: {res.run_dir}")
     print(f"training: {res.train_summary}")
     if res.signals_summary:

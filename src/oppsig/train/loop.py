@@ -279,6 +279,8 @@ class Trainer:
             start, wall0 = self._branch_from(self.init_state)
         try:
             self._open_outputs(start, resuming)
+            if not resuming and self.cfg.train.keep_checkpoints and self.cfg.train.checkpoint_every:
+                self._checkpoint(start, wall0)  # the starting point, so any step can be replayed exactly
             return self._loop(start, wall0)
         finally:
             if self.metrics_out is not None:
