@@ -70,3 +70,64 @@ def char_dataset(
         name=f"text-{p.name}-{m}x{block_size}",
         meta={"path": str(p), "block_size": block_size},
     )
+
+
+PUNCT = set(".,;:!?'\"-()[]")
+
+
+def token_examples(seqs: ArrayDataset, ids: np.ndarray, context: int = 24) -> ArrayDataset:
+    """One example per recorded target token: id ``sequence_id * T + position`` of a per-token record.
+
+    Returns an :class:`ArrayDataset` with ``y`` the target token, ``x`` the ``context``
+    preceding input tokens (int64 (N, context), -1 before the sequence start),
+    ``classes`` the characters, and in ``meta``: ``unit="token"``, ``descriptors``
+    (name -> (N,) values: after a newline / a space, inside a word, target is a
+    space / newline / punctuation / capital, position in the sequence) for the
+    explanation of groups, and ``block_size``.
+
+    Raises:
+        DataFormatError: when an id names a sequence that is not in ``seqs``.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    t = int(seqs.y.shape[1])
+    pos_of = {int(i): r for r, i in enumerate(seqs.index.cpu().numpy())}
+    try:
+        rows = np.fromiter((pos_of[int(s)] for s in ids // t), dtype=np.int64, count=len(ids))
+    except KeyError as e:
+        raise DataFormatError(f"token id of sequence {e.args[0]} is not in the text data set") from None
+    pos = ids % t
+    X, Y = seqs.x.cpu().numpy(), seqs.y.cpu().numpy()
+    target = Y[rows, pos]
+    ctx = np.full((len(ids), context), -1, dtype=np.int64)
+    for k in range(context):
+        p = pos - (context - 1 - k)
+        ok = p >= 0
+        ctx[ok, k] = X[rows[ok], p[ok]]
+    cur = X[rows, pos]  # the last input character, just before the target
+    chars = list(seqs.classes)
+    lut = lambda pred: np.array([pred(c) for c in chars], dtype=bool)  # noqa: E731
+    space, newline, punct = lut(lambda c: c == " "), lut(lambda c: c == "\n"), lut(lambda c: c in PUNCT)
+    upper, alpha = lut(str.isupper), lut(str.isalpha)
+    desc = {
+        "after_newline": newline[cur].astype(float),
+        "after_space": space[cur].astype(float),
+        "inside_word": (alpha[cur] & alpha[target]).astype(float),
+        "target_space": space[target].astype(float),
+        "target_newline": newline[target].astype(float),
+        "target_punct": punct[target].astype(float),
+        "target_upper": upper[target].astype(float),
+        "position": pos / max(t - 1, 1),
+    }
+    visible = tuple({" ": "␣", "\n": "⏎", "\t": "⇥"}.get(c, c) for c in chars)
+    return ArrayDataset(
+        x=torch.from_numpy(ctx), y=torch.from_numpy(target), index=torch.from_numpy(ids), classes=visible,
+        name=f"{seqs.name}-tokens-{len(ids)}",
+        meta={"unit": "token", "descriptors": desc, "block_size": t, "context": context},
+    )
+
+
+def show_context(dataset: ArrayDataset, row: int, width: int = 24) -> str:
+    """``…preceding text⟨target⟩`` of a token example (newlines shown as ⏎, a space target as ␣)."""
+    chars = [{"␣": " "}.get(c, c) for c in dataset.classes]
+    ctx = "".join(chars[int(c)] for c in dataset.x[row][-width:] if int(c) >= 0)
+    return f"…{ctx}⟨{dataset.classes[int(dataset.y[row])]}⟩"

@@ -121,6 +121,10 @@ def _dataset_for(run):
         train, _ = build_datasets(cfg.data, seed=cfg.seed)
     except Exception as e:  # data moved or missing: the report still renders
         return None, f"images not shown: {e}"
+    if cfg.record.per_token and train.y.dim() > 1:
+        from ..data.text import token_examples
+
+        return token_examples(train, run.index), None
     if len(train) != len(run.index) or not np.array_equal(train.index.numpy(), run.index):
         # probe-set runs record a subset: align by id
         pos = {int(i): k for k, i in enumerate(train.index.numpy())}
@@ -171,7 +175,13 @@ def _group_section(run, sig, data, note) -> str:
                 caps = [data.classes[int(data.y[i])] for i in mem]
                 col.append(fig_to_img(F.plot_image_grid(data.raw[mem].numpy(), f"group {g.id}", ncols=10, captions=caps),
                                       f"images of group {g.id}"))
-            if getattr(g, "direction", None) is not None:
+            if data is not None and data.meta.get("unit") == "token":
+                from ..data.text import show_context
+
+                ex = [show_context(data, int(i)) for i in list(g.members)[:12]]
+                col.append("<p class='small'>examples (context⟨target⟩):</p><pre class='small' "
+                           "style='white-space:pre-wrap'>" + esc("\n".join(ex)) + "</pre>")
+            elif getattr(g, "direction", None) is not None:
                 col.append(fig_to_img(F.plot_direction(g.direction, "mean image - data mean"), f"direction of group {g.id}"))
             cols.append("<div>" + "".join(col) + "</div>")
         parts.append("<div class='grid2'>" + "".join(cols) + "</div>")

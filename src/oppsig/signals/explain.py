@@ -56,6 +56,15 @@ DESCRIPTORS: tuple[tuple[str, str, str], ...] = (
     ("green_pixels", "many green pixels", "few green pixels"),
     ("blue_pixels", "many blue pixels", "few blue pixels"),
     ("norm", "large input norm", "small input norm"),
+    # text: one example per target token (see oppsig.data.text.token_examples)
+    ("after_newline", "after a newline", "not after a newline"),
+    ("after_space", "after a space", "not after a space"),
+    ("inside_word", "inside a word", "at a word boundary"),
+    ("target_space", "target is a space", "target is not a space"),
+    ("target_newline", "target is a newline", "target is not a newline"),
+    ("target_punct", "target is punctuation", "target is not punctuation"),
+    ("target_upper", "target is a capital", "target is not a capital"),
+    ("position", "late in the sequence", "early in the sequence"),
 )
 
 
@@ -156,6 +165,9 @@ def input_descriptors(dataset, chunk: int = 2048) -> Descriptors:
             d.update(_image_descriptors((xa - lo) / max(hi - lo, 1e-12)))
         if xs.is_floating_point():
             d["norm"] = torch.linalg.vector_norm(xs.reshape(len(xs), -1).double(), dim=1).numpy()
+        extra = (getattr(dataset, "meta", None) or {}).get("descriptors")  # e.g. text descriptors per token
+        if extra:
+            d.update({k: np.asarray(v)[s : s + chunk] for k, v in extra.items()})
         for k, v in d.items():
             cols.setdefault(k, []).append(np.asarray(v, dtype=np.float64))
     order = [name for name, _, _ in DESCRIPTORS if name in cols]

@@ -86,9 +86,16 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
     run = open_run(run_dir)
     cfg = run.config
     data = build_datasets(cfg.data, seed=cfg.seed) if hasattr(cfg, "data") else None
+    examples = None if data is None else data[0]
+    per_token = data is not None and cfg.record.per_token and data[0].y.dim() > 1
+    if per_token:  # one example per recorded target token, described in text terms
+        from ..data.text import token_examples
+
+        examples = token_examples(data[0], run.index)
+        verify = 0  # gradient checks need whole sequences: not done per token
     t0 = time.perf_counter()
     say(f"searching {run.rows} steps x {len(run.index)} examples")
-    res = find_signals_in_run(run, None if data is None else data[0], config)
+    res = find_signals_in_run(run, examples, config)
     say(f"found {len(res.groups)} groups and {len(res.pairs)} significant pairs in {time.perf_counter() - t0:.1f} s")
     if verify and res.pairs and data is not None and run.checkpoint is not None:
         verifications = list(res.verifications)
