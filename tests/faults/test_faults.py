@@ -206,3 +206,63 @@ def test_fuzzed_configs_validate_or_name_the_key(overrides):
     assert cfg.train.steps > 0 and cfg.optim.lr > 0 and np.isfinite(cfg.optim.lr)
     assert cfg.data.n is None or cfg.data.n > 0
     assert cfg.record.every > 0
+
+
+def test_interrupted_download_resumes_and_verifies(tmp_path):
+    """A download cut off half-way resumes with a range request; a bad checksum removes the file."""
+    import hashlib
+    import io
+    import pickle
+    import tarfile
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from oppsig.data.cifar import download_cifar10
+    from oppsig.errors import DataFormatError, DataNotFoundError
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        payload = pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]})
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    blob = buf.getvalue() + b"\0" * 4096  # long enough to cut
+    md5 = hashlib.md5(blob).hexdigest()
+    state = {"requests": [], "cut": True}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            rng = self.headers.get("Range")
+            state["requests"].append(rng)
+            start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+            body = blob[start:]
+            self.send_response(206 if rng else 200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if state["cut"]:
+                state["cut"] = False
+                self.wfile.write(body[: len(body) // 2])  # the connection drops half-way
+                self.wfile.flush()
+                self.connection.shutdown(2)
+                return
+            self.wfile.write(body)
+
+    srv = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/cifar-10-python.tar.gz"
+    try:
+        with pytest.raises(DataNotFoundError, match="broke off.*run it again to resume"):
+            download_cifar10(tmp_path, url=url, md5=md5)
+        assert (tmp_path / "cifar-10-python.tar.gz.part").stat().st_size > 0
+        out = download_cifar10(tmp_path, url=url, md5=md5)  # resumes
+        assert state["requests"][1] is not None and state["requests"][1].startswith("bytes=")
+        assert (out / "data_batch_1").exists()
+        (tmp_path / "cifar-10-python.tar.gz").unlink()
+        with pytest.raises(DataFormatError, match="MD5"):
+            download_cifar10(tmp_path, url=url, md5="0" * 32)
+        assert not (tmp_path / "cifar-10-python.tar.gz").exists()
+    finally:
+        srv.shutdown()

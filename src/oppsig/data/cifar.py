@@ -14,6 +14,7 @@ Where the data is looked for, in order: the ``data_dir`` argument (CLI
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import pickle
 import tarfile
@@ -255,10 +256,18 @@ def download_cifar10(dest: str | os.PathLike | None = None, url: str = CIFAR10_U
             with urllib.request.urlopen(req, timeout=60) as r, open(part, "ab" if start else "wb") as f:
                 if start and r.status != 206:  # server ignored the range: restart
                     f.truncate(0)
+                    start = 0
+                length = r.headers.get("Content-Length")
+                got = 0
                 while chunk := r.read(1 << 20):
                     f.write(chunk)
-        except OSError as e:
-            raise DataNotFoundError(f"could not download {url} ({e}); {GET_DATA_HINT}") from None
+                    got += len(chunk)
+                if length is not None and got < int(length):
+                    raise http.client.IncompleteRead(b"", int(length) - got)
+        except (OSError, http.client.HTTPException) as e:
+            kept = part.stat().st_size if part.exists() else 0
+            raise DataNotFoundError(f"the download of {url} broke off ({type(e).__name__}) after {kept} bytes, kept in "
+                                    f"{part}; run it again to resume, or {GET_DATA_HINT}") from None
         part.replace(archive)
     h = hashlib.md5()
     with open(archive, "rb") as f:
