@@ -211,6 +211,8 @@ class Config:
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
     dtype: str = "float32"  # float32 | float64
     threads: int | None = None  # torch CPU threads (None: torch's default)
+    tf32: bool = False  # CUDA: TF32 matmuls in training (never in curvature measurements)
+    bf16: bool = False  # CUDA: bfloat16 autocast in the training forward (never in curvature measurements)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

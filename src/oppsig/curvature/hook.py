@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from ..distributed import all_reduced
+from ..distributed import all_reduced, exact_math
 from ..errors import OppsigError
 from .hvp import make_batches, make_hvp
 from .lanczos import lanczos
@@ -78,6 +78,10 @@ class CurvatureHook:
     def on_step_start(self, state) -> None:
         if not self.is_due(state.step):
             return
+        with exact_math():  # no TF32 / bf16 in curvature measurements (see oppsig.distributed.exact_math)
+            self._measure(state)
+
+    def _measure(self, state) -> None:
         t0 = time.perf_counter()
         cfg = self.cfg
         model = state.model

@@ -101,7 +101,7 @@ def no_sync(model) -> object:
     return model.no_sync() if hasattr(model, "no_sync") else nullcontext()
 
 
-__all__ = ["DistContext", "context_from_env", "device_for", "no_sync", "all_reduced"]
+__all__ = ["DistContext", "context_from_env", "device_for", "no_sync", "all_reduced", "exact_math"]
 
 
 def all_reduced(op, ctx: DistContext):
@@ -125,3 +125,28 @@ def all_reduced(op, ctx: DistContext):
             return ctx.all_reduce_(op.matvec(v).clone())
 
     return AllReduced()
+
+
+class exact_math:
+    """Context manager: full float32 matmuls (TF32 off) and no autocast, restoring the previous settings.
+
+    Curvature measurements run inside it. TF32 keeps 10 mantissa bits (about 1e-3
+    relative error per product), which is the size of the eigensolver's stopping
+    tolerance: Lanczos would lose orthogonality and report residuals it cannot
+    reach, and sharpness near 2/lr would be off by the same order. bf16 is worse
+    (8 bits). Training may use either (``tf32`` / ``bf16`` in the config).
+    """
+
+    def __enter__(self):
+        self._old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        self._ac = torch.autocast("cuda", enabled=False) if torch.cuda.is_available() else None
+        if self._ac is not None:
+            self._ac.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._ac is not None:
+            self._ac.__exit__(*exc)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self._old

@@ -138,6 +138,9 @@ class Trainer:
         self.dist = context_from_env(cfg.device)
         self.device = device_for(self.dist, resolve_device(cfg.device))
         self.writes = self.run_dir is not None and self.dist.is_main
+        if self.device.type == "cuda":  # training precision as asked; curvature always runs in full float32
+            torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+            torch.backends.cudnn.allow_tf32 = cfg.tf32
         self.dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
         train_set, test_set = self._data if self._data is not None else build_datasets(cfg.data, seed=cfg.seed)
         if len(train_set) == 0:
@@ -341,10 +344,13 @@ class Trainer:
                             b_lo, b_hi = D.shard(b_global)
                             rows = rows[b_lo:b_hi]
                     xs, ys, ws = (X_local, Y_local, W_local) if self.full_batch else (X, Y, W)
-                    losses, correct, logits = full_batch_backward(
-                        self.forward_model, xs, ys, self.loss_fn, cfg.train.physical_batch_size, rows=rows,
-                        want_logits=logits_now and not self.probe_record, denominator=b_global / D.world, sync=sync,
-                        weights=ws)
+                    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and self.device.type == "cuda"
+                           else nullcontext())
+                    with amp:
+                        losses, correct, logits = full_batch_backward(
+                            self.forward_model, xs, ys, self.loss_fn, cfg.train.physical_batch_size, rows=rows,
+                            want_logits=logits_now and not self.probe_record, denominator=b_global / D.world,
+                            sync=sync, weights=ws)
                     if D.enabled:
                         losses = D.gather_rows(losses, b_global)
                         correct = D.gather_rows(correct, b_global)
