@@ -131,7 +131,7 @@ def intervene(run_dir: str | Path, mode: str = "remove", groups: list[int] | Non
         if not sig.pairs:
             raise StoreError(f"{run_dir}: no significant pair to intervene on; name groups with --group")
         p = sig.pairs[0]
-        groups = [p.group_a, p.group_b]
+        groups = [p.a, p.b]
     for g in groups:
         if g not in by_id:
             raise ConfigError(f"group {g} is not in {run_dir}/signals.json; valid: {sorted(by_id)}")

@@ -40,3 +40,22 @@ def test_attenuate_scales_the_group_direction(ds):
     assert torch.equal(out.x[others], ds.x[others])
     with pytest.raises(ConfigError, match="valid: remove"):
         apply(ds, rows, "delete")
+
+
+def test_intervene_end_to_end(tiny_cfg):
+    """Three branches from a kept checkpoint: untouched, the pair's groups changed, a matched control."""
+    from oppsig.intervene import intervene
+    from oppsig.store import open_run
+    from oppsig.train import train
+    from tests.report.test_report import add_fake_signals
+
+    res0 = train(tiny_cfg(steps=12), progress=False)  # checkpoints kept at 0, 5, 10
+    add_fake_signals(res0.run_dir)
+    out = intervene(res0.run_dir, mode="remove", steps=12, progress=False, report=False, log=lambda *_: None)
+    assert out.from_step in (0, 5) and set(out.branches) == {"untouched", "remove-groups", "remove-control"}
+    assert len(out.members) == 20 and len(out.control) == 20 and not set(out.members) & set(out.control)
+    removed = open_run(out.branches["remove-groups"])
+    assert len(removed.index) == 128 - 20 and not set(removed.index.tolist()) & set(range(20))
+    assert removed.steps[0] == out.from_step
+    for row in out.table.values():
+        assert {"spikes", "final loss", "mean sharpness"} <= set(row)
