@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -31,3 +33,15 @@ class StepTimer:
 
 def fmt(x: float) -> str:
     return f"{x * 1000:8.1f} ms"
+
+
+def timed_run(cfg, data, steps: int, record: bool, keep: Path | None = None) -> np.ndarray:
+    """Per-step wall times of ``oppsig.train`` for ``steps`` steps (recording on or off), in a temporary run dir."""
+    from oppsig.train import train
+
+    timer = StepTimer()
+    with tempfile.TemporaryDirectory() as d:
+        out = keep if keep is not None else Path(d)
+        c = cfg.replace([f"train.steps={steps + 1}", f"record.enabled={str(record).lower()}", f"out_dir={out}"])
+        train(c, hooks=[timer], progress=False, data=data, overwrite=True)
+    return timer.per_step()

@@ -21,22 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import StepTimer, data_overrides, fmt
+from _common import data_overrides, fmt, timed_run
 from oppsig.config import load_config
 from oppsig.data import build_datasets
 from oppsig.losses import get_loss
 from oppsig.models import build_model
 from oppsig.store import open_run, probe_losses
-from oppsig.train import batch_rows, full_batch_backward, train
-
-
-def run(cfg, data, steps: int, record: bool, keep: Path | None = None) -> np.ndarray:
-    timer = StepTimer()
-    with tempfile.TemporaryDirectory() as d:
-        out = keep if keep is not None else Path(d)
-        c = cfg.replace([f"train.steps={steps + 1}", f"record.enabled={str(record).lower()}", f"out_dir={out}"])
-        train(c, hooks=[timer], progress=False, data=data, overwrite=True)
-    return timer.per_step()
+from oppsig.train import batch_rows, full_batch_backward
 
 
 def du(path: Path) -> int:
@@ -58,8 +49,8 @@ def main() -> None:
     off, on = [], []
     keep = Path(tempfile.mkdtemp())
     for r in range(args.rounds):
-        off.append(run(cfg, data, args.steps, record=False))
-        on.append(run(cfg, data, args.steps, record=True, keep=keep))
+        off.append(timed_run(cfg, data, args.steps, record=False))
+        on.append(timed_run(cfg, data, args.steps, record=True, keep=keep))
     t_off, t_on = np.median(np.concatenate(off)), np.median(np.concatenate(on))
     print(f"recording every step: fc-tanh, CE, full-batch GD, {what}, {args.threads} threads, "
           f"{args.rounds} rounds x {args.steps} steps (median)")

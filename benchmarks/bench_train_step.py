@@ -11,18 +11,16 @@ figure is the median per-step wall time, and the target is a ratio <= 1.1.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _common import StepTimer, data_overrides, fmt
+from _common import data_overrides, fmt, timed_run
 from oppsig.config import load_config
 from oppsig.data import build_datasets
 from oppsig.models import build_model
-from oppsig.train import train
 
 
 def plain_loop(x, y, steps: int) -> np.ndarray:
@@ -39,14 +37,6 @@ def plain_loop(x, y, steps: int) -> np.ndarray:
         float(loss.detach())
         times.append(time.perf_counter() - t)
     return np.asarray(times[2:])
-
-
-def oppsig_loop(cfg, data, steps: int, record: bool) -> np.ndarray:
-    timer = StepTimer()
-    with tempfile.TemporaryDirectory() as d:
-        c = cfg.replace([f"train.steps={steps + 1}", f"record.enabled={str(record).lower()}", f"out_dir={d}"])
-        train(c, hooks=[timer], progress=False, data=data)
-    return timer.per_step()
 
 
 def main() -> None:
@@ -66,7 +56,7 @@ def main() -> None:
     plain, ours = [], []
     for r in range(args.rounds):
         plain.append(plain_loop(x, y, args.steps))
-        ours.append(oppsig_loop(cfg, data, args.steps, record=False))
+        ours.append(timed_run(cfg, data, args.steps, record=False))
     p, o = np.median(np.concatenate(plain)), np.median(np.concatenate(ours))
     print(f"full-batch GD step, fc-tanh 3072-200-200-10, CE, {what}, {args.threads} threads, "
           f"{args.rounds} rounds x {args.steps} steps (median)")

@@ -16,7 +16,6 @@ import dataclasses
 import time
 from pathlib import Path
 
-import torch
 
 from ..errors import StoreError
 from .api import find_signals_in_run

@@ -260,7 +260,6 @@ class Trainer:
     # ------------------------------------------------------------------ run
     def run(self) -> TrainResult:
         self._setup()
-        cfg = self.cfg
         start, wall0 = 0, 0.0
         lock = None
         resuming = False
