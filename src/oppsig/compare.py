@@ -120,3 +120,77 @@ def compare(cfg: Config, branches: list[BranchSpec], branch_at: int, steps: int 
 
         out.report = write_report(list(out.branches.values()), Path(cfg.out_dir) / f"{cfg.name}-comparison.html")
     return out
+
+
+TABLE_COLUMNS = ("branch", "optimiser", "spikes", "largest", "pairs", "pair swing", "sharp/thr", "precond/thr",
+                 "|update.v|", "final loss", "train acc", "test acc")
+
+
+def comparison_table(branches: dict[str, Path], reference: str | None = None) -> tuple[list[dict], str]:
+    """One row of figures per branch, and a line naming the groups the ``pair swing`` column follows.
+
+    ``pair swing`` is the standard deviation of the per-step change of the mean loss of the reference
+    branch's top detected pair (both groups), measured in every branch on the same examples: how strongly
+    those opposing groups oscillate under each optimiser. ``sharp/thr`` and ``precond/thr`` are medians of
+    the raw and Adam-preconditioned top eigenvalue over the optimiser's stability threshold.
+    """
+    import numpy as np
+
+    from .report.html import load_signals, run_summary
+    from .store import open_run
+
+    runs = {k: open_run(v) for k, v in branches.items()}
+    reference = reference or next(iter(runs))
+    ref_sig = load_signals(branches[reference])
+    pair = ref_sig.pairs[0] if ref_sig is not None and ref_sig.pairs else None
+    note = "no significant pair in the reference branch"
+    ids = None
+    if pair is not None:
+        by_id = {g.id: g for g in ref_sig.groups}
+        ga, gb = by_id[pair.a], by_id[pair.b]
+        ids = np.asarray(runs[reference].index)[np.asarray(list(ga.members) + list(gb.members), dtype=int)]
+        note = (f"pair swing follows {reference}'s top pair: group {ga.id} ({ga.size}; {', '.join(ga.shared[:2])}) "
+                f"vs group {gb.id} ({gb.size}; {', '.join(gb.shared[:2])}), corr {pair.corr:.2f}")
+    rows = []
+    for name, run in runs.items():
+        m = run.metrics
+        sig = load_signals(branches[name])
+        s = run_summary(run)
+
+        def med(key):
+            a, t = np.asarray(m.get(key, []), float), np.asarray(m.get("threshold", []), float)
+            n = min(len(a), len(t))
+            ok = np.isfinite(a[:n]) & np.isfinite(t[:n])
+            return float(np.median(a[:n][ok] / t[:n][ok])) if ok.any() else float("nan")
+
+        up = np.asarray(m.get("update_proj", []), float)
+        up = up[np.isfinite(up)]
+        swing = float("nan")
+        if ids is not None:
+            cols = np.sort(np.flatnonzero(np.isin(run.index, ids)))
+            if len(cols):
+                g = np.asarray(run.losses[:, cols], dtype=np.float64).mean(1)
+                swing = float(np.std(np.diff(g)))
+        cfg = run.config
+        rows.append({
+            "branch": name, "optimiser": f"{cfg.optim.name} {cfg.optim.lr:g}",
+            "spikes": len(sig.spikes) if sig else float("nan"),
+            "largest": max((x.height for x in sig.spikes), default=0.0) if sig else float("nan"),
+            "pairs": len(sig.pairs) if sig else float("nan"), "pair swing": swing,
+            "sharp/thr": med("sharpness"), "precond/thr": med("precond_sharpness"),
+            "|update.v|": float(np.mean(np.abs(up))) if len(up) else float("nan"),
+            "final loss": s["final loss"], "train acc": s["final accuracy"], "test acc": s["test accuracy"],
+        })
+    return rows, note
+
+
+def format_table(rows: list[dict]) -> str:
+    """The rows of :func:`comparison_table` as a fixed-width text table."""
+    def cell(v):
+        if isinstance(v, float):
+            return "-" if v != v else f"{v:.3g}"
+        return str(v)
+
+    lines = ["".join(f"{c:>12s}" for c in TABLE_COLUMNS)]
+    lines += ["".join(f"{cell(r[c]):>12s}" for c in TABLE_COLUMNS) for r in rows]
+    return "\n".join(lines)

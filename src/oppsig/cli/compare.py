@@ -31,6 +31,12 @@ def run(args) -> int:
         print(f"branch {name}: {d}")
         if name in res.summaries:
             print("  " + res.summaries[name].replace("\n", "\n  "))
+    if res.branches:
+        from ..compare import comparison_table, format_table
+
+        rows, note = comparison_table(res.branches)
+        print(format_table(rows))
+        print(note)
     if res.report:
         print(f"comparison report: {res.report}")
     return 0
