@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, DivergenceError, OppsigError
 from .optim import OPTIMIZERS
 
 # settings that make each optimiser a sensible branch of a GD run at its edge of stability
@@ -73,6 +73,7 @@ class CompareResult:
     branches: dict[str, Path] = field(default_factory=dict)
     report: Path | None = None
     summaries: dict[str, str] = field(default_factory=dict)
+    diverged: dict[str, str] = field(default_factory=dict)
 
 
 def branch_config(base: Config, spec: BranchSpec, steps: int | None) -> Config:
@@ -105,16 +106,22 @@ def compare(cfg: Config, branches: list[BranchSpec], branch_at: int, steps: int 
     for spec in branches:
         bcfg = branch_config(cfg, spec, total)
         log(f"branch {spec.run_name}: {bcfg.optim.name}, lr {bcfg.optim.lr:g}, steps {branch_at}..{total - 1}")
-        res = train(bcfg, overwrite=overwrite, progress=progress, branch_from=ckpt)
-        out.branches[spec.run_name] = res.run_dir
+        try:
+            res = train(bcfg, overwrite=overwrite, progress=progress, branch_from=ckpt)
+        except DivergenceError as e:  # a branch that blows up is a result too: keep what it recorded
+            log(f"branch {spec.run_name} diverged: {e}")
+            out.diverged[spec.run_name] = str(e)
+            res = None
+        run_dir = res.run_dir if res is not None else Path(bcfg.out_dir) / bcfg.name
+        out.branches[spec.run_name] = run_dir
         if detect:
             try:
                 from .signals.run import detect_run
                 from .signals import summary_text
 
-                out.summaries[spec.run_name] = summary_text(detect_run(res.run_dir))
-            except ImportError:
-                pass
+                out.summaries[spec.run_name] = summary_text(detect_run(run_dir))
+            except OppsigError as e:  # e.g. too few steps recorded before a divergence
+                out.summaries[spec.run_name] = f"no detection: {e}"
     if report:
         from .report import write_report
 
@@ -172,8 +179,10 @@ def comparison_table(branches: dict[str, Path], reference: str | None = None) ->
                 g = np.asarray(run.losses[:, cols], dtype=np.float64).mean(1)
                 swing = float(np.std(np.diff(g)))
         cfg = run.config
+        diverged = run.meta.get("stopped") == "diverged"
         rows.append({
-            "branch": name, "optimiser": f"{cfg.optim.name} {cfg.optim.lr:g}",
+            "branch": name + (f" (diverged at {run.meta.get('diverged_at')})" if diverged else ""),
+            "optimiser": f"{cfg.optim.name} {cfg.optim.lr:g}",
             "spikes": len(sig.spikes) if sig else float("nan"),
             "largest": max((x.height for x in sig.spikes), default=0.0) if sig else float("nan"),
             "pairs": len(sig.pairs) if sig else float("nan"), "pair swing": swing,

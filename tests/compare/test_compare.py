@@ -61,3 +61,15 @@ def test_parse_branches():
 def test_branch_at_must_be_inside(tiny_cfg):
     with pytest.raises(ConfigError, match="branch-at"):
         compare(tiny_cfg(steps=5), [BranchSpec("gd")], branch_at=5, progress=False)
+
+
+def test_a_diverging_branch_is_kept_and_the_others_run(tiny_cfg):
+    from oppsig.compare import comparison_table
+
+    cfg = tiny_cfg("train.loss=mse", steps=12)
+    res = compare(cfg, parse_branches("gd@boom:optim.lr=1e6,gd"), branch_at=4, detect=False, report=False,
+                  progress=False, log=lambda *_: None)
+    assert set(res.branches) == {"gd-boom", "gd"} and set(res.diverged) == {"gd-boom"}
+    assert open_run(res.branches["gd"]).steps.tolist() == list(range(4, 12))
+    rows, _ = comparison_table(res.branches)
+    assert rows[0]["branch"].startswith("gd-boom (diverged at")

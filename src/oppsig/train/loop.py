@@ -430,6 +430,10 @@ class Trainer:
             if self.store is not None:
                 self.store.flush()
             where = f"; steps before {step} are saved in {self.run_dir}"
+            if self.writes:
+                meta = json.loads((self.run_dir / META).read_text())
+                meta.update({"stopped": "diverged", "diverged_at": step, "loss": str(loss)})
+                atomic_write_text(self.run_dir / META, json.dumps(meta, indent=1))
         raise DivergenceError(
             f"training diverged: the loss is {loss} at step {step} (lr {lr:g}); "
             f"try a smaller learning rate, e.g. --optim.lr={lr / 2:g}{where}"
