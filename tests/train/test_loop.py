@@ -149,3 +149,12 @@ def test_text_per_token_recording(tmp_path):
     assert np.array_equal(ids % 16, np.tile(np.arange(16), 10))  # position within the sequence
     assert len(np.unique(ids // 16)) == 10  # ten probe sequences
     assert np.isfinite(np.asarray(run.losses)).all()
+
+
+@pytest.mark.parametrize("name", ["gd", "sgd", "adam", "adamw", "splitsgd", "sam", "signsgd"])
+def test_every_optimizer_trains_with_sharpness_tracking(tiny_cfg, name):
+    res = train(tiny_cfg(f"optim.name={name}", "optim.lr=0.01", "curvature.every=2", "train.batch_size=32",
+                         steps=4), progress=False)
+    m = open_run(res.run_dir).metrics
+    assert np.isfinite(m["loss"]).all() and np.isfinite(m["sharpness"][[0, 2]]).all()
+    assert "threshold" in m

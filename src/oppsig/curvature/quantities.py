@@ -309,10 +309,11 @@ def adam_threshold(lr: float, beta1: float) -> float:
 
 def optimizer_threshold(name: str, lr: float, *, momentum: float = 0.0, dampening: float = 0.0,
                         nesterov: bool = False, betas: Sequence[float] = (0.9, 0.999)) -> float:
-    """The stability threshold of an optimiser called ``name`` (``gd``, ``sgd``, ``adam``, ``adamw``).
+    """The stability threshold of an optimiser called ``name`` (``gd``, ``sgd``, ``adam``, ``adamw``, ...).
 
-    ``gd``/``sgd``: :func:`gd_threshold`, or :func:`momentum_threshold` when
-    ``momentum > 0`` (dampening scales the step: ``lr * (1 - dampening)``).
+    ``gd``/``sgd`` (and ``sam``, ``splitsgd`` for their plain momentum step):
+    :func:`gd_threshold`, or :func:`momentum_threshold` when ``momentum > 0``
+    (dampening scales the step: ``lr * (1 - dampening)``); ``signsgd``: NaN.
     ``adam``/``adamw``: :func:`adam_threshold` with ``betas[0]``, to compare with
     the preconditioned sharpness. ``lr <= 0`` (e.g. warm-up) gives ``inf``.
 
@@ -325,13 +326,16 @@ def optimizer_threshold(name: str, lr: float, *, momentum: float = 0.0, dampenin
     """
     if not lr > 0:
         return float("inf")
-    if name in ("gd", "sgd"):
+    if name == "signsgd":  # a sign step has no curvature threshold
+        return float("nan")
+    if name in ("gd", "sgd", "sam", "splitsgd"):  # sam and splitsgd: the threshold of their plain (momentum) step
         if momentum > 0:
             return momentum_threshold(lr * (1.0 - dampening), momentum, nesterov)
         return gd_threshold(lr)
     if name in ("adam", "adamw"):
         return adam_threshold(lr, betas[0])
-    raise OppsigError(f"no stability threshold for optimiser {name!r}; pass one of gd, sgd, adam, adamw")
+    raise OppsigError(f"no stability threshold for optimiser {name!r}; pass one of gd, sgd, adam, adamw, sam, "
+                      "splitsgd, signsgd")
 
 
 # ----------------------------------------------------------------------------- directions
