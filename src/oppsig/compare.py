@@ -200,6 +200,8 @@ def format_table(rows: list[dict]) -> str:
             return "-" if v != v else f"{v:.3g}"
         return str(v)
 
-    lines = ["".join(f"{c:>12s}" for c in TABLE_COLUMNS)]
-    lines += ["".join(f"{cell(r[c]):>12s}" for c in TABLE_COLUMNS) for r in rows]
+    cells = [[cell(r[c]) for c in TABLE_COLUMNS] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) + 2 for i, c in enumerate(TABLE_COLUMNS)]
+    lines = ["".join(f"{c:>{w}s}" for c, w in zip(TABLE_COLUMNS, widths))]
+    lines += ["".join(f"{v:>{w}s}" for v, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
