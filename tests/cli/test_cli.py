@@ -58,3 +58,12 @@ def test_train_and_env_work(tmp_path, capsys):
 def test_malformed_override_is_an_error(tmp_path, capsys):
     assert main(["train", "--lr", "0.1", f"--out_dir={tmp_path}"]) == 2
     assert "overrides look like" in capsys.readouterr().err
+
+
+def test_toy_valley_cli(tmp_path, capsys):
+    out = tmp_path / "v.png"
+    assert main(["toy", "valley", "--steps", "30", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert out.stat().st_size > 10_000 and "gd" in text and "cross_reversals" in text
+    assert main(["toy", "valley", "--optimizers", "gd,lion"]) == 2
+    assert "valid: gd" in capsys.readouterr().err

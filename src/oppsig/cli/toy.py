@@ -1,4 +1,4 @@
-"""``oppsig toy linear``: the two-layer linear model of opposing signals; figures and the key numbers."""
+"""``oppsig toy linear`` (two-layer linear model of opposing signals) and ``oppsig toy valley`` (the narrow valley)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,30 @@ def add_parser(sub) -> None:
                     help="also run the (alpha, lr) phase diagram and compare it with the prediction (~20 s)")
     lp.add_argument("--no-figures", action="store_true", help="print the numbers only")
     lp.set_defaults(func=run)
+    vp = models.add_parser("valley", help="GD vs Adam vs SplitSGD in a 2-D narrow valley, drawn over its contours")
+    vp.add_argument("--lr", type=float, default=0.019, help="step size of every optimiser (default 0.019)")
+    vp.add_argument("--steps", type=int, default=100, help="steps (default 100)")
+    vp.add_argument("--optimizers", default="gd,adam,splitsgd", help="comma-separated (gd, adam, splitsgd, signsgd)")
+    vp.add_argument("--out", default="valley.png", help="the PNG figure (default valley.png)")
+    vp.set_defaults(func=run_valley)
+
+
+def run_valley(args) -> int:
+    from ..errors import ConfigError
+    from ..toy.valley import Valley, default_optimizers, valley_figure, valley_summary, valley_trajectories
+
+    names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
+    bad = [n for n in names if n not in default_optimizers()]
+    if bad:
+        raise ConfigError(f"unknown optimizer {bad[0]!r} for the valley; valid: {', '.join(default_optimizers())}")
+    valley = Valley()
+    traj = valley_trajectories(valley, names, lr=args.lr, steps=args.steps)
+    fig = valley_figure(traj, valley)
+    fig.savefig(args.out, dpi=100)
+    for name, row in valley_summary(traj, valley).items():
+        print(f"{name:10s} " + "  ".join(f"{k} {v:.3g}" for k, v in row.items()))
+    print(f"figure: {args.out}")
+    return 0
 
 
 def _out_dir(path: str) -> Path:
