@@ -119,7 +119,7 @@ def compare(cfg: Config, branches: list[BranchSpec], branch_at: int, steps: int 
                 from .signals.run import detect_run
                 from .signals import summary_text
 
-                out.summaries[spec.run_name] = summary_text(detect_run(run_dir))
+                out.summaries[spec.run_name] = summary_text(detect_run(run_dir, verify=1))
             except OppsigError as e:  # e.g. too few steps recorded before a divergence
                 out.summaries[spec.run_name] = f"no detection: {e}"
     if report:
