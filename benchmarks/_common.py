@@ -45,3 +45,30 @@ def timed_run(cfg, data, steps: int, record: bool, keep: Path | None = None) -> 
         c = cfg.replace([f"train.steps={steps + 1}", f"record.enabled={str(record).lower()}", f"out_dir={out}"])
         train(c, hooks=[timer], progress=False, data=data, overwrite=True)
     return timer.per_step()
+
+
+def bench_setup(doc: str, steps: int, extra: list[str] = ()):
+    """Parse the common benchmark arguments, set the threads, and build the fc-tanh / CE / full-batch GD config and data.
+
+    Returns:
+        ``(args, cfg, data, what)``: parsed arguments, the config, (train, test) data, a description of the data.
+    """
+    import argparse
+
+    import torch
+
+    from oppsig.config import load_config
+    from oppsig.data import build_datasets
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n", type=int, default=5000)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    ov, what = data_overrides(args.n)
+    cfg = load_config(None, ov + ["name=bench", "optim.name=gd", "optim.lr=0.1", "train.loss=ce",
+                                  f"train.physical_batch_size={args.n}", "train.checkpoint_every=0",
+                                  "model.widths=[200, 200]", "model.activation=tanh", *extra])
+    return args, cfg, build_datasets(cfg.data, seed=0), what

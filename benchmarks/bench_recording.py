@@ -12,7 +12,6 @@ CIFAR-10 images (synthetic when absent), interleaved in rounds:
 
 from __future__ import annotations
 
-import argparse
 
 import tempfile
 import time
@@ -21,9 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import data_overrides, fmt, timed_run
-from oppsig.config import load_config
-from oppsig.data import build_datasets
+from _common import bench_setup, fmt, timed_run
 from oppsig.losses import get_loss
 from oppsig.models import build_model
 from oppsig.store import open_run, probe_losses
@@ -35,17 +32,7 @@ def du(path: Path) -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--n", type=int, default=5000)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    ov, what = data_overrides(args.n)
-    cfg = load_config(None, ov + ["name=bench", "optim.name=gd", "optim.lr=0.1", "train.loss=ce",
-                                  f"train.physical_batch_size={args.n}", "train.checkpoint_every=0"])
-    data = build_datasets(cfg.data, seed=0)
+    args, cfg, data, what = bench_setup(__doc__, steps=64)
     off, on = [], []
     keep = Path(tempfile.mkdtemp())
     for r in range(args.rounds):

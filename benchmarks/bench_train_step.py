@@ -10,16 +10,13 @@ figure is the median per-step wall time, and the target is a ratio <= 1.1.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _common import data_overrides, fmt, timed_run
-from oppsig.config import load_config
-from oppsig.data import build_datasets
+from _common import bench_setup, fmt, timed_run
 from oppsig.models import build_model
 
 
@@ -40,18 +37,7 @@ def plain_loop(x, y, steps: int) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--n", type=int, default=5000)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    ov, what = data_overrides(args.n)
-    cfg = load_config(None, ov + ["name=bench", "optim.name=gd", "optim.lr=0.1", "train.loss=ce",
-                                  f"train.physical_batch_size={args.n}", "train.checkpoint_every=0",
-                                  "model.widths=[200, 200]", "model.activation=tanh"])
-    data = build_datasets(cfg.data, seed=0)
+    args, cfg, data, what = bench_setup(__doc__, steps=30)
     x, y = data[0].x, data[0].y
     plain, ours = [], []
     for r in range(args.rounds):
