@@ -2,27 +2,38 @@
 
 After ``--steps`` full-batch GD steps (seeded), one run measures:
 
-1. the time of one full-batch gradient;
-2. the cost of one Hessian-vector product in gradients, for ``rev_rev`` and ``fwd_rev``;
-3. the top Hessian eigenvalue from a random start to ``--tol`` (1e-3) relative
-   accuracy: Lanczos, a PyHessian-style power iteration (stop at ``--tol``
-   relative change) and SciPy ``eigsh(which="LA")`` on double-backprop HVPs,
-   against a tight reference (float64 Lanczos at ``--ref-tol``);
-4. after ``--more-steps`` further GD steps, Lanczos warm-started from the
-   previous eigenvector, beside a cold power iteration at the same point.
+1. the time of one full-batch gradient, and of one Hessian-vector product in
+   gradients: double backprop (``rev_rev``) rebuilding the gradient's graph for
+   every product, the same with the graph cached (oppsig's default for one
+   physical batch), and forward-over-reverse (``fwd_rev``);
+2. the top Hessian eigenvalue from a random start to ``--tol`` (1e-3) relative
+   accuracy, for ``--seeds`` seeds: oppsig (``top_hessian_eigs``: Lanczos with
+   the eigenvalue-accuracy stop, started from a 10% presample), plain Lanczos
+   from a random vector, a PyHessian-style power iteration (random start, stop
+   at ``--tol`` relative change), and SciPy ``eigsh(which="LA")``, against a
+   tight reference (float64 Lanczos);
+3. after ``--more-steps`` further GD steps, oppsig warm-started from the cold
+   solve's eigenvector and gap, beside cold power iterations at the same point.
 
-Targets: HVP <= 2.5 gradients; cold Lanczos >= 3x faster than power iteration at
-better accuracy; warm Lanczos <= 4 HVPs and >= 10x faster than a cold power iteration.
+Every solver gets the same Hessian-vector product engine (double backprop with
+the graph cached) and its time includes building that graph; the power
+iteration is also timed on products that rebuild the graph every time (as
+PyHessian does over a data loader). Counts are in products over the full data
+(a presample's products count by their share of the rows); medians over seeds.
+
+Targets: HVP <= 2.5 gradients; cold >= 3x faster than power iteration at better
+accuracy; warm <= 4 HVPs and >= 10x faster than a cold power iteration.
 
 Usage:
     OPPSIG_DATA=/path/to/data python benchmarks/bench_sharpness.py            # n=5000, 200 steps
-    OPPSIG_DATA=/path/to/data python benchmarks/bench_sharpness.py --n 500 --steps 20   # quick
+    OPPSIG_DATA=/path/to/data python benchmarks/bench_sharpness.py --n 1000 --steps 20 --seeds 2   # quick
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 import time
 
@@ -36,6 +47,7 @@ from oppsig.curvature import (
     make_batches,
     make_hvp,
     power_iteration,
+    top_hessian_eigs,
 )
 from oppsig.curvature.lanczos import start_vector
 from oppsig.errors import DataNotFoundError
@@ -77,35 +89,50 @@ def interleaved_min_times(fns: dict, reps: int) -> dict:
     return best
 
 
-def power_until(op, v, target: float, tol: float, max_extra: int) -> int | None:
-    """Continue power iteration from ``v``; products until the estimate is within ``tol`` of ``target``.
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
 
-    Power iteration keeps no state but the vector, so this is the same run as if
-    it had not stopped; the first product recomputes the last estimate and is not counted.
-    """
-    for i in range(max_extra + 1):
-        w = op.matvec(v)
-        lam = float(torch.dot(v.double(), w.double()))
-        if abs(lam - target) <= tol * abs(target):
-            return i
-        v = w / w.norm()
+
+def to_accuracy(history, target: float, tol: float):
+    """Products until the estimate first lies within ``tol`` of ``target`` (None: never)."""
+    for i, h in enumerate(history):
+        if abs(h - target) <= tol * abs(target):
+            return i + 1
     return None
 
 
-class Clock:
-    """Wall and process CPU seconds of a call (CPU time is less affected by other processes' load)."""
+class Runs:
+    """Per-seed results of one solver: work (full products), seconds, relative error."""
 
-    def __init__(self, wall: float, cpu: float):
-        self.wall, self.cpu = wall, cpu
+    def __init__(self, name: str):
+        self.name, self.work, self.secs, self.errs, self.reached = name, [], [], [], []
 
-    def __truediv__(self, other: "Clock") -> str:
-        return f"{self.wall / other.wall:.1f}x wall, {self.cpu / other.cpu:.1f}x CPU"
+    def add(self, work: float, secs: float, err: float, reached="-"):
+        self.work.append(work)
+        self.secs.append(secs)
+        self.errs.append(err)
+        self.reached.append(reached)
+
+    def med(self, attr: str) -> float:
+        return statistics.median(getattr(self, attr))
+
+    def row(self) -> str:
+        rng = f"{min(self.work):g}-{max(self.work):g}"
+        tracked = [r for r in self.reached if r != "-"]
+        if not tracked:
+            acc = "-"
+        elif any(r is None for r in tracked):
+            acc = f"never {sum(r is None for r in tracked)}/{len(tracked)}"
+        else:
+            acc = f"{statistics.median(tracked):g}"
+        return (f"{self.name:<44}{self.med('work'):>7.1f}{rng:>10}{self.med('secs'):>8.2f}"
+                f"{self.med('errs'):>11.1e}{max(self.errs):>11.1e}{acc:>11}")
 
 
-def timed(fn):
-    t, c = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, Clock(time.perf_counter() - t, time.process_time() - c)
+HEADER = (f"{'solver (median over seeds)':<44}{'HVPs':>7}{'range':>10}{'wall s':>8}{'med err':>11}"
+          f"{'max err':>11}{'HVPs to tol':>11}")
 
 
 def main(argv=None) -> int:
@@ -114,12 +141,11 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=200, help="GD steps before the measurements")
     ap.add_argument("--more-steps", type=int, default=10, help="GD steps before the warm-started measurement")
     ap.add_argument("--lr", type=float, default=0.02)
-    ap.add_argument("--physical-batch-size", type=int, default=0, help="rows per forward pass (0: all n)")
     ap.add_argument("--tol", type=float, default=1e-3, help="accuracy asked of every solver")
     ap.add_argument("--ref-tol", type=float, default=1e-8, help="relative residual of the float64 reference")
-    ap.add_argument("--max-iter", type=int, default=1000, help="most HVPs of power iteration / eigsh")
-    ap.add_argument("--max-extra", type=int, default=60,
-                    help="most extra HVPs of power iteration run on until within --tol of the reference")
+    ap.add_argument("--max-iter", type=int, default=500, help="most HVPs of any solver")
+    ap.add_argument("--seeds", type=int, default=7, help="random starts per solver")
+    ap.add_argument("--presample", type=float, default=0.1, help="oppsig's cold-start presample fraction")
     ap.add_argument("--reps", type=int, default=5, help="timing repetitions of gradient and HVP")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -137,121 +163,124 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     model = build_model("mlp", (3, 32, 32), 10, widths=(200, 200), activation="tanh")
     loss_fn = get_loss("mse")
-    batches = make_batches(ds.x, ds.y, args.physical_batch_size or None)
+    batches = make_batches(ds.x, ds.y, None)
     n = len(ds)
     d = sum(p.numel() for p in model.parameters())
-    print(f"fc-tanh 3072-200-200-10 (d={d}), MSE, CIFAR-10 n={n}, physical batch {batches[0][0].shape[0]}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, seed {args.seed}")
-
+    print(f"fc-tanh 3072-200-200-10 (d={d}), MSE, CIFAR-10 n={n}, one physical batch, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, seed {args.seed}, {args.seeds} solver seeds")
     loss, t_gd = timed(lambda: gd_steps(model, batches, loss_fn, args.lr, args.steps, n))
-    print(f"GD: {args.steps} steps at lr {args.lr} in {t_gd.wall:.1f} s, loss {loss:.4f}")
+    print(f"GD: {args.steps} steps at lr {args.lr} in {t_gd:.1f} s, loss {loss:.4f}")
 
-    # 1-2: gradient and HVP costs ------------------------------------------------
-    fns = {"grad": lambda: loss_and_gradient(model, batches, loss_fn)}
-    for method in ("rev_rev", "fwd_rev"):
-        h = make_hvp(model, batches, loss_fn, method=method)
-        v = start_vector(h.layout.dim, None, args.seed, h.dtype, h.device)
-        fns[method] = lambda h=h, v=v: h.matvec(v)
+    def hvp(cache=True, dtype=None):
+        return make_hvp(model, batches, loss_fn, method="rev_rev", cache_graph=cache, dtype=dtype)
+
+    # 1: gradient and HVP costs ------------------------------------------------------
+    v = start_vector(d, None, args.seed, torch.float32, torch.device("cpu"))
+    cached = hvp(True)
+    cached.matvec(v)  # builds the graph
+    fns = {
+        "grad": lambda: loss_and_gradient(model, batches, loss_fn),
+        "rev_rev": lambda: hvp(False).matvec(v),
+        "build": lambda: hvp(True)._build_graph(),
+        "rev_rev cached": lambda: cached.matvec(v),
+        "fwd_rev": lambda: make_hvp(model, batches, loss_fn, method="fwd_rev").matvec(v),
+    }
     times = interleaved_min_times(fns, args.reps)
-    t_grad = times.pop("grad")
-    hvp_cost = times
+    t_grad = times["grad"]
+    cached.release()
 
-    # 3: cold top eigenvalue -----------------------------------------------------
-    op = HessianOperator(make_hvp(model, batches, loss_fn, method="rev_rev"))
-    cold, t_cold = timed(lambda: lanczos(op, k=1, tol=args.tol, max_iter=200, seed=args.seed))
-    power, t_power = timed(lambda: power_iteration(op, tol=args.tol, max_iter=args.max_iter, seed=args.seed))
+    # 2: cold top eigenvalue ----------------------------------------------------------
+    ref, t_ref = timed(lambda: lanczos(HessianOperator(hvp(True, torch.float64)), k=2, tol=args.ref_tol,
+                                       max_iter=400, seed=args.seed + 1000))
+    lam = ref.top
+
+    def rel(x, target):
+        return abs(x - target) / abs(target)
+
+    def cold_runs(target, seeds, with_extras: bool):
+        ours, plain, power, power_nc = (Runs(f"oppsig cold (Lanczos, {args.presample:g} presample)"),
+                                        Runs("Lanczos, random start"), Runs("power iteration"),
+                                        Runs("power iteration, graph rebuilt per HVP"))
+        first = None
+        for s in seeds:
+            r, t = timed(lambda: top_hessian_eigs(hvp(), tol=args.tol, max_iter=args.max_iter, seed=s,
+                                                  presample=args.presample))
+            ours.add(r.work, t, rel(r.top, target))
+            first = first or r
+            p, t = timed(lambda: power_iteration(HessianOperator(hvp()), tol=args.tol, max_iter=args.max_iter,
+                                                 seed=s))
+            power.add(p.work, t, rel(p.top, target), to_accuracy(p.history, target, args.tol))
+            if with_extras:
+                r, t = timed(lambda: top_hessian_eigs(hvp(), tol=args.tol, max_iter=args.max_iter, seed=s,
+                                                      presample=0.0))
+                plain.add(r.work, t, rel(r.top, target), to_accuracy(r.history, target, args.tol))
+                p, t = timed(lambda: power_iteration(HessianOperator(hvp(False)), tol=args.tol,
+                                                     max_iter=args.max_iter, seed=s))
+                power_nc.add(p.work, t, rel(p.top, target))
+        return ours, plain, power, power_nc, first
+
+    seeds = range(args.seed, args.seed + args.seeds)
+    ours, plain, power, power_nc, cold0 = cold_runs(lam, seeds, True)
 
     from scipy.sparse.linalg import eigsh
 
+    op = HessianOperator(hvp())
     sop = op.to_scipy()
     v0 = start_vector(op.dim, None, args.seed, torch.float64, torch.device("cpu")).numpy()
-    before = op.num_matvecs
     (w_e, _), t_eigsh = timed(lambda: eigsh(sop, k=1, which="LA", tol=args.tol, v0=v0, maxiter=args.max_iter))
-    n_eigsh = op.num_matvecs - before
+    eig = Runs(f"SciPy eigsh LA (tol {args.tol:g}, one seed)")
+    eig.add(op.hvp.num_hvps, t_eigsh, rel(float(w_e[0]), lam))
+    del op, sop
 
-    op64 = HessianOperator(make_hvp(model, batches, loss_fn, method="rev_rev", dtype=torch.float64))
-    ref, t_ref = timed(lambda: lanczos(op64, k=1, tol=args.ref_tol, max_iter=300, seed=args.seed + 1))
-    lam = ref.top
-
-    def rel(x):
-        return abs(x - lam) / abs(lam)
-
-    rows = [
-        ("reference: Lanczos float64", ref, t_ref, None),
-        (f"Lanczos cold (residual {args.tol:g})", cold, t_cold, lam),
-        (f"power iteration ({args.tol:g} change)", power, t_power, lam),
-        (f"SciPy eigsh LA (tol {args.tol:g})", (n_eigsh, float(w_e[0])), t_eigsh, lam),
-    ]
-
-    # 4: warm-started tracking after more GD steps ---------------------------------
+    # 3: warm start after more GD steps --------------------------------------------------
     gd_steps(model, batches, loss_fn, args.lr, args.more_steps, n)
-    op2 = HessianOperator(make_hvp(model, batches, loss_fn, method="rev_rev"))
-    warm, t_warm = timed(lambda: lanczos(op2, k=1, tol=args.tol, max_iter=200, v0=cold.eigenvectors))
-    power2, t_power2 = timed(lambda: power_iteration(op2, tol=args.tol, max_iter=args.max_iter, seed=args.seed + 2))
-    op2_64 = HessianOperator(make_hvp(model, batches, loss_fn, method="rev_rev", dtype=torch.float64))
-    # the reference is started from the previous reference's vector; its own residual certifies it
-    ref2, t_ref2 = timed(lambda: lanczos(op2_64, k=1, tol=args.ref_tol, max_iter=300, v0=ref.eigenvectors))
+    ref2, t_ref2 = timed(lambda: lanczos(HessianOperator(hvp(True, torch.float64)), k=2, tol=args.ref_tol,
+                                         max_iter=400, v0=ref.eigenvectors))
     lam2 = ref2.top
-    step2 = args.steps + args.more_steps
-    rows += [
-        (f"reference at step {step2}", ref2, t_ref2, None),
-        (f"Lanczos warm at step {step2}", warm, t_warm, lam2),
-        (f"power iteration cold at step {step2}", power2, t_power2, lam2),
-    ]
+    warm = Runs("oppsig warm (previous vector and gap)")
+    w, t = timed(lambda: top_hessian_eigs(hvp(), tol=args.tol, max_iter=args.max_iter, v0=cold0.eigenvectors,
+                                          gap=cold0.gap))
+    warm.add(w.work, t, rel(w.top, lam2), to_accuracy(w.history, lam2, args.tol))
+    _, _, power2, _, _ = cold_runs(lam2, range(args.seed + 100, args.seed + 100 + args.seeds), False)
+    power2.name = "power iteration, cold"
 
-    def to_accuracy(r, target):
-        """Products until the estimate first lies within --tol of the reference (None: never)."""
-        for i, h in enumerate(r.history):
-            if abs(h - target) <= args.tol * abs(target):
-                return i + 1
-        return None
-
+    # report -------------------------------------------------------------------------------
     print(f"\nfull-batch gradient: {t_grad:.3f} s (fastest of {args.reps}, interleaved with the HVPs)")
-    print(f"{'HVP method':<12}{'seconds':>10}{'gradients':>11}")
-    for m, t in hvp_cost.items():
-        print(f"{m:<12}{t:>10.3f}{t / t_grad:>11.2f}")
-    print(f"\nsharpness at step {args.steps}: {lam:.4f} (2/lr = {gd_threshold(args.lr):.1f})")
-    print(f"{'solver':<38}{'HVPs':>6}{'wall s':>8}{'CPU s':>8}{'top eigenvalue':>16}{'rel. error':>12}"
-          f"{'HVPs to ' + format(args.tol, 'g'):>14}  converged")
-    acc = {}
-    for name, r, t, target in rows:
-        if isinstance(r, tuple):  # eigsh: no history
-            hv, val, reached, conv = r[0], r[1], "-", True
-            err = abs(val - target) / abs(target)
-        elif target is None:  # reference: relative residual in the error column
-            hv, val, err, reached, conv = r.num_matvecs, r.top, float(r.relative_residuals[0]), "-", "resid"
-        else:
-            hv, val, conv = r.num_matvecs, r.top, r.converged
-            err = abs(val - target) / abs(target)
-            reached = to_accuracy(r, target)
-            acc[name] = reached
-            reached = "never" if reached is None else str(reached)
-        print(f"{name:<38}{hv:>6d}{t.wall:>8.2f}{t.cpu:>8.2f}{val:>16.6f}{err:>12.2e}{reached:>14}  {conv}")
+    print(f"{'HVP':<34}{'seconds':>10}{'gradients':>11}")
+    labels = {"rev_rev": "rev_rev (graph rebuilt per product)", "build": "building the cached graph",
+              "rev_rev cached": "rev_rev, graph cached", "fwd_rev": "fwd_rev"}
+    for k, label in labels.items():
+        print(f"{label:<34}{times[k]:>10.3f}{times[k] / t_grad:>11.2f}")
 
-    def ratio(a, b):
-        return "n/a" if a is None or b is None else f"{a / b:.1f}x"
+    gap_true = lam - float(ref.eigenvalues[1])
+    print(f"\nstep {args.steps}: top eigenvalues {lam:.4f}, {float(ref.eigenvalues[1]):.4f} (2/lr = "
+          f"{gd_threshold(args.lr):.1f}); reference: {ref.num_matvecs} float64 HVPs, {t_ref:.1f} s, "
+          f"residual {float(ref.relative_residuals[0]):.1e}")
+    print(HEADER)
+    for r in (ours, plain, power, power_nc, eig):
+        print(r.row())
+    print(f"\nstep {args.steps + args.more_steps}: top eigenvalue {lam2:.4f} (moved {rel(lam2, lam):.1e}); "
+          f"reference {ref2.num_matvecs} HVPs, {t_ref2:.1f} s")
+    print(HEADER)
+    for r in (warm, power2):
+        print(r.row())
 
-    a_cold, a_pow = to_accuracy(cold, lam), to_accuracy(power, lam)
-    a_warm, a_pow2 = to_accuracy(warm, lam2), to_accuracy(power2, lam2)
-    if a_pow is None:  # run power iteration on until it is as accurate as asked
-        extra = power_until(op, power.eigenvectors[:, 0], lam, args.tol, args.max_extra)
-        a_pow = None if extra is None else power.num_matvecs + extra
-    if a_pow2 is None:
-        extra = power_until(op2, power2.eigenvectors[:, 0], lam2, args.tol, args.max_extra)
-        a_pow2 = None if extra is None else power2.num_matvecs + extra
-    print("\nratios")
-    print(f"  HVP cost in gradients: rev_rev {hvp_cost['rev_rev'] / t_grad:.2f} (target <= 2.5), "
-          f"fwd_rev {hvp_cost['fwd_rev'] / t_grad:.2f}")
-    print(f"  cold, each solver's own stop: power / Lanczos = {t_power / t_cold}, "
-          f"{power.num_matvecs / cold.num_matvecs:.1f}x HVPs (target >= 3); "
-          f"error Lanczos {rel(cold.top):.1e} vs power {rel(power.top):.1e}")
-    print(f"  cold, HVPs until within {args.tol:g} of the reference (power run on past its stop): "
-          f"power / Lanczos = {ratio(a_pow, a_cold)} ({a_pow} / {a_cold})")
-    print(f"  cold: eigsh / Lanczos = {t_eigsh / t_cold}, {n_eigsh / cold.num_matvecs:.1f}x HVPs")
-    print(f"  warm: {warm.num_matvecs} HVPs to residual {args.tol:g} (target <= 4); cold power / warm = "
-          f"{t_power2 / t_warm}, {power2.num_matvecs / warm.num_matvecs:.1f}x HVPs (target >= 10)")
-    print(f"  warm, HVPs until within {args.tol:g} of the reference: {a_warm}; cold power: {a_pow2} "
-          f"-> {ratio(a_pow2, a_warm)}")
+    cold_hvp = power.med("work") / ours.med("work")
+    cold_sec = power.med("secs") / ours.med("secs")
+    better = max(ours.errs) < min(power.errs)
+    warm_hvp = power2.med("work") / warm.med("work")
+    warm_sec = power2.med("secs") / warm.med("secs")
+    print("\nratios (medians)")
+    print(f"  HVP cost: {times['rev_rev'] / t_grad:.2f} gradients rebuilt, {times['rev_rev cached'] / t_grad:.2f} "
+          f"cached (target <= 2.5)")
+    print(f"  cold: power / oppsig = {cold_hvp:.1f}x HVPs, {cold_sec:.1f}x seconds (target >= 3); "
+          f"vs power with rebuilt graphs {power_nc.med('secs') / ours.med('secs'):.1f}x seconds; "
+          f"worst oppsig error {max(ours.errs):.1e} < best power error {min(power.errs):.1e}: {better}")
+    print(f"  cold: random-start Lanczos / oppsig = {plain.med('work') / ours.med('work'):.1f}x HVPs; "
+          f"power / random-start Lanczos = {power.med('work') / plain.med('work'):.1f}x HVPs")
+    print(f"  warm: {warm.med('work'):g} HVPs (target <= 4), error {warm.errs[0]:.1e}; cold power / warm = "
+          f"{warm_hvp:.1f}x HVPs, {warm_sec:.1f}x seconds (target >= 10)")
+    print(f"  (true gap at step {args.steps}: {gap_true:.3f}; oppsig's estimate {cold0.gap:.3f})")
     return 0
 
 

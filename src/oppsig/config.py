@@ -183,7 +183,9 @@ class CurvatureConfig:
 
     every: int = 0  # 0: off
     top_k: int = 1
-    tol: float = 1e-3  # relative residual tolerance of the eigensolver
+    tol: float = 1e-3  # relative tolerance of the eigensolver (see criterion)
+    criterion: str = "eigenvalue"  # eigenvalue: tol bounds each eigenvalue's error; residual: ||Hv - lv|| / |l|
+    presample: float = 0.1  # cold solves start from the eigenvectors of this fraction of the n examples (0: random)
     max_iter: int = 40  # Hessian-vector products per cold solve at most
     hvp: str = "auto"  # auto | rev_rev | fwd_rev
     layerwise: bool = False
@@ -196,6 +198,9 @@ class CurvatureConfig:
         _check(self.every >= 0, f"{key}.every", "must be >= 0", self.every)
         _check(self.top_k > 0, f"{key}.top_k", "must be > 0", self.top_k)
         _check(self.tol > 0, f"{key}.tol", "must be > 0", self.tol)
+        _check(self.criterion in ("eigenvalue", "residual"), f"{key}.criterion", "must be eigenvalue or residual",
+               self.criterion)
+        _check(0 <= self.presample < 1, f"{key}.presample", "must lie in [0, 1)", self.presample)
         _check(self.max_iter > 0, f"{key}.max_iter", "must be > 0", self.max_iter)
         _check(self.hvp in ("auto", "rev_rev", "fwd_rev"), f"{key}.hvp", "must be auto, rev_rev or fwd_rev", self.hvp)
         _check(self.n is None or self.n > 0, f"{key}.n", "must be > 0", self.n)

@@ -24,7 +24,7 @@ def flat(model):
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
-GD = ["curvature.every=2", "curvature.top_k=2", "curvature.tol=1e-9", "curvature.max_iter=80",
+GD = ["curvature.every=2", "curvature.top_k=2", "curvature.tol=1e-9", "curvature.max_iter=80", "curvature.criterion=residual",
       "curvature.n=12", "curvature.physical_batch_size=5", "optim.name=gd", "optim.lr=0.05"]
 
 
@@ -136,3 +136,25 @@ def test_hook_off():
     assert not hook.is_due(0)
     with pytest.raises(Exception, match="state dict"):
         hook.load_state_dict({})
+
+
+def test_hook_eigenvalue_criterion_presample_and_gap_warm_start():
+    model, _, _ = problem("mlp")
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    over = ["curvature.every=1", "curvature.tol=1e-6", "curvature.max_iter=80", "optim.name=gd", "optim.lr=0.05"]
+    state = make_state(model, opt, over, n=1000)
+    hook = CurvatureHook(state.config.curvature)
+    assert state.config.curvature.criterion == "eigenvalue" and state.config.curvature.presample == 0.1
+    x, y = state.train_data.x, state.train_data.y
+    H, _, _ = dense(model, [(x, y)], state.loss_fn)
+    top = float(torch.linalg.eigvalsh(H)[-1])
+    hook.on_step_start(state)
+    hook.on_step_end(state)
+    m = state.metrics
+    assert abs(m["sharpness"] - top) <= 1e-6 * top and m["eig_error"] <= 1e-6
+    assert m["hvps"] != int(m["hvps"])  # the presample's products count by their share of the rows
+    assert hook.state_dict()["gap"] > 0
+    state.step, state.metrics = 1, {}  # same point: the warm start certifies itself at once
+    hook.on_step_start(state)
+    hook.on_step_end(state)
+    assert state.metrics["hvps"] <= 2 and abs(state.metrics["sharpness"] - top) <= 1e-6 * top

@@ -267,3 +267,67 @@ def test_fwd_rev_without_forward_ad():
     hvp.fallback = True  # what method="auto" sets
     assert_close(hvp.matvec(v), ref, 1e-14, "fallback")
     assert hvp.method == "rev_rev"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_cached_graph_matches_dense_and_is_reused(dense_ref, name):
+    model, batches, loss, H, g, L = dense_ref(name)
+    V = rand(H.shape[0], 3, seed=4)
+    one = [(torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches]))]
+    auto_one = make_hvp(model, one, loss, method="rev_rev")
+    auto_many = make_hvp(model, batches, loss, method="rev_rev")
+    forced = make_hvp(model, batches, loss, method="rev_rev", cache_graph=True)
+    assert auto_one.caches and not auto_many.caches and forced.caches
+    assert_close(forced.matvec(V[:, 0]), H @ V[:, 0], 1e-10, "cached matvec")
+    graph = forced._graph
+    assert graph is not None
+    assert_close(forced.matmat(V), H @ V, 1e-10, "cached matmat")
+    assert forced._graph is graph  # built once for the point
+    loss_c, grad_c = forced.loss_and_gradient()
+    assert_close(torch.cat([t.reshape(-1) for t in grad_c.values()]), g, 1e-10, "gradient from the cache")
+    assert abs(float(loss_c) - float(L)) <= 1e-12
+    forced.release()
+    assert forced._graph is None
+    assert_close(forced.matvec(V[:, 1]), H @ V[:, 1], 1e-10, "rebuilt")
+    if name == "mlp":  # one physical batch has the same batch statistics only without BatchNorm
+        assert_close(auto_one.matvec(V[:, 2]), H @ V[:, 2], 1e-10, "auto, one batch")
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(ConfigError, match="cache_graph"):
+        make_hvp(model, batches, loss, cache_graph="sometimes")
+
+
+def test_deterministic_check_sees_through_the_cache():
+    model, batches, loss = problem("mlp")
+    x = torch.cat([b[0] for b in batches])
+    y = torch.cat([b[1] for b in batches])
+    torch.manual_seed(0)
+    drop = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Dropout(0.5), nn.Linear(8, 3)).double().train()
+    hvp = make_hvp(drop, [(x, y)], loss, method="rev_rev")
+    v = rand(hvp.layout.dim)
+    assert hvp.caches and torch.equal(hvp.matvec(v), hvp.matvec(v))  # one cached dropout mask
+    with pytest.raises(OppsigError, match="dropout"):
+        check_deterministic(hvp)
+
+
+def test_rows_and_subsample_are_the_problem_on_those_rows():
+    model, batches, loss = problem("mlp")
+    x = torch.cat([b[0] for b in batches])
+    y = torch.cat([b[1] for b in batches])
+    hvp = make_hvp(model, batches, loss, method="rev_rev")
+    rows = torch.tensor([11, 0, 6, 3, 7])
+    sel = rows.sort().values
+    sub = hvp.rows(rows)
+    assert [b[0].shape[0] for b in sub.batches] == [5] and sub.num_examples == 5
+    ref = make_hvp(model, [(x[sel], y[sel])], loss, method="rev_rev")
+    v = rand(hvp.layout.dim, seed=2)
+    assert_close(sub.matvec(v), ref.matvec(v), 1e-12, "rows")
+    # two shards of the rows with the global count sum to the whole selection
+    lo, hi = hvp.rows(sel[:2], num_examples=5), hvp.rows(sel[2:], num_examples=5)
+    assert_close(lo.matvec(v) + hi.matvec(v), ref.matvec(v), 1e-12, "sharded rows")
+    half = hvp.subsample(0.5, seed=3)
+    assert sum(b[0].shape[0] for b in half.batches) == 6 and half.num_examples == 6
+    assert torch.equal(half.batches[0][0], hvp.subsample(0.5, seed=3).batches[0][0])  # seeded
+    with pytest.raises(OppsigError, match="fraction"):
+        hvp.subsample(0.0)
+    with pytest.raises(OppsigError, match="row indices"):
+        hvp.rows(torch.tensor([12]))

@@ -131,3 +131,48 @@ def test_float32_long_vectors_are_unit():
     norms = r.eigenvectors.double().norm(dim=0)
     assert_close(norms, torch.ones(2, dtype=F64), 1e-6, "unit columns")
     assert_close(r.eigenvalues, torch.tensor([3.0, 2.5], dtype=F64), 1e-5, "float32 eigenvalues")
+
+
+def _spectrum_with_gap(seed, d=300, top=10.0, gap=1.0):
+    g = torch.Generator().manual_seed(seed)
+    rest = top - gap - (top - gap + 2.0) * torch.rand(d - 1, generator=g, dtype=F64) ** 2  # dense below the gap
+    return spectrum_matrix(torch.cat([torch.tensor([top], dtype=F64), rest]), seed=seed)
+
+
+@pytest.mark.parametrize("gap", [2.0, 0.5, 0.1])
+def test_eigenvalue_criterion_is_accurate_and_earlier(gap):
+    tol = 1e-4
+    for seed in range(10):
+        A = _spectrum_with_gap(seed, gap=gap)
+        ev = lanczos(A, k=1, tol=tol, max_iter=300, seed=seed, criterion="eigenvalue")
+        res = lanczos(A, k=1, tol=tol, max_iter=300, seed=seed, criterion="residual")
+        assert ev.converged and res.converged
+        assert abs(ev.top - 10.0) <= tol * 10.0, (seed, ev.top)  # the bound held
+        assert abs(ev.top - 10.0) <= float(ev.error_bounds[0]) + 1e-12  # and bounds the true error
+        assert ev.num_matvecs <= res.num_matvecs
+    # the same Krylov space: the eigenvalue rule stops where the residual is still large
+    assert float(ev.relative_residuals[0]) > tol
+
+
+def test_gap_hint_lets_a_good_warm_start_stop_after_one_product():
+    A = _spectrum_with_gap(0, gap=2.0)
+    ref = lanczos(A, k=1, tol=1e-12, max_iter=300)
+    g = torch.Generator().manual_seed(1)
+    v = ref.eigenvectors[:, 0] + 1e-4 * torch.randn(300, generator=g, dtype=F64)
+    one = lanczos(A, k=1, tol=1e-4, v0=v, criterion="eigenvalue", gap=ref.gap)
+    assert one.num_matvecs == 1 and one.converged and abs(one.top - 10.0) <= 1e-4 * 10.0
+    true_gap = 10.0 - float(torch.linalg.eigvalsh(A)[-2])
+    assert true_gap <= ref.gap <= 1.01 * true_gap  # Ritz values lie below the eigenvalues they approach
+    # without a gap a single Ritz value says nothing about the rest of the spectrum
+    assert lanczos(A, k=1, tol=1e-4, v0=v, criterion="eigenvalue").num_matvecs > 1
+    # an unusable hint is ignored
+    assert lanczos(A, k=1, tol=1e-4, v0=v, criterion="eigenvalue", gap=float("nan")).num_matvecs > 1
+    with pytest.raises(OppsigError, match="criterion"):
+        lanczos(A, criterion="ritz")
+
+
+def test_power_iteration_reports_residual_bound():
+    A = spectrum_matrix([4.0, 1.0, 0.5])
+    p = power_iteration(A, tol=1e-12, max_iter=200)
+    assert p.error_bounds is not None and float(p.error_bounds[0]) == pytest.approx(float(p.residuals[0]))
+    assert p.work == p.num_matvecs

@@ -20,7 +20,10 @@ from oppsig.curvature import (
     sharpness,
     update_projection,
 )
+from oppsig.curvature.lanczos import lanczos
 from oppsig.errors import OppsigError
+from oppsig.losses import get_loss
+from oppsig.models import build_model
 
 from ._reference import F64, assert_close, dense, index_of, problem
 
@@ -124,3 +127,27 @@ def test_hutchinson_trace():
     assert abs(est - float(A.trace())) < 4 * se and se < 0.1 * float(A.trace())
     with pytest.raises(OppsigError):
         hutchinson_trace(A, num_samples=1)
+
+
+def test_presample_cold_start_and_warm_start():
+    from oppsig.curvature import make_hvp, presample_rows, top_hessian_eigs
+
+    torch.manual_seed(0)
+    model = build_model("mlp", (6,), 3, widths=(8,), activation="tanh", dtype=F64)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 6, generator=g, dtype=F64)
+    x[:, 0] *= 4.0  # a large-magnitude feature: a clear top eigenvalue
+    y = torch.randint(0, 3, (2000,), generator=g)
+    hvp = make_hvp(model, [(x, y)], get_loss("mse"))
+    exact = lanczos(HessianOperator(hvp), k=2, tol=1e-12, max_iter=hvp.layout.dim).eigenvalues
+    cold = top_hessian_eigs(hvp, k=1, tol=1e-4, seed=1)
+    plain = top_hessian_eigs(hvp, k=1, tol=1e-4, seed=1, presample=0.0)
+    assert 0 < cold.extra_work < plain.work and plain.extra_work == 0
+    assert cold.num_matvecs < plain.num_matvecs
+    assert cold.converged and abs(cold.top - float(exact[0])) <= 1e-4 * float(exact[0])
+    # warm: no presample, a hint from the previous gap
+    warm = top_hessian_eigs(hvp, k=1, tol=1e-4, v0=plain.eigenvectors, gap=plain.gap)
+    assert warm.extra_work == 0 and warm.num_matvecs <= 2
+    rows = presample_rows(2000, 0.1, seed=5)
+    assert rows.shape == (200,) and torch.equal(rows, presample_rows(2000, 0.1, seed=5))
+    assert bool((rows[1:] > rows[:-1]).all()) and presample_rows(2000, 0.0, seed=5) is None

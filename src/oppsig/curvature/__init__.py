@@ -47,7 +47,9 @@ from .quantities import (
     optimizer_threshold,
     parameter_groups,
     preconditioned_sharpness,
+    presample_rows,
     sharpness,
+    top_hessian_eigs,
     update_projection,
 )
 
@@ -75,6 +77,8 @@ __all__ = [
     "flatten_params",
     "unflatten_params",
     "sharpness",
+    "top_hessian_eigs",
+    "presample_rows",
     "layerwise_sharpness",
     "parameter_groups",
     "preconditioned_sharpness",

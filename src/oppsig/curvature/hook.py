@@ -2,9 +2,12 @@
 
 Every ``cfg.every`` steps, :class:`CurvatureHook` measures at ``on_step_start``
 the top-``k`` Hessian eigenvalues of the mean loss at theta_t over the first
-``cfg.n`` training examples, warm-started from the eigenvectors of the previous
-measurement (a few Hessian-vector products when the eigenvectors moved little),
-and at ``on_step_end`` of the same step adds its metrics:
+``cfg.n`` training examples, to ``cfg.tol`` by ``cfg.criterion``,
+warm-started from the eigenvectors and gap of the previous measurement (one or
+two Hessian-vector products when the eigenvectors moved little; the first
+measurement starts from a ``cfg.presample`` fraction of the examples, see
+:func:`~oppsig.curvature.quantities.top_hessian_eigs`), and at ``on_step_end``
+of the same step adds its metrics:
 
 - ``sharpness`` (top eigenvalue), ``sharpness_2`` ... ``sharpness_k``;
 - ``threshold``: the optimiser's stability threshold at this step's lr
@@ -12,7 +15,9 @@ and at ``on_step_end`` of the same step adds its metrics:
   :func:`~oppsig.curvature.quantities.optimizer_threshold`; for Adam compare it
   with ``precond_sharpness``);
 - ``eig_residual``: largest relative residual ``||Hv - lambda v|| / |lambda|`` of the top-k;
-- ``hvps``: Hessian-vector products spent at this step (all solves);
+- ``eig_error``: largest estimated relative error of the top-k eigenvalues;
+- ``hvps``: Hessian-vector products spent at this step (all solves; a
+  presample's products count by their share of the rows);
 - ``update_proj``: ``<theta_{t+1} - theta_t, u>`` for the unit top eigenvector u at theta_t;
 - ``layer/<module>``: top eigenvalue of each module's diagonal block (``cfg.layerwise``);
 - ``precond_sharpness``: top eigenvalue of ``P^{-1/2} H P^{-1/2}`` with Adam's
@@ -43,7 +48,8 @@ from ..errors import OppsigError
 from .hvp import make_batches, make_hvp
 from .lanczos import lanczos
 from .operators import HessianOperator, PreconditionedOperator
-from .quantities import adam_preconditioner, optimizer_threshold, parameter_groups, update_projection
+from .quantities import (adam_preconditioner, optimizer_threshold, parameter_groups, presample_rows,
+                         top_hessian_eigs, update_projection)
 
 __all__ = ["CurvatureHook"]
 
@@ -65,8 +71,11 @@ class CurvatureHook:
     def __init__(self, cfg):
         self.cfg = cfg
         self._vecs: torch.Tensor | None = None  # (d, k) warm start
+        self._gap: float | None = None  # below the k-th eigenvalue, for the warm start's error bound
         self._layer_vecs: dict[str, torch.Tensor] = {}
+        self._layer_gaps: dict[str, float | None] = {}
         self._precond_vec: torch.Tensor | None = None
+        self._precond_gap: float | None = None
         self._last_step: int | None = None
         self._pending: dict[str, Any] | None = None
 
@@ -96,23 +105,35 @@ class CurvatureHook:
         wrap = (lambda op: all_reduced(op, dctx)) if dctx is not None and dctx.enabled else (lambda op: op)
         d = hvp.layout.dim
         seed = int(getattr(state.config, "seed", 0)) + int(state.step)
-        v0 = self._vecs if _vec_ok(self._vecs, d) else None
-        res = lanczos(wrap(HessianOperator(hvp)), k=min(cfg.top_k, d), tol=cfg.tol, max_iter=cfg.max_iter, v0=v0,
-                      seed=seed)
+        warm = _vec_ok(self._vecs, d)
+        coarse = None
+        if not warm:
+            # the presample's rows are drawn over all n examples, so every rank takes the same ones
+            rows = presample_rows(n, cfg.presample, seed)
+            local = None if rows is None else rows[(rows >= lo) & (rows < hi)] - lo
+            if local is not None and local.numel() > 0:
+                coarse = hvp.rows(local, num_examples=int(rows.numel()))
+        res = top_hessian_eigs(hvp, k=min(cfg.top_k, d), tol=cfg.tol, max_iter=cfg.max_iter,
+                               v0=self._vecs if warm else None, gap=self._gap if warm else None, seed=seed,
+                               criterion=cfg.criterion, presample=0.0, coarse=coarse, wrap=wrap)
         self._vecs = res.eigenvectors.detach()
+        self._gap = res.gap
         metrics: dict[str, float] = {"sharpness": float(res.eigenvalues[0])}
         for i in range(1, res.eigenvalues.shape[0]):
             metrics[f"sharpness_{i + 1}"] = float(res.eigenvalues[i])
         metrics["eig_residual"] = float(res.relative_residuals.max())
-        hvps = res.num_matvecs
+        metrics["eig_error"] = float((res.error_bounds / res.eigenvalues.abs().clamp_min(1e-30)).max())
+        hvps = res.work
 
         if cfg.layerwise:
             for g, names in parameter_groups(model).items():
                 op = wrap(HessianOperator(hvp.restrict(names)))
                 prev = self._layer_vecs.get(g)
-                r = lanczos(op, k=1, tol=cfg.tol, max_iter=cfg.max_iter,
-                            v0=prev if _vec_ok(prev, op.dim) else None, seed=seed)
+                ok = _vec_ok(prev, op.dim)
+                r = lanczos(op, k=1, tol=cfg.tol, max_iter=cfg.max_iter, v0=prev if ok else None, seed=seed,
+                            criterion=cfg.criterion, gap=self._layer_gaps.get(g) if ok else None)
                 self._layer_vecs[g] = r.eigenvectors.detach()
+                self._layer_gaps[g] = r.gap
                 metrics[f"layer/{g}"] = float(r.eigenvalues[0])
                 hvps += r.num_matvecs
 
@@ -125,9 +146,11 @@ class CurvatureHook:
             if diag is not None:
                 op = PreconditionedOperator(wrap(HessianOperator(hvp)), diag)
                 prev = self._precond_vec
-                r = lanczos(op, k=1, tol=cfg.tol, max_iter=cfg.max_iter,
-                            v0=prev if _vec_ok(prev, d) else None, seed=seed)
+                ok = _vec_ok(prev, d)
+                r = lanczos(op, k=1, tol=cfg.tol, max_iter=cfg.max_iter, v0=prev if ok else None, seed=seed,
+                            criterion=cfg.criterion, gap=self._precond_gap if ok else None)
                 self._precond_vec = r.eigenvectors.detach()
+                self._precond_gap = r.gap
                 metrics["precond_sharpness"] = float(r.eigenvalues[0])
                 hvps += r.num_matvecs
 
@@ -163,8 +186,11 @@ class CurvatureHook:
         cpu = lambda v: None if v is None else v.detach().cpu().clone()  # noqa: E731
         return {
             "vecs": cpu(self._vecs),
+            "gap": self._gap,
             "layer_vecs": {g: cpu(v) for g, v in self._layer_vecs.items()},
+            "layer_gaps": dict(self._layer_gaps),
             "precond_vec": cpu(self._precond_vec),
+            "precond_gap": self._precond_gap,
             "last_step": self._last_step,
         }
 
@@ -177,7 +203,10 @@ class CurvatureHook:
         if not isinstance(d, dict) or "vecs" not in d:
             raise OppsigError("not a CurvatureHook state dict; pass what CurvatureHook.state_dict() returned")
         self._vecs = d["vecs"]
+        self._gap = d.get("gap")
         self._layer_vecs = dict(d.get("layer_vecs") or {})
+        self._layer_gaps = dict(d.get("layer_gaps") or {})
         self._precond_vec = d.get("precond_vec")
+        self._precond_gap = d.get("precond_gap")
         self._last_step = d.get("last_step")
         self._pending = None

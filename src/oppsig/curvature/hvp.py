@@ -23,6 +23,16 @@ Two ways to compute ``H v``:
   operations (e.g. custom autograd Functions without ``jvp``); ``auto`` then
   falls back to ``rev_rev``, while an explicit ``fwd_rev`` raises.
 
+Graph cache. With ``rev_rev`` the forward pass and the first backward pass
+(``grad L`` with its graph) depend only on theta, not on ``v``. With
+``cache_graph=True`` they are built at the first product and kept, so every
+further product at this point is one backward pass through that graph:
+1.25 gradients instead of 2.4 in the benchmark above. The graph holds every
+physical batch's activations at once, so ``auto`` (the default) caches only
+when the data is one physical batch (where a product builds the same graph
+anyway, so peak memory does not grow); pass ``True`` for several batches when
+memory allows, and :meth:`HVP.release` (or dropping the object) frees it.
+
 Attention runs on the math backend of ``scaled_dot_product_attention`` during
 products (the fused kernels have no second derivatives).
 
@@ -49,6 +59,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import difflib
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -72,6 +83,7 @@ __all__ = [
 ]
 
 METHODS = ("auto", "rev_rev", "fwd_rev")
+CACHE_MODES = ("auto", True, False)
 BATCHNORM_MODES = ("batch", "model")
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
@@ -166,12 +178,13 @@ class HVP:
         method: ``rev_rev`` or ``fwd_rev``.
         fallback: switch from ``fwd_rev`` to ``rev_rev`` when forward-mode AD is
             not implemented for an operation of the model (set for ``auto``).
+        cache_graph: ``auto``, True or False (see the module docstring).
         num_hvps: products computed so far (columns of a matmat count one each).
     """
 
     def __init__(self, model: nn.Module, batches: list, loss_fn: LossFn, params: dict[str, torch.Tensor],
                  frozen: dict[str, torch.Tensor], method: str, num_examples: int, dtype: torch.dtype,
-                 device: torch.device, batchnorm: str, fallback: bool = False):
+                 device: torch.device, batchnorm: str, fallback: bool = False, cache_graph="auto"):
         self.model = model
         self.batches = batches
         self.loss_fn = loss_fn
@@ -184,8 +197,21 @@ class HVP:
         self.device = device
         self.batchnorm = batchnorm
         self.fallback = fallback
+        self.cache_graph = cache_graph
         self.num_hvps = 0
         self._buffers = self._buffer_dict()
+        self._graph: tuple[list[torch.Tensor], list[tuple[torch.Tensor, tuple[torch.Tensor, ...]]]] | None = None
+
+    @property
+    def caches(self) -> bool:
+        """Whether ``rev_rev`` products keep the gradient's graph between calls."""
+        if self.cache_graph == "auto":
+            return len(self.batches) == 1
+        return bool(self.cache_graph)
+
+    def release(self) -> None:
+        """Free the cached graph (the next product rebuilds it)."""
+        self._graph = None
 
     # ---------------------------------------------------------------- forward
     def _buffer_dict(self) -> dict[str, torch.Tensor | None]:
@@ -229,6 +255,8 @@ class HVP:
         return [torch.zeros_like(p) for p in self.params.values()]
 
     def _rev_rev(self, cols: list[list[torch.Tensor]]) -> list[list[torch.Tensor]]:
+        if self.caches:
+            return self._rev_rev_cached(cols)
         names = self.layout.names
         acc = [self._zeros() for _ in cols]
         with torch.enable_grad():
@@ -238,13 +266,40 @@ class HVP:
                 loss = self._batch_loss(pd, x, y)
                 g = torch.autograd.grad(loss, p, create_graph=True, allow_unused=True, materialize_grads=True)
                 for j, vs in enumerate(cols):
-                    dot = sum((gi * vi).sum() for gi, vi in zip(g, vs))
-                    if not dot.requires_grad:  # loss is affine in these parameters
-                        continue
-                    hv = torch.autograd.grad(dot, p, retain_graph=j < len(cols) - 1,
-                                             allow_unused=True, materialize_grads=True)
-                    for a, h in zip(acc[j], hv):
-                        a.add_(h)
+                    self._accumulate_vjp(p, g, vs, acc[j], retain=j < len(cols) - 1)
+        return acc
+
+    @staticmethod
+    def _accumulate_vjp(p, g, vs, acc, retain: bool) -> None:
+        """``acc += d<g, v>/dp`` through the graph of ``g`` (nothing when ``g`` is constant in ``p``)."""
+        pairs = [(gi, vi) for gi, vi in zip(g, vs) if gi.requires_grad]
+        if not pairs:  # the loss is affine in these parameters
+            return
+        hv = torch.autograd.grad([gi for gi, _ in pairs], p, grad_outputs=[vi for _, vi in pairs],
+                                 retain_graph=retain, allow_unused=True, materialize_grads=True)
+        for a, h in zip(acc, hv):
+            a.add_(h)
+
+    def _build_graph(self):
+        if self._graph is None:
+            with torch.enable_grad():
+                p = [t.detach().requires_grad_(True) for t in self.params.values()]
+                pd = dict(zip(self.layout.names, p))
+                per_batch = []
+                for x, y in self.batches:
+                    loss = self._batch_loss(pd, x, y)
+                    g = torch.autograd.grad(loss, p, create_graph=True, allow_unused=True, materialize_grads=True)
+                    per_batch.append((loss.detach(), g))
+            self._graph = (p, per_batch)
+        return self._graph
+
+    def _rev_rev_cached(self, cols: list[list[torch.Tensor]]) -> list[list[torch.Tensor]]:
+        p, per_batch = self._build_graph()
+        acc = [self._zeros() for _ in cols]
+        with torch.enable_grad():
+            for _, g in per_batch:
+                for j, vs in enumerate(cols):
+                    self._accumulate_vjp(p, g, vs, acc[j], retain=True)
         return acc
 
     def _fwd_rev(self, cols: list[list[torch.Tensor]]) -> list[list[torch.Tensor]]:
@@ -336,6 +391,11 @@ class HVP:
 
     def loss_and_gradient(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``(L(theta), grad L(theta))``; the gradient is over the varying parameters."""
+        if self._graph is not None:  # already computed with the cached graph
+            _, per_batch = self._graph
+            total = sum(loss for loss, _ in per_batch)
+            grads = [sum(g[i].detach() for _, g in per_batch) for i in range(len(self.layout.names))]
+            return total, dict(zip(self.layout.names, grads))
         total = torch.zeros((), device=self.device, dtype=self.dtype)
         acc = self._zeros()
         with torch.enable_grad():
@@ -359,7 +419,7 @@ class HVP:
         keep = {n: self.params[n] for n in names}
         frozen = {**self.frozen, **{n: t for n, t in self.params.items() if n not in keep}}
         return HVP(self.model, self.batches, self.loss_fn, keep, frozen, self.method, self.num_examples,
-                   self.dtype, self.device, self.batchnorm, self.fallback)
+                   self.dtype, self.device, self.batchnorm, self.fallback, self.cache_graph)
 
     def at(self, params: Mapping[str, torch.Tensor]) -> "HVP":
         """The same problem at another point (new values of the varying parameters)."""
@@ -367,7 +427,57 @@ class HVP:
         new = {n: params[n].detach().to(device=self.device, dtype=self.dtype) if n in params else t
                for n, t in self.params.items()}
         return HVP(self.model, self.batches, self.loss_fn, new, self.frozen, self.method, self.num_examples,
-                   self.dtype, self.device, self.batchnorm, self.fallback)
+                   self.dtype, self.device, self.batchnorm, self.fallback, self.cache_graph)
+
+    def subsample(self, fraction: float, seed: int = 0) -> "HVP":
+        """The same problem on a random ``fraction`` of the rows: a cheap approximation of ``H``.
+
+        The rows are drawn without replacement (seeded, on the CPU). The mean
+        over them estimates the mean over all rows, so ``num_examples`` is scaled
+        by the same fraction. A product costs about ``fraction`` of a full one;
+        its top eigenvectors are a good start for the full problem (see
+        :func:`~oppsig.curvature.quantities.top_hessian_eigs`).
+
+        Raises:
+            OppsigError: unless ``0 < fraction <= 1``.
+        """
+        if not 0.0 < float(fraction) <= 1.0:
+            raise OppsigError(f"subsample fraction {fraction} must lie in (0, 1]")
+        n_rows = sum(int(x.shape[0]) for x, _ in self.batches)
+        m = max(1, round(float(fraction) * n_rows))
+        g = torch.Generator().manual_seed(int(seed))
+        rows = torch.randperm(n_rows, generator=g)[:m]
+        return self.rows(rows, max(1, round(self.num_examples * m / n_rows)))
+
+    def rows(self, rows: torch.Tensor, num_examples: int | None = None) -> "HVP":
+        """The same problem on the given rows (indices into the concatenated batches).
+
+        The rows are re-split into physical batches of the first batch's size;
+        ``num_examples`` is the new divisor N (default: the number of rows).
+
+        Raises:
+            OppsigError: for an index out of range or no rows.
+        """
+        sizes = [int(x.shape[0]) for x, _ in self.batches]
+        n_rows = sum(sizes)
+        rows = torch.as_tensor(rows, dtype=torch.long).reshape(-1).sort().values
+        if rows.numel() == 0 or int(rows[0]) < 0 or int(rows[-1]) >= n_rows:
+            raise OppsigError(f"row indices must be a non-empty selection of 0..{n_rows - 1}")
+        bs = sizes[0]
+        starts = torch.tensor([0] + sizes[:-1]).cumsum(0)
+        which = torch.searchsorted(starts, rows, right=True) - 1
+        xs, ys = [], []
+        for b, (x, y) in enumerate(self.batches):
+            local = rows[which == b] - starts[b]
+            if local.numel():
+                xs.append(x.index_select(0, local.to(x.device)))
+                ys.append(y.index_select(0, local.to(y.device)))
+        x, y = torch.cat(xs), torch.cat(ys)
+        m = int(x.shape[0])
+        batches = [(x[s : s + bs], y[s : s + bs]) for s in range(0, m, bs)]
+        n_ex = m if num_examples is None else int(num_examples)
+        return HVP(self.model, batches, self.loss_fn, self.params, self.frozen, self.method, n_ex,
+                   self.dtype, self.device, self.batchnorm, self.fallback, self.cache_graph)
 
 
 def _check_names(names: Iterable[str], valid: Mapping[str, torch.Tensor]) -> None:
@@ -389,6 +499,7 @@ def make_hvp(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     batchnorm: str = "batch",
+    cache_graph: bool | str = "auto",
 ) -> HVP:
     """Hessian-vector products of ``L(theta) = (1/N) sum_i loss_fn(model(x_i), y_i)``.
 
@@ -410,12 +521,15 @@ def make_hvp(
         device: computation device (default: the model's).
         batchnorm: ``batch`` (batch statistics of each physical batch, as in
             training; default) or ``model`` (follow the model's mode).
+        cache_graph: keep the gradient's graph between ``rev_rev`` products:
+            ``auto`` (when the data is one physical batch), True or False (see
+            the module docstring).
 
     Returns:
         an :class:`HVP`; ``hvp.matvec(v)`` maps ``(d,)`` to ``(d,)``.
 
     Raises:
-        ConfigError: for an unknown ``method`` or ``batchnorm``.
+        ConfigError: for an unknown ``method``, ``batchnorm`` or ``cache_graph``.
         OppsigError: for unknown parameter names, a model without trainable
             parameters, or malformed batches.
 
@@ -430,6 +544,8 @@ def make_hvp(
     """
     if batchnorm not in BATCHNORM_MODES:
         raise ConfigError(f"unknown batchnorm mode {batchnorm!r}; pass 'batch' (batch statistics) or 'model' (follow the model's mode)")
+    if not any(cache_graph is c or cache_graph == c for c in CACHE_MODES):
+        raise ConfigError(f"unknown cache_graph {cache_graph!r}; pass 'auto', True or False")
     trainable = _trainable(model)
     if not trainable:
         raise OppsigError("the model has no trainable parameters; set requires_grad=True on the ones to analyse")
@@ -465,7 +581,7 @@ def make_hvp(
     n_ex = n_rows if num_examples is None else int(num_examples)
     if n_ex <= 0:
         raise OppsigError(f"num_examples must be > 0 (got {num_examples})")
-    return HVP(model, bl, loss_fn, var, frozen, method, n_ex, dtype, device, batchnorm, fallback)
+    return HVP(model, bl, loss_fn, var, frozen, method, n_ex, dtype, device, batchnorm, fallback, cache_graph)
 
 
 def loss_and_gradient(model: nn.Module, batches: Batches, loss_fn: LossFn, params=None,
@@ -528,7 +644,8 @@ def check_deterministic(hvp: HVP, v: torch.Tensor | None = None, seed: int = 0, 
         >>> check_deterministic(h) < 1e-4
         True
     """
-    hvp = getattr(hvp, "hvp", hvp)
+    hvp = copy.copy(getattr(hvp, "hvp", hvp))
+    hvp.cache_graph, hvp._graph = False, None  # a cached forward pass would hide the randomness
     d = hvp.layout.dim
     if v is None:
         g = torch.Generator().manual_seed(seed)

@@ -2,10 +2,23 @@
 
 :func:`lanczos` finds the ``k`` largest algebraic eigenvalues of a symmetric
 operator (e.g. the Hessian of the training loss) with one operator product per
-iteration, on the operator's device. It stops when every wanted Ritz pair has
-``||A v - lambda v|| <= tol * |lambda|``. A warm start from the previous
-eigenvectors (training moves them little between measurements) converges in a
-few products. :func:`power_iteration` is the simple baseline (PyHessian style).
+iteration, on the operator's device. Two stopping rules:
+
+- ``criterion="residual"``: every wanted Ritz pair has
+  ``||A v - lambda v|| <= tol * |lambda|`` (the eigenvector is accurate too);
+- ``criterion="eigenvalue"``: every wanted Ritz value is within ``tol`` of an
+  eigenvalue, by the gap bound ``|theta - lambda| <= min(r, r**2 / delta)``
+  with ``r`` the residual and ``delta`` the distance from ``theta`` to the
+  nearest other Ritz value (or a ``gap`` hint, e.g. from the previous
+  measurement). The eigenvalue error is quadratic in the residual, so this
+  stops several products earlier for the same eigenvalue accuracy. ``delta``
+  comes from Ritz values, which lie below the eigenvalues they approach, so the
+  bound is an estimate rather than a guarantee; it is checked against
+  converged references in the tests and in ``benchmarks/bench_sharpness.py``.
+
+A warm start from the previous eigenvectors (training moves them little between
+measurements) converges in a few products. :func:`power_iteration` is the
+simple baseline (PyHessian style).
 
 Example:
     >>> import torch
@@ -25,7 +38,7 @@ import torch
 from ..errors import OppsigError
 from .operators import LinearOperator, as_operator
 
-__all__ = ["EigResult", "lanczos", "power_iteration", "start_vector"]
+__all__ = ["CRITERIA", "EigResult", "lanczos", "power_iteration", "start_vector"]
 
 
 @dataclass
@@ -41,6 +54,12 @@ class EigResult:
         num_matvecs: operator products used.
         converged: whether every pair met the tolerance.
         history: the top estimate after each product (``num_matvecs`` floats).
+        error_bounds: ``(k,)`` estimated ``|lambda_i - true eigenvalue|``
+            (Lanczos: ``min(r, r**2 / delta)``; power iteration: the residual).
+        gap: distance from the k-th eigenvalue to the next Ritz value below it
+            (None when unknown); pass it as ``gap`` to the next warm start.
+        extra_work: products of a cheaper approximate operator spent on finding
+            the start vector, in units of one product of this operator.
     """
 
     eigenvalues: torch.Tensor
@@ -49,6 +68,14 @@ class EigResult:
     num_matvecs: int
     converged: bool
     history: list[float] = field(default_factory=list)
+    error_bounds: torch.Tensor | None = None
+    gap: float | None = None
+    extra_work: float = 0.0
+
+    @property
+    def work(self) -> float:
+        """Cost in products of this operator: ``num_matvecs + extra_work``."""
+        return self.num_matvecs + self.extra_work
 
     @property
     def relative_residuals(self) -> torch.Tensor:
@@ -114,6 +141,36 @@ def _orthogonalise(w: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, floa
     return w, after
 
 
+CRITERIA = ("residual", "eigenvalue")
+
+
+def _error_bounds(theta: torch.Tensor, resid: torch.Tensor, k: int, gap: float | None) -> torch.Tensor:
+    """``min(r_i, r_i**2 / delta_i)`` for the top ``k`` Ritz pairs (``r_i`` where no gap is known).
+
+    ``delta_i`` is the distance from ``theta_i`` to its neighbouring Ritz values;
+    below the last Ritz value only the ``gap`` hint is known.
+    """
+    m = theta.shape[0]
+    out = resid[:k].clone()
+    for i in range(min(k, m)):
+        d = math.inf
+        if i > 0:
+            d = min(d, float(theta[i - 1] - theta[i]))
+        hint = gap if i == k - 1 else None
+        if i + 1 < m:
+            d = min(d, float(theta[i] - theta[i + 1]))
+            if hint is not None:
+                d = min(d, float(hint))
+        elif hint is not None:
+            d = min(d, float(hint))
+        else:
+            continue  # nothing known below theta_i: only the residual bounds the error
+        r = float(resid[i])
+        if d > 0 and math.isfinite(d):
+            out[i] = min(r, r * r / d)
+    return out
+
+
 def lanczos(
     op,
     k: int = 1,
@@ -122,6 +179,8 @@ def lanczos(
     v0: torch.Tensor | None = None,
     seed: int = 0,
     *,
+    criterion: str = "residual",
+    gap: float | None = None,
     dim: int | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
@@ -131,27 +190,34 @@ def lanczos(
     Lanczos iteration with full re-orthogonalisation (every new vector is made
     orthogonal to all previous ones), storing the basis ``(m, d)`` on the
     operator's device. After each product the tridiagonal matrix is diagonalised;
-    iteration stops when each of the top ``k`` Ritz pairs has
-    ``residual <= tol * |lambda|``, or after ``max_iter`` products. On an exact
+    iteration stops when each of the top ``k`` Ritz pairs meets ``criterion``
+    (see the module docstring), or after ``max_iter`` products. On an exact
     breakdown (invariant subspace) it continues from a fresh random vector.
 
     Args:
         op: a :class:`~oppsig.curvature.operators.LinearOperator`, a ``(d, d)``
             tensor, or a function ``v -> A v`` (then pass ``dim``).
         k: number of eigenpairs.
-        tol: relative residual tolerance.
+        tol: relative tolerance: of the residual (``criterion="residual"``) or
+            of the eigenvalue's error bound (``criterion="eigenvalue"``).
         max_iter: most operator products (also the basis size).
         v0: warm start: ``(d,)``, or ``(d, j)`` previous eigenvectors (their unit
             sum is used; a start rich in the wanted eigenvectors converges in
             about ``j`` + a few products).
         seed: seed of the random start when ``v0`` is None.
+        criterion: ``residual`` or ``eigenvalue``.
+        gap: a lower estimate of the distance from the k-th eigenvalue to the
+            rest of the spectrum below it (e.g. the previous result's ``gap``);
+            lets the eigenvalue criterion stop after a single product of a
+            good warm start, and caps the Ritz-value gap estimate.
         dim, dtype, device: for a plain function ``op``.
 
     Returns:
         an :class:`EigResult` (``converged`` False when ``max_iter`` ran out).
 
     Raises:
-        OppsigError: when ``k`` exceeds the dimension or ``max_iter < k``, or ``v0`` has the wrong shape.
+        OppsigError: when ``k`` exceeds the dimension or ``max_iter < k``, ``v0``
+            has the wrong shape, or ``criterion`` is unknown.
 
     Example:
         >>> A = torch.diag(torch.arange(10.0, dtype=torch.float64))
@@ -159,6 +225,10 @@ def lanczos(
         >>> round(r.top, 6), r.converged
         (9.0, True)
     """
+    if criterion not in CRITERIA:
+        raise OppsigError(f"unknown criterion {criterion!r}; pass 'residual' or 'eigenvalue'")
+    if gap is not None and not (math.isfinite(float(gap)) and float(gap) > 0):
+        gap = None  # an unusable hint is ignored
     A: LinearOperator = as_operator(op, dim, dtype, device)
     d = A.dim
     if not 1 <= k <= d:
@@ -199,7 +269,8 @@ def lanczos(
         resid = b * Y[-1].abs()
         if m >= k:
             kk = slice(0, k)
-            if bool((resid[kk] <= tol * theta[kk].abs()).all()):
+            crit = resid[kk] if criterion == "residual" else _error_bounds(theta, resid, k, gap)
+            if bool((crit <= tol * theta[kk].abs()).all()):
                 converged = True
                 break
         if m == m_max:
@@ -225,6 +296,9 @@ def lanczos(
     kk = min(k, m)
     Yk = Y[:, :kk].to(device=dev, dtype=dt)
     V = _unit_columns(Q[:m].T @ Yk)
+    gap_out = float(theta[kk - 1] - theta[kk]) if m > kk else gap
+    if gap is not None and gap_out is not None:
+        gap_out = min(gap_out, float(gap))
     return EigResult(
         eigenvalues=theta[:kk].to(device=dev, dtype=dt),
         eigenvectors=V,
@@ -232,6 +306,8 @@ def lanczos(
         num_matvecs=nmv,
         converged=converged,
         history=history,
+        error_bounds=_error_bounds(theta, resid, kk, gap).to(device=dev, dtype=dt),
+        gap=gap_out,
     )
 
 
@@ -300,4 +376,5 @@ def power_iteration(
         num_matvecs=nmv,
         converged=converged,
         history=history,
+        error_bounds=res.reshape(1).to(A.dtype),
     )

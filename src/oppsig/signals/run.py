@@ -115,7 +115,7 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
 
                 n = min(cfg.curvature.n or len(train_set), len(train_set))
                 er = sharpness(model, make_batches(train_set.x, train_set.y, cfg.train.physical_batch_size, n),
-                               loss_fn, k=1, tol=1e-3, max_iter=40)
+                               loss_fn, k=1, tol=1e-3, max_iter=40, criterion="residual")  # the vector is used
                 eig = er.eigenvectors[:, 0]
             except Exception as e:  # the check still runs without the eigenvector
                 say(f"top eigenvector not measured: {e}")
