@@ -76,6 +76,12 @@ def gd_steps(model, batches, loss_fn, lr: float, steps: int, n: int) -> float:
     return loss_val
 
 
+def sync() -> None:
+    """Wait for queued GPU work, so that wall times cover it."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def interleaved_min_times(fns: dict, reps: int) -> dict:
     """Fastest of ``reps`` timings of each function, run in turn (robust to load from other processes)."""
     for fn in fns.values():
@@ -83,15 +89,19 @@ def interleaved_min_times(fns: dict, reps: int) -> dict:
     best = {k: math.inf for k in fns}
     for _ in range(reps):
         for k, fn in fns.items():
+            sync()
             t = time.perf_counter()
             fn()
+            sync()
             best[k] = min(best[k], time.perf_counter() - t)
     return best
 
 
 def timed(fn):
+    sync()
     t = time.perf_counter()
     out = fn()
+    sync()
     return out, time.perf_counter() - t
 
 
@@ -148,6 +158,7 @@ def main(argv=None) -> int:
     ap.add_argument("--presample", type=float, default=0.1, help="oppsig's cold-start presample fraction")
     ap.add_argument("--reps", type=int, default=5, help="timing repetitions of gradient and HVP")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (products, solvers and data on that device)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-dir", default=None, help="folder holding cifar-10-batches-py (default: $OPPSIG_DATA)")
     args = ap.parse_args(argv)
@@ -160,14 +171,16 @@ def main(argv=None) -> int:
     except DataNotFoundError as e:
         print(f"skipped: CIFAR-10 not found ({e}); set OPPSIG_DATA or pass --data-dir")
         return 0
+    dev = torch.device(args.device)
     torch.manual_seed(args.seed)
-    model = build_model("mlp", (3, 32, 32), 10, widths=(200, 200), activation="tanh")
+    model = build_model("mlp", (3, 32, 32), 10, widths=(200, 200), activation="tanh").to(dev)
     loss_fn = get_loss("mse")
-    batches = make_batches(ds.x, ds.y, None)
+    batches = make_batches(ds.x.to(dev), ds.y.to(dev), None)
     n = len(ds)
     d = sum(p.numel() for p in model.parameters())
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"fc-tanh 3072-200-200-10 (d={d}), MSE, CIFAR-10 n={n}, one physical batch, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, seed {args.seed}, {args.seeds} solver seeds")
+          f"torch {torch.__version__}, {where}, seed {args.seed}, {args.seeds} solver seeds")
     loss, t_gd = timed(lambda: gd_steps(model, batches, loss_fn, args.lr, args.steps, n))
     print(f"GD: {args.steps} steps at lr {args.lr} in {t_gd:.1f} s, loss {loss:.4f}")
 
@@ -175,7 +188,7 @@ def main(argv=None) -> int:
         return make_hvp(model, batches, loss_fn, method="rev_rev", cache_graph=cache, dtype=dtype)
 
     # 1: gradient and HVP costs ------------------------------------------------------
-    v = start_vector(d, None, args.seed, torch.float32, torch.device("cpu"))
+    v = start_vector(d, None, args.seed, torch.float32, dev)
     cached = hvp(True)
     cached.matvec(v)  # builds the graph
     fns = {
@@ -226,7 +239,7 @@ def main(argv=None) -> int:
 
     op = HessianOperator(hvp())
     sop = op.to_scipy()
-    v0 = start_vector(op.dim, None, args.seed, torch.float64, torch.device("cpu")).numpy()
+    v0 = start_vector(op.dim, None, args.seed, torch.float64, torch.device("cpu")).numpy()  # SciPy works on the CPU
     (w_e, _), t_eigsh = timed(lambda: eigsh(sop, k=1, which="LA", tol=args.tol, v0=v0, maxiter=args.max_iter))
     eig = Runs(f"SciPy eigsh LA (tol {args.tol:g}, one seed)")
     eig.add(op.hvp.num_hvps, t_eigsh, rel(float(w_e[0]), lam))

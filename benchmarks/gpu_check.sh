@@ -30,9 +30,9 @@ for cfg_path in ("configs/resnet18-gd-cifar10k.yaml", "configs/vgg11-gd-cifar10k
     print(json.dumps({
         "config": cfg_path, "steps": steps, "s_per_step_incl_curvature": round(per_step, 4),
         "sharpness": [round(float(x), 2) for x in m["sharpness"][np.isfinite(m["sharpness"])]],
-        "hvps_per_measurement": [int(x) for x in hv[np.isfinite(hv)]] if hv is not None else None,
+        "hvps_per_measurement": [round(float(x), 1) for x in hv[np.isfinite(hv)]] if hv is not None else None,
         "curv_seconds": [round(float(x), 2) for x in curv[ok]] if curv is not None else None,
         "peak_mem_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2),
     }))
 PY
-python benchmarks/bench_sharpness.py --device cuda 2>/dev/null || echo "bench_sharpness.py: run it with --help for its options"
+python benchmarks/bench_sharpness.py --device cuda --seeds 3

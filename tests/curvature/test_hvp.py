@@ -182,6 +182,7 @@ def test_errors():
 def test_resolve_method_and_batches():
     assert resolve_method("auto", "cpu") == "rev_rev"
     assert resolve_method("auto", "cuda") == "fwd_rev"
+    assert resolve_method("auto", "cuda", cached=True) == "rev_rev"
     assert resolve_method("fwd_rev", "cpu") == "fwd_rev"
     x, y = tiny_data((6,), n=11)
     bs = make_batches(x, y, 4)

@@ -12,16 +12,19 @@ Two ways to compute ``H v``:
 
 - ``rev_rev`` (double backprop): ``grad(<grad L, v>)`` with
   :func:`torch.autograd.grad` and ``create_graph=True``. Measured on CPU for
-  fc-tanh 3072-200-200-10 on 5k CIFAR-10 images at about 2 gradient
-  evaluations per product (see ``benchmarks/bench_sharpness.py``).
+  fc-tanh 3072-200-200-10 on 5k CIFAR-10 images at 2.4 gradient evaluations
+  per product, 1.25 with the graph cached (below; ``benchmarks/bench_sharpness.py``).
 - ``fwd_rev`` (forward-over-reverse): :func:`torch.func.jvp` of
-  :func:`torch.func.grad`. About 3.5 gradients per product on the same CPU,
+  :func:`torch.func.grad`. About 3.7 gradients per product on the same CPU,
   but it stores no second-order graph, so it needs less memory.
-- ``auto``: ``rev_rev`` on CPU (measured faster), ``fwd_rev`` on CUDA and other
-  accelerators (lower memory; its speed there is not measured in this
-  repository, pass ``method=`` to choose). Forward-mode AD is missing for some
-  operations (e.g. custom autograd Functions without ``jvp``); ``auto`` then
-  falls back to ``rev_rev``, while an explicit ``fwd_rev`` raises.
+- ``auto``: ``rev_rev`` on CPU (measured faster) and wherever the graph is
+  cached (a cached product is a single backward pass, cheaper than any
+  forward-over-reverse product); ``fwd_rev`` on CUDA and other accelerators
+  when the data spans several physical batches (lower memory; run
+  ``benchmarks/bench_sharpness.py --device cuda`` to compare there, and pass
+  ``method=`` to choose). Forward-mode AD is missing for some operations (e.g.
+  custom autograd Functions without ``jvp``); ``auto`` then falls back to
+  ``rev_rev``, while an explicit ``fwd_rev`` raises.
 
 Graph cache. With ``rev_rev`` the forward pass and the first backward pass
 (``grad L`` with its graph) depend only on theta, not on ``v``. With
@@ -90,8 +93,10 @@ Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def resolve_method(method: str, device: torch.device | str) -> str:
-    """The concrete HVP method for ``method`` on ``device`` (``auto``: ``rev_rev`` on CPU, else ``fwd_rev``).
+def resolve_method(method: str, device: torch.device | str, cached: bool = False) -> str:
+    """The concrete HVP method for ``method`` on ``device``.
+
+    ``auto``: ``rev_rev`` on CPU or when the gradient's graph is ``cached``, else ``fwd_rev``.
 
     Raises:
         ConfigError: for an unknown method.
@@ -104,7 +109,7 @@ def resolve_method(method: str, device: torch.device | str) -> str:
         raise ConfigError(f"unknown HVP method {method!r}; pass one of {', '.join(METHODS)}")
     if method != "auto":
         return method
-    return "rev_rev" if torch.device(device).type == "cpu" else "fwd_rev"
+    return "rev_rev" if cached or torch.device(device).type == "cpu" else "fwd_rev"
 
 
 def make_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None,
@@ -553,7 +558,7 @@ def make_hvp(
     dtype = dtype or first.dtype
     device = torch.device(device) if device is not None else first.device
     fallback = method == "auto"
-    method = resolve_method(method, device)
+    resolve_method(method, device)  # an unknown method fails before any work
     if params is None:
         chosen = {n: p for n, p in trainable.items()}
     elif isinstance(params, Mapping):
@@ -581,6 +586,7 @@ def make_hvp(
     n_ex = n_rows if num_examples is None else int(num_examples)
     if n_ex <= 0:
         raise OppsigError(f"num_examples must be > 0 (got {num_examples})")
+    method = resolve_method(method, device, cached=cache_graph is True or (cache_graph == "auto" and len(bl) == 1))
     return HVP(model, bl, loss_fn, var, frozen, method, n_ex, dtype, device, batchnorm, fallback, cache_graph)
 
 
