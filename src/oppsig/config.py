@@ -186,6 +186,7 @@ class CurvatureConfig:
     tol: float = 1e-3  # relative tolerance of the eigensolver (see criterion)
     criterion: str = "eigenvalue"  # eigenvalue: tol bounds each eigenvalue's error; residual: ||Hv - lv|| / |l|
     presample: float = 0.1  # cold solves start from the eigenvectors of this fraction of the n examples (0: random)
+    cold_every: int = 10  # every k-th measurement starts cold, to catch a new top eigenvector (0: only the first)
     max_iter: int = 40  # Hessian-vector products per cold solve at most
     hvp: str = "auto"  # auto | rev_rev | fwd_rev
     layerwise: bool = False
@@ -201,6 +202,7 @@ class CurvatureConfig:
         _check(self.criterion in ("eigenvalue", "residual"), f"{key}.criterion", "must be eigenvalue or residual",
                self.criterion)
         _check(0 <= self.presample < 1, f"{key}.presample", "must lie in [0, 1)", self.presample)
+        _check(self.cold_every >= 0, f"{key}.cold_every", "must be >= 0", self.cold_every)
         _check(self.max_iter > 0, f"{key}.max_iter", "must be > 0", self.max_iter)
         _check(self.hvp in ("auto", "rev_rev", "fwd_rev"), f"{key}.hvp", "must be auto, rev_rev or fwd_rev", self.hvp)
         _check(self.n is None or self.n > 0, f"{key}.n", "must be > 0", self.n)

@@ -158,3 +158,14 @@ def test_hook_eigenvalue_criterion_presample_and_gap_warm_start():
     hook.on_step_start(state)
     hook.on_step_end(state)
     assert state.metrics["hvps"] <= 2 and abs(state.metrics["sharpness"] - top) <= 1e-6 * top
+    # with cold_every=2 the next measurement at the same point starts cold again (presampled)
+    hook2 = CurvatureHook(make_state(model, opt, over + ["curvature.cold_every=2"], n=1000).config.curvature)
+    costs = []
+    for step in range(3):
+        state.step, state.metrics = step, {}
+        hook2.on_step_start(state)
+        hook2.on_step_end(state)
+        costs.append(state.metrics["hvps"])
+        assert abs(state.metrics["sharpness"] - top) <= 1e-6 * top
+    assert costs[1] <= 2 < costs[0] and costs[2] > 2 and costs[2] != int(costs[2])
+    assert hook2.state_dict()["count"] == 3

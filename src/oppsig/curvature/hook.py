@@ -7,7 +7,10 @@ warm-started from the eigenvectors and gap of the previous measurement (one or
 two Hessian-vector products when the eigenvectors moved little; the first
 measurement starts from a ``cfg.presample`` fraction of the examples, see
 :func:`~oppsig.curvature.quantities.top_hessian_eigs`), and at ``on_step_end``
-of the same step adds its metrics:
+of the same step adds its metrics. A warm start explores little beyond the
+previous eigenvectors, so an eigenvalue rising in a new direction could stay
+unseen; every ``cfg.cold_every``-th measurement therefore starts cold (about
+four products with the presample). Metrics:
 
 - ``sharpness`` (top eigenvalue), ``sharpness_2`` ... ``sharpness_k``;
 - ``threshold``: the optimiser's stability threshold at this step's lr
@@ -77,6 +80,7 @@ class CurvatureHook:
         self._precond_vec: torch.Tensor | None = None
         self._precond_gap: float | None = None
         self._last_step: int | None = None
+        self._count = 0  # measurements taken
         self._pending: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ protocol
@@ -105,7 +109,9 @@ class CurvatureHook:
         wrap = (lambda op: all_reduced(op, dctx)) if dctx is not None and dctx.enabled else (lambda op: op)
         d = hvp.layout.dim
         seed = int(getattr(state.config, "seed", 0)) + int(state.step)
-        warm = _vec_ok(self._vecs, d)
+        cold_due = cfg.cold_every > 0 and self._count > 0 and self._count % cfg.cold_every == 0
+        warm = _vec_ok(self._vecs, d) and not cold_due
+        self._count += 1
         coarse = None
         if not warm:
             # the presample's rows are drawn over all n examples, so every rank takes the same ones
@@ -192,6 +198,7 @@ class CurvatureHook:
             "precond_vec": cpu(self._precond_vec),
             "precond_gap": self._precond_gap,
             "last_step": self._last_step,
+            "count": self._count,
         }
 
     def load_state_dict(self, d: dict) -> None:
@@ -209,4 +216,5 @@ class CurvatureHook:
         self._precond_vec = d.get("precond_vec")
         self._precond_gap = d.get("precond_gap")
         self._last_step = d.get("last_step")
+        self._count = int(d.get("count") or 0)
         self._pending = None
