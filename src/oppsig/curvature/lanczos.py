@@ -16,6 +16,16 @@ iteration, on the operator's device. Two stopping rules:
   bound is an estimate rather than a guarantee; it is checked against
   converged references in the tests and in ``benchmarks/bench_sharpness.py``.
 
+No stopping rule can see an eigenvector that the Krylov space has not reached
+yet: from an unlucky start with little weight on the top eigenvector, Lanczos
+first converges to the second. The eigenvalue rule stops earlier, so this
+happens to it more often. On random symmetric (GOE) matrices of size 30-300,
+whose top eigenvalue is no outlier, it used 25% fewer products than the
+residual rule and returned the second eigenvalue in 6 of 240 solves (the
+residual rule in 1). Hessians of trained networks have outlying top
+eigenvalues: every solve in the benchmark and along a 1,500-step run was
+within tolerance of a float64 reference.
+
 A warm start from the previous eigenvectors (training moves them little between
 measurements) converges in a few products. :func:`power_iteration` is the
 simple baseline (PyHessian style).
