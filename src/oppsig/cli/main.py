@@ -8,7 +8,7 @@ import sys
 
 from ..errors import DivergenceError, OppsigError
 
-COMMANDS = ("train", "demo", "detect", "report", "compare", "intervene", "toy", "export", "env", "data")
+COMMANDS = ("train", "demo", "detect", "report", "sharpness", "compare", "intervene", "toy", "export", "env", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,8 @@
 - :mod:`.quantities`: sharpness (full, per layer, Adam-preconditioned),
   stability thresholds, update projections, loss slices, trace estimates.
 - :mod:`.hook`: ``CurvatureHook`` for the training loop.
+- :mod:`.posthoc`: ``run_curvature``, the sharpness of a finished run at chosen
+  steps, replayed from its checkpoints (``oppsig sharpness``).
 
 Example:
     >>> import torch

@@ -1,0 +1,44 @@
+"""``oppsig sharpness RUN``: the top Hessian eigenvalues of a finished run at chosen steps."""
+
+from __future__ import annotations
+
+import json
+
+
+def _steps(text: str) -> list[int]:
+    from ..errors import ConfigError
+
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"cannot read --steps {text!r}; pass comma-separated steps, e.g. --steps 200,400") from None
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("sharpness", help="measure the sharpness of a finished run at chosen steps (from its checkpoints)")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--steps", help="comma-separated steps (default: every kept checkpoint)")
+    p.add_argument("--top-k", type=int, default=1, help="eigenvalues per step (default 1)")
+    p.add_argument("--tol", type=float, default=1e-3, help="relative accuracy of each eigenvalue (default 1e-3)")
+    p.add_argument("--n", type=int, help="use the first n training examples (default: as in training)")
+    p.add_argument("--layerwise", action="store_true", help="also each module's diagonal Hessian block")
+    p.add_argument("--out", help="write the results to this JSON file")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..curvature.posthoc import run_curvature
+
+    steps = None if args.steps is None else _steps(args.steps)
+    res = run_curvature(args.run, steps, k=args.top_k, tol=args.tol, n=args.n, layerwise=args.layerwise,
+                        log=lambda m: print(f"  {m}", flush=True))
+    head = f"{'step':>7}{'sharpness':>12}{'threshold':>11}{'ratio':>7}{'HVPs':>7}"
+    print(head)
+    for r in res:
+        more = "  " + ", ".join(f"{x:.4g}" for x in r.eigenvalues[1:]) if len(r.eigenvalues) > 1 else ""
+        print(f"{r.step:>7}{r.sharpness:>12.4f}{r.threshold:>11.4g}{r.sharpness / r.threshold:>7.2f}{r.hvps:>7.1f}{more}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"run": str(args.run), "steps": [r.to_dict() for r in res]}, f, indent=1)
+        print(f"saved: {args.out}")
+    return 0

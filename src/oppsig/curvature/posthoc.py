@@ -1,0 +1,151 @@
+"""Sharpness of a finished run at chosen steps, measured after the fact.
+
+:func:`run_curvature` rebuilds the run's parameters at each asked step by
+replaying training from the last kept checkpoint at or before it (full-batch GD
+and oppsig's seeded mini-batch order are deterministic, so the replay is exact),
+and measures the top-``k`` Hessian eigenvalues there over the run's training
+data, with the optimiser's stability threshold at that step's learning rate.
+Solves are warm-started from the previous step's eigenvectors, as during
+training. ``oppsig sharpness RUN`` is its command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ..errors import OppsigError, StoreError
+from .hvp import make_batches, make_hvp
+from .lanczos import lanczos
+from .operators import HessianOperator
+from .quantities import optimizer_threshold, parameter_groups, top_hessian_eigs
+
+__all__ = ["StepCurvature", "run_curvature"]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCurvature:
+    """The curvature of a run's training loss at one step.
+
+    Attributes:
+        step: the step (parameters before that step's update).
+        eigenvalues: the top-k Hessian eigenvalues, descending.
+        error_bound: largest estimated relative error of them.
+        threshold: the optimiser's stability threshold at this step's lr
+            (for Adam it applies to the preconditioned sharpness, not measured here).
+        hvps: Hessian-vector products spent (in full products).
+        seconds: time of the measurement, replay excluded.
+        layers: top eigenvalue of each module's diagonal Hessian block (when asked).
+    """
+
+    step: int
+    eigenvalues: tuple[float, ...]
+    error_bound: float
+    threshold: float
+    hvps: float
+    seconds: float
+    layers: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def sharpness(self) -> float:
+        """The top eigenvalue."""
+        return self.eigenvalues[0]
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict."""
+        return {**dataclasses.asdict(self), "eigenvalues": list(self.eigenvalues)}
+
+
+def run_curvature(
+    run_dir: str | Path,
+    steps: Sequence[int] | None = None,
+    *,
+    k: int = 1,
+    tol: float = 1e-3,
+    n: int | None = None,
+    layerwise: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> list[StepCurvature]:
+    """Top Hessian eigenvalues of a recorded run at ``steps``.
+
+    Args:
+        run_dir: a run directory written by ``oppsig train``.
+        steps: the steps to measure (default: every kept checkpoint).
+        k: eigenvalues per step.
+        tol: relative accuracy of each eigenvalue (Lanczos' eigenvalue rule).
+        n: use the first ``n`` training examples (default: the run's
+            ``curvature.n``, else all of them).
+        layerwise: also the top eigenvalue of each module's diagonal block.
+        log: a function taking a progress line per step (e.g. ``print``), or None.
+
+    Returns:
+        one :class:`StepCurvature` per step, in increasing step order.
+
+    Raises:
+        StoreError: when the run was not trained by oppsig, kept no checkpoint
+            at or before a step, or a step lies outside the run.
+        OppsigError: for ``k < 1`` or ``tol <= 0``.
+    """
+    from ..data import build_datasets
+    from ..losses import get_loss
+    from ..signals.run import model_at
+    from ..store import open_run
+    from ..train.checkpoint import list_checkpoints
+    from ..optim import lr_at
+
+    if k < 1 or not tol > 0:
+        raise OppsigError(f"need k >= 1 and tol > 0 (got k={k}, tol={tol})")
+    run = open_run(run_dir)
+    cfg = run.config
+    if not hasattr(cfg, "data"):
+        raise StoreError(f"{run_dir} was not trained by oppsig train; cannot rebuild its model")
+    kept = sorted(list_checkpoints(run.path))
+    last = int(run.meta.get("next_step") or cfg.train.steps)
+    wanted = sorted({int(s) for s in steps}) if steps is not None else kept
+    if not wanted:
+        raise StoreError(f"{run_dir} kept no checkpoint; pass --steps (replayed from step 0 only if it was kept)")
+    for s in wanted:
+        if not 0 <= s <= last:
+            raise StoreError(f"step {s} lies outside the run (steps 0..{last}); pass steps in that range")
+    data = build_datasets(cfg.data, seed=cfg.seed)
+    loss_fn = get_loss(cfg.train.loss)
+    say = log or (lambda *_: None)
+    out: list[StepCurvature] = []
+    vecs = gap = None
+    layer_vecs: dict[str, torch.Tensor] = {}
+    for s in wanted:
+        model, train_set = model_at(run, s, data)
+        m = min(n or cfg.curvature.n or len(train_set), len(train_set))
+        t0 = time.perf_counter()
+        batches = make_batches(train_set.x, train_set.y, cfg.train.physical_batch_size, m)
+        hvp = make_hvp(model, batches, loss_fn, method=cfg.curvature.hvp)
+        warm = vecs is not None and vecs.shape[0] == hvp.layout.dim
+        res = top_hessian_eigs(hvp, k=min(k, hvp.layout.dim), tol=tol, max_iter=max(cfg.curvature.max_iter, 60),
+                               v0=vecs if warm else None, gap=gap if warm else None, seed=cfg.seed + s)
+        vecs, gap = res.eigenvectors, res.gap
+        hvps = res.work
+        layers = {}
+        if layerwise:
+            for g, names in parameter_groups(model).items():
+                op = HessianOperator(hvp.restrict(names))
+                prev = layer_vecs.get(g)
+                r = lanczos(op, k=1, tol=tol, max_iter=max(cfg.curvature.max_iter, 60), seed=cfg.seed + s,
+                            v0=prev if prev is not None and prev.shape[0] == op.dim else None,
+                            criterion="eigenvalue")
+                layer_vecs[g] = r.eigenvectors
+                layers[g] = float(r.eigenvalues[0])
+                hvps += r.num_matvecs
+        o = cfg.optim
+        thr = optimizer_threshold(o.name, lr_at(o, s), momentum=o.momentum, dampening=o.dampening,
+                                  nesterov=o.nesterov, betas=o.betas)
+        bound = float((res.error_bounds / res.eigenvalues.abs().clamp_min(1e-30)).max())
+        sc = StepCurvature(step=s, eigenvalues=tuple(float(x) for x in res.eigenvalues), error_bound=bound,
+                           threshold=thr, hvps=float(hvps), seconds=time.perf_counter() - t0, layers=layers)
+        out.append(sc)
+        say(f"step {s}: sharpness {sc.sharpness:.4g} (threshold {thr:.4g}, {sc.sharpness / thr:.2f}x), "
+            f"{hvps:.1f} HVPs, {sc.seconds:.1f} s")
+    return out
