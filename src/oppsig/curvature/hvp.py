@@ -445,6 +445,15 @@ class HVP:
 
         Raises:
             OppsigError: unless ``0 < fraction <= 1``.
+
+        Example:
+            >>> from oppsig.models import build_model
+            >>> from oppsig.losses import get_loss
+            >>> m = build_model("mlp", (4,), 2, widths=(3,))
+            >>> h = make_hvp(m, make_batches(torch.randn(100, 4), torch.randint(0, 2, (100,)), 30), get_loss("ce"))
+            >>> s = h.subsample(0.2, seed=0)
+            >>> [x.shape[0] for x, _ in s.batches], s.num_examples
+            ([20], 20)
         """
         if not 0.0 < float(fraction) <= 1.0:
             raise OppsigError(f"subsample fraction {fraction} must lie in (0, 1]")
@@ -462,6 +471,15 @@ class HVP:
 
         Raises:
             OppsigError: for an index out of range or no rows.
+
+        Example:
+            >>> from oppsig.models import build_model
+            >>> from oppsig.losses import get_loss
+            >>> m = build_model("mlp", (4,), 2, widths=(3,))
+            >>> h = make_hvp(m, make_batches(torch.randn(10, 4), torch.randint(0, 2, (10,)), 4), get_loss("ce"))
+            >>> r = h.rows(torch.tensor([9, 0, 5]), num_examples=10)  # e.g. this process's rows of a global mean
+            >>> [x.shape[0] for x, _ in r.batches], r.num_examples
+            ([3], 10)
         """
         sizes = [int(x.shape[0]) for x, _ in self.batches]
         n_rows = sum(sizes)

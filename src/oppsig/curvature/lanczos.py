@@ -10,8 +10,10 @@ iteration, on the operator's device. Two stopping rules:
   eigenvalue, by the gap bound ``|theta - lambda| <= min(r, r**2 / delta)``
   with ``r`` the residual and ``delta`` the distance from ``theta`` to the
   nearest other Ritz value (or a ``gap`` hint, e.g. from the previous
-  measurement). The eigenvalue error is quadratic in the residual, so this
-  stops several products earlier for the same eigenvalue accuracy. ``delta``
+  measurement). The eigenvalue error is quadratic in the residual (the
+  Kato-Temple inequality; B. N. Parlett, *The Symmetric Eigenvalue Problem*,
+  SIAM 1998), so this stops several products earlier for the same eigenvalue
+  accuracy. ``delta``
   comes from Ritz values, which lie below the eigenvalues they approach, so the
   bound is an estimate rather than a guarantee; it is checked against
   converged references in the tests and in ``benchmarks/bench_sharpness.py``.

@@ -89,6 +89,11 @@ def run_curvature(
         StoreError: when the run was not trained by oppsig, kept no checkpoint
             at or before a step, or a step lies outside the run.
         OppsigError: for ``k < 1`` or ``tol <= 0``.
+
+    Example (a run of ``configs/fc-tanh-mse-gd-cifar5k.yaml``):
+        >>> res = run_curvature("runs/fc-tanh-mse-gd-cifar5k", [200, 1000], k=2)  # doctest: +SKIP
+        >>> [(r.step, round(r.sharpness, 1), r.threshold) for r in res]  # doctest: +SKIP
+        [(200, 68.8, 100.0), (1000, 102.5, 100.0)]
     """
     from ..data import build_datasets
     from ..losses import get_loss
