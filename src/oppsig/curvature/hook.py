@@ -41,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -114,11 +115,13 @@ class CurvatureHook:
         self._count += 1
         coarse = None
         if not warm:
-            # the presample's rows are drawn over all n examples, so every rank takes the same ones
+            # the presample's rows are drawn over all n examples, so every rank takes the same ones; it is
+            # skipped on every rank alike when some rank's shard would hold none of them
             rows = presample_rows(n, cfg.presample, seed)
-            local = None if rows is None else rows[(rows >= lo) & (rows < hi)] - lo
-            if local is not None and local.numel() > 0:
-                coarse = hvp.rows(local, num_examples=int(rows.numel()))
+            ranks = [dataclasses.replace(dctx, rank=r) for r in range(dctx.world)] if dctx is not None else []
+            bounds = [c.shard(n) for c in ranks] if dctx is not None and dctx.enabled else [(lo, hi)]
+            if rows is not None and all(bool(((rows >= a) & (rows < b)).any()) for a, b in bounds):
+                coarse = hvp.rows(rows[(rows >= lo) & (rows < hi)] - lo, num_examples=int(rows.numel()))
         res = top_hessian_eigs(hvp, k=min(cfg.top_k, d), tol=cfg.tol, max_iter=cfg.max_iter,
                                v0=self._vecs if warm else None, gap=self._gap if warm else None, seed=seed,
                                criterion=cfg.criterion, presample=0.0, coarse=coarse, wrap=wrap)
