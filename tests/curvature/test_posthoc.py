@@ -44,9 +44,9 @@ def test_errors(gd_run):
 
 def test_cli(gd_run, tmp_path, capsys):
     out = tmp_path / "sharp.json"
-    assert main(["sharpness", str(gd_run), "--steps", "5,10", "--out", str(out)]) == 0
+    assert main(["sharpness", str(gd_run), "--steps", "5,10", "--out", str(out), "--layerwise"]) == 0
     text = capsys.readouterr().out
-    assert "sharpness" in text and "threshold" in text
+    assert "sharpness" in text and "threshold" in text and "layers: net.1" in text
     d = json.loads(out.read_text())
     assert [s["step"] for s in d["steps"]] == [5, 10] and d["steps"][0]["threshold"] == pytest.approx(40.0)
     assert main(["sharpness", str(gd_run), "--steps", "five"]) == 2

@@ -37,6 +37,8 @@ def run(args) -> int:
     for r in res:
         more = "  " + ", ".join(f"{x:.4g}" for x in r.eigenvalues[1:]) if len(r.eigenvalues) > 1 else ""
         print(f"{r.step:>7}{r.sharpness:>12.4f}{r.threshold:>11.4g}{r.sharpness / r.threshold:>7.2f}{r.hvps:>7.1f}{more}")
+        if r.layers:
+            print(" " * 9 + "layers: " + ", ".join(f"{g} {v:.4g}" for g, v in r.layers.items()))
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"run": str(args.run), "steps": [r.to_dict() for r in res]}, f, indent=1)
