@@ -134,18 +134,6 @@ class CurvatureHook:
         metrics["eig_error"] = float((res.error_bounds / res.eigenvalues.abs().clamp_min(1e-30)).max())
         hvps = res.work
 
-        if cfg.layerwise:
-            for g, names in parameter_groups(model).items():
-                op = wrap(HessianOperator(hvp.restrict(names)))
-                prev = self._layer_vecs.get(g)
-                ok = _vec_ok(prev, op.dim)
-                r = lanczos(op, k=1, tol=cfg.tol, max_iter=cfg.max_iter, v0=prev if ok else None, seed=seed,
-                            criterion=cfg.criterion, gap=self._layer_gaps.get(g) if ok else None)
-                self._layer_vecs[g] = r.eigenvectors.detach()
-                self._layer_gaps[g] = r.gap
-                metrics[f"layer/{g}"] = float(r.eigenvalues[0])
-                hvps += r.num_matvecs
-
         optim_name = state.config.optim.name
         if cfg.preconditioned and optim_name in ("adam", "adamw"):
             try:
@@ -161,6 +149,19 @@ class CurvatureHook:
                 self._precond_vec = r.eigenvectors.detach()
                 self._precond_gap = r.gap
                 metrics["precond_sharpness"] = float(r.eigenvalues[0])
+                hvps += r.num_matvecs
+
+        hvp.release()  # each layer's block builds its own graph: do not hold two at once
+        if cfg.layerwise:
+            for g, names in parameter_groups(model).items():
+                op = wrap(HessianOperator(hvp.restrict(names)))
+                prev = self._layer_vecs.get(g)
+                ok = _vec_ok(prev, op.dim)
+                r = lanczos(op, k=1, tol=cfg.tol, max_iter=cfg.max_iter, v0=prev if ok else None, seed=seed,
+                            criterion=cfg.criterion, gap=self._layer_gaps.get(g) if ok else None)
+                self._layer_vecs[g] = r.eigenvectors.detach()
+                self._layer_gaps[g] = r.gap
+                metrics[f"layer/{g}"] = float(r.eigenvalues[0])
                 hvps += r.num_matvecs
 
         metrics["hvps"] = float(hvps)

@@ -134,6 +134,7 @@ def run_curvature(
         vecs, gap = res.eigenvectors, res.gap
         hvps = res.work
         layers = {}
+        hvp.release()  # each layer's block builds its own graph
         if layerwise:
             for g, names in parameter_groups(model).items():
                 op = HessianOperator(hvp.restrict(names))
