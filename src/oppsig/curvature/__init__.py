@@ -23,73 +23,13 @@ Example:
     True
 """
 
-from .hook import CurvatureHook
-from .hvp import HVP, check_deterministic, full_loss, gradient, loss_and_gradient, make_batches, make_hvp, resolve_method
-from .lanczos import EigResult, lanczos, power_iteration
-from .operators import (
-    CallableOperator,
-    DenseOperator,
-    GGNOperator,
-    HessianOperator,
-    LinearOperator,
-    ParamLayout,
-    PreconditionedOperator,
-    as_operator,
-    flatten_params,
-    unflatten_params,
-)
-from .quantities import (
-    adam_preconditioner,
-    adam_threshold,
-    gd_threshold,
-    hutchinson_trace,
-    layerwise_sharpness,
-    loss_slice,
-    momentum_threshold,
-    optimizer_threshold,
-    parameter_groups,
-    preconditioned_sharpness,
-    presample_rows,
-    sharpness,
-    top_hessian_eigs,
-    update_projection,
-)
+from importlib import import_module as _import_module
 
-__all__ = [
-    "CurvatureHook",
-    "HVP",
-    "make_hvp",
-    "make_batches",
-    "resolve_method",
-    "loss_and_gradient",
-    "gradient",
-    "full_loss",
-    "check_deterministic",
-    "EigResult",
-    "lanczos",
-    "power_iteration",
-    "LinearOperator",
-    "DenseOperator",
-    "CallableOperator",
-    "HessianOperator",
-    "GGNOperator",
-    "PreconditionedOperator",
-    "ParamLayout",
-    "as_operator",
-    "flatten_params",
-    "unflatten_params",
-    "sharpness",
-    "top_hessian_eigs",
-    "presample_rows",
-    "layerwise_sharpness",
-    "parameter_groups",
-    "preconditioned_sharpness",
-    "adam_preconditioner",
-    "gd_threshold",
-    "momentum_threshold",
-    "adam_threshold",
-    "optimizer_threshold",
-    "update_projection",
-    "loss_slice",
-    "hutchinson_trace",
-]
+from .hook import *  # noqa: F401,F403 - each submodule's __all__
+from .hvp import *  # noqa: F401,F403
+from .lanczos import *  # noqa: F401,F403
+from .operators import *  # noqa: F401,F403
+from .quantities import *  # noqa: F401,F403
+
+__all__ = [name for mod in ("hook", "hvp", "lanczos", "operators", "quantities")
+           for name in _import_module(f"{__name__}.{mod}").__all__]

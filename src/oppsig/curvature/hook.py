@@ -41,7 +41,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
@@ -52,7 +51,7 @@ from ..errors import OppsigError
 from .hvp import make_batches, make_hvp
 from .lanczos import lanczos
 from .operators import HessianOperator, PreconditionedOperator
-from .quantities import (adam_preconditioner, optimizer_threshold, parameter_groups, presample_rows,
+from .quantities import (adam_preconditioner, layer_eigs, optimizer_threshold, parameter_groups,
                          top_hessian_eigs, update_projection)
 
 __all__ = ["CurvatureHook"]
@@ -104,27 +103,20 @@ class CurvatureHook:
         bs = cfg.physical_batch_size or state.config.train.physical_batch_size
         # under torch.distributed each rank takes its shard of the n examples and products are summed over ranks
         dctx = state.extras.get("dist")
-        lo, hi = dctx.shard(n) if dctx is not None and dctx.enabled else (0, n)
+        dist = dctx is not None and dctx.enabled
+        lo, hi = dctx.shard(n) if dist else (0, n)
         batches = make_batches(data.x[lo:hi], data.y[lo:hi], bs)
         hvp = make_hvp(model, batches, state.loss_fn, method=cfg.hvp, device=state.device, num_examples=n)
-        wrap = (lambda op: all_reduced(op, dctx)) if dctx is not None and dctx.enabled else (lambda op: op)
+        wrap = (lambda op: all_reduced(op, dctx)) if dist else (lambda op: op)
         d = hvp.layout.dim
         seed = int(getattr(state.config, "seed", 0)) + int(state.step)
         cold_due = cfg.cold_every > 0 and self._count > 0 and self._count % cfg.cold_every == 0
         warm = _vec_ok(self._vecs, d) and not cold_due
         self._count += 1
-        coarse = None
-        if not warm:
-            # the presample's rows are drawn over all n examples, so every rank takes the same ones; it is
-            # skipped on every rank alike when some rank's shard would hold none of them
-            rows = presample_rows(n, cfg.presample, seed)
-            ranks = [dataclasses.replace(dctx, rank=r) for r in range(dctx.world)] if dctx is not None else []
-            bounds = [c.shard(n) for c in ranks] if dctx is not None and dctx.enabled else [(lo, hi)]
-            if rows is not None and all(bool(((rows >= a) & (rows < b)).any()) for a, b in bounds):
-                coarse = hvp.rows(rows[(rows >= lo) & (rows < hi)] - lo, num_examples=int(rows.numel()))
         res = top_hessian_eigs(hvp, k=min(cfg.top_k, d), tol=cfg.tol, max_iter=cfg.max_iter,
                                v0=self._vecs if warm else None, gap=self._gap if warm else None, seed=seed,
-                               criterion=cfg.criterion, presample=0.0, coarse=coarse, wrap=wrap)
+                               criterion=cfg.criterion, presample=cfg.presample,
+                               shards=dctx.shards(n) if dist else None, rank=dctx.rank if dist else 0, wrap=wrap)
         self._vecs = res.eigenvectors.detach()
         self._gap = res.gap
         metrics: dict[str, float] = {"sharpness": float(res.eigenvalues[0])}
@@ -153,12 +145,10 @@ class CurvatureHook:
 
         hvp.release()  # each layer's block builds its own graph: do not hold two at once
         if cfg.layerwise:
-            for g, names in parameter_groups(model).items():
-                op = wrap(HessianOperator(hvp.restrict(names)))
-                prev = self._layer_vecs.get(g)
-                ok = _vec_ok(prev, op.dim)
-                r = lanczos(op, k=1, tol=cfg.tol, max_iter=cfg.max_iter, v0=prev if ok else None, seed=seed,
-                            criterion=cfg.criterion, gap=self._layer_gaps.get(g) if ok else None)
+            layers = layer_eigs(hvp, parameter_groups(model), tol=cfg.tol, max_iter=cfg.max_iter,
+                                v0=self._layer_vecs, gaps=self._layer_gaps, seed=seed, criterion=cfg.criterion,
+                                wrap=wrap)
+            for g, r in layers.items():
                 self._layer_vecs[g] = r.eigenvectors.detach()
                 self._layer_gaps[g] = r.gap
                 metrics[f"layer/{g}"] = float(r.eigenvalues[0])

@@ -150,6 +150,11 @@ def _normalise_batches(batches, device: torch.device, dtype: torch.dtype) -> lis
     return out
 
 
+def _caches(cache_graph, num_batches: int) -> bool:
+    """Whether a ``cache_graph`` setting keeps the graph for data in ``num_batches`` physical batches."""
+    return num_batches == 1 if cache_graph == "auto" else bool(cache_graph)
+
+
 def _second_order_kernels():
     """Run attention on the math backend of scaled_dot_product_attention.
 
@@ -210,9 +215,12 @@ class HVP:
     @property
     def caches(self) -> bool:
         """Whether ``rev_rev`` products keep the gradient's graph between calls."""
-        if self.cache_graph == "auto":
-            return len(self.batches) == 1
-        return bool(self.cache_graph)
+        return _caches(self.cache_graph, len(self.batches))
+
+    @property
+    def num_rows(self) -> int:
+        """Rows over all physical batches."""
+        return sum(int(x.shape[0]) for x, _ in self.batches)
 
     def release(self) -> None:
         """Free the cached graph (the next product rebuilds it)."""
@@ -457,7 +465,7 @@ class HVP:
         """
         if not 0.0 < float(fraction) <= 1.0:
             raise OppsigError(f"subsample fraction {fraction} must lie in (0, 1]")
-        n_rows = sum(int(x.shape[0]) for x, _ in self.batches)
+        n_rows = self.num_rows
         m = max(1, round(float(fraction) * n_rows))
         g = torch.Generator().manual_seed(int(seed))
         rows = torch.randperm(n_rows, generator=g)[:m]
@@ -576,7 +584,8 @@ def make_hvp(
     dtype = dtype or first.dtype
     device = torch.device(device) if device is not None else first.device
     fallback = method == "auto"
-    resolve_method(method, device)  # an unknown method fails before any work
+    bl = _normalise_batches(batches, device, dtype)
+    method = resolve_method(method, device, cached=_caches(cache_graph, len(bl)))
     if params is None:
         chosen = {n: p for n, p in trainable.items()}
     elif isinstance(params, Mapping):
@@ -599,12 +608,10 @@ def make_hvp(
     frozen = {n: cast(t) for n, t in trainable.items() if n not in var}
     # parameters with requires_grad=False are constants too
     frozen.update({n: cast(p) for n, p in model.named_parameters() if n not in trainable})
-    bl = _normalise_batches(batches, device, dtype)
     n_rows = sum(int(x.shape[0]) for x, _ in bl)
     n_ex = n_rows if num_examples is None else int(num_examples)
     if n_ex <= 0:
         raise OppsigError(f"num_examples must be > 0 (got {num_examples})")
-    method = resolve_method(method, device, cached=cache_graph is True or (cache_graph == "auto" and len(bl) == 1))
     return HVP(model, bl, loss_fn, var, frozen, method, n_ex, dtype, device, batchnorm, fallback, cache_graph)
 
 

@@ -20,9 +20,7 @@ import torch
 
 from ..errors import OppsigError, StoreError
 from .hvp import make_batches, make_hvp
-from .lanczos import lanczos
-from .operators import HessianOperator
-from .quantities import optimizer_threshold, parameter_groups, top_hessian_eigs
+from .quantities import layer_eigs, optimizer_threshold, top_hessian_eigs
 
 __all__ = ["StepCurvature", "run_curvature"]
 
@@ -122,6 +120,7 @@ def run_curvature(
     out: list[StepCurvature] = []
     vecs = gap = None
     layer_vecs: dict[str, torch.Tensor] = {}
+    max_iter = max(cfg.curvature.max_iter, 60)
     for s in wanted:
         model, train_set = model_at(run, s, data)
         m = min(n or cfg.curvature.n or len(train_set), len(train_set))
@@ -129,19 +128,15 @@ def run_curvature(
         batches = make_batches(train_set.x, train_set.y, cfg.train.physical_batch_size, m)
         hvp = make_hvp(model, batches, loss_fn, method=cfg.curvature.hvp)
         warm = vecs is not None and vecs.shape[0] == hvp.layout.dim
-        res = top_hessian_eigs(hvp, k=min(k, hvp.layout.dim), tol=tol, max_iter=max(cfg.curvature.max_iter, 60),
+        res = top_hessian_eigs(hvp, k=min(k, hvp.layout.dim), tol=tol, max_iter=max_iter,
                                v0=vecs if warm else None, gap=gap if warm else None, seed=cfg.seed + s)
         vecs, gap = res.eigenvectors, res.gap
         hvps = res.work
         layers = {}
         hvp.release()  # each layer's block builds its own graph
         if layerwise:
-            for g, names in parameter_groups(model).items():
-                op = HessianOperator(hvp.restrict(names))
-                prev = layer_vecs.get(g)
-                r = lanczos(op, k=1, tol=tol, max_iter=max(cfg.curvature.max_iter, 60), seed=cfg.seed + s,
-                            v0=prev if prev is not None and prev.shape[0] == op.dim else None,
-                            criterion="eigenvalue")
+            for g, r in layer_eigs(hvp, tol=tol, max_iter=max_iter, v0=layer_vecs, seed=cfg.seed + s,
+                                   criterion="eigenvalue").items():
                 layer_vecs[g] = r.eigenvectors
                 layers[g] = float(r.eigenvalues[0])
                 hvps += r.num_matvecs

@@ -36,6 +36,8 @@ __all__ = [
     "sharpness",
     "top_hessian_eigs",
     "presample_rows",
+    "presample_hvp",
+    "layer_eigs",
     "layerwise_sharpness",
     "parameter_groups",
     "adam_preconditioner",
@@ -72,6 +74,35 @@ def presample_rows(n: int, fraction: float, seed: int) -> torch.Tensor | None:
     return torch.randperm(int(n), generator=g)[:m].sort().values
 
 
+def presample_hvp(hvp: HVP, fraction: float, seed: int, shards: Sequence[tuple[int, int]] | None = None,
+                  rank: int = 0) -> HVP | None:
+    """``hvp`` restricted to a cold-start presample, or None when the presample would be too small.
+
+    The rows are drawn over all the rows of ``shards`` (every process's range
+    ``[lo, hi)`` of the global rows; default: this ``hvp``'s rows alone, one
+    shard), so the processes of a distributed run take the same ones; ``hvp``
+    holds the rows of ``shards[rank]``. None also when some shard would hold none
+    of them, alike on every process. ``num_examples`` is scaled by the share of
+    the rows drawn.
+
+    Example:
+        >>> from oppsig.models import build_model
+        >>> from oppsig.losses import get_loss
+        >>> from oppsig.curvature import make_hvp
+        >>> m = build_model("mlp", (4,), 2, widths=(3,))
+        >>> h = make_hvp(m, [(torch.randn(1000, 4), torch.randint(0, 2, (1000,)))], get_loss("ce"))
+        >>> presample_hvp(h, 0.1, seed=0).num_rows, presample_hvp(h, 0.01, seed=0)
+        (100, None)
+    """
+    shards = list(shards) if shards is not None else [(0, hvp.num_rows)]
+    n = shards[-1][1]
+    rows = presample_rows(n, fraction, seed)
+    if rows is None or not all(bool(((rows >= a) & (rows < b)).any()) for a, b in shards):
+        return None
+    lo, hi = shards[rank]
+    return hvp.rows(rows[(rows >= lo) & (rows < hi)] - lo, max(1, round(hvp.num_examples * rows.numel() / n)))
+
+
 def top_hessian_eigs(
     hvp: HVP,
     *,
@@ -83,24 +114,26 @@ def top_hessian_eigs(
     seed: int = 0,
     criterion: str = "eigenvalue",
     presample: float = 0.1,
-    coarse: HVP | None = None,
+    shards: Sequence[tuple[int, int]] | None = None,
+    rank: int = 0,
     wrap: Callable[[LinearOperator], LinearOperator] | None = None,
 ) -> EigResult:
     """Top-``k`` Hessian eigenpairs for ``hvp``: warm from ``v0``, else started from a presample's.
 
-    Without ``v0`` (a cold solve), Lanczos first runs on ``coarse`` (default: a
-    random ``presample`` fraction of the rows, skipped when that is fewer than
+    Without ``v0`` (a cold solve), Lanczos first runs on a random ``presample``
+    fraction of the rows (:func:`presample_hvp`; skipped when that is fewer than
     64 rows) to the same tolerance; the full solve starts from its eigenvectors
     with its gap as the ``gap`` hint (a loose presample solve saves little: its
-    products are cheap, and a poorer start costs full products). The result's ``extra_work`` counts the
-    presample's products in units of full products (rows / all rows).
+    products are cheap, and a poorer start costs full products). The result's
+    ``extra_work`` counts the presample's products in units of full products
+    (rows / all rows).
 
     Args:
         hvp: the full problem (:func:`~oppsig.curvature.hvp.make_hvp`).
         k, tol, max_iter, v0, gap, seed, criterion: as in
             :func:`~oppsig.curvature.lanczos.lanczos`.
         presample: fraction of the rows for a cold start (0: random start).
-        coarse: the approximate problem to start from (overrides ``presample``).
+        shards, rank: where this process's rows lie among all (see :func:`presample_hvp`).
         wrap: applied to every operator (e.g. summing products over processes).
 
     Returns:
@@ -118,18 +151,12 @@ def top_hessian_eigs(
     """
     wrap = wrap or (lambda op: op)
     extra = 0.0
-    if v0 is None and coarse is None and presample > 0:
-        n_rows = sum(int(x.shape[0]) for x, _ in hvp.batches)
-        rows = presample_rows(n_rows, presample, seed)
-        if rows is not None:
-            coarse = hvp.rows(rows, max(1, round(hvp.num_examples * rows.numel() / n_rows)))
-    if v0 is None and coarse is not None:
+    coarse = presample_hvp(hvp, presample, seed, shards, rank) if v0 is None and presample > 0 else None
+    if coarse is not None:
         c = lanczos(wrap(HessianOperator(coarse)), k=k, tol=tol, max_iter=max_iter, seed=seed,
                     criterion=criterion)
-        n_full = sum(int(x.shape[0]) for x, _ in hvp.batches)
-        extra = c.num_matvecs * sum(int(x.shape[0]) for x, _ in coarse.batches) / n_full
+        extra = c.num_matvecs * coarse.num_rows / hvp.num_rows
         v0, gap = c.eigenvectors, c.gap
-        coarse.release()
     r = lanczos(wrap(HessianOperator(hvp)), k=k, tol=tol, max_iter=max_iter, v0=v0, seed=seed,
                 criterion=criterion, gap=gap)
     r.extra_work = extra
@@ -206,24 +233,21 @@ def layerwise_sharpness(
     batches,
     loss_fn: LossFn,
     *,
-    groups: Mapping[str, Sequence[str]] | None = None,
-    k: int = 1,
-    tol: float = 1e-3,
-    max_iter: int = 100,
-    v0: Mapping[str, torch.Tensor] | None = None,
-    seed: int = 0,
     method: str = "auto",
     num_examples: int | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     batchnorm: str = "batch",
+    **solve,
 ) -> dict[str, EigResult]:
     """Top eigenpairs of each parameter group's diagonal Hessian block (the rest held fixed).
 
     Args:
-        groups: ``{group: [parameter names]}`` (default: :func:`parameter_groups`).
-        v0: optional warm starts ``{group: (d_g,) or (d_g, j)}``.
-        others: as in :func:`sharpness`.
+        model, batches, loss_fn, method, num_examples, dtype, device, batchnorm:
+            as in :func:`~oppsig.curvature.hvp.make_hvp`.
+        solve: ``groups`` (default: :func:`parameter_groups`), ``v0`` (warm
+            starts ``{group: (d_g,) or (d_g, j)}``), ``k``, ``tol``, ``max_iter``,
+            ``seed``, ``criterion`` of :func:`layer_eigs`.
 
     Returns:
         ``{group: EigResult}`` with eigenvectors flat over that group's parameters.
@@ -239,16 +263,50 @@ def layerwise_sharpness(
         >>> sorted(layerwise_sharpness(m, b, get_loss("mse")))
         ['net.1', 'net.3']
     """
-    groups = parameter_groups(model) if groups is None else groups
     full = make_hvp(model, batches, loss_fn, None, method, num_examples, dtype=dtype, device=device,
                     batchnorm=batchnorm)
+    return layer_eigs(full, **solve)
+
+
+def layer_eigs(
+    hvp: HVP,
+    groups: Mapping[str, Sequence[str]] | None = None,
+    *,
+    k: int = 1,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    v0: Mapping[str, torch.Tensor] | None = None,
+    gaps: Mapping[str, float | None] | None = None,
+    seed: int = 0,
+    criterion: str = "residual",
+    wrap: Callable[[LinearOperator], LinearOperator] | None = None,
+) -> dict[str, EigResult]:
+    """Top eigenpairs of each parameter group's diagonal block of ``hvp``'s Hessian.
+
+    A group's start ``v0[g]`` is used (with its gap ``gaps[g]``) when it has the
+    block's size and is finite; otherwise that group starts from a random vector.
+
+    Args:
+        groups: ``{group: [parameter names]}`` (default: :func:`parameter_groups` of ``hvp``'s parameters).
+        k, tol, max_iter, seed, criterion: as in :func:`~oppsig.curvature.lanczos.lanczos`.
+        v0, gaps: warm starts and their gaps by group (e.g. the previous results').
+        wrap: applied to every operator (e.g. summing products over processes).
+
+    Returns:
+        ``{group: EigResult}`` with eigenvectors flat over that group's parameters.
+
+    Raises:
+        OppsigError: for an unknown parameter name in ``groups``.
+    """
+    wrap = wrap or (lambda op: op)
+    groups = parameter_groups(hvp.model, hvp.layout.names) if groups is None else groups
     out = {}
     for g, names in groups.items():
-        op = HessianOperator(full.restrict(list(names)))
+        op = wrap(HessianOperator(hvp.restrict(list(names))))
         start = None if v0 is None else v0.get(g)
-        if start is not None and start.shape[0] != op.dim:
-            start = None
-        out[g] = lanczos(op, k=min(k, op.dim), tol=tol, max_iter=max_iter, v0=start, seed=seed)
+        warm = start is not None and start.shape[0] == op.dim and bool(torch.isfinite(start).all())
+        out[g] = lanczos(op, k=min(k, op.dim), tol=tol, max_iter=max_iter, v0=start if warm else None, seed=seed,
+                         criterion=criterion, gap=(gaps or {}).get(g) if warm else None)
     return out
 
 

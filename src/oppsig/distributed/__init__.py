@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.distributed as dist
@@ -41,6 +41,10 @@ class DistContext:
     def shard(self, n: int) -> tuple[int, int]:
         """The contiguous row range ``[lo, hi)`` of ``n`` rows that this rank owns."""
         return self.rank * n // self.world, (self.rank + 1) * n // self.world
+
+    def shards(self, n: int) -> list[tuple[int, int]]:
+        """Every rank's row range of ``n`` rows, by rank."""
+        return [replace(self, rank=r).shard(n) for r in range(self.world)]
 
     def barrier(self) -> None:
         if self.enabled:

@@ -24,8 +24,10 @@ from typing import Callable, Iterable
 
 import torch
 
+from ._base import CheckedOptimizer
 
-class SignSGD(torch.optim.Optimizer):
+
+class SignSGD(CheckedOptimizer):
     """Sign-SGD (``momentum=0``) or signum (``momentum > 0``).
 
     Args:
@@ -48,33 +50,26 @@ class SignSGD(torch.optim.Optimizer):
         tensor([ 0.9000, -1.9000,  0.5000])
     """
 
-    def __init__(self, params: Iterable, lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay)
-        _validate(defaults)
-        super().__init__(params, defaults)
+    name = "SignSGD"
 
-    def add_param_group(self, param_group: dict) -> None:
-        _validate(param_group)
-        super().add_param_group(param_group)
+    def __init__(self, params: Iterable, lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+
+    @staticmethod
+    def check_group(group: dict) -> None:
+        _validate(group)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
         """One update; ``closure`` (optional) re-evaluates the loss with gradients and returns it."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self.closure_loss(closure)
         for group in self.param_groups:
             _validate(group)
             lr, beta, wd = group["lr"], group["momentum"], group["weight_decay"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad
-                if g.is_sparse:
-                    raise RuntimeError("SignSGD does not support sparse gradients")
-                if wd != 0:
-                    g = g.add(p, alpha=wd)
+                g = self.decayed_grad(p, wd)
                 if beta != 0:
                     st = self.state[p]
                     if "momentum_buffer" not in st:

@@ -71,10 +71,12 @@ from typing import Callable, Iterable
 
 import torch
 
+from ._base import CheckedOptimizer
+
 SPLIT_RULES = ("rms", "tensor")
 
 
-class SplitSGD(torch.optim.Optimizer):
+class SplitSGD(CheckedOptimizer):
     """SGD with dampened momentum and normalised (Adam-like) steps on outsized gradient coordinates.
 
     See the module docstring for the definition, its motivation and its limits.
@@ -121,16 +123,16 @@ class SplitSGD(torch.optim.Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
     ) -> None:
-        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, split_lr=split_lr, threshold=threshold,
-                        split=split, beta2=beta2, eps=eps, weight_decay=weight_decay)
-        _validate(defaults)
-        super().__init__(params, defaults)
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, split_lr=split_lr,
+                                      threshold=threshold, split=split, beta2=beta2, eps=eps, weight_decay=weight_decay))
         self._counts: list[torch.Tensor] = []
         self._total = 0
 
-    def add_param_group(self, param_group: dict) -> None:
-        _validate(param_group)
-        super().add_param_group(param_group)
+    name = "SplitSGD"
+
+    @staticmethod
+    def check_group(group: dict) -> None:
+        _validate(group)
 
     @property
     def last_split_counts(self) -> tuple[int, int]:
@@ -148,10 +150,7 @@ class SplitSGD(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
         """One update; ``closure`` (optional) re-evaluates the loss with gradients and returns it."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self.closure_loss(closure)
         counts: list[torch.Tensor] = []
         total = 0
         for group in self.param_groups:
@@ -162,11 +161,7 @@ class SplitSGD(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad
-                if g.is_sparse:
-                    raise RuntimeError("SplitSGD does not support sparse gradients")
-                if wd != 0:
-                    g = g.add(p, alpha=wd)
+                g = self.decayed_grad(p, wd)
                 st = self.state[p]
                 if "exp_avg_sq" not in st:
                     st["step"] = 0
