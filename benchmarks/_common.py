@@ -37,7 +37,7 @@ def fmt(x: float) -> str:
 
 def timed_run(cfg, data, steps: int, record: bool, keep: Path | None = None) -> np.ndarray:
     """Per-step wall times of ``oppsig.train`` for ``steps`` steps (recording on or off), in a temporary run dir."""
-    from oppsig.train import train
+    from oppsig.training import train
 
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as d:

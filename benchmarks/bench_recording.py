@@ -24,7 +24,7 @@ from _common import bench_setup, fmt, timed_run
 from oppsig.losses import get_loss
 from oppsig.models import build_model
 from oppsig.store import open_run, probe_losses
-from oppsig.train import batch_rows, full_batch_backward
+from oppsig.training import batch_rows, full_batch_backward
 
 
 def du(path: Path) -> int:

@@ -11,7 +11,7 @@ python - "$STEPS" "$OUT" <<'PY'
 import json, sys, time
 import torch
 from oppsig.config import load_config
-from oppsig.train import train
+from oppsig.training import train
 from oppsig.store import open_run
 
 steps, out = int(sys.argv[1]), sys.argv[2]

@@ -19,7 +19,7 @@ import argparse
 import time
 
 from _common import data_overrides
-from oppsig.compare import compare, comparison_table, format_table, parse_branches
+from oppsig.experiments.compare import compare, comparison_table, format_table, parse_branches
 from oppsig.config import load_config
 
 # learning rates tuned (sweep over 2-3 values each) so that every branch ends near GD's training loss after

@@ -9,11 +9,10 @@ Public API:
     open_run                    read a recorded run
 """
 
-__version__ = "0.1.0"
-
-from .config import Config, load_config  # noqa: E402
-from .errors import OppsigError  # noqa: E402
-from .store import Recorder, open_run, probe_losses  # noqa: E402
-from .train import train  # noqa: E402
+from .config import Config, load_config
+from .errors import OppsigError
+from .store import Recorder, open_run, probe_losses
+from .training import train
+from .version import __version__
 
 __all__ = ["__version__", "Config", "load_config", "OppsigError", "Recorder", "open_run", "probe_losses", "train"]

@@ -6,7 +6,7 @@ import torch
 from oppsig.config import load_config
 from oppsig.curvature import CurvatureHook, adam_threshold
 from oppsig.data import ArrayDataset
-from oppsig.train.hooks import TrainState
+from oppsig.training.hooks import TrainState
 
 from ._reference import F64, assert_close, dense, problem, tiny_data
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from oppsig.store import open_run
-from oppsig.train import load_checkpoint
+from oppsig.training import load_checkpoint
 
 ARGS = ["--no-progress", "--data.name=synthetic", "--data.n=101", "--model.widths=[16]", "--optim.lr=0.05",
         "--train.physical_batch_size=20", "--record.chunk_steps=4", "--train.checkpoint_every=5"]

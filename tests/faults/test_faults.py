@@ -17,7 +17,7 @@ from oppsig.config import load_config
 from oppsig.errors import ConfigError, DivergenceError, StoreError
 from oppsig.store import open_run
 from oppsig.store.writer import StoreWriter
-from oppsig.train import load_checkpoint, train
+from oppsig.training import load_checkpoint, train
 
 
 def test_disk_full_keeps_earlier_steps(tiny_cfg, monkeypatch):
@@ -115,7 +115,7 @@ def test_second_writer_is_refused(tiny_cfg, tmp_path):
     cfg = tiny_cfg(steps=400)
     script = tmp_path / "w.py"
     script.write_text(
-        "import sys\nfrom oppsig.config import load_config\nfrom oppsig.train import train\n"
+        "import sys\nfrom oppsig.config import load_config\nfrom oppsig.training import train\n"
         "train(load_config(None, sys.argv[1:]), progress=False)\n")
     args = [f"{k}" for k in ["data.name=synthetic", "data.n=128", "model.widths=[16]", "train.steps=100000",
                              f"out_dir={cfg.out_dir}", "name=tiny"]]

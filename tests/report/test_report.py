@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from oppsig.report import plot_heatmap, plot_image_grid, plot_loss, plot_sharpness, write_report
-from oppsig.train import train
+from oppsig.training import train
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

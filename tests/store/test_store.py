@@ -138,7 +138,7 @@ def test_probe_losses_leave_model_untouched():
 WRITER = r"""
 import sys, time
 from oppsig.config import load_config
-from oppsig.train import train
+from oppsig.training import train
 
 class Slow:
     def on_step_end(self, state):

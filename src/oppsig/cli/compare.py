@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..compare import compare, parse_branches
+    from ..experiments.compare import compare, parse_branches
     from ..config import load_config
 
     cfg = load_config(args.config, split_overrides(args.overrides))
@@ -32,7 +32,7 @@ def run(args) -> int:
         if name in res.summaries:
             print("  " + res.summaries[name].replace("\n", "\n  "))
     if res.branches:
-        from ..compare import comparison_table, format_table
+        from ..experiments.compare import comparison_table, format_table
 
         rows, note = comparison_table(res.branches)
         print(format_table(rows))

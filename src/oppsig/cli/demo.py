@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..demo import run_demo
+    from ..experiments.demo import run_demo
 
     res = run_demo(args.data_dir, args.out_dir, args.steps, progress=not args.no_progress, n=args.n)
     print(f"run: {res.run_dir}")

@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..signals import SignalsConfig, summary_text
-    from ..signals.run import detect_run
+    from ..experiments.detect import detect_run
 
     cfg = SignalsConfig() if args.k is None else SignalsConfig(k=args.k)
     res = detect_run(args.run, cfg, verify=args.verify, grids=not args.no_grids, log=lambda m: print(f"  {m}"))

@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..intervene import intervene
+    from ..experiments.intervene import intervene
 
     res = intervene(args.run, args.mode, args.group, args.from_step, args.steps, args.weight, args.attenuation,
                     args.seed, args.overwrite, not args.no_progress)

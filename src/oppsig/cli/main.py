@@ -12,7 +12,7 @@ COMMANDS = ("train", "demo", "detect", "report", "sharpness", "compare", "interv
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from ..version import __version__
 
     p = argparse.ArgumentParser(
         prog="oppsig",

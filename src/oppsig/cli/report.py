@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..report import write_report, write_tensorboard
-    from ..report.html import load_signals
+    from ..report.summary import load_signals
     from ..store import open_run
 
     path = write_report(args.runs, args.out)

@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..curvature.posthoc import run_curvature
+    from ..experiments.sharpness import run_curvature
 
     steps = None if args.steps is None else _steps(args.steps)
     res = run_curvature(args.run, steps, k=args.top_k, tol=args.tol, n=args.n, layerwise=args.layerwise,

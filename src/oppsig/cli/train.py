@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..config import load_config
     from ..errors import ConfigError
-    from ..train import train
+    from ..training import train
 
     overrides = split_overrides(args.overrides)
     if args.data_dir:

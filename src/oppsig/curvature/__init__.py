@@ -9,8 +9,10 @@
 - :mod:`.quantities`: sharpness (full, per layer, Adam-preconditioned),
   stability thresholds, update projections, loss slices, trace estimates.
 - :mod:`.hook`: ``CurvatureHook`` for the training loop.
-- :mod:`.posthoc`: ``run_curvature``, the sharpness of a finished run at chosen
-  steps, replayed from its checkpoints (``oppsig sharpness``).
+
+The sharpness of a finished run at chosen steps, replayed from its checkpoints
+(``oppsig sharpness``), composes training and curvature:
+:func:`oppsig.experiments.run_curvature`.
 
 Example:
     >>> import torch

@@ -46,11 +46,11 @@ from typing import Any
 
 import torch
 
-from ..distributed import all_reduced, exact_math
+from ..distributed import exact_math
 from ..errors import OppsigError
 from .hvp import make_batches, make_hvp
 from .lanczos import lanczos
-from .operators import HessianOperator, PreconditionedOperator
+from .operators import HessianOperator, PreconditionedOperator, all_reduced
 from .quantities import (adam_preconditioner, layer_eigs, optimizer_threshold, parameter_groups,
                          top_hessian_eigs, update_projection)
 

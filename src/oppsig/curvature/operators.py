@@ -41,6 +41,7 @@ __all__ = [
     "GGNOperator",
     "PreconditionedOperator",
     "as_operator",
+    "all_reduced",
 ]
 
 
@@ -510,3 +511,24 @@ class PreconditionedOperator(LinearOperator):
     def _matmat(self, V):
         s = self.scale[:, None]
         return s * self.op.matmat(s * V)
+
+
+def all_reduced(op, ctx: DistContext):
+    """A linear operator whose products are summed over ranks.
+
+    Each rank's ``op`` holds the Hessian of its shard's share of the global mean
+    loss (its HVP built with ``num_examples`` = the global count), so the sum over
+    ranks is the Hessian of the global loss; Lanczos then runs identically on
+    every rank (same start vector from the same seed).
+    """
+    if not ctx.enabled:
+        return op
+
+    class AllReduced(LinearOperator):
+        def __init__(self) -> None:
+            super().__init__(op.dim, op.dtype, op.device)
+
+        def _matvec(self, v):
+            return ctx.all_reduce_(op.matvec(v).clone())
+
+    return AllReduced()

@@ -105,30 +105,7 @@ def no_sync(model) -> object:
     return model.no_sync() if hasattr(model, "no_sync") else nullcontext()
 
 
-__all__ = ["DistContext", "context_from_env", "device_for", "no_sync", "all_reduced", "exact_math"]
-
-
-def all_reduced(op, ctx: DistContext):
-    """A linear operator whose products are summed over ranks.
-
-    Each rank's ``op`` holds the Hessian of its shard's share of the global mean
-    loss (its HVP built with ``num_examples`` = the global count), so the sum over
-    ranks is the Hessian of the global loss; Lanczos then runs identically on
-    every rank (same start vector from the same seed).
-    """
-    from ..curvature.operators import LinearOperator
-
-    if not ctx.enabled:
-        return op
-
-    class AllReduced(LinearOperator):
-        def __init__(self) -> None:
-            super().__init__(op.dim, op.dtype, op.device)
-
-        def _matvec(self, v):
-            return ctx.all_reduce_(op.matvec(v).clone())
-
-    return AllReduced()
+__all__ = ["DistContext", "context_from_env", "device_for", "no_sync", "exact_math"]
 
 
 class exact_math:

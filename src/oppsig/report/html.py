@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import StoreError
 from . import figures as F
+from .summary import load_signals, run_summary, signals_summary
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:0 auto;padding:1rem 1.5rem;
@@ -56,45 +57,6 @@ def _fmt(v: Any, nd: int = 4) -> str:
             return "–"
         return f"{v:.{nd}g}"
     return str(v)
-
-
-def load_signals(run_dir: Path):
-    """The run's ``signals.json`` as a result object, or None."""
-    p = Path(run_dir) / "signals.json"
-    if not p.exists():
-        return None
-    from ..signals import read_signals_json
-
-    return read_signals_json(p)
-
-
-def run_summary(run) -> dict:
-    """Numbers for the comparison table: spikes, time at the edge of stability, group oscillation amplitude."""
-    m = run.metrics
-    out: dict[str, Any] = {}
-    loss = np.asarray(m.get("loss", []), dtype=float)
-    out["steps"] = int(len(loss))
-    out["final loss"] = float(loss[-1]) if len(loss) else float("nan")
-    acc = np.asarray(m.get("accuracy", []), dtype=float)
-    out["final accuracy"] = float(acc[-1]) if len(acc) else float("nan")
-    ta = np.asarray(m.get("test_accuracy", []), dtype=float)
-    ta = ta[np.isfinite(ta)]
-    final = (run.meta.get("final") or {}) if hasattr(run, "meta") else {}
-    out["test accuracy"] = float(final.get("test_accuracy", ta[-1] if len(ta) else float("nan")))
-    s = np.asarray(m.get("sharpness", []), dtype=float)
-    t = np.asarray(m.get("threshold", []), dtype=float)
-    ok = np.isfinite(s) & np.isfinite(t)
-    out["max sharpness / threshold"] = float(np.max(s[ok] / t[ok])) if ok.any() else float("nan")
-    out["time at EoS"] = float(np.mean(s[ok] >= 0.9 * t[ok])) if ok.any() else float("nan")
-    return out
-
-
-def _signals_rows(sig) -> dict:
-    if sig is None:
-        return {"spikes": "–", "pairs": "–", "group oscillation": "–"}
-    sigp = list(sig.pairs)
-    amp = max((float(p.swing) for p in sigp), default=float("nan"))
-    return {"spikes": len(getattr(sig, "spikes", ())), "pairs": len(sigp), "group oscillation": amp}
 
 
 def _config_table(cfg) -> str:
@@ -259,7 +221,7 @@ def comparison_section(runs: Sequence, sigs: Sequence, names: Sequence[str]) -> 
             "max sharpness / threshold", "time at EoS"]
     rows = []
     for run, sig, name in zip(runs, sigs, names):
-        d = {"run": name, **run_summary(run), **_signals_rows(sig)}
+        d = {"run": name, **run_summary(run), **signals_summary(sig)}
         rows.append("<tr>" + "".join(f"<td>{esc(_fmt(d.get(c, '–'), 3))}</td>" for c in cols) + "</tr>")
     parts.append("<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in cols) + "</tr>" + "".join(rows) + "</table>")
     parts.append("<p class='small'>time at EoS: fraction of sharpness measurements at or above 90% of the optimiser's "

@@ -32,7 +32,6 @@ from .api import find_signals, find_signals_in_run, summary_text
 from .config import SignalsConfig
 from .detect import MIN_ROWS, LossMatrix, detect_spikes, extremes
 from .explain import Descriptors, explain_group, input_descriptors
-from .plots import save_group_grids
 from .result import (
     FORMAT_VERSION,
     Group,
@@ -62,7 +61,6 @@ __all__ = [
     "FORMAT_VERSION",
     "write_signals_json",
     "read_signals_json",
-    "save_group_grids",
     "detect_spikes",
     "extremes",
     "LossMatrix",

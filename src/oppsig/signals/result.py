@@ -281,12 +281,9 @@ class SignalsResult:
 
 
 def _version() -> str:
-    try:
-        from .. import __version__
+    from ..version import __version__
 
-        return str(__version__)
-    except Exception:  # pragma: no cover - the package always has a version
-        return "unknown"
+    return __version__
 
 
 def _clean(obj: Any) -> Any:

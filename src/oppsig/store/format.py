@@ -53,7 +53,7 @@ def environment() -> dict:
     import numpy
     import torch
 
-    from .. import __version__
+    from ..version import __version__
 
     return {
         "format_version": FORMAT_VERSION,

@@ -1,6 +1,6 @@
 """The demo end to end on the embedded synthetic default (shortened)."""
 
-from oppsig.demo import run_demo
+from oppsig.experiments.demo import run_demo
 
 
 def test_demo_on_synthetic_data(tmp_path, monkeypatch):

@@ -19,8 +19,8 @@ from typing import Callable, Sequence
 import torch
 
 from ..errors import OppsigError, StoreError
-from .hvp import make_batches, make_hvp
-from .quantities import layer_eigs, optimizer_threshold, top_hessian_eigs
+from ..curvature.hvp import make_batches, make_hvp
+from ..curvature.quantities import layer_eigs, optimizer_threshold, top_hessian_eigs
 
 __all__ = ["StepCurvature", "run_curvature"]
 
@@ -95,9 +95,9 @@ def run_curvature(
     """
     from ..data import build_datasets
     from ..losses import get_loss
-    from ..signals.run import model_at
+    from ..training.replay import model_at
     from ..store import open_run
-    from ..train.checkpoint import list_checkpoints
+    from ..training.checkpoint import list_checkpoints
     from ..optim import lr_at
 
     if k < 1 or not tol > 0:

@@ -4,7 +4,7 @@ import torch
 
 from oppsig.data import opposing_signals
 from oppsig.errors import ConfigError
-from oppsig.intervene import apply, matched_control
+from oppsig.experiments.intervene import apply, matched_control
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +44,9 @@ def test_attenuate_scales_the_group_direction(ds):
 
 def test_intervene_end_to_end(tiny_cfg):
     """Three branches from a kept checkpoint: untouched, the pair's groups changed, a matched control."""
-    from oppsig.intervene import intervene
+    from oppsig.experiments.intervene import intervene
     from oppsig.store import open_run
-    from oppsig.train import train
+    from oppsig.training import train
     from tests.report.test_report import add_fake_signals
 
     res0 = train(tiny_cfg(steps=12), progress=False)  # checkpoints kept at 0, 5, 10

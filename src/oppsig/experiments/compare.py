@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Config
-from .errors import ConfigError, DivergenceError, OppsigError
-from .optim import OPTIMIZERS
+from ..config import Config
+from ..errors import ConfigError, DivergenceError, OppsigError
+from ..optim import OPTIMIZERS
 
 # settings that make each optimiser a sensible branch of a GD run at its edge of stability
 BRANCH_DEFAULTS: dict[str, tuple[str, ...]] = {
@@ -93,7 +93,7 @@ def compare(cfg: Config, branches: list[BranchSpec], branch_at: int, steps: int 
     Raises:
         ConfigError: when ``branch_at`` is not inside the run.
     """
-    from .train import load_checkpoint, train
+    from ..training import load_checkpoint, train
 
     total = steps or cfg.train.steps
     if not 0 < branch_at < total:
@@ -116,14 +116,14 @@ def compare(cfg: Config, branches: list[BranchSpec], branch_at: int, steps: int 
         out.branches[spec.run_name] = run_dir
         if detect:
             try:
-                from .signals.run import detect_run
-                from .signals import summary_text
+                from .detect import detect_run
+                from ..signals import summary_text
 
                 out.summaries[spec.run_name] = summary_text(detect_run(run_dir, verify=1))
             except OppsigError as e:  # e.g. too few steps recorded before a divergence
                 out.summaries[spec.run_name] = f"no detection: {e}"
     if report:
-        from .report import write_report
+        from ..report import write_report
 
         out.report = write_report(list(out.branches.values()), Path(cfg.out_dir) / f"{cfg.name}-comparison.html")
     return out
@@ -143,8 +143,8 @@ def comparison_table(branches: dict[str, Path], reference: str | None = None) ->
     """
     import numpy as np
 
-    from .report.html import load_signals, run_summary
-    from .store import open_run
+    from ..report.summary import load_signals, run_summary
+    from ..store import open_run
 
     runs = {k: open_run(v) for k, v in branches.items()}
     reference = reference or next(iter(runs))
@@ -164,12 +164,6 @@ def comparison_table(branches: dict[str, Path], reference: str | None = None) ->
         sig = load_signals(branches[name])
         s = run_summary(run)
 
-        def med(key):
-            a, t = np.asarray(m.get(key, []), float), np.asarray(m.get("threshold", []), float)
-            n = min(len(a), len(t))
-            ok = np.isfinite(a[:n]) & np.isfinite(t[:n])
-            return float(np.median(a[:n][ok] / t[:n][ok])) if ok.any() else float("nan")
-
         up = np.asarray(m.get("update_proj", []), float)
         up = up[np.isfinite(up)]
         swing = float("nan")
@@ -186,7 +180,7 @@ def comparison_table(branches: dict[str, Path], reference: str | None = None) ->
             "spikes": len(sig.spikes) if sig else float("nan"),
             "largest": max((x.height for x in sig.spikes), default=0.0) if sig else float("nan"),
             "pairs": len(sig.pairs) if sig else float("nan"), "pair swing": swing,
-            "sharp/thr": med("sharpness"), "precond/thr": med("precond_sharpness"),
+            "sharp/thr": s["median sharpness / threshold"], "precond/thr": s["median precond / threshold"],
             "|update.v|": float(np.mean(np.abs(up))) if len(up) else float("nan"),
             "final loss": s["final loss"], "train acc": s["final accuracy"], "test acc": s["test accuracy"],
         })

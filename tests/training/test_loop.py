@@ -8,8 +8,8 @@ import torch
 
 from oppsig.errors import DivergenceError, RunExistsError, RunLockedError
 from oppsig.store import open_run
-from oppsig.train import batch_rows, train
-from oppsig.train.lock import RunLock
+from oppsig.training import batch_rows, train
+from oppsig.training.lock import RunLock
 
 
 def test_gd_run_writes_run_dir(tiny_cfg):

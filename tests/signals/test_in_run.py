@@ -41,18 +41,3 @@ def test_run_with_the_wrong_dataset(planted, recorded):
         find_signals_in_run(recorded, dataset=ds.take(np.arange(500)))
     with pytest.raises(SignalsError, match="no oppsig config"):
         find_signals_in_run(recorded)
-
-
-def test_model_at_replays_exactly(tiny_cfg):
-    """The model rebuilt at a step from a kept checkpoint equals the one training reached there."""
-    import torch
-
-    from oppsig.signals.run import model_at
-    from oppsig.store import open_run
-    from oppsig.train import train
-
-    long = train(tiny_cfg("name=long", steps=12), progress=False)  # checkpoints kept at 5 and 10
-    short = train(tiny_cfg("name=short", steps=8), progress=False)
-    model, _ = model_at(open_run(long.run_dir), 8)
-    for p, q in zip(model.parameters(), short.model.parameters()):
-        assert torch.equal(p, q)

@@ -466,12 +466,12 @@ def train(
 
     Args:
         cfg: the run's config.
-        hooks: extra hooks (see :mod:`oppsig.train.hooks`).
+        hooks: extra hooks (see :mod:`oppsig.training.hooks`).
         resume: continue the run in ``run_dir`` from its last checkpoint.
         overwrite: replace an existing run in ``run_dir``.
         progress: show a progress bar.
         data: (train, test) data sets to use instead of building them from ``cfg.data``.
-        branch_from: a checkpoint dict (see :func:`~oppsig.train.load_checkpoint`) to start from: its
+        branch_from: a checkpoint dict (see :func:`~oppsig.training.load_checkpoint`) to start from: its
             model, step and RNG state (and optimiser state when the optimiser is the same).
         example_weights: float (N,) weight of each training example in the loss (default all 1).
 

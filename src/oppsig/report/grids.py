@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from .result import SignalsError, SignalsResult
+from ..signals.result import SignalsError, SignalsResult
 
 
 def _images(dataset, rows: np.ndarray) -> np.ndarray:

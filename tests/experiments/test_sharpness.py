@@ -5,10 +5,10 @@ import pytest
 
 from oppsig.cli.main import main
 from oppsig.config import load_config
-from oppsig.curvature.posthoc import run_curvature
+from oppsig.experiments.sharpness import run_curvature
 from oppsig.errors import OppsigError, StoreError
 from oppsig.store import open_run
-from oppsig.train import train
+from oppsig.training import train
 
 
 @pytest.fixture(scope="module")

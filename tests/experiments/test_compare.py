@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from oppsig.compare import BranchSpec, compare, parse_branches
+from oppsig.experiments.compare import BranchSpec, compare, parse_branches
 from oppsig.errors import ConfigError
 from oppsig.store import open_run
-from oppsig.train import load_checkpoint
+from oppsig.training import load_checkpoint
 
 
 class Capture:
@@ -17,9 +17,7 @@ class Capture:
 
 
 def test_branches_start_from_bitwise_identical_states(tiny_cfg, monkeypatch):
-    import sys
-
-    T = sys.modules["oppsig.train"]  # the subpackage (oppsig.train is also the train function)
+    import oppsig.training as T
 
     captured = []
     real = T.train
@@ -64,7 +62,7 @@ def test_branch_at_must_be_inside(tiny_cfg):
 
 
 def test_a_diverging_branch_is_kept_and_the_others_run(tiny_cfg):
-    from oppsig.compare import comparison_table
+    from oppsig.experiments.compare import comparison_table
 
     cfg = tiny_cfg("train.loss=mse", steps=12)
     res = compare(cfg, parse_branches("gd@boom:optim.lr=1e6,gd"), branch_at=4, detect=False, report=False,

@@ -18,49 +18,12 @@ from pathlib import Path
 
 
 from ..errors import StoreError
-from .api import find_signals_in_run
-from .config import SignalsConfig
-from .plots import save_group_grids
-from .result import SignalsResult, write_signals_json
-from .verify import verify_pair
-
-
-def model_at(run, step: int, data=None):
-    """The run's model at parameters theta_step, replayed from the last kept checkpoint at or before ``step``.
-
-    Returns:
-        ``(model, train_set)``; the model is on the CPU in train mode.
-
-    Raises:
-        StoreError: when the run kept no checkpoint at or before ``step`` or was not trained by oppsig.
-    """
-    from ..train import load_checkpoint, train
-    from ..train.checkpoint import list_checkpoints
-
-    cfg = run.config
-    if not hasattr(cfg, "data"):
-        raise StoreError(f"{run.path} was not trained by oppsig train; cannot rebuild its model")
-    kept = {s: p for s, p in list_checkpoints(run.path).items() if s <= step}
-    if not kept:
-        raise StoreError(f"{run.path} kept no checkpoint at or before step {step}")
-    start = max(kept)
-    ckpt = load_checkpoint(kept[start])
-    if data is None:
-        from ..data import build_datasets
-
-        data = build_datasets(cfg.data, seed=cfg.seed)
-    replay = cfg.replace([f"train.steps={max(step, start + 1)}", "record.enabled=false", "curvature.every=0",
-                          "device=cpu", "train.checkpoint_every=0"])
-    if step == start:  # no step to replay: load the checkpoint into a fresh model
-        replay = cfg.replace(["train.steps=1", "record.enabled=false", "curvature.every=0", "device=cpu"])
-        from ..models import build_from_config
-
-        train_set = data[0]
-        model = build_from_config(cfg.model, tuple(train_set.x.shape[1:]), train_set.num_classes)
-        model.load_state_dict(ckpt["model"])
-        return model, train_set
-    res = train(replay, run_dir=None, progress=False, data=data, branch_from=ckpt)
-    return res.model, data[0]
+from ..training.replay import model_at
+from ..signals.api import find_signals_in_run
+from ..signals.config import SignalsConfig
+from ..report.grids import save_group_grids
+from ..signals.result import SignalsResult, write_signals_json
+from ..signals.verify import verify_pair
 
 
 def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), verify: int = 3, grids: bool = True,

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from oppsig.signals import SignalsError, save_group_grids
+from oppsig.report import save_group_grids
+from oppsig.signals import SignalsError
 
 
 def test_group_grids_written(planted, tmp_path):

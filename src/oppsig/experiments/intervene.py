@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.base import ArrayDataset
-from .errors import ConfigError, StoreError
+from ..data.base import ArrayDataset
+from ..errors import ConfigError, StoreError
 
 MODES = ("remove", "downweight", "attenuate")
 
@@ -77,23 +77,22 @@ def apply(dataset: ArrayDataset, rows: np.ndarray, mode: str, weight: float = 0.
 
 
 def _spike_stats(run_dir: Path) -> dict:
-    from .signals import SignalsConfig, detect_spikes
-    from .store import open_run
+    from ..report.summary import run_summary
+    from ..signals import SignalsConfig, detect_spikes
+    from ..store import open_run
 
     run = open_run(run_dir)
     m = run.metrics
-    loss = np.asarray(m["loss"], dtype=float)
-    out = {"final loss": float(loss[-1])}
+    s = run_summary(run)
+    out = {"final loss": s["final loss"]}
     try:
-        spikes = detect_spikes(loss, np.asarray(m["step"]), SignalsConfig())
+        spikes = detect_spikes(np.asarray(m["loss"], dtype=float), np.asarray(m["step"]), SignalsConfig())
         out["spikes"] = len(spikes)
         out["largest spike"] = max((s.height for s in spikes), default=0.0)
     except Exception:
         out["spikes"], out["largest spike"] = 0, 0.0
-    s, t = np.asarray(m.get("sharpness", []), float), np.asarray(m.get("threshold", []), float)
-    ok = np.isfinite(s) & np.isfinite(t)
-    out["mean sharpness"] = float(s[ok].mean()) if ok.any() else float("nan")
-    out["max sharpness / threshold"] = float((s[ok] / t[ok]).max()) if ok.any() else float("nan")
+    out["mean sharpness"] = s["mean sharpness"]
+    out["max sharpness / threshold"] = s["max sharpness / threshold"]
     return out
 
 
@@ -112,11 +111,11 @@ def intervene(run_dir: str | Path, mode: str = "remove", groups: list[int] | Non
         StoreError: when the run has no signals.json or no usable checkpoint.
         ConfigError: for an unknown mode or group.
     """
-    from .data import build_datasets
-    from .report.html import load_signals
-    from .store import open_run
-    from .train import load_checkpoint, train
-    from .train.checkpoint import list_checkpoints
+    from ..data import build_datasets
+    from ..report.summary import load_signals
+    from ..store import open_run
+    from ..training import load_checkpoint, train
+    from ..training.checkpoint import list_checkpoints
 
     run_dir = Path(run_dir)
     run = open_run(run_dir)
@@ -159,7 +158,7 @@ def intervene(run_dir: str | Path, mode: str = "remove", groups: list[int] | Non
         out.branches[label] = res.run_dir
         out.table[label] = _spike_stats(res.run_dir)
     if report:
-        from .report import write_report
+        from ..report import write_report
 
         out.report = write_report(list(out.branches.values()), run_dir.parent / f"{cfg.name}-intervention.html")
     return out

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Config, load_config
-from .data.cifar import find_cifar10
+from ..config import Config, load_config
+from ..data.cifar import find_cifar10
 
 DEMO_CIFAR = [
     "name=demo-cifar10", "data.name=cifar10", "data.n=5000", "data.test_n=1000", "model.name=mlp",
@@ -61,7 +61,7 @@ class DemoResult:
 def run_demo(data_dir: str | None = None, out_dir: str = "runs", steps: int | None = None, progress: bool = True,
              overwrite: bool = True, log=print, n: int | None = None) -> DemoResult:
     """Train, record, track sharpness, detect and report; returns where everything is."""
-    from .train import train
+    from ..training import train
 
     cfg, why = demo_config(data_dir, out_dir, steps, n)
     log(f"[1/3] training: {why}")
@@ -70,14 +70,14 @@ def run_demo(data_dir: str | None = None, out_dir: str = "runs", steps: int | No
     summary = (f"{res.next_step} GD steps in {res.wall_time:.0f} s: loss {m.get('loss', float('nan')):.3f}, "
                f"accuracy {m.get('accuracy', float('nan')):.3f}")
     out = DemoResult(res.run_dir, why, summary)
-    from .signals.run import detect_run
-    from .signals import summary_text
+    from .detect import detect_run
+    from ..signals import summary_text
 
     log("[2/3] detecting opposing signals")
     sig = detect_run(res.run_dir, verify=1, log=lambda msg: log(f"      {msg}"))
     out.signals_summary = summary_text(sig)
     out.n_pairs = len(sig.pairs)
-    from .report import write_report
+    from ..report import write_report
 
     log("[3/3] writing the report")
     out.report = write_report([res.run_dir])

@@ -2,7 +2,7 @@ import torch
 
 from oppsig.losses import get_loss
 from oppsig.models import build_model
-from oppsig.train import full_batch_backward
+from oppsig.training import full_batch_backward
 
 
 def grads(model):

@@ -1,0 +1,79 @@
+"""One summary of a run, shared by the report, ``oppsig compare`` and ``oppsig intervene``.
+
+Example:
+    >>> class Run:  # the fields of a run that the summary reads
+    ...     metrics = {"loss": [1.0, 0.5], "accuracy": [0.2, 0.6], "sharpness": [10.0, 25.0],
+    ...                "threshold": [20.0, 20.0]}
+    ...     meta = {}
+    >>> s = run_summary(Run())
+    >>> s["final loss"], s["max sharpness / threshold"], s["time at EoS"]
+    (0.5, 1.25, 0.5)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["run_summary", "load_signals", "signals_summary"]
+
+
+def load_signals(run_dir: str | Path):
+    """The run's ``signals.json`` as a :class:`~oppsig.signals.SignalsResult`, or None when it has none.
+
+    Raises:
+        DataFormatError: when the file exists but cannot be read.
+    """
+    from ..signals import read_signals_json
+
+    p = Path(run_dir) / "signals.json"
+    return read_signals_json(p) if p.exists() else None
+
+
+def _ratio(m: dict, key: str) -> np.ndarray:
+    """``m[key] / m["threshold"]`` where both are finite, aligned by position."""
+    a, t = np.asarray(m.get(key, []), float), np.asarray(m.get("threshold", []), float)
+    n = min(len(a), len(t))
+    a, t = a[:n], t[:n]
+    ok = np.isfinite(a) & np.isfinite(t)
+    return a[ok] / t[ok]
+
+
+def run_summary(run) -> dict[str, Any]:
+    """Figures of one run from its metrics: final loss/accuracy, sharpness against the threshold.
+
+    ``max sharpness / threshold`` and ``median sharpness / threshold`` use the raw top eigenvalue;
+    ``median precond / threshold`` the preconditioned one (Adam); ``time at EoS`` is the fraction of
+    sharpness measurements at or above 90% of the optimiser's stability threshold.
+    """
+    m = run.metrics
+    out: dict[str, Any] = {}
+    loss = np.asarray(m.get("loss", []), dtype=float)
+    out["steps"] = int(len(loss))
+    out["final loss"] = float(loss[-1]) if len(loss) else float("nan")
+    acc = np.asarray(m.get("accuracy", []), dtype=float)
+    out["final accuracy"] = float(acc[-1]) if len(acc) else float("nan")
+    ta = np.asarray(m.get("test_accuracy", []), dtype=float)
+    ta = ta[np.isfinite(ta)]
+    final = (getattr(run, "meta", None) or {}).get("final") or {}
+    out["test accuracy"] = float(final.get("test_accuracy", ta[-1] if len(ta) else float("nan")))
+    s = np.asarray(m.get("sharpness", []), dtype=float)
+    out["mean sharpness"] = float(np.nanmean(s)) if np.isfinite(s).any() else float("nan")
+    r = _ratio(m, "sharpness")
+    out["max sharpness / threshold"] = float(r.max()) if len(r) else float("nan")
+    out["median sharpness / threshold"] = float(np.median(r)) if len(r) else float("nan")
+    out["time at EoS"] = float(np.mean(r >= 0.9)) if len(r) else float("nan")
+    p = _ratio(m, "precond_sharpness")
+    out["median precond / threshold"] = float(np.median(p)) if len(p) else float("nan")
+    return out
+
+
+def signals_summary(sig) -> dict[str, Any]:
+    """Spikes, pairs and the largest pair swing of a signals result (dashes when there is none)."""
+    if sig is None:
+        return {"spikes": "–", "largest spike": "–", "pairs": "–", "group oscillation": "–"}
+    pairs = list(sig.pairs)
+    return {"spikes": len(sig.spikes), "largest spike": max((s.height for s in sig.spikes), default=0.0),
+            "pairs": len(pairs), "group oscillation": max((float(p.swing) for p in pairs), default=float("nan"))}
