@@ -42,3 +42,7 @@ class RunExistsError(StoreError, FileExistsError):
 
 class RunLockedError(StoreError):
     """Another process is writing the same run directory."""
+
+
+class OppsigWarning(UserWarning):
+    """Something is off but the result is still usable; the message says what (the CLI prints ``warning: ...``)."""

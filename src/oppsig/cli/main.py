@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
+import warnings
 
-from ..errors import DivergenceError, OppsigError
+from ..errors import DivergenceError, OppsigError, OppsigWarning
 
 COMMANDS = ("train", "demo", "detect", "report", "sharpness", "compare", "intervene", "toy", "export", "env", "data")
 
@@ -19,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find the training examples that destabilise optimisation (opposing signals), and show how.",
     )
     p.add_argument("--version", action="version", version=f"oppsig {__version__}")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (anywhere on the line)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -30,6 +33,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every error is one line on stderr (``--debug``: with its traceback).
+
+    Exit status: 0 done, 1 no command, 2 an error (bad input, data, run directory), 3 the
+    training diverged, 130 interrupted (Ctrl-C, also while the libraries load).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return _run(argv)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        except Exception as e:  # noqa: BLE001 - every error ends as one line; --debug shows where it came from
+            if debug:
+                traceback.print_exc()
+            print(f"error: {_one_line(e)}", file=sys.stderr)
+            return 3 if isinstance(e, DivergenceError) else 2 if _is_user_error(e) else 1
+
+
+def _run(argv: list[str]) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command is None:
@@ -38,17 +64,38 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not getattr(args, "accepts_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
-    try:
-        return int(args.func(args) or 0)
-    except DivergenceError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except OppsigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return int(args.func(args) or 0)
+
+
+def _is_user_error(e: BaseException) -> bool:
+    return isinstance(e, (OppsigError, MemoryError)) or _out_of_memory(e)
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+
+
+def _one_line(e: BaseException) -> str:
+    """The message of ``e`` as one line: oppsig's own errors as they are, others named as what they are."""
+    if isinstance(e, OppsigError):
+        return str(e)
+    if isinstance(e, MemoryError) or _out_of_memory(e):
+        return ("out of memory: the data, model or batch does not fit; use a smaller --data.n, a smaller model "
+                "or a smaller --train.physical_batch_size")
+    if isinstance(e, BrokenPipeError):
+        return "the output was closed before oppsig finished writing"
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    return (f"internal error ({type(e).__name__}: {first}); this is a bug in oppsig: rerun with --debug for the "
+            "traceback and report it")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings of oppsig as ``warning: <message>`` on stderr (one line, no source line)."""
+    text = str(message)
+    if not issubclass(category, OppsigWarning):
+        text = f"{text} ({category.__name__})"
+    print(f"warning: {text}", file=sys.stderr if file is None else file)
 
 
 if __name__ == "__main__":  # pragma: no cover

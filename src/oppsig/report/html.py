@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import StoreError
+from ..store.format import atomic_write
 from . import figures as F
 from .summary import load_signals, run_summary, signals_summary
 
@@ -270,9 +271,7 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike |
            f"<title>{esc(title)}</title><style>{CSS}</style></head><body>" + "".join(body) + "</body></html>")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(doc, encoding="utf-8")
-        os.replace(tmp, out)
+        atomic_write(out, doc)
     except OSError as e:
         raise StoreError(f"cannot write the report {out}: {e.strerror or e}") from None
 

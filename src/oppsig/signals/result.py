@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataFormatError, OppsigError
+from ..store.format import atomic_write
 
 FORMAT_VERSION = 1
 """Version of the ``signals.json`` layout; bumped when a field changes meaning or is removed."""
@@ -341,11 +342,7 @@ def write_signals_json(result: SignalsResult, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(result_to_dict(result), f, indent=1, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(result_to_dict(result), indent=1, allow_nan=False) + "\n")
     return path
 
 

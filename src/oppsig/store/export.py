@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StoreError
+from .format import atomic_open
 
 COLUMNS = ("id", "mean_loss", "loss_std", "mean_abs_change", "final_loss", "accuracy", "forgetting")
 
@@ -26,58 +27,81 @@ COLUMNS = ("id", "mean_loss", "loss_std", "mean_abs_change", "final_loss", "accu
 def summary_table(run, block: int = 256) -> dict[str, np.ndarray]:
     """The per-example summary of ``run`` (see module docstring), read in blocks of ``block`` steps.
 
+    Every statistic of an example divides by the steps at which that example has a
+    loss (a run recorded by :class:`~oppsig.store.Recorder` may leave some as NaN):
+    an example never logged gets NaN, not a mean over rows that hold no value.
+
     Raises:
-        StoreError: when the run has no recorded step.
+        StoreError: when the run has no recorded step, or part of its record is missing
+            (the message gives the missing rows and columns).
     """
     R, N = run.losses.shape
     if R == 0:
         raise StoreError(f"{run.path} has no recorded step to summarise")
     s1 = np.zeros(N)
     s2 = np.zeros(N)
+    count = np.zeros(N, dtype=np.int64)  # steps with a loss, per example
     abs_change = np.zeros(N)
+    n_change = np.zeros(N, dtype=np.int64)
     acc = np.zeros(N)
     forget = np.zeros(N, dtype=np.int64)
+    final = np.full(N, np.nan)
     prev_loss = prev_corr = None
     for r0 in range(0, R, block):
         L = np.asarray(run.losses[r0 : r0 + block], dtype=np.float64)
         C = np.asarray(run.correct[r0 : r0 + block], dtype=bool)
-        s1 += np.nansum(L, 0)
-        s2 += np.nansum(L * L, 0)
-        acc += C.sum(0)
+        ok = ~np.isnan(L)
+        count += ok.sum(0)
+        s1 += np.where(ok, L, 0.0).sum(0)
+        s2 += np.where(ok, L * L, 0.0).sum(0)
+        acc += (C & ok).sum(0)
+        seen = ok.any(0)
+        final[seen] = L[ok.shape[0] - 1 - np.argmax(ok[::-1], 0), np.arange(N)][seen]
         if prev_loss is not None:
             L = np.vstack([prev_loss[None], L])
             C = np.vstack([prev_corr[None], C])
-        abs_change += np.nansum(np.abs(np.diff(L, axis=0)), 0)
-        forget += (C[:-1] & ~C[1:]).sum(0)
+        d = np.abs(np.diff(L, axis=0))
+        both = ~np.isnan(d)
+        abs_change += np.where(both, d, 0.0).sum(0)
+        n_change += both.sum(0)
+        forget += (C[:-1] & ~C[1:] & both).sum(0)
         prev_loss, prev_corr = L[-1], C[-1]
-    mean = s1 / R
-    var = np.maximum(s2 / R - mean**2, 0.0)
-    return {
-        "id": np.asarray(run.index),
-        "mean_loss": mean,
-        "loss_std": np.sqrt(var),
-        "mean_abs_change": abs_change / max(R - 1, 1),
-        "final_loss": prev_loss.astype(np.float64),
-        "accuracy": acc / R,
-        "forgetting": forget,
-    }
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, s1 / count, np.nan)
+        var = np.maximum(np.where(count > 0, s2 / count, np.nan) - mean**2, 0.0)
+        return {
+            "id": np.asarray(run.index),
+            "mean_loss": mean,
+            "loss_std": np.sqrt(var),
+            "mean_abs_change": np.where(n_change > 0, abs_change / np.maximum(n_change, 1), np.nan),
+            "final_loss": final,
+            "accuracy": np.where(count > 0, acc / count, np.nan),
+            "forgetting": forget,
+        }
 
 
 def write_summary(run, path: str | os.PathLike | None = None) -> Path:
     """Write :func:`summary_table` as CSV (``.csv``) or Parquet (``.parquet``, needs pyarrow); default ``<run>/examples.csv``."""
-    table = summary_table(run)
     path = Path(path) if path is not None else Path(run.path) / "examples.csv"
-    if path.suffix == ".parquet":
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise StoreError("writing Parquet needs pyarrow (pip install pyarrow); or write .csv") from None
-        pq.write_table(pa.table(table), path)
-        return path
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(COLUMNS)
-        for i in range(len(table["id"])):
-            w.writerow([int(table["id"][i])] + [f"{table[c][i]:.6g}" for c in COLUMNS[1:-1]] + [int(table["forgetting"][i])])
+    if not path.parent.is_dir():
+        raise StoreError(f"cannot write {path}: the folder {path.parent} does not exist; create it first")
+    table = summary_table(run)
+    try:
+        if path.suffix == ".parquet":
+            try:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+            except ImportError:
+                raise StoreError("writing Parquet needs pyarrow (pip install pyarrow); or write .csv") from None
+            with atomic_open(path, "wb") as f:
+                pq.write_table(pa.table(table), f)
+            return path
+        with atomic_open(path, "w") as f:
+            w = csv.writer(f)
+            w.writerow(COLUMNS)
+            for i in range(len(table["id"])):
+                w.writerow([int(table["id"][i])] + [f"{table[c][i]:.6g}" for c in COLUMNS[1:-1]]
+                           + [int(table["forgetting"][i])])
+    except OSError as e:
+        raise StoreError(f"cannot write {path}: {e.strerror or e}") from None
     return path

@@ -1,4 +1,4 @@
-"""File names, format version and small atomic-write helpers shared by the store's writer and reader."""
+"""File names, format version, and the one atomic-write helper of oppsig (store, checkpoints, results, reports)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import os
 import platform
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Iterator
+
+from ..errors import StoreError
 
 FORMAT_VERSION = 1
 STORE = "store.zarr"
@@ -19,19 +23,57 @@ CHECKPOINTS = "checkpoints"
 LOCK = ".lock"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see either the old or the new file, never a torn one."""
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """Open a hidden temporary sibling of ``path`` for writing; on success it atomically replaces ``path``.
+
+    Readers see either the old file or the new one, never a torn one. If the
+    body raises (a full disk, a file-size limit, an interrupt), the temporary
+    file is removed and ``path`` is left as it was.
+
+    Example:
+        >>> with atomic_open(tmp_path / "x.txt") as f:      # doctest: +SKIP
+        ...     f.write("all or nothing")
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-    os.replace(tmp, path)
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
 
 
-def read_json(path: Path) -> dict:
-    with open(path) as f:
-        return json.load(f)
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8, or bytes) to ``path`` atomically (see :func:`atomic_open`)."""
+    with atomic_open(path, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """The JSON object in ``path``.
+
+    Raises:
+        StoreError: when the file is missing, unreadable, not JSON or not an object (the message names it).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except FileNotFoundError:
+        raise StoreError(f"{path} is missing; the run directory is incomplete") from None
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise StoreError(f"{path} is damaged ({type(e).__name__}: {str(e)[:80]}); restore it from a backup "
+                         "or re-create the run") from None
+    if not isinstance(d, dict):
+        raise StoreError(f"{path} is damaged (holds a {type(d).__name__}, not an object); restore it from a backup "
+                         "or re-create the run")
+    return d
 
 
 def code_revision() -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,21 @@ import numpy as np
 import yaml
 import zarr
 
-from ..errors import StoreError
+from ..errors import OppsigWarning, StoreError
 from .format import CHECKPOINTS, CONFIG, FORMAT_VERSION, META, METRICS, PROGRESS, STORE, read_json
+from .integrity import Gap, find_gaps
+
+
+def _check_steps(steps: np.ndarray, path: Path) -> None:
+    """The steps of the complete rows must be recorded (>= 0) and strictly increasing."""
+    bad = np.flatnonzero(steps < 0)
+    if len(bad):
+        raise StoreError(f"{path / STORE}/steps lacks rows {bad[0]}..{bad[-1]} that progress.json counts as "
+                         "complete; the store's bookkeeping is inconsistent: restore it or re-create the run")
+    down = np.flatnonzero(np.diff(steps) <= 0)
+    if len(down):
+        raise StoreError(f"{path / STORE}/steps is not increasing at row {down[0] + 1} (step {steps[down[0]]} then "
+                         f"{steps[down[0] + 1]}); the store is damaged: restore it or re-create the run")
 
 
 class RowBounded:
@@ -23,9 +37,11 @@ class RowBounded:
     ``np.asarray(a)`` reads everything.
     """
 
-    def __init__(self, array, rows: int) -> None:
+    def __init__(self, array, rows: int, gaps: list[Gap] = (), steps: np.ndarray | None = None) -> None:
         self._a = array
         self.rows = rows
+        self.gaps = list(gaps)  # chunks of the first ``rows`` rows that are absent: reading them is an error
+        self._steps = steps
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -65,12 +81,30 @@ class RowBounded:
             key = (slice(None),) + key
         first = self._first(key[0]) if key else slice(0, self.rows)
         rest = key[1:]
+        if self.gaps:
+            self._check_gaps(first, rest[0] if rest else None)
         if isinstance(first, np.ndarray) or any(isinstance(r, (list, np.ndarray)) for r in rest):
             # orthogonal selection for integer arrays on any axis
             sel = (first,) + rest
             sel = tuple(np.asarray(s) if isinstance(s, list) else s for s in sel)
             return self._read(lambda: self._a.oindex[sel])
         return self._read(lambda: self._a[(first,) + rest])
+
+    def _check_gaps(self, rows, cols) -> None:
+        if isinstance(cols, (int, np.integer)):
+            cols = np.asarray([int(cols) + (self._a.shape[1] if cols < 0 else 0)])
+        elif isinstance(cols, slice):
+            cols = slice(*cols.indices(self._a.shape[1]))
+        elif cols is not None and cols is not Ellipsis:
+            cols = np.asarray(cols)
+            cols = np.flatnonzero(cols) if cols.dtype == bool else np.where(cols < 0, cols + self._a.shape[1], cols)
+        else:
+            cols = None
+        hit = [g for g in self.gaps if g.overlaps(rows, cols)]
+        if hit:
+            raise StoreError(f"the record lacks {hit[0].describe(self._steps)}"
+                             + (f" (and {len(hit) - 1} more ranges)" if len(hit) > 1 else "")
+                             + ": their chunk files are missing; restore them from a backup, or read other rows")
 
     def _read(self, fn):
         try:
@@ -83,6 +117,8 @@ class RowBounded:
                              f"({type(e).__name__}: {str(e)[:120]}); restore it from a backup or re-run the affected steps") from None
 
     def __array__(self, dtype=None, copy=None):
+        if self.gaps:
+            self._check_gaps(slice(0, self.rows), None)
         out = np.asarray(self._read(lambda: self._a[: self.rows]))
         return out.astype(dtype) if dtype is not None else out
 
@@ -113,26 +149,67 @@ class Run:
         self.refresh()
 
     def refresh(self) -> "Run":
-        """Re-read the number of complete rows (to follow a run that is being written)."""
-        try:
-            prog = read_json(self.path / PROGRESS)
-        except (OSError, json.JSONDecodeError) as e:
-            raise StoreError(f"{self.path / PROGRESS} is unreadable ({e}); the run's store may be damaged") from None
+        """Re-read the number of complete rows (to follow a run that is being written).
+
+        The store is checked against its own bookkeeping: ``progress.json`` may not claim
+        more rows than the arrays hold, the steps of the complete rows must be present and
+        strictly increasing, and every chunk of those rows must exist. A missing chunk of
+        ``loss``/``correct`` is listed in :attr:`gaps` (with a warning); reading it raises.
+
+        Raises:
+            StoreError: the bookkeeping is unreadable or inconsistent, or the steps or index are missing.
+        """
+        prog = read_json(self.path / PROGRESS)
         if prog.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
             raise StoreError(
                 f"{self.path} was written by store format {prog['format_version']}, newer than this oppsig reads "
                 f"({FORMAT_VERSION}); upgrade oppsig"
             )
+        rows, logit_rows = prog.get("rows", 0), prog.get("logit_rows", 0)
+        if not all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in (rows, logit_rows)):
+            raise StoreError(f"{self.path / PROGRESS} is damaged (rows {rows!r}, logit_rows {logit_rows!r}); "
+                             "restore it from a backup or re-create the run")
+        store = self.path / STORE
         try:
-            self._group = zarr.open_group(str(self.path / STORE), mode="r")
-            self.rows = int(prog.get("rows", 0))
-            self.logit_rows = int(prog.get("logit_rows", 0))
-            self.losses = RowBounded(self._group["loss"], self.rows)
-            self.correct = RowBounded(self._group["correct"], self.rows)
-            self.steps = np.asarray(self._group["steps"][: self.rows])
-            self.index = np.asarray(self._group["index"][:])
-        except (KeyError, ValueError, OSError) as e:
-            raise StoreError(f"{self.path / STORE} is damaged or incomplete ({e})") from None
+            self._group = zarr.open_group(str(store), mode="r")
+            arrays = {k: self._group[k] for k in ("loss", "correct", "steps", "index")}
+        except (KeyError, ValueError, OSError, TypeError) as e:
+            raise StoreError(f"{store} is damaged or incomplete ({type(e).__name__}: {str(e)[:80]}); "
+                             "restore it from a backup or re-create the run") from None
+        for k in ("loss", "correct", "steps"):
+            if rows > arrays[k].shape[0]:
+                raise StoreError(f"{self.path / PROGRESS} says {rows} rows are complete but {store.name}/{k} holds "
+                                 f"only {arrays[k].shape[0]}; the store's bookkeeping is inconsistent: restore "
+                                 f"progress.json or re-create the run")
+        self.rows, self.logit_rows = rows, logit_rows
+        for k in ("steps", "index"):
+            g = find_gaps(store, arrays[k], k, rows if k == "steps" else arrays[k].shape[0])
+            if g:
+                raise StoreError(f"{store.name} lacks {g[0].describe()} (chunk files missing); the steps and ids of "
+                                 "the record cannot be known: restore them from a backup or re-create the run")
+        try:
+            self.steps = np.asarray(arrays["steps"][:rows])
+            self.index = np.asarray(arrays["index"][:])
+        except Exception as e:  # a damaged chunk
+            raise StoreError(f"{store.name}/steps or index is damaged ({type(e).__name__}); restore it from a "
+                             "backup or re-create the run") from None
+        _check_steps(self.steps, self.path)
+        last = prog.get("last_step")
+        if rows and last is not None and last != int(self.steps[-1]):
+            raise StoreError(f"{self.path / PROGRESS} says the last complete step is {last} but row {rows - 1} holds "
+                             f"step {int(self.steps[-1])}; the store's bookkeeping is inconsistent")
+        check = self._group.attrs.get("every_chunk_written", False) or self._group.attrs.get("writer") != "Recorder"
+        self.gaps = [] if not check else find_gaps(store, arrays["loss"], "loss", rows)
+        if self._group.attrs.get("every_chunk_written", False):
+            self.gaps += find_gaps(store, arrays["correct"], "correct", rows)
+        if self.gaps:
+            warnings.warn(f"{self.path}: the record lacks {'; '.join(g.describe(self.steps) for g in self.gaps[:3])}"
+                          + (f" and {len(self.gaps) - 3} more ranges" if len(self.gaps) > 3 else "")
+                          + " (chunk files missing); reading them is an error", OppsigWarning, stacklevel=2)
+        gl = [g for g in self.gaps if g.array == "loss"]
+        gc = [g for g in self.gaps if g.array == "correct"]
+        self.losses = RowBounded(arrays["loss"], rows, gl, self.steps)
+        self.correct = RowBounded(arrays["correct"], rows, gc, self.steps)
         return self
 
     # ------------------------------------------------------------------ lazily read parts
@@ -154,32 +231,60 @@ class Run:
 
     @property
     def meta(self) -> dict:
+        """``meta.json`` (an empty dict when absent).
+
+        Raises:
+            StoreError: when it is unreadable.
+        """
         p = self.path / META
         return read_json(p) if p.exists() else {}
 
     @property
     def config(self) -> Any:
+        """The run's :class:`~oppsig.config.Config` (a plain dict for a :class:`~oppsig.store.Recorder` run).
+
+        Raises:
+            StoreError: when ``config.yaml`` is unreadable, or is not a valid config of an oppsig training run.
+        """
         p = self.path / CONFIG
         if not p.exists():
             return self.attrs.get("config")
-        d = yaml.safe_load(p.read_text())
+        try:
+            d = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, ValueError, OSError) as e:
+            raise StoreError(f"{p} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''}); "
+                             "restore it from a backup (the config is also stored in checkpoints/last.pt)") from None
         from ..config import from_dict
+        from ..errors import ConfigError
 
+        if self.attrs.get("writer") == "Recorder":
+            return d  # a free-form config from a user's own loop
+        if not isinstance(d, dict):
+            raise StoreError(f"{p} is damaged (holds a {type(d).__name__}, not a config); restore it from a backup")
         try:
             return from_dict(d)
-        except Exception:  # a free-form config from a user's own loop
-            return d
+        except ConfigError as e:
+            raise StoreError(f"{p} is not a valid config of this oppsig ({e}); restore it from a backup") from None
 
     @property
     def metrics(self) -> dict[str, np.ndarray]:
         p = self.path / METRICS
-        rows = []
+        rows, bad = [], []
         if p.exists():
-            for line in p.read_text().splitlines():
+            lines = p.read_text(encoding="utf-8", errors="replace").splitlines()
+            for i, line in enumerate(lines):
                 try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break  # a line being written
+                    row = json.loads(line)
+                except ValueError:
+                    row = None
+                if isinstance(row, dict):
+                    rows.append(row)
+                elif i < len(lines) - 1:  # the last line may be one being written
+                    bad.append(i + 1)
+        if bad:
+            warnings.warn(f"{p}: {len(bad)} damaged line(s) skipped (line {', '.join(map(str, bad[:5]))}"
+                          f"{', ...' if len(bad) > 5 else ''}); the metrics of those steps are missing",
+                          OppsigWarning, stacklevel=2)
         keys: list[str] = []
         for r in rows:
             for k in r:

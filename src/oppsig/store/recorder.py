@@ -20,42 +20,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..data.base import ArrayDataset
-from ..errors import RunExistsError, StoreError
-from .format import CONFIG, META, STORE, atomic_write_text, environment
+from ..errors import StoreError
+from .format import CONFIG, META, atomic_write, environment
+from .rundir import prepare_run_dir
 from .writer import MetricsWriter, StoreWriter
-
-
-def prepare_run_dir(run_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Create ``run_dir``; refuse to reuse one that holds a run unless ``overwrite``.
-
-    Raises:
-        RunExistsError: the directory already holds a run and ``overwrite`` is False.
-        StoreError: the directory cannot be created.
-    """
-    p = Path(run_dir)
-    if (p / STORE).exists() or (p / "metrics.jsonl").exists():
-        if not overwrite:
-            raise RunExistsError(
-                f"{p} already holds a run; pass --overwrite (overwrite=True) to replace it, "
-                f"--resume to continue it, or choose another name"
-            )
-        for child in p.iterdir():
-            if child.name == ".lock":
-                continue
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise StoreError(f"cannot create the run directory {p}: {e.strerror or e}") from None
-    return p
 
 
 def _numpy(a) -> np.ndarray:
@@ -85,8 +59,12 @@ class Recorder:
         >>> rec.log(0, [0, 1, 2, 3], torch.tensor([.1, .2, .3, .4]))    # doctest: +SKIP
         >>> rec.close()                                                   # doctest: +SKIP
 
+    The run directory is locked from construction to :meth:`close` (a second
+    writer gets :class:`~oppsig.errors.RunLockedError`).
+
     Raises:
         RunExistsError: ``run_dir`` already holds a run and ``overwrite`` is False.
+        RunLockedError: another process is writing ``run_dir``.
     """
 
     def __init__(
@@ -106,16 +84,21 @@ class Recorder:
             index = np.arange(num_examples)
         if every <= 0:
             raise StoreError(f"Recorder every must be > 0 (got {every})")
-        self.run_dir = prepare_run_dir(run_dir, overwrite)
+        self._lock = prepare_run_dir(run_dir, overwrite)  # held until close()
+        self.run_dir = self._lock.run_dir
         self.every = every
-        if config is not None:
-            import yaml
+        try:
+            if config is not None:
+                import yaml
 
-            atomic_write_text(self.run_dir / CONFIG, yaml.safe_dump(config, sort_keys=False))
-        atomic_write_text(self.run_dir / META, json.dumps({**environment(), "writer": "Recorder"}, indent=1))
-        self._w = StoreWriter(self.run_dir, _numpy(index), dtype=dtype, chunk_steps=chunk_steps,
-                              attrs={"config": config, "writer": "Recorder"})
-        self._metrics = MetricsWriter(self.run_dir)
+                atomic_write(self.run_dir / CONFIG, yaml.safe_dump(config, sort_keys=False))
+            atomic_write(self.run_dir / META, json.dumps({**environment(), "writer": "Recorder"}, indent=1))
+            self._w = StoreWriter(self.run_dir, _numpy(index), dtype=dtype, chunk_steps=chunk_steps,
+                                  attrs={"config": config, "writer": "Recorder"})
+            self._metrics = MetricsWriter(self.run_dir)
+        except BaseException:
+            self._lock.release()
+            raise
         self._row = np.full(self._w.n, np.nan, dtype=self._w.dtype)
         self._row_correct = np.zeros(self._w.n, dtype=bool)
         self._step: int | None = None
@@ -151,10 +134,13 @@ class Recorder:
 
     def close(self) -> None:
         """Complete the current step and write everything."""
-        if self._step is not None:
-            self._close_row()
-        self._w.flush()
-        self._metrics.close()
+        try:
+            if self._step is not None:
+                self._close_row()
+            self._w.flush()
+            self._metrics.close()
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> "Recorder":
         return self

@@ -25,14 +25,24 @@ import numpy as np
 import zarr
 
 from ..errors import StoreError
-from .format import FORMAT_VERSION, METRICS, PROGRESS, STORE, atomic_write_text, read_json
+from .format import FORMAT_VERSION, METRICS, PROGRESS, STORE, atomic_write, read_json
 
 
 def _create(group, name: str, shape, chunks, dtype, fill_value):
     try:
-        return group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value, overwrite=True)
+        arr = group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value, overwrite=True)
     except AttributeError:  # zarr 2
-        return group.create_dataset(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value, overwrite=True)
+        return group.create_dataset(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value,
+                                    overwrite=True, write_empty_chunks=True)
+    return _every_chunk(arr)
+
+
+def _every_chunk(arr):
+    """``arr`` set to write chunks that hold only the fill value too, so that an absent chunk always means lost data.
+
+    (zarr 3 skips such chunks by default; an all-wrong block of ``correct`` would then look missing.)
+    """
+    return arr.with_config({"write_empty_chunks": True}) if hasattr(arr, "with_config") else arr
 
 
 class StoreWriter:
@@ -75,19 +85,20 @@ class StoreWriter:
             path = self.run_dir / STORE
             if resume and path.exists():
                 self.group = zarr.open_group(str(path), mode="r+")
-                self._loss = self.group["loss"]
-                self._correct = self.group["correct"]
-                self._steps = self.group["steps"]
-                self._logits = self.group["logits"] if "logits" in self.group else None
-                self._logit_steps = self.group["logit_steps"] if "logit_steps" in self.group else None
+                self._loss = _every_chunk(self.group["loss"])
+                self._correct = _every_chunk(self.group["correct"])
+                self._steps = _every_chunk(self.group["steps"])
+                self._logits = _every_chunk(self.group["logits"]) if "logits" in self.group else None
+                self._logit_steps = _every_chunk(self.group["logit_steps"]) if "logit_steps" in self.group else None
                 if self._loss.shape[1] != self.n:
                     raise StoreError(f"{path}: holds {self._loss.shape[1]} examples, this run has {self.n}")
                 prog = read_json(self.run_dir / PROGRESS) if (self.run_dir / PROGRESS).exists() else {}
                 self.rows = int(prog.get("rows", 0))
                 self.logit_rows = int(prog.get("logit_rows", 0))
+                self._last_step_on_disk = int(self._steps[self.rows - 1]) if self.rows else None
             else:
                 self.group = zarr.open_group(str(path), mode="w")
-                self.group.attrs.update({"format_version": FORMAT_VERSION, **(attrs or {})})
+                self.group.attrs.update({"format_version": FORMAT_VERSION, "every_chunk_written": True, **(attrs or {})})
                 ce = min(int(chunk_examples), max(self.n, 1))
                 cap = max(int(capacity), 1)
                 self._loss = _create(self.group, "loss", (cap, self.n), (self.chunk_steps, ce), self.dtype, float("nan"))
@@ -96,11 +107,12 @@ class StoreWriter:
                 idx = _create(self.group, "index", (self.n,), (max(self.n, 1),), "int64", -1)
                 idx[:] = self.index
                 self._logits = self._logit_steps = None
-                self.rows = 0
-                self.logit_rows = 0
-                self._commit()
+                self._commit(0, 0, None)
         except OSError as e:
             raise StoreError(f"cannot write the store in {self.run_dir}: {e.strerror or e}") from None
+        except (KeyError, ValueError, TypeError) as e:  # an existing store with parts missing or unreadable
+            raise StoreError(f"{self.run_dir / STORE} is damaged ({type(e).__name__}: {str(e)[:80]}); "
+                             "start the run over with --overwrite") from None
         self._buf = np.empty((self.chunk_steps, self.n), dtype=self.dtype)
         self._buf_correct = np.zeros((self.chunk_steps, self.n), dtype=bool)
         self._buf_steps = np.empty(self.chunk_steps, dtype=np.int64)
@@ -118,9 +130,7 @@ class StoreWriter:
         """The last step appended (buffered or written), or None."""
         if self._nbuf:
             return int(self._buf_steps[self._nbuf - 1])
-        if self.rows:
-            return int(self._steps[self.rows - 1])
-        return None
+        return self._last_step_on_disk
 
     def append(self, step: int, losses: np.ndarray, correct: np.ndarray | None = None) -> None:
         """Append the row of ``step``: ``losses`` float (N,) in column order, ``correct`` bool (N,)."""
@@ -167,14 +177,13 @@ class StoreWriter:
             self._loss[r0:r1] = self._buf[: self._nbuf]
             self._correct[r0:r1] = self._buf_correct[: self._nbuf]
             self._steps[r0:r1] = self._buf_steps[: self._nbuf]
-            self.rows = r1
-            self._nbuf = 0
-            self._commit()
+            self._commit(r1, self.logit_rows, int(self._buf_steps[self._nbuf - 1]))
         except OSError as e:
-            raise StoreError(
-                f"cannot write the store in {self.run_dir} ({e.strerror or e}); rows up to step "
-                f"{self._committed_last_step()} are safe on disk"
-            ) from None
+            last = self._last_step_on_disk
+            safe = f"rows up to step {last} are safe on disk" if last is not None else "no row is on disk yet"
+            raise StoreError(f"cannot write the store in {self.run_dir} ({e.strerror or e}); {safe}; "
+                             "fix the cause (e.g. free disk space) and resume the run") from None
+        self._nbuf = 0
 
     def write_logits(self, step: int, logits: np.ndarray) -> None:
         """Store the logits (N, C) of ``step`` (written and committed at once)."""
@@ -190,8 +199,7 @@ class StoreWriter:
                 self._logit_steps.resize((2 * self._logit_steps.shape[0],))
             self._logits[r] = logits
             self._logit_steps[r] = step
-            self.logit_rows = r + 1
-            self._commit()
+            self._commit(self.rows, r + 1, self._last_step_on_disk)
         except OSError as e:
             raise StoreError(f"cannot write logits in {self.run_dir}: {e.strerror or e}") from None
 
@@ -199,26 +207,26 @@ class StoreWriter:
         """Forget rows of steps ``>= step`` (resume); returns the number of rows kept."""
         self._nbuf = 0
         steps = np.asarray(self._steps[: self.rows])
-        self.rows = int(np.searchsorted(steps, step, side="left"))
+        rows = int(np.searchsorted(steps, step, side="left"))
+        logit_rows = self.logit_rows
         if self._logit_steps is not None:
             ls = np.asarray(self._logit_steps[: self.logit_rows])
-            self.logit_rows = int(np.searchsorted(ls, step, side="left"))
-        self._commit()
+            logit_rows = int(np.searchsorted(ls, step, side="left"))
+        self._commit(rows, logit_rows, int(steps[rows - 1]) if rows else None)
         return self.rows
 
     def close(self) -> None:
         self.flush()
 
     # ------------------------------------------------------------------ internals
-    def _committed_last_step(self) -> int | None:
-        return int(self._steps[self.rows - 1]) if self.rows else None
-
-    def _commit(self) -> None:
-        atomic_write_text(
+    def _commit(self, rows: int, logit_rows: int, last_step: int | None) -> None:
+        """Make ``rows`` (and ``logit_rows``) the committed count: atomically replace ``progress.json``."""
+        atomic_write(
             self.run_dir / PROGRESS,
-            json.dumps({"format_version": FORMAT_VERSION, "rows": self.rows, "logit_rows": self.logit_rows,
-                        "last_step": self._committed_last_step()}),
+            json.dumps({"format_version": FORMAT_VERSION, "rows": rows, "logit_rows": logit_rows,
+                        "last_step": last_step}),
         )
+        self.rows, self.logit_rows, self._last_step_on_disk = rows, logit_rows, last_step
 
 
 class MetricsWriter:
@@ -231,14 +239,14 @@ class MetricsWriter:
         self.path = Path(run_dir) / METRICS
         if resume_before is not None and self.path.exists():
             kept = []
-            for line in self.path.read_text().splitlines():
+            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
                 try:
                     row = json.loads(line)
-                except json.JSONDecodeError:
-                    break  # a torn last line
-                if row.get("step", 0) < resume_before:
+                except ValueError:
+                    continue  # a torn line: nothing of it can be kept
+                if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] < resume_before:
                     kept.append(line)
-            atomic_write_text(self.path, "".join(k + "\n" for k in kept))
+            atomic_write(self.path, "".join(k + "\n" for k in kept))
             self._f = open(self.path, "a")
         else:
             self._f = open(self.path, "w" if resume_before is None else "a")

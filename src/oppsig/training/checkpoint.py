@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..errors import StoreError
-from ..store.format import CHECKPOINTS
+from ..store.format import CHECKPOINTS, atomic_open
 
 
 def checkpoint_path(run_dir: str | os.PathLike) -> Path:
@@ -32,27 +32,28 @@ def list_checkpoints(run_dir: str | os.PathLike) -> dict[int, Path]:
 
 
 def save_checkpoint(run_dir: str | os.PathLike, state: dict, keep: bool = False) -> Path:
-    """Write ``state`` to ``<run_dir>/checkpoints/last.pt`` via a temporary file and an atomic rename.
+    """Write ``state`` to ``<run_dir>/checkpoints/last.pt`` atomically (a temporary file, then a rename).
 
     With ``keep``, the same file is also linked as ``step_NNNNNN.pt`` (NNNNNN = ``state["step"]``).
+    A failed write (full disk, file-size limit) leaves the previous checkpoint and no temporary file.
+
+    Raises:
+        StoreError: when the checkpoint cannot be written (one line, with the cause).
     """
     p = checkpoint_path(run_dir)
-    tmp = p.with_name(f".last.pt.{os.getpid()}.tmp")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, tmp)
+        with atomic_open(p, "wb") as f:
+            torch.save(state, f)
         if keep:
             kept = step_checkpoint_path(run_dir, int(state["step"]))
-            if kept.exists():
+            if kept.exists() or kept.is_symlink():
                 kept.unlink()
-            os.link(tmp, kept)
-        os.replace(tmp, p)
-    except OSError as e:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise StoreError(f"cannot write the checkpoint {p}: {e.strerror or e}") from None
+            os.link(p, kept)
+    except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as a RuntimeError
+        cause = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[-1][:120]
+        raise StoreError(f"cannot write the checkpoint {p} ({cause}); the previous checkpoint is kept: "
+                         "fix the cause (e.g. free disk space) and resume the run") from None
     return p
 
 
@@ -71,7 +72,48 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         state = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, bad magic, unsafe object...
         raise StoreError(f"checkpoint {p} is damaged or not an oppsig checkpoint ({type(e).__name__}); "
-                         "delete it to restart the run from scratch") from None
-    if not isinstance(state, dict) or "model" not in state or "step" not in state:
+                         "--resume continues from the newest intact checkpoint (a kept step_*.pt), "
+                         "or start over with --overwrite") from None
+    if not isinstance(state, dict) or "model" not in state or not isinstance(state.get("step"), int):
         raise StoreError(f"checkpoint {p} lacks model or step; it is not an oppsig checkpoint")
     return state
+
+
+def newest_intact(run_dir: str | os.PathLike, usable=None, map_location="cpu") -> tuple[dict, Path, list[str]]:
+    """The newest checkpoint of a run that loads and that ``usable`` accepts: last.pt, else the newest kept one.
+
+    Args:
+        usable: ``usable(step) -> None`` when a checkpoint of ``step`` may be resumed from, else the
+            reason why not (e.g. the record lacks steps before it).
+
+    Returns:
+        ``(state, path, skipped)``: the loaded checkpoint, its file, and one line per newer
+        checkpoint that was passed over (damaged, or not usable) saying why.
+
+    Raises:
+        StoreError: when no checkpoint is intact and usable; the message lists each one tried and
+            the choices (start over with ``--overwrite``).
+    """
+    run_dir = Path(run_dir)
+    candidates = [checkpoint_path(run_dir)] + [p for _, p in sorted(list_checkpoints(run_dir).items(), reverse=True)]
+    skipped: list[str] = []
+    seen: set = set()
+    for p in candidates:
+        if not p.exists():
+            continue
+        ident = (p.stat().st_dev, p.stat().st_ino)
+        try:
+            state = load_checkpoint(p, map_location=map_location)
+        except StoreError:
+            if ident not in seen:
+                skipped.append(f"{p.name} is damaged")
+            seen.add(ident)
+            continue
+        why = usable(int(state["step"])) if usable is not None else None
+        if why is None:
+            return state, p, skipped
+        skipped.append(f"{p.name} (step {state['step']}): {why}")
+    tried = "; ".join(skipped) if skipped else f"there is no checkpoint in {run_dir / CHECKPOINTS}"
+    raise StoreError(f"cannot resume {run_dir}: no intact checkpoint to continue from ({tried}); start over with "
+                     f"`oppsig train {run_dir / 'config.yaml'} --out-dir={run_dir.parent} --name={run_dir.name} "
+                     "--overwrite` (this replaces the record)")

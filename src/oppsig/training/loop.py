@@ -16,9 +16,11 @@ import math
 import signal
 import threading
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -27,17 +29,17 @@ from torch import nn
 from ..config import Config
 from ..data import build_datasets
 from ..data.base import ArrayDataset
-from ..errors import DivergenceError, StoreError
+from ..errors import ConfigError, DivergenceError, OppsigWarning, StoreError
 from ..losses import get_loss
 from ..models import build_from_config
 from ..optim import SAM, build_optimizer, is_full_batch, lr_at
-from ..store.format import CONFIG, META, atomic_write_text, environment
-from ..store.recorder import prepare_run_dir, probe_losses
+from ..store.format import CONFIG, META, STORE, atomic_write, environment, read_json
+from ..store.recorder import probe_losses
+from ..store.rundir import RunLock, prepare_run_dir
 from ..store.writer import MetricsWriter, StoreWriter
 from . import hooks as hook_api
-from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from .checkpoint import newest_intact, save_checkpoint
 from .hooks import TrainState
-from .lock import RunLock
 from .step import full_batch_backward
 
 
@@ -55,9 +57,24 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device of the config's ``device``.
+
+    Raises:
+        ConfigError: when the device is not available in this torch build or machine.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r}: this torch ({torch.__version__}) sees no CUDA device; "
+                              "use --device=cpu (or --device=auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here; "
+                              "use --device=cuda:0 (or --device=auto)")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError(f"device {name!r}: MPS is not available here; use --device=cpu (or --device=auto)")
+    return dev
 
 
 def batch_rows(step: int, n: int, batch_size: int, seed: int, device) -> torch.Tensor:
@@ -96,6 +113,11 @@ class _StopFlag:
             signal.signal(s, h)
 
 
+def _numpy(a) -> np.ndarray:
+    return a.float().cpu().numpy() if isinstance(a, torch.Tensor) and a.is_floating_point() else (
+        a.cpu().numpy() if isinstance(a, torch.Tensor) else a)
+
+
 def _progress(total: int, initial: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -103,30 +125,54 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
                 mininterval=0.5)
 
 
-class Trainer:
-    """Runs one training run; see :func:`train`."""
+@dataclass(frozen=True, eq=False)
+class TrainOptions:
+    """How to run a config: everything :func:`train` takes besides the config.
 
-    def __init__(
-        self,
-        cfg: Config,
-        run_dir: str | Path | None = "auto",
-        hooks: list | tuple = (),
-        resume: bool = False,
-        overwrite: bool = False,
-        progress: bool = True,
-        data: tuple[ArrayDataset, ArrayDataset | None] | None = None,
-        init_state: dict | None = None,
-        example_weights: torch.Tensor | None = None,
-    ) -> None:
+    Attributes:
+        run_dir: where to record (default ``"auto"``: ``<out_dir>/<name>``; None: nothing is written).
+        hooks: extra hooks (see :mod:`oppsig.training.hooks`).
+        resume: continue the run in ``run_dir`` from its newest intact checkpoint.
+        overwrite: replace an existing run in ``run_dir`` (only files oppsig wrote; see
+            :func:`~oppsig.store.rundir.prepare_run_dir`).
+        progress: show a progress bar.
+        data: (train, test) data sets to use instead of building them from ``cfg.data``.
+        branch_from: a checkpoint dict (see :func:`~oppsig.training.load_checkpoint`) to start from: its
+            model, step and RNG state (and optimiser state when the optimiser is the same).
+        example_weights: float (N,) weight of each training example in the loss (default all 1).
+    """
+
+    run_dir: str | Path | None = "auto"
+    hooks: Sequence[Any] = ()
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+    data: tuple[ArrayDataset, ArrayDataset | None] | None = None
+    branch_from: dict | None = None
+    example_weights: torch.Tensor | None = None
+
+
+class _Batch(NamedTuple):
+    """The rows of one step's gradient: ``rows`` of ``x``/``y``/``w`` (None: all of them), ``size`` over all ranks."""
+
+    rows: torch.Tensor | None
+    size: int
+    x: torch.Tensor
+    y: torch.Tensor
+    w: torch.Tensor | None
+
+
+class Trainer:
+    """Runs one training run; see :func:`train` and :class:`TrainOptions`."""
+
+    def __init__(self, cfg: Config, options: TrainOptions | None = None) -> None:
         self.cfg = cfg
-        self.run_dir = Path(cfg.out_dir) / cfg.name if run_dir == "auto" else (Path(run_dir) if run_dir else None)
-        self.user_hooks = list(hooks)
-        self.resume = resume
-        self.overwrite = overwrite
-        self.progress = progress
-        self._data = data
-        self.init_state = init_state
-        self.example_weights = example_weights
+        self.options = options if options is not None else TrainOptions()
+        rd = self.options.run_dir
+        self.run_dir = Path(cfg.out_dir) / cfg.name if rd == "auto" else (Path(rd) if rd else None)
+        self.progress = self.options.progress
+        self.example_weights = self.options.example_weights
+        self.store = self.metrics_out = None
 
     # ------------------------------------------------------------------ setup
     def _setup(self):
@@ -142,7 +188,7 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
             torch.backends.cudnn.allow_tf32 = cfg.tf32
         self.dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
-        train_set, test_set = self._data if self._data is not None else build_datasets(cfg.data, seed=cfg.seed)
+        train_set, test_set = self.options.data if self.options.data is not None else build_datasets(cfg.data, seed=cfg.seed)
         if len(train_set) == 0:
             raise StoreError("the training set is empty; check data.n / data.per_class")
         self.train_set = train_set.to(self.device, self.dtype)
@@ -161,7 +207,7 @@ class Trainer:
         self.loss_fn = get_loss(cfg.train.loss)
         # every step sees every example under gd, or when the mini-batch covers the data
         self.full_batch = is_full_batch(cfg.optim) or cfg.train.batch_size >= len(self.train_set)
-        self.hooks = list(self.user_hooks)
+        self.hooks = list(list(self.options.hooks))
         if cfg.curvature.every > 0:
             from ..curvature.hook import CurvatureHook
 
@@ -183,18 +229,94 @@ class Trainer:
             ids = (ids[:, None] * t + np.arange(t)[None, :]).reshape(-1)
         self.record_ids = ids
 
+    # ------------------------------------------------------------------ the run directory
+    def _claim_run_dir(self) -> tuple[RunLock | None, int, float, bool]:
+        """Lock the run directory (the writing rank) and find where to start.
+
+        Returns ``(lock, start step, wall time so far, resuming)``.
+        """
+        lock, start, wall0, resuming = None, 0, 0.0, False
+        if self.run_dir is not None:
+            if self.options.resume:
+                if not self.run_dir.is_dir():
+                    raise StoreError(f"cannot resume: {self.run_dir} does not exist (pass the run directory, "
+                                     "e.g. runs/<name>)")
+                if self.writes:
+                    lock = RunLock(self.run_dir).acquire()
+                try:
+                    start, wall0 = self._resume_point()
+                except BaseException:
+                    if lock is not None:
+                        lock.release()
+                    raise
+                resuming = True
+            elif self.writes:
+                lock = prepare_run_dir(self.run_dir, self.options.overwrite)
+            self.dist.barrier()
+        if self.options.branch_from is not None and not resuming:
+            start, wall0 = self._branch_from(self.options.branch_from)
+        return lock, start, wall0, resuming
+
+    def _resume_point(self) -> tuple[int, float]:
+        """Load the newest intact checkpoint whose steps the record holds (last.pt, else a kept one)."""
+        usable = self._record_lacks if self.cfg.record.enabled else None
+        ckpt, path, skipped = newest_intact(self.run_dir, usable, map_location=self.device)
+        self.resumed_from = {"checkpoint": path.name, "skipped": skipped}
+        if skipped:
+            warnings.warn(f"{self.run_dir}: resuming from {path.name} at step {ckpt['step']} "
+                          f"({'; '.join(skipped)}); later steps are recomputed", OppsigWarning, stacklevel=3)
+        return self._load(ckpt)
+
+    def _record_lacks(self, step: int) -> str | None:
+        """None when the record holds every step before ``step`` that it should (so the run can resume there), else what it lacks."""
+        if not hasattr(self, "_record_limit"):
+            self._record_limit = self._scan_record()
+        limit, why = self._record_limit
+        return None if step <= limit else f"the record is intact only before step {limit} ({why})"
+
+    def _scan_record(self) -> tuple[int, str]:
+        """``(limit, why)``: the record holds every step it should before ``limit``; ``why`` it stops there."""
+        from ..store.reader import open_run
+
+        rd, every = self.run_dir, self.cfg.record.every
+        meta = read_json(rd / META) if (rd / META).exists() else {}
+        first = meta.get("first_step", 0)
+        if not (rd / STORE).exists():
+            return first, "store.zarr is missing"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", OppsigWarning)
+                run = open_run(rd)
+        except StoreError as e:
+            return first, str(e)
+        steps = run.steps
+        if "first_step" not in meta and len(steps):
+            first = int(steps[0])
+        s0 = -(-first // every) * every  # the first step that is recorded
+        bad = np.flatnonzero(steps != s0 + every * np.arange(len(steps)))
+        k, why = (int(bad[0]), f"row {int(bad[0])} holds step {int(steps[bad[0]])}") if len(bad) else (len(steps), "")
+        gap = min((g.row_lo for g in run.losses.gaps + run.correct.gaps), default=None)
+        if gap is not None and gap < k:
+            k, why = gap, f"chunk files of rows from {gap} are missing"
+        if k == len(steps):
+            why = f"it ends after {len(steps)} rows"
+        return s0 + every * k, why
+
     def _open_outputs(self, start_step: int, resuming: bool) -> None:
+        """Write config.yaml and meta.json; open the store and metrics (cut back to ``start_step`` when resuming)."""
         cfg, rd = self.cfg, self.run_dir
-        self.store = self.metrics_out = None
         if not self.writes:
             return
-        atomic_write_text(rd / CONFIG, cfg.to_yaml())
+        atomic_write(rd / CONFIG, cfg.to_yaml())
         meta = {**environment(), "device": str(self.device), "data": self.train_set.name,
                 "num_examples": len(self.train_set), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if resuming and (rd / META).exists():
-            old = json.loads((rd / META).read_text())
-            meta = {**old, "resumed": old.get("resumed", []) + [{"step": start_step, **meta}]}
-        atomic_write_text(rd / META, json.dumps(meta, indent=1))
+            old = read_json(rd / META)
+            entry = {"step": start_step, **getattr(self, "resumed_from", {}), **meta}
+            meta = {**old, "resumed": old.get("resumed", []) + [entry]}
+        else:
+            meta["first_step"] = start_step
+        atomic_write(rd / META, json.dumps(meta, indent=1))
         if cfg.record.enabled:
             rec_rows = len(range(0, cfg.train.steps, cfg.record.every))
             self.store = StoreWriter(
@@ -207,6 +329,7 @@ class Trainer:
         self.metrics_out = MetricsWriter(rd, resume_before=start_step if resuming else None)
 
     def _checkpoint(self, next_step: int, wall: float) -> None:
+        """Flush the record, then write the checkpoint of ``next_step`` (so a resume finds every earlier step)."""
         if not self.writes:
             return
         if self.store is not None:
@@ -260,25 +383,7 @@ class Trainer:
     # ------------------------------------------------------------------ run
     def run(self) -> TrainResult:
         self._setup()
-        start, wall0 = 0, 0.0
-        lock = None
-        resuming = False
-        if self.run_dir is not None:
-            if self.resume:
-                if not self.run_dir.exists():
-                    raise StoreError(f"cannot resume: {self.run_dir} does not exist")
-                if self.writes:
-                    lock = RunLock(self.run_dir).acquire()
-                if checkpoint_path(self.run_dir).exists():
-                    ckpt = load_checkpoint(self.run_dir, map_location=self.device)
-                    start, wall0 = self._load(ckpt)
-                    resuming = True
-            elif self.writes:
-                prepare_run_dir(self.run_dir, self.overwrite)
-                lock = RunLock(self.run_dir).acquire()
-            self.dist.barrier()
-        if self.init_state is not None and not resuming:
-            start, wall0 = self._branch_from(self.init_state)
+        lock, start, wall0, resuming = self._claim_run_dir()
         try:
             self._open_outputs(start, resuming)
             if not resuming and self.cfg.train.keep_checkpoints and self.cfg.train.checkpoint_every:
@@ -291,138 +396,172 @@ class Trainer:
                 lock.release()
 
     def _loop(self, start: int, wall0: float) -> TrainResult:
+        """Steps ``start .. cfg.train.steps - 1`` (or until a goal, a signal or divergence), then :meth:`_finish`."""
         cfg = self.cfg
-        X, Y = self.train_set.x, self.train_set.y
-        n = len(self.train_set)
-        W = None if self.example_weights is None else self.example_weights.to(self.device, X.dtype)
-        rec = cfg.record
+        self._shard()
         state = TrainState(step=start, model=self.model, optimizer=self.optimizer, config=cfg,
                            train_data=self.train_set, loss_fn=self.loss_fn, device=self.device, run_dir=self.run_dir,
                            extras={"dist": self.dist})
         hook_api.call(self.hooks, "on_train_start", state)
-        t0 = time.perf_counter()
-        stopped = "max_steps"
-        metrics: dict = {}
+        self._t0 = time.perf_counter()
+        stopped, metrics, step = "max_steps", {}, start
         bar = _progress(cfg.train.steps, start, cfg.name, self.progress and self.dist.is_main)
-        D = self.dist
-        lo, hi = D.shard(n)
-        X_local, Y_local = (X[lo:hi], Y[lo:hi]) if D.enabled else (X, Y)
-        W_local = W[lo:hi] if (D.enabled and W is not None) else W
-        sync = (lambda last: nullcontext() if last else self.forward_model.no_sync()) if D.enabled else None
-        p_lo, p_hi = D.shard(len(self.probe_set))
-        probe_local = self.probe_set.take(np.arange(p_lo, p_hi)) if D.enabled else self.probe_set
-        step = start
         try:
             with _StopFlag() as stop:
                 for step in range(start, cfg.train.steps):
-                    lr = lr_at(cfg.optim, step)
-                    for g in self.optimizer.param_groups:
-                        g["lr"] = lr
-                    state.step, state.lr, state.metrics = step, lr, {}
-                    state.per_example_loss = state.per_example_correct = None
-                    hook_api.call(self.hooks, "on_step_start", state)
-                    # decided alike on every rank (collectives follow), written by rank 0 only
-                    recording = rec.enabled and self.run_dir is not None
-                    record_now = recording and step % rec.every == 0
-                    logits_now = recording and rec.logits_every > 0 and step % rec.logits_every == 0
-                    probe = None
-                    if record_now and self.probe_record:
-                        probe = probe_losses(self.model, probe_local, self.loss_fn, cfg.train.physical_batch_size,
-                                             return_logits=logits_now, per_token=self.per_token)
-                        if D.enabled:
-                            m_all = len(self.record_ids)
-                            probe = (self.record_ids,) + tuple(
-                                D.gather_rows(torch.as_tensor(a), m_all).numpy() for a in probe[1:])
-                    self.optimizer.zero_grad(set_to_none=True)
-                    if self.full_batch:
-                        rows, b_global = None, n
-                    else:
-                        rows = batch_rows(step, n, cfg.train.batch_size, cfg.seed, self.device)
-                        b_global = len(rows)
-                        if D.enabled:
-                            b_lo, b_hi = D.shard(b_global)
-                            rows = rows[b_lo:b_hi]
-                    xs, ys, ws = (X_local, Y_local, W_local) if self.full_batch else (X, Y, W)
-                    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and self.device.type == "cuda"
-                           else nullcontext())
-                    with amp:
-                        losses, correct, logits = full_batch_backward(
-                            self.forward_model, xs, ys, self.loss_fn, cfg.train.physical_batch_size, rows=rows,
-                            want_logits=logits_now and not self.probe_record, denominator=b_global / D.world,
-                            sync=sync, weights=ws)
-                    if D.enabled:
-                        losses = D.gather_rows(losses, b_global)
-                        correct = D.gather_rows(correct, b_global)
-                        if logits is not None:
-                            logits = D.gather_rows(logits, b_global)
-                    loss = float(losses.mean())
-                    if not math.isfinite(loss):
-                        self._diverged(step, loss, lr)
-                    if isinstance(self.optimizer, SAM):  # a second gradient at the ascent point, same rows
-                        self.optimizer.first_step(zero_grad=True)
-                        full_batch_backward(self.forward_model, xs, ys, self.loss_fn, cfg.train.physical_batch_size,
-                                            rows=rows, denominator=b_global / D.world, sync=sync, weights=ws)
-                        self.optimizer.second_step()
-                    else:
-                        self.optimizer.step()
-                    acc = float(correct.float().mean())
-                    state.per_example_loss, state.per_example_correct = losses, correct
-                    metrics = {"step": step, "loss": loss, "accuracy": acc, "lr": lr}
-                    state.metrics.update(metrics)
-                    if self.test_set is not None and cfg.train.eval_every and (step + 1) % cfg.train.eval_every == 0:
-                        state.metrics["test_loss"], state.metrics["test_accuracy"] = self._evaluate(self.test_set)
-                    hook_api.call(self.hooks, "on_step_end", state)
-                    state.metrics["wall_time"] = wall0 + time.perf_counter() - t0
-                    metrics = state.metrics
-                    if record_now and self.store is not None:
-                        if not self.probe_record:
-                            self.store.append(step, losses.cpu().numpy(), correct.cpu().numpy())
-                            if logits_now:
-                                self.store.write_logits(step, logits.float().cpu().numpy())
-                        else:
-                            self.store.append(step, probe[1], probe[2])
-                            if logits_now:
-                                self.store.write_logits(step, probe[3])
-                    if self.metrics_out is not None:
-                        self.metrics_out.write(metrics)
+                    metrics = self._step(step, state, wall0)
                     self._bar(bar, metrics)
-                    done = step + 1
-                    if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.steps:
-                        self._checkpoint(done, wall0 + time.perf_counter() - t0)
-                    if cfg.train.loss_goal is not None and loss < cfg.train.loss_goal:
-                        stopped = "loss_goal"
-                        break
-                    if cfg.train.acc_goal is not None and acc >= cfg.train.acc_goal:
-                        stopped = "acc_goal"
-                        break
-                    stop_now = stop.signum is not None
-                    if D.enabled:  # every rank stops at the same step
-                        stop_now = bool(D.all_reduce_(torch.tensor([float(stop_now)], device=self.device)).item() > 0)
-                    if stop_now:
-                        stopped = "interrupted"
+                    stopped = self._after_step(step, metrics, wall0, stop)
+                    if stopped is not None:
                         break
                 else:
-                    step = cfg.train.steps - 1
+                    step, stopped = cfg.train.steps - 1, "max_steps"
         finally:
             bar.close()
             if self.store is not None:
                 self.store.flush()
-        next_step = step + 1 if metrics else start
-        wall = wall0 + time.perf_counter() - t0
+        return self._finish(state, step + 1 if metrics else start, stopped, metrics, wall0)
+
+    # ------------------------------------------------------------------ one step
+    def _shard(self) -> None:
+        """This rank's share of the data (all of it without DDP), and the DDP gradient-sync context."""
+        D, n = self.dist, len(self.train_set)
+        X, Y = self.train_set.x, self.train_set.y
+        W = None if self.example_weights is None else self.example_weights.to(self.device, X.dtype)
+        lo, hi = D.shard(n)
+        self._full = (X, Y, W)
+        self._local = (X[lo:hi], Y[lo:hi], None if W is None else W[lo:hi]) if D.enabled else (X, Y, W)
+        self._sync = (lambda last: nullcontext() if last else self.forward_model.no_sync()) if D.enabled else None
+        p_lo, p_hi = D.shard(len(self.probe_set))
+        self._probe_local = self.probe_set.take(np.arange(p_lo, p_hi)) if D.enabled else self.probe_set
+
+    def _step(self, step: int, state: TrainState, wall0: float) -> dict:
+        """Step ``step``: hooks, probe, gradient, update, record; returns the step's metrics row."""
+        cfg, rec = self.cfg, self.cfg.record
+        lr = lr_at(cfg.optim, step)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        state.step, state.lr, state.metrics = step, lr, {}
+        state.per_example_loss = state.per_example_correct = None
+        hook_api.call(self.hooks, "on_step_start", state)
+        # decided alike on every rank (collectives follow), written by rank 0 only
+        recording = rec.enabled and self.run_dir is not None
+        record_now = recording and step % rec.every == 0
+        logits_now = recording and rec.logits_every > 0 and step % rec.logits_every == 0
+        probe = self._probe(logits_now) if record_now and self.probe_record else None
+        self.optimizer.zero_grad(set_to_none=True)
+        batch = self._batch(step)
+        losses, correct, logits = self._gradient(batch, want_logits=logits_now and not self.probe_record)
+        loss = float(losses.mean())
+        if not math.isfinite(loss):
+            self._diverged(step, loss, lr)
+        self._update(batch)
+        acc = float(correct.float().mean())
+        state.per_example_loss, state.per_example_correct = losses, correct
+        state.metrics.update({"step": step, "loss": loss, "accuracy": acc, "lr": lr})
+        if self.test_set is not None and cfg.train.eval_every and (step + 1) % cfg.train.eval_every == 0:
+            state.metrics["test_loss"], state.metrics["test_accuracy"] = self._evaluate(self.test_set)
+        hook_api.call(self.hooks, "on_step_end", state)
+        state.metrics["wall_time"] = wall0 + time.perf_counter() - self._t0
+        if record_now:
+            self._record(step, probe if probe is not None else (None, losses, correct, logits), logits_now)
+        if self.metrics_out is not None:
+            self.metrics_out.write(state.metrics)
+        return state.metrics
+
+    def _probe(self, logits_now: bool) -> tuple:
+        """``(ids, losses, correct[, logits])`` of the probe set at the current parameters, gathered over ranks."""
+        D = self.dist
+        probe = probe_losses(self.model, self._probe_local, self.loss_fn, self.cfg.train.physical_batch_size,
+                             return_logits=logits_now, per_token=self.per_token)
+        if D.enabled:
+            m_all = len(self.record_ids)
+            probe = (self.record_ids,) + tuple(D.gather_rows(torch.as_tensor(a), m_all).numpy() for a in probe[1:])
+        return probe
+
+    def _batch(self, step: int) -> _Batch:
+        """The rows of step ``step``: every example (full batch) or the seeded mini-batch, this rank's share."""
+        if self.full_batch:
+            return _Batch(None, len(self.train_set), *self._local)
+        rows = batch_rows(step, len(self.train_set), self.cfg.train.batch_size, self.cfg.seed, self.device)
+        size = len(rows)
+        if self.dist.enabled:
+            lo, hi = self.dist.shard(size)
+            rows = rows[lo:hi]
+        return _Batch(rows, size, *self._full)
+
+    def _gradient(self, batch: _Batch, want_logits: bool = False):
+        """Accumulate the mean-loss gradient of ``batch``; per-example losses, correctness (and logits), over all ranks."""
+        cfg, D = self.cfg, self.dist
+        amp = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and self.device.type == "cuda"
+               else nullcontext())
+        with amp:
+            losses, correct, logits = full_batch_backward(
+                self.forward_model, batch.x, batch.y, self.loss_fn, cfg.train.physical_batch_size, rows=batch.rows,
+                want_logits=want_logits, denominator=batch.size / D.world, sync=self._sync, weights=batch.w)
+        if D.enabled:
+            losses = D.gather_rows(losses, batch.size)
+            correct = D.gather_rows(correct, batch.size)
+            if logits is not None:
+                logits = D.gather_rows(logits, batch.size)
+        return losses, correct, logits
+
+    def _update(self, batch: _Batch) -> None:
+        """The optimiser step (SAM: a second gradient at the ascent point, on the same rows)."""
+        if isinstance(self.optimizer, SAM):
+            self.optimizer.first_step(zero_grad=True)
+            full_batch_backward(self.forward_model, batch.x, batch.y, self.loss_fn, self.cfg.train.physical_batch_size,
+                                rows=batch.rows, denominator=batch.size / self.dist.world, sync=self._sync,
+                                weights=batch.w)
+            self.optimizer.second_step()
+        else:
+            self.optimizer.step()
+
+    def _record(self, step: int, probe: tuple, logits_now: bool) -> None:
+        """Append the row of ``step`` (``(ids, losses, correct, logits)``) to the store, with its logits when due."""
+        if self.store is None:
+            return
+        _, losses, correct, logits = (tuple(probe) + (None,))[:4]
+        self.store.append(step, _numpy(losses), _numpy(correct))
+        if logits_now and logits is not None:
+            self.store.write_logits(step, _numpy(logits))
+
+    def _after_step(self, step: int, metrics: dict, wall0: float, stop: "_StopFlag") -> str | None:
+        """Checkpoint when due; the reason to stop after ``step`` (a goal or a signal), or None to go on."""
+        cfg, D = self.cfg, self.dist
+        done = step + 1
+        if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.steps:
+            self._checkpoint(done, wall0 + time.perf_counter() - self._t0)
+        if cfg.train.loss_goal is not None and metrics["loss"] < cfg.train.loss_goal:
+            return "loss_goal"
+        if cfg.train.acc_goal is not None and metrics["accuracy"] >= cfg.train.acc_goal:
+            return "acc_goal"
+        stop_now = stop.signum is not None
+        if D.enabled:  # every rank stops at the same step
+            stop_now = bool(D.all_reduce_(torch.tensor([float(stop_now)], device=self.device)).item() > 0)
+        return "interrupted" if stop_now else None
+
+    # ------------------------------------------------------------------ the end
+    def _finish(self, state: TrainState, next_step: int, stopped: str, metrics: dict, wall0: float) -> TrainResult:
+        """Final evaluation, checkpoint, ``on_train_end``, and the run's end in meta.json."""
+        wall = wall0 + time.perf_counter() - self._t0
         if self.test_set is not None:
             metrics = dict(metrics)
             metrics["test_loss"], metrics["test_accuracy"] = self._evaluate(self.test_set)
         self._checkpoint(next_step, wall)
         hook_api.call(self.hooks, "on_train_end", state)
         if self.writes:
-            meta = json.loads((self.run_dir / META).read_text())
-            meta.update({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stopped": stopped,
-                         "next_step": next_step, "wall_time": wall, "final": metrics})
-            atomic_write_text(self.run_dir / META, json.dumps(meta, indent=1, default=float))
+            self._update_meta({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stopped": stopped,
+                               "next_step": next_step, "wall_time": wall, "final": metrics})
         resume_cmd = None
         if stopped == "interrupted" and self.writes:
             resume_cmd = f"oppsig train --resume {self.run_dir}"
         return TrainResult(self.run_dir, next_step, stopped, metrics, self.model, wall, resume_cmd)
+
+    def _update_meta(self, facts: dict) -> None:
+        meta = read_json(self.run_dir / META)
+        meta.update(facts)
+        atomic_write(self.run_dir / META, json.dumps(meta, indent=1, default=float))
 
     def _diverged(self, step: int, loss: float, lr: float) -> None:
         where = ""
@@ -431,9 +570,7 @@ class Trainer:
                 self.store.flush()
             where = f"; steps before {step} are saved in {self.run_dir}"
             if self.writes:
-                meta = json.loads((self.run_dir / META).read_text())
-                meta.update({"stopped": "diverged", "diverged_at": step, "loss": str(loss)})
-                atomic_write_text(self.run_dir / META, json.dumps(meta, indent=1))
+                self._update_meta({"stopped": "diverged", "diverged_at": step, "loss": str(loss)})
         raise DivergenceError(
             f"training diverged: the loss is {loss} at step {step} (lr {lr:g}); "
             f"try a smaller learning rate, e.g. --optim.lr={lr / 2:g}{where}"
@@ -451,33 +588,25 @@ class Trainer:
         bar.update(1)
 
 
-def train(
-    cfg: Config,
-    run_dir: str | Path | None = "auto",
-    hooks: list | tuple = (),
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    data: tuple[ArrayDataset, ArrayDataset | None] | None = None,
-    branch_from: dict | None = None,
-    example_weights: torch.Tensor | None = None,
-) -> TrainResult:
-    """Train as ``cfg`` says and record the run in ``run_dir`` (default ``<out_dir>/<name>``; None: nothing written).
+
+
+def train(cfg: Config, **options) -> TrainResult:
+    """Train as ``cfg`` says and record the run (in ``<out_dir>/<name>`` unless ``run_dir`` says otherwise).
 
     Args:
         cfg: the run's config.
-        hooks: extra hooks (see :mod:`oppsig.training.hooks`).
-        resume: continue the run in ``run_dir`` from its last checkpoint.
-        overwrite: replace an existing run in ``run_dir``.
-        progress: show a progress bar.
-        data: (train, test) data sets to use instead of building them from ``cfg.data``.
-        branch_from: a checkpoint dict (see :func:`~oppsig.training.load_checkpoint`) to start from: its
-            model, step and RNG state (and optimiser state when the optimiser is the same).
-        example_weights: float (N,) weight of each training example in the loss (default all 1).
+        **options: the fields of :class:`TrainOptions`: ``run_dir`` (None: nothing written), ``hooks``,
+            ``resume``, ``overwrite``, ``progress``, ``data``, ``branch_from``, ``example_weights``.
+
+    Example:
+        >>> res = train(load_config(None, ["train.steps=5"]), run_dir=None, progress=False)   # doctest: +SKIP
+        >>> res.next_step, res.stopped                                                        # doctest: +SKIP
+        (5, 'max_steps')
 
     Raises:
         DivergenceError: the loss became NaN/inf (everything before is saved).
-        RunExistsError / RunLockedError / StoreError: run-directory problems.
+        RunExistsError / RunLockedError / StoreError: run-directory problems; with ``resume``, no
+            intact checkpoint to continue from.
         DataNotFoundError / ConfigError: bad data or config.
     """
-    return Trainer(cfg, run_dir, hooks, resume, overwrite, progress, data, branch_from, example_weights).run()
+    return Trainer(cfg, TrainOptions(**options)).run()

@@ -1,0 +1,126 @@
+"""Checking a store against its own bookkeeping: rows committed, chunks present, steps in order.
+
+``progress.json`` says how many rows are complete; every chunk of every array
+that covers those rows must then exist on disk (the writer writes empty chunks
+too, so an absent chunk file means lost data, not a default value), and the
+``steps`` of those rows must be strictly increasing. A chunk that is absent
+would otherwise read as the fill value (NaN losses, ``False`` correctness,
+step -1) and give silently wrong numbers.
+
+:func:`find_gaps` lists what is missing as :class:`Gap` ranges (rows and
+columns, with the steps they cover), which readers turn into errors that name
+the exact range.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Rows ``[row_lo, row_hi)`` x columns ``[col_lo, col_hi)`` of one array whose chunk files are absent."""
+
+    array: str
+    row_lo: int
+    row_hi: int
+    col_lo: int | None = None
+    col_hi: int | None = None
+
+    def overlaps(self, rows: np.ndarray | slice, cols: np.ndarray | slice | None = None) -> bool:
+        if not _hits(rows, self.row_lo, self.row_hi):
+            return False
+        return self.col_lo is None or cols is None or _hits(cols, self.col_lo, self.col_hi)
+
+    def describe(self, steps: np.ndarray | None = None) -> str:
+        """E.g. ``loss rows 0..31 (steps 0..31), examples 0..1023``."""
+        text = f"{self.array} rows {self.row_lo}..{self.row_hi - 1}"
+        if steps is not None and len(steps) >= self.row_hi and np.all(np.asarray(steps[self.row_lo:self.row_hi]) >= 0):
+            text += f" (steps {int(steps[self.row_lo])}..{int(steps[self.row_hi - 1])})"
+        if self.col_lo is not None:
+            text += f", columns {self.col_lo}..{self.col_hi - 1}"
+        return text
+
+
+def _hits(sel, lo: int, hi: int) -> bool:
+    if isinstance(sel, slice):
+        start, stop, step = sel.start, sel.stop, sel.step or 1
+        if step == 1:
+            return start < hi and stop > lo
+        sel = np.arange(start, stop, step)
+    sel = np.asarray(sel).reshape(-1)
+    return bool(np.any((sel >= lo) & (sel < hi)))
+
+
+def _chunk_key(array, coords: tuple[int, ...]) -> str:
+    meta = getattr(array, "metadata", None)
+    enc = getattr(meta, "chunk_key_encoding", None)
+    if enc is not None and hasattr(enc, "encode_chunk_key"):  # zarr 3
+        return enc.encode_chunk_key(coords)
+    sep = getattr(array, "_dimension_separator", None) or "."  # zarr 2
+    return sep.join(str(c) for c in coords)
+
+
+def _present(array_dir: Path) -> set[str]:
+    out = set()
+    for root, _dirs, files in os.walk(array_dir):
+        rel = os.path.relpath(root, array_dir)
+        for f in files:
+            out.add(f if rel == "." else f"{rel}/{f}".replace(os.sep, "/"))
+    return out
+
+
+def find_gaps(store_dir: str | os.PathLike, array, name: str, rows: int) -> list[Gap]:
+    """The chunks of ``array`` (stored under ``store_dir/name``) that cover its first ``rows`` rows but are absent.
+
+    Adjacent missing chunks are merged: one :class:`Gap` per run of row chunks with the same missing columns.
+    """
+    if rows <= 0:
+        return []
+    present = _present(Path(store_dir) / name)
+    cs = tuple(int(c) for c in array.chunks)
+    shape = tuple(int(s) for s in array.shape)
+    grid_rest = [range(math.ceil(s / c)) for s, c in zip(shape[1:], cs[1:])]
+    n_rest = [len(g) for g in grid_rest]
+    gaps: list[Gap] = []
+    prev = None  # (col chunk set) of the previous row chunk, with its gap list start
+    for i in range(math.ceil(min(rows, shape[0]) / cs[0])):
+        missing_cols = []
+        for rest in np.ndindex(*n_rest) if n_rest else [()]:
+            if _chunk_key(array, (i,) + tuple(rest)) not in present:
+                missing_cols.append(rest[0] if rest else None)
+        lo, hi = i * cs[0], min((i + 1) * cs[0], rows)
+        if not missing_cols:
+            prev = None
+            continue
+        cols = sorted(set(missing_cols), key=lambda c: -1 if c is None else c)
+        ranges = _col_ranges(cols, cs[1] if len(cs) > 1 else None, shape[1] if len(shape) > 1 else None)
+        if prev is not None and prev[0] == ranges:
+            for k in range(prev[1], len(gaps)):
+                g = gaps[k]
+                gaps[k] = Gap(g.array, g.row_lo, hi, g.col_lo, g.col_hi)
+        else:
+            start = len(gaps)
+            gaps += [Gap(name, lo, hi, c0, c1) for c0, c1 in ranges]
+            prev = (ranges, start)
+    return gaps
+
+
+def _col_ranges(chunk_cols: list, width: int | None, n: int | None) -> list[tuple[int | None, int | None]]:
+    if width is None or chunk_cols == [None]:
+        return [(None, None)]
+    out: list[list[int]] = []
+    for c in chunk_cols:
+        if out and out[-1][1] == c:
+            out[-1][1] = c + 1
+        else:
+            out.append([c, c + 1])
+    full = math.ceil(n / width)
+    if len(out) == 1 and out[0] == [0, full]:
+        return [(None, None)]  # every column
+    return [(a * width, min(b * width, n)) for a, b in out]
