@@ -393,9 +393,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
         if not p.is_file():
             raise ConfigError(f"config file {p} not found")
         try:
-            loaded = yaml.safe_load(p.read_text())
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {p} is not UTF-8 text (byte {e.start}); save it as UTF-8 "
+                              "(e.g. iconv -t utf-8)") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read the config file {p}: {e.strerror or e}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -61,10 +61,35 @@ def _run(argv: list[str]) -> int:
     if args.command is None:
         parser.print_help()
         return 1
+    _load_libraries()
     if extra and not getattr(args, "accepts_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
     return int(args.func(args) or 0)
+
+
+def _load_libraries() -> None:
+    """Import numpy, torch and zarr with Ctrl-C held back until they are loaded, then act on it.
+
+    A KeyboardInterrupt raised in the middle of an import can leave a library half
+    initialised, which then fails with an unrelated error; held back, it becomes a
+    clean "interrupted" (exit 130) once the imports are done.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    hit = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: hit.append(signum))
+    try:
+        import numpy  # noqa: F401
+        import torch  # noqa: F401
+        import zarr  # noqa: F401
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if hit:
+        raise KeyboardInterrupt
 
 
 def _is_user_error(e: BaseException) -> bool:

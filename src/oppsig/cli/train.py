@@ -28,9 +28,11 @@ def run(args) -> int:
     overrides = split_overrides(args.overrides)
     if args.data_dir:
         overrides.append(f"data.dir={args.data_dir}")
-    if args.name:
+    if args.name is not None:
+        if not args.name.strip():
+            raise ConfigError("--name is empty; give the run a name, e.g. --name=lr005 (or leave --name out)")
         overrides.append(f"name={args.name}")
-    if args.out_dir:
+    if args.out_dir is not None:
         overrides.append(f"out_dir={args.out_dir}")
     if args.resume:
         rd = Path(args.resume)

@@ -18,6 +18,8 @@ import http.client
 import os
 import pickle
 import tarfile
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -117,6 +119,17 @@ def _get(d: dict, key: str):
     raise DataFormatError(f"CIFAR batch lacks the key {key!r}")
 
 
+def _labels(raw, p: Path) -> np.ndarray:
+    """The labels of a batch as int64 (N,), or a :class:`DataFormatError` naming the file."""
+    if not isinstance(raw, (list, np.ndarray)) or any(isinstance(v, (str, bytes)) for v in raw):
+        raise DataFormatError(f"{p}: 'labels' must be a list of integers 0..9; replace the file with a fresh copy")
+    try:
+        return np.asarray(raw, dtype=np.int64).reshape(-1)
+    except (OverflowError, ValueError, TypeError):
+        raise DataFormatError(f"{p}: 'labels' must be integers 0..9 (found values that are not); "
+                              "replace the file with a fresh copy") from None
+
+
 def candidate_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
     """Folders searched for ``cifar-10-batches-py``, in order."""
     roots: list[Path] = []
@@ -175,7 +188,7 @@ def load_cifar10_arrays(
         if not isinstance(d, dict):
             raise DataFormatError(f"{p}: expected a dict, got {type(d).__name__}")
         data = _get(d, "data")
-        labels = np.asarray(_get(d, "labels"), dtype=np.int64)
+        labels = _labels(_get(d, "labels"), p)
         if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072:
             shape = getattr(data, "shape", None)
             raise DataFormatError(f"{p}: 'data' has shape {shape}, expected (N, 3072)")
@@ -266,8 +279,19 @@ def download_cifar10(dest: str | os.PathLike | None = None, url: str = CIFAR10_U
                     raise http.client.IncompleteRead(b"", int(length) - got)
         except (OSError, http.client.HTTPException) as e:
             kept = part.stat().st_size if part.exists() else 0
-            raise DataNotFoundError(f"the download of {url} broke off ({type(e).__name__}) after {kept} bytes, kept in "
-                                    f"{part}; run it again to resume, or {GET_DATA_HINT}") from None
+            reason = getattr(e, "reason", None)
+            if isinstance(e, urllib.error.URLError) and not isinstance(e, urllib.error.HTTPError) and not kept:
+                if part.exists():
+                    part.unlink()
+                raise DataNotFoundError(f"cannot reach {urllib.parse.urlsplit(url).netloc} to download CIFAR-10 "
+                                        f"(no network? {reason or e}); {GET_DATA_HINT}") from None
+            if not kept:
+                if part.exists():
+                    part.unlink()
+                raise DataNotFoundError(f"the download of {url} failed ({reason or e}) before any byte arrived; "
+                                        f"run it again later, or {GET_DATA_HINT}") from None
+            raise DataNotFoundError(f"the download of {url} broke off ({reason or type(e).__name__}) after {kept} "
+                                    f"bytes, kept in {part}; run it again to resume, or {GET_DATA_HINT}") from None
         part.replace(archive)
     h = hashlib.md5()
     with open(archive, "rb") as f:

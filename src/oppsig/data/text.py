@@ -9,12 +9,13 @@ sorted set of characters of the whole file (``classes``).
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import DataFormatError, DataNotFoundError
+from ..errors import DataFormatError, DataNotFoundError, OppsigWarning
 from .base import ArrayDataset
 
 TEXT_HINT = (
@@ -51,7 +52,15 @@ def char_dataset(
 ) -> ArrayDataset:
     """Windows of a character-level text as an :class:`ArrayDataset` with x, y of shape (N, block_size)."""
     p = find_text(path, data_dir)
-    text = p.read_text(encoding="utf-8", errors="replace")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        text = raw.decode("utf-8", errors="replace")
+        bad = text.count("\ufffd")
+        warnings.warn(f"{p} is not UTF-8 text: {bad} undecodable byte sequence(s) (the first at byte {e.start}) "
+                      "are read as U+FFFD; convert the file to UTF-8 (e.g. iconv -t utf-8) for exact characters",
+                      OppsigWarning, stacklevel=2)
     if len(text) < block_size + 1:
         raise DataFormatError(f"{p}: {len(text)} characters, fewer than block_size + 1 = {block_size + 1}")
     chars = sorted(set(text))

@@ -51,10 +51,18 @@ def save_checkpoint(run_dir: str | os.PathLike, state: dict, keep: bool = False)
                 kept.unlink()
             os.link(p, kept)
     except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as a RuntimeError
-        cause = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[-1][:120]
+        cause = e.strerror if isinstance(e, OSError) and e.strerror else _first_line(e)
         raise StoreError(f"cannot write the checkpoint {p} ({cause}); the previous checkpoint is kept: "
                          "fix the cause (e.g. free disk space) and resume the run") from None
     return p
+
+
+def _first_line(e: BaseException) -> str:
+    """The gist of a torch writer error: its first line without the ``[enforce fail at file:line] .`` prefix."""
+    line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if line.startswith("[enforce fail") and "] " in line:
+        line = line.split("] ", 1)[1].lstrip(". ")
+    return line[:160]
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -100,6 +108,8 @@ def newest_intact(run_dir: str | os.PathLike, usable=None, map_location="cpu") -
     seen: set = set()
     for p in candidates:
         if not p.exists():
+            if p == candidates[0]:
+                skipped.append(f"{p.name} is missing")
             continue
         ident = (p.stat().st_dev, p.stat().st_ino)
         try:
@@ -113,7 +123,8 @@ def newest_intact(run_dir: str | os.PathLike, usable=None, map_location="cpu") -
         if why is None:
             return state, p, skipped
         skipped.append(f"{p.name} (step {state['step']}): {why}")
-    tried = "; ".join(skipped) if skipped else f"there is no checkpoint in {run_dir / CHECKPOINTS}"
+    tried = "; ".join(skipped) if len(skipped) > 1 or skipped[0] != "last.pt is missing" else \
+        f"there is no checkpoint in {run_dir / CHECKPOINTS}"
     raise StoreError(f"cannot resume {run_dir}: no intact checkpoint to continue from ({tried}); start over with "
                      f"`oppsig train {run_dir / 'config.yaml'} --out-dir={run_dir.parent} --name={run_dir.name} "
                      "--overwrite` (this replaces the record)")
