@@ -154,7 +154,9 @@ def test_3_resume_with_no_checkpoint_refuses_and_keeps_the_record(tiny_cfg):
 def test_3_resume_keeps_the_history_of_resumes(tiny_cfg):
     part = train(tiny_cfg(steps=6), progress=False)
     train(tiny_cfg(steps=8), run_dir=part.run_dir, resume=True, progress=False)
-    train(tiny_cfg(steps=10), run_dir=part.run_dir, resume=True, progress=False)
+    (part.run_dir / "checkpoints" / "last.pt").unlink()  # step_000008.pt stays
+    with pytest.warns(OppsigWarning, match="last.pt is missing"):
+        train(tiny_cfg(steps=10), run_dir=part.run_dir, resume=True, progress=False)
     meta = json.loads((part.run_dir / "meta.json").read_text())
     assert [r["step"] for r in meta["resumed"]] == [6, 8] and meta["next_step"] == 10
 

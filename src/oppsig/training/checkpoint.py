@@ -51,9 +51,13 @@ def save_checkpoint(run_dir: str | os.PathLike, state: dict, keep: bool = False)
                 kept.unlink()
             os.link(p, kept)
     except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as a RuntimeError
-        cause = e.strerror if isinstance(e, OSError) and e.strerror else _first_line(e)
-        raise StoreError(f"cannot write the checkpoint {p} ({cause}); the previous checkpoint is kept: "
-                         "fix the cause (e.g. free disk space) and resume the run") from None
+        if isinstance(e, OSError) and e.strerror:
+            cause = e.strerror
+        else:
+            cause = f"the write broke off: disk full or a file-size limit? torch says: {_first_line(e)}"
+        then = ("the previous checkpoint is kept: fix the cause and resume the run" if p.exists() else
+                "fix the cause and start the run again with --overwrite")
+        raise StoreError(f"cannot write the checkpoint {p} ({cause}); {then}") from None
     return p
 
 
