@@ -206,11 +206,39 @@ class Run:
             warnings.warn(f"{self.path}: the record lacks {'; '.join(g.describe(self.steps) for g in self.gaps[:3])}"
                           + (f" and {len(self.gaps) - 3} more ranges" if len(self.gaps) > 3 else "")
                           + " (chunk files missing); reading them is an error", OppsigWarning, stacklevel=2)
+        self._check_rows_against_meta(rows)
         gl = [g for g in self.gaps if g.array == "loss"]
         gc = [g for g in self.gaps if g.array == "correct"]
         self.losses = RowBounded(arrays["loss"], rows, gl, self.steps)
         self.correct = RowBounded(arrays["correct"], rows, gc, self.steps)
         return self
+
+    def _check_rows_against_meta(self, rows: int) -> None:
+        """Warn when a finished training run's meta.json implies another number of rows than progress.json counts."""
+        p = self.path / META
+        if not p.exists():
+            if not (self.path / CONFIG).exists():
+                return  # a bare store (StoreWriter used on its own)
+            warnings.warn(f"{p} is missing: the run's versions, device and end are unknown, and the number of "
+                          "recorded rows cannot be checked", OppsigWarning, stacklevel=3)
+            return
+        try:
+            meta = read_json(p)
+        except StoreError:
+            return  # reading .meta raises with the reason
+        cfg = self._group.attrs.get("config")
+        nxt = meta.get("next_step")
+        if "finished" not in meta or not isinstance(nxt, int) or not isinstance(cfg, dict):
+            return
+        every = (cfg.get("record") or {}).get("every", 1)
+        first = meta.get("first_step", int(self.steps[0]) if rows else 0)  # runs written before first_step
+        if not isinstance(every, int) or every < 1 or not isinstance(first, int):
+            return
+        expected = len(range(-(-first // every) * every, nxt, every))
+        if rows != expected:
+            warnings.warn(f"{self.path / PROGRESS} counts {rows} recorded rows, but the run ended at step {nxt} "
+                          f"(meta.json), which makes {expected}; the store's bookkeeping is inconsistent, the "
+                          "numbers cover only the rows counted", OppsigWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ lazily read parts
     @property

@@ -30,8 +30,11 @@ from .format import FORMAT_VERSION, METRICS, PROGRESS, STORE, atomic_write, read
 
 def _create(group, name: str, shape, chunks, dtype, fill_value):
     try:
-        arr = group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value, overwrite=True)
-    except AttributeError:  # zarr 2
+        from zarr.codecs import ZstdCodec  # a checksum per chunk: a damaged chunk fails to read instead of misreading
+
+        arr = group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value, overwrite=True,
+                                 compressors=ZstdCodec(level=0, checksum=True))
+    except (AttributeError, ImportError):  # zarr 2
         return group.create_dataset(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value,
                                     overwrite=True, write_empty_chunks=True)
     return _every_chunk(arr)

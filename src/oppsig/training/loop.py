@@ -125,6 +125,10 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
                 mininterval=0.5)
 
 
+# what meta.json says about how a run ended (removed when it is resumed, written again when it ends)
+_END_KEYS = ("finished", "stopped", "next_step", "wall_time", "final", "diverged_at", "loss")
+
+
 @dataclass(frozen=True, eq=False)
 class TrainOptions:
     """How to run a config: everything :func:`train` takes besides the config.
@@ -312,7 +316,8 @@ class Trainer:
                 "num_examples": len(self.train_set), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if resuming and (rd / META).exists():
             old = read_json(rd / META)
-            entry = {"step": start_step, **getattr(self, "resumed_from", {}), **meta}
+            ended = {k: old.pop(k) for k in _END_KEYS if k in old}  # this segment's end replaces them
+            entry = {"step": start_step, **getattr(self, "resumed_from", {}), "after": ended.get("stopped"), **meta}
             meta = {**old, "resumed": old.get("resumed", []) + [entry]}
         else:
             meta["first_step"] = start_step
