@@ -111,12 +111,12 @@ def safe_load_pickle(path: str | os.PathLike) -> object:
     return obj
 
 
-def _get(d: dict, key: str):
+def _get(d: dict, key: str, path: Path | None = None):
     if key.encode() in d:
         return d[key.encode()]
     if key in d:
         return d[key]
-    raise DataFormatError(f"CIFAR batch lacks the key {key!r}")
+    raise DataFormatError(f"{path or 'a CIFAR batch'}: lacks the key {key!r}; replace the file with a fresh copy")
 
 
 def _labels(raw, p: Path) -> np.ndarray:
@@ -187,8 +187,8 @@ def load_cifar10_arrays(
         d = safe_load_pickle(p)
         if not isinstance(d, dict):
             raise DataFormatError(f"{p}: expected a dict, got {type(d).__name__}")
-        data = _get(d, "data")
-        labels = _labels(_get(d, "labels"), p)
+        data = _get(d, "data", p)
+        labels = _labels(_get(d, "labels", p), p)
         if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072:
             shape = getattr(data, "shape", None)
             raise DataFormatError(f"{p}: 'data' has shape {shape}, expected (N, 3072)")

@@ -98,6 +98,10 @@ class StoreWriter:
                 prog = read_json(self.run_dir / PROGRESS) if (self.run_dir / PROGRESS).exists() else {}
                 self.rows = int(prog.get("rows", 0))
                 self.logit_rows = int(prog.get("logit_rows", 0))
+                if not 0 <= self.rows <= self._loss.shape[0]:
+                    raise StoreError(f"{self.run_dir / PROGRESS} counts {self.rows} rows but {path.name}/loss holds "
+                                     f"{self._loss.shape[0]}; the store is damaged: repair it or start over with "
+                                     "--overwrite")
                 self._last_step_on_disk = int(self._steps[self.rows - 1]) if self.rows else None
             else:
                 self.group = zarr.open_group(str(path), mode="w")

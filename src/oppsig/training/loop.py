@@ -263,6 +263,8 @@ class Trainer:
 
     def _resume_point(self) -> tuple[int, float]:
         """Load the newest intact checkpoint whose steps the record holds (last.pt, else a kept one)."""
+        if self.cfg.record.enabled:
+            self._record_limit = self._scan_record()  # raises when the record's bookkeeping is damaged
         usable = self._record_lacks if self.cfg.record.enabled else None
         ckpt, path, skipped = newest_intact(self.run_dir, usable, map_location=self.device)
         self.resumed_from = {"checkpoint": path.name, "skipped": skipped}
@@ -273,13 +275,15 @@ class Trainer:
 
     def _record_lacks(self, step: int) -> str | None:
         """None when the record holds every step before ``step`` that it should (so the run can resume there), else what it lacks."""
-        if not hasattr(self, "_record_limit"):
-            self._record_limit = self._scan_record()
         limit, why = self._record_limit
         return None if step <= limit else f"the record is intact only before step {limit} ({why})"
 
     def _scan_record(self) -> tuple[int, str]:
-        """``(limit, why)``: the record holds every step it should before ``limit``; ``why`` it stops there."""
+        """``(limit, why)``: the record holds every step it should before ``limit``; ``why`` it stops there.
+
+        Raises:
+            StoreError: when the record's bookkeeping is damaged (resuming would cut it blindly).
+        """
         from ..store.reader import open_run
 
         rd, every = self.run_dir, self.cfg.record.every
@@ -291,8 +295,10 @@ class Trainer:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", OppsigWarning)
                 run = open_run(rd)
-        except StoreError as e:
-            return first, str(e)
+        except StoreError as e:  # resuming would cut a record whose extent is unknown: refuse
+            raise StoreError(f"cannot resume {rd}: its record is damaged ({e}); repair it, or start over with "
+                             f"`oppsig train {rd / CONFIG} --out-dir={rd.parent} --name={rd.name} --overwrite`"
+                             ) from None
         steps = run.steps
         if "first_step" not in meta and len(steps):
             first = int(steps[0])
