@@ -17,7 +17,6 @@ Exit status 1 when any check fails.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import signal

@@ -85,6 +85,12 @@ class RunLock:
         self.release()
 
 
+def start_over_command(run_dir: str | os.PathLike) -> str:
+    """The command that starts the run in ``run_dir`` over from its saved config (replacing its record)."""
+    p = Path(run_dir)
+    return f"oppsig train {p / CONFIG} --out-dir={p.parent} --name={p.name} --overwrite"
+
+
 def holds_run(run_dir: str | os.PathLike) -> bool:
     """Whether ``run_dir`` holds a recorded run (a store or a metrics file)."""
     p = Path(run_dir)

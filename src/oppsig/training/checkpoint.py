@@ -9,6 +9,7 @@ import torch
 
 from ..errors import StoreError
 from ..store.format import CHECKPOINTS, atomic_open
+from ..store.rundir import start_over_command
 
 
 def checkpoint_path(run_dir: str | os.PathLike) -> Path:
@@ -130,5 +131,4 @@ def newest_intact(run_dir: str | os.PathLike, usable=None, map_location="cpu") -
     tried = "; ".join(skipped) if len(skipped) > 1 or skipped[0] != "last.pt is missing" else \
         f"there is no checkpoint in {run_dir / CHECKPOINTS}"
     raise StoreError(f"cannot resume {run_dir}: no intact checkpoint to continue from ({tried}); start over with "
-                     f"`oppsig train {run_dir / 'config.yaml'} --out-dir={run_dir.parent} --name={run_dir.name} "
-                     "--overwrite` (this replaces the record)")
+                     f"`{start_over_command(run_dir)}` (this replaces the record)")

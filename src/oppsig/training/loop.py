@@ -35,7 +35,7 @@ from ..models import build_from_config
 from ..optim import SAM, build_optimizer, is_full_batch, lr_at
 from ..store.format import CONFIG, META, STORE, atomic_write, environment, read_json
 from ..store.recorder import probe_losses
-from ..store.rundir import RunLock, prepare_run_dir
+from ..store.rundir import RunLock, prepare_run_dir, start_over_command
 from ..store.writer import MetricsWriter, StoreWriter
 from . import hooks as hook_api
 from .checkpoint import newest_intact, save_checkpoint
@@ -297,8 +297,7 @@ class Trainer:
                 run = open_run(rd)
         except StoreError as e:  # resuming would cut a record whose extent is unknown: refuse
             raise StoreError(f"cannot resume {rd}: its record is damaged ({e}); repair it, or start over with "
-                             f"`oppsig train {rd / CONFIG} --out-dir={rd.parent} --name={rd.name} --overwrite`"
-                             ) from None
+                             f"`{start_over_command(rd)}`") from None
         steps = run.steps
         if "first_step" not in meta and len(steps):
             first = int(steps[0])
