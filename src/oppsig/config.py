@@ -361,10 +361,7 @@ def _apply_overrides(d: dict, overrides: list[str] | dict[str, Any]) -> None:
             if not isinstance(node.get(p), dict):
                 raise ConfigError(f"unknown config key '{'.'.join(parts[: i + 1])}' in override '{key}'")
             node = node[p]
-        if parts[-1] not in node:
-            # let from_dict produce the message with a suggestion
-            pass
-        node[parts[-1]] = value
+        node[parts[-1]] = value  # an unknown last key is reported, with a suggestion, by from_dict
 
 
 def _split_override(o: str) -> tuple[str, Any]:
