@@ -14,6 +14,8 @@ from typing import IO, Iterator
 from ..errors import StoreError
 
 FORMAT_VERSION = 1
+#: the on-disk zarr format of ``store.zarr`` (zarr-python 3 writes and reads it; pinned in pyproject)
+ZARR_FORMAT = 3
 STORE = "store.zarr"
 PROGRESS = "progress.json"
 METRICS = "metrics.jsonl"
@@ -76,6 +78,21 @@ def read_json(path: str | os.PathLike) -> dict:
     return d
 
 
+def check_zarr_format(store: Path) -> None:
+    """Refuse a ``store.zarr`` that is not in :data:`ZARR_FORMAT` (e.g. one written by zarr-python 2).
+
+    Raises:
+        StoreError: naming the format found and what to do.
+    """
+    store = Path(store)
+    if (store / "zarr.json").exists():
+        return
+    if (store / ".zgroup").exists():
+        raise StoreError(f"{store} is in zarr format 2 (written with zarr-python 2); this oppsig reads zarr format "
+                         f"{ZARR_FORMAT}: record the run again with this version")
+    raise StoreError(f"{store} has no zarr metadata (zarr.json); the store is damaged or was not written by oppsig")
+
+
 def code_revision() -> str | None:
     """The git revision of the oppsig source tree, with ``+dirty`` if it has local changes, or None."""
     here = Path(__file__).resolve().parent
@@ -94,6 +111,7 @@ def environment() -> dict:
     """Versions and machine facts recorded beside every run."""
     import numpy
     import torch
+    import zarr
 
     from ..version import __version__
 
@@ -104,6 +122,8 @@ def environment() -> dict:
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "numpy": numpy.__version__,
+        "zarr": zarr.__version__,
+        "zarr_format": ZARR_FORMAT,
         "platform": platform.platform(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "threads": torch.get_num_threads(),

@@ -58,12 +58,8 @@ def _hits(sel, lo: int, hi: int) -> bool:
 
 
 def _chunk_key(array, coords: tuple[int, ...]) -> str:
-    meta = getattr(array, "metadata", None)
-    enc = getattr(meta, "chunk_key_encoding", None)
-    if enc is not None and hasattr(enc, "encode_chunk_key"):  # zarr 3
-        return enc.encode_chunk_key(coords)
-    sep = getattr(array, "_dimension_separator", None) or "."  # zarr 2
-    return sep.join(str(c) for c in coords)
+    """The file of a chunk below the array's folder, e.g. ``c/1/0``."""
+    return array.metadata.chunk_key_encoding.encode_chunk_key(coords)
 
 
 def _present(array_dir: Path) -> set[str]:

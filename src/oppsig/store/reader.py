@@ -13,7 +13,8 @@ import yaml
 import zarr
 
 from ..errors import OppsigWarning, StoreError
-from .format import CHECKPOINTS, CONFIG, FORMAT_VERSION, META, METRICS, PROGRESS, STORE, read_json
+from .format import (CHECKPOINTS, CONFIG, FORMAT_VERSION, META, METRICS, PROGRESS, STORE, ZARR_FORMAT,
+                     check_zarr_format, read_json)
 from .integrity import Gap, find_gaps
 
 
@@ -170,8 +171,9 @@ class Run:
             raise StoreError(f"{self.path / PROGRESS} is damaged (rows {rows!r}, logit_rows {logit_rows!r}); "
                              "restore it from a backup or re-create the run")
         store = self.path / STORE
+        check_zarr_format(store)
         try:
-            self._group = zarr.open_group(str(store), mode="r")
+            self._group = zarr.open_group(str(store), mode="r", zarr_format=ZARR_FORMAT)
             arrays = {k: self._group[k] for k in ("loss", "correct", "steps", "index")}
         except (KeyError, ValueError, OSError, TypeError) as e:
             raise StoreError(f"{store} is damaged or incomplete ({type(e).__name__}: {str(e)[:80]}); "

@@ -25,27 +25,23 @@ import numpy as np
 import zarr
 
 from ..errors import StoreError
-from .format import FORMAT_VERSION, METRICS, PROGRESS, STORE, atomic_write, read_json
+from .format import FORMAT_VERSION, METRICS, PROGRESS, STORE, ZARR_FORMAT, atomic_write, check_zarr_format, read_json
 
 
 def _create(group, name: str, shape, chunks, dtype, fill_value):
-    try:
-        from zarr.codecs import ZstdCodec  # a checksum per chunk: a damaged chunk fails to read instead of misreading
+    from zarr.codecs import ZstdCodec  # a checksum per chunk: a damaged chunk fails to read instead of misreading
 
-        arr = group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value, overwrite=True,
-                                 compressors=ZstdCodec(level=0, checksum=True))
-    except (AttributeError, ImportError):  # zarr 2
-        return group.create_dataset(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value,
-                                    overwrite=True, write_empty_chunks=True)
+    arr = group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value, overwrite=True,
+                             compressors=ZstdCodec(level=0, checksum=True))
     return _every_chunk(arr)
 
 
 def _every_chunk(arr):
     """``arr`` set to write chunks that hold only the fill value too, so that an absent chunk always means lost data.
 
-    (zarr 3 skips such chunks by default; an all-wrong block of ``correct`` would then look missing.)
+    (zarr skips such chunks by default; an all-wrong block of ``correct`` would then look missing.)
     """
-    return arr.with_config({"write_empty_chunks": True}) if hasattr(arr, "with_config") else arr
+    return arr.with_config({"write_empty_chunks": True})
 
 
 class StoreWriter:
@@ -87,7 +83,8 @@ class StoreWriter:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             path = self.run_dir / STORE
             if resume and path.exists():
-                self.group = zarr.open_group(str(path), mode="r+")
+                check_zarr_format(path)
+                self.group = zarr.open_group(str(path), mode="r+", zarr_format=ZARR_FORMAT)
                 self._loss = _every_chunk(self.group["loss"])
                 self._correct = _every_chunk(self.group["correct"])
                 self._steps = _every_chunk(self.group["steps"])
@@ -104,8 +101,10 @@ class StoreWriter:
                                      "--overwrite")
                 self._last_step_on_disk = int(self._steps[self.rows - 1]) if self.rows else None
             else:
-                self.group = zarr.open_group(str(path), mode="w")
-                self.group.attrs.update({"format_version": FORMAT_VERSION, "every_chunk_written": True, **(attrs or {})})
+                self.group = zarr.open_group(str(path), mode="w", zarr_format=ZARR_FORMAT)
+                self.group.attrs.update({"format_version": FORMAT_VERSION, "zarr_format": ZARR_FORMAT,
+                                         "zarr_version": zarr.__version__, "every_chunk_written": True,
+                                         **(attrs or {})})
                 ce = min(int(chunk_examples), max(self.n, 1))
                 cap = max(int(capacity), 1)
                 self._loss = _create(self.group, "loss", (cap, self.n), (self.chunk_steps, ce), self.dtype, float("nan"))
