@@ -237,7 +237,7 @@ class Run:
         if not isinstance(every, int) or every < 1 or not isinstance(first, int):
             return
         expected = len(range(-(-first // every) * every, nxt, every))
-        if rows != expected:
+        if rows != expected and read_json(self.path / PROGRESS).get("rows") == rows:  # not a run that moved on meanwhile
             warnings.warn(f"{self.path / PROGRESS} counts {rows} recorded rows, but the run ended at step {nxt} "
                           f"(meta.json), which makes {expected}; the store's bookkeeping is inconsistent, the "
                           "numbers cover only the rows counted", OppsigWarning, stacklevel=3)
