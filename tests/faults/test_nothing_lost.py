@@ -364,3 +364,9 @@ def test_7_offline_download_message(tmp_path):
     msg = str(e.value)
     assert "cannot reach 127.0.0.1:9" in msg and "no network" in msg and ".part" not in msg
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_6_resume_with_another_model_is_one_line(tiny_run, capsys):
+    assert_one_line_error(*cli(capsys, "train", "--resume", tiny_run, "--model.widths=[4]", "--no-progress"),
+                          "does not fit this config")
+    assert open_run(tiny_run).rows == 6

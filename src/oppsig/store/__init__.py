@@ -11,7 +11,9 @@ A run directory holds::
     checkpoints/     last.pt (model, optimiser, step, RNG), written atomically
 
 Writers: :class:`StoreWriter` (used by the training loop) and :class:`Recorder`
-(for anyone's own loop). Reader: :func:`open_run`.
+(for anyone's own loop). Reader: :func:`open_run`, which checks the store against its
+own bookkeeping (:mod:`~oppsig.store.integrity`). Run directories (one writer at a time,
+an overwrite that removes only what oppsig wrote): :mod:`~oppsig.store.rundir`.
 """
 
 from .dataset import run_dataset

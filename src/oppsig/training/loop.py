@@ -257,8 +257,6 @@ class Trainer:
             elif self.writes:
                 lock = prepare_run_dir(self.run_dir, self.options.overwrite)
             self.dist.barrier()
-        if self.options.branch_from is not None and not resuming:
-            start, wall0 = self._branch_from(self.options.branch_from)
         return lock, start, wall0, resuming
 
     def _resume_point(self) -> tuple[int, float]:
@@ -358,12 +356,18 @@ class Trainer:
         save_checkpoint(self.run_dir, state, keep=self.cfg.train.keep_checkpoints)
 
     def _load(self, ckpt: dict) -> tuple[int, float]:
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if "rng" in ckpt:
-            torch.set_rng_state(ckpt["rng"])
-        if "cuda_rng" in ckpt and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        """Restore model, optimiser, RNG and hook state from a checkpoint of this run; returns (step, wall time)."""
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if "rng" in ckpt:
+                torch.set_rng_state(ckpt["rng"])
+            if "cuda_rng" in ckpt and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise StoreError(f"the checkpoint of {self.run_dir} does not fit this config ({type(e).__name__}: "
+                             f"{(str(e).strip().splitlines() or [''])[0][:100]}); resume with the run's own "
+                             "config.yaml, without overrides of the model or optimiser") from None
         for i, h in enumerate(self.hooks):
             d = ckpt.get("hooks", {}).get(str(i))
             if d is not None and hasattr(h, "load_state_dict"):
@@ -395,6 +399,8 @@ class Trainer:
         self._setup()
         lock, start, wall0, resuming = self._claim_run_dir()
         try:
+            if self.options.branch_from is not None and not resuming:
+                start, wall0 = self._branch_from(self.options.branch_from)
             self._open_outputs(start, resuming)
             if not resuming and self.cfg.train.keep_checkpoints and self.cfg.train.checkpoint_every:
                 self._checkpoint(start, wall0)  # the starting point, so any step can be replayed exactly
