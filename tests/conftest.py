@@ -74,3 +74,37 @@ def tiny_cfg(tmp_path):
 @pytest.fixture
 def tiny_data():
     return opposing_signals(n=128, seed=0)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# `oppsig train` overrides that shrink configs/synthetic-gd.yaml to a run of about a second
+TINY_RUN = ["--no-progress", "--data.n=128", "--model.widths=[16]", "--train.physical_batch_size=128",
+            "--train.checkpoint_every=6", "--curvature.every=8", "--record.chunk_steps=8"]
+
+
+@pytest.fixture(scope="session")
+def recorded_run(tmp_path_factory) -> Path:
+    """One tiny run recorded through ``oppsig train configs/synthetic-gd.yaml``, shared by the whole session.
+
+    24 full-batch GD steps of a 16-unit fc-tanh on 128 synthetic examples, sharpness every 8 steps,
+    checkpoints kept every 6. Read-only: a test that writes into a run takes :func:`run_copy`.
+    """
+    from oppsig.cli.main import main
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("recorded")
+    rc = main(["train", str(ROOT / "configs" / "synthetic-gd.yaml"), *TINY_RUN, "--train.steps=24",
+               f"--out_dir={out}", "--name=tiny"])
+    assert rc == 0
+    return out / "tiny"
+
+
+@pytest.fixture
+def run_copy(recorded_run, tmp_path) -> Path:
+    """A private copy of :func:`recorded_run` (``<tmp>/runs/tiny``) that a test may write into."""
+    import shutil
+
+    dst = tmp_path / "runs" / "tiny"
+    shutil.copytree(recorded_run, dst)
+    return dst
