@@ -77,28 +77,21 @@ def test_detect_no_grids_and_errors(run_copy, tmp_path, capsys):
 # ----------------------------------------------------------------------------- report
 
 
-def test_report_of_one_run_and_of_two(run_copy, tmp_path, capsys):
-    import shutil
-
-    plain = tmp_path / "runs" / "plain"
-    shutil.copytree(run_copy, plain)
-    assert main(["report", str(plain)]) == 0
-    path = plain / "report.html"
-    assert f"report: {path}" in capsys.readouterr().out
-    n_plain = len(embedded_pngs(path.read_text()))
-    assert n_plain >= 2  # at least loss and sharpness
-
+def test_report_of_one_run_and_of_two(recorded_run, run_copy, tmp_path, capsys):
     add_fake_signals(run_copy)  # a pair of groups (rows 0-9 vs 10-19) as detection would write it
     assert main(["report", str(run_copy)]) == 0
-    pngs = embedded_pngs((run_copy / "report.html").read_text())
-    assert len(pngs) > n_plain  # the pair's figure and the groups' image grids
-    assert all(p[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    path = run_copy / "report.html"
+    assert f"report: {path}" in capsys.readouterr().out
+    pngs = embedded_pngs(path.read_text())
+    # loss, sharpness, heat map, and for the pair its group losses and each group's images
+    assert len(pngs) >= 7 and all(p[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
-    out = tmp_path / "both.html"
-    assert main(["report", str(run_copy), str(plain), "--out", str(out)]) == 0
+    out = tmp_path / "both.html"  # the shared run has no signals.json: its section has fewer figures
+    assert main(["report", str(run_copy), str(recorded_run), "--out", str(out)]) == 0
     html = out.read_text()
-    assert "tiny" in html and "plain" in html
-    assert len(embedded_pngs(html)) > len(pngs) + n_plain  # both run sections plus the comparison figures
+    assert str(run_copy) in html and str(recorded_run) in html
+    assert len(embedded_pngs(html)) >= len(pngs) + 3  # + the shared run's loss and sharpness, + comparison figures
+    assert not (recorded_run / "report.html").exists()  # --out: nothing written into the runs
     capsys.readouterr()
     msg = one_line_error(capsys, main(["report", str(tmp_path / "nothing")]))
     assert "nothing" in msg
