@@ -109,6 +109,7 @@ def test_report_escapes_names(tiny_run):
     assert "http://" not in text and "https://" not in text  # nothing to fetch
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
     add_fake_signals(tiny_run)
