@@ -44,7 +44,8 @@ def usage_error(capsys, argv) -> str:
 
 
 def embedded_pngs(html: str) -> list[bytes]:
-    return [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)]
+    """The PNG images embedded in a page, decoded."""
+    return [base64.b64decode(b) for b in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)]
 
 
 # ----------------------------------------------------------------------------- detect
