@@ -362,7 +362,7 @@ def test_7_offline_download_message(tmp_path):
     with pytest.raises(DataNotFoundError) as e:
         download_cifar10(tmp_path, url="http://127.0.0.1:9/cifar-10-python.tar.gz")
     msg = str(e.value)
-    assert "cannot reach 127.0.0.1:9" in msg and "no network" in msg and ".part" not in msg
+    assert "cannot reach http://127.0.0.1:9/" in msg and "no network" in msg and ".part" not in msg
     assert not list(tmp_path.glob("*.part"))
 
 

@@ -19,7 +19,6 @@ import os
 import pickle
 import tarfile
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -283,8 +282,8 @@ def download_cifar10(dest: str | os.PathLike | None = None, url: str = CIFAR10_U
             if isinstance(e, urllib.error.URLError) and not isinstance(e, urllib.error.HTTPError) and not kept:
                 if part.exists():
                     part.unlink()
-                raise DataNotFoundError(f"cannot reach {urllib.parse.urlsplit(url).netloc} to download CIFAR-10 "
-                                        f"(no network? {reason or e}); {GET_DATA_HINT}") from None
+                raise DataNotFoundError(f"cannot reach {url} to download CIFAR-10 (no network? {reason or e}); "
+                                        f"{GET_DATA_HINT}") from None
             if not kept:
                 if part.exists():
                     part.unlink()
