@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config, load_config
-from ..data.cifar import find_cifar10
+from ..data.cifar import GET_DATA_HINT, candidate_dirs, find_cifar10, find_cifar10_in
+from ..errors import ConfigError, DataNotFoundError
+from ..signals.detect import MIN_ROWS
 
 DEMO_CIFAR = [
     "name=demo-cifar10", "data.name=cifar10", "data.n=5000", "data.test_n=1000", "model.name=mlp",
@@ -30,15 +32,31 @@ DEMO_SYNTHETIC = [
 
 def demo_config(data_dir: str | None = None, out_dir: str = "runs", steps: int | None = None,
                 n: int | None = None) -> tuple[Config, str]:
-    """The demo's config and a sentence saying which data it uses."""
-    found = find_cifar10(data_dir)
+    """The demo's config and a sentence saying which data it uses.
+
+    Raises:
+        DataNotFoundError: when ``data_dir`` is given and holds no CIFAR-10 (an explicit folder never
+            falls back to the synthetic data).
+        ConfigError: when ``steps`` is too few to detect anything.
+    """
+    if steps is not None and steps < MIN_ROWS:
+        raise ConfigError(f"--steps {steps} is too few: detection needs at least {MIN_ROWS} recorded steps "
+                          f"(the demo's default is 800 on CIFAR-10, 600 on synthetic data)")
+    if data_dir is not None:
+        found = find_cifar10_in(data_dir)
+        if found is None:
+            raise DataNotFoundError(f"--data-dir {data_dir}: no CIFAR-10 there; {GET_DATA_HINT}; "
+                                    "or leave out --data-dir to run on synthetic data")
+    else:
+        found = find_cifar10()
     if found is not None:
         ov = DEMO_CIFAR + ([f"data.dir={data_dir}"] if data_dir else [])
         why = f"CIFAR-10 found in {found}: the paper's setting (fc-tanh, cross-entropy, GD lr 0.1, 5k images)"
     else:
         ov = list(DEMO_SYNTHETIC)
-        why = ("CIFAR-10 not found (set OPPSIG_DATA or --data-dir to use it): synthetic images with two planted "
-               "opposing pairs")
+        looked = ", ".join(str(d) for d in candidate_dirs()[::2])
+        why = (f"CIFAR-10 not found (looked in {looked}; pass --data-dir DIR or set OPPSIG_DATA=DIR to use it): "
+               "synthetic images with two planted opposing pairs")
     ov.append(f"out_dir={out_dir}")
     if steps is not None:
         ov.append(f"train.steps={steps}")
