@@ -30,15 +30,21 @@ def run(args) -> int:
     from ..experiments.sharpness import run_curvature
 
     steps = None if args.steps is None else _steps(args.steps)
-    res = run_curvature(args.run, steps, k=args.top_k, tol=args.tol, n=args.n, layerwise=args.layerwise,
-                        log=lambda m: print(f"  {m}", flush=True))
-    head = f"{'step':>7}{'sharpness':>12}{'threshold':>11}{'ratio':>7}{'HVPs':>7}"
-    print(head)
-    for r in res:
-        more = "  " + ", ".join(f"{x:.4g}" for x in r.eigenvalues[1:]) if len(r.eigenvalues) > 1 else ""
-        print(f"{r.step:>7}{r.sharpness:>12.4f}{r.threshold:>11.4g}{r.sharpness / r.threshold:>7.2f}{r.hvps:>7.1f}{more}")
+    k = args.top_k
+    eig_cols = "".join(f"{f'eig {i}':>12}" for i in range(2, k + 1))
+    print(f"{'step':>7}{'sharpness':>12}{eig_cols}{'threshold':>11}{'ratio':>7}{'HVPs':>7}{'seconds':>9}", flush=True)
+
+    def row(r) -> None:  # one table row per step, printed as soon as it is measured
+        more = "".join(f"{x:>12.4f}" for x in r.eigenvalues[1:]) + " " * 12 * (k - len(r.eigenvalues))
+        print(f"{r.step:>7}{r.sharpness:>12.4f}{more}{r.threshold:>11.4g}{r.sharpness / r.threshold:>7.2f}"
+              f"{r.hvps:>7.1f}{r.seconds:>9.1f}", flush=True)
         if r.layers:
-            print(" " * 9 + "layers: " + ", ".join(f"{g} {v:.4g}" for g, v in r.layers.items()))
+            print(" " * 9 + "layers: " + ", ".join(f"{g} {v:.4g}" for g, v in r.layers.items()), flush=True)
+
+    res = run_curvature(args.run, steps, k=k, tol=args.tol, n=args.n, layerwise=args.layerwise, on_step=row)
+    nxt = "" if k == 1 else f"; eig 2{'' if k == 2 else f'..{k}'}: the next eigenvalue{'s' if k > 2 else ''}"
+    print(f"sharpness: top Hessian eigenvalue{nxt}; threshold: the optimiser's stability threshold; "
+          "ratio: sharpness / threshold; HVPs: Hessian-vector products used")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"run": str(args.run), "steps": [r.to_dict() for r in res]}, f, indent=1)
