@@ -4,8 +4,10 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("env", help="show versions, devices and data found")
-    p.add_argument("--data-dir", help="folder holding the data sets")
+    p = sub.add_parser("env", help="show versions, devices, ranks and data found",
+                       description="Print oppsig's and its libraries' versions, the code revision, the devices, "
+                                   "this process's rank (under torchrun) and the data sets oppsig can find.")
+    p.add_argument("--data-dir", help="folder holding the data sets (default: $OPPSIG_DATA, else ~/.cache/oppsig)")
     p.set_defaults(func=run)
 
 

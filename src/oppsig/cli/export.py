@@ -4,7 +4,10 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="write the per-example summary table of a run (CSV or Parquet)")
+    p = sub.add_parser(
+        "export", help="write the per-example summary table of a run (CSV or Parquet)",
+        description="One row per recorded example: stable id, class, the opposing group it belongs to (when "
+                    "signals.json exists), mean and final loss, loss variability and forgetting events.")
     p.add_argument("run", help="run directory")
     p.add_argument("--out", help="output file, .csv or .parquet (default <run>/examples.csv)")
     p.set_defaults(func=run)

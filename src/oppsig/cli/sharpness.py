@@ -15,14 +15,18 @@ def _steps(text: str) -> list[int]:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("sharpness", help="measure the sharpness of a finished run at chosen steps (from its checkpoints)")
+    p = sub.add_parser(
+        "sharpness", help="measure the sharpness of a finished run at chosen steps (from its checkpoints)",
+        description="Rebuild the model at each chosen step by replaying training exactly from the last kept "
+                    "checkpoint at or before it, and measure the top Hessian eigenvalues (Lanczos) against the "
+                    "optimiser's stability threshold; one table row per step.")
     p.add_argument("run", help="run directory")
     p.add_argument("--steps", help="comma-separated steps (default: every kept checkpoint)")
     p.add_argument("--top-k", type=int, default=1, help="eigenvalues per step (default 1)")
     p.add_argument("--tol", type=float, default=1e-3, help="relative accuracy of each eigenvalue (default 1e-3)")
     p.add_argument("--n", type=int, help="use the first n training examples (default: as in training)")
-    p.add_argument("--layerwise", action="store_true", help="also each module's diagonal Hessian block")
-    p.add_argument("--out", help="write the results to this JSON file")
+    p.add_argument("--layerwise", action="store_true", help="also each module's diagonal Hessian block (default: off)")
+    p.add_argument("--out", help="write the results to this JSON file (default: printed only)")
     p.set_defaults(func=run)
 
 
