@@ -22,7 +22,7 @@ from ..training.replay import model_at
 from ..signals.api import find_signals_in_run
 from ..signals.config import SignalsConfig
 from ..report.grids import save_group_grids
-from ..signals.result import SignalsResult, write_signals_json
+from ..signals.result import SignalsResult, pair_name, write_signals_json
 from ..signals.verify import verify_pair
 
 
@@ -64,9 +64,10 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
         spikes = {s.row: s for s in res.spikes}
         groups = {g.id: g for g in res.groups}
         loss_fn = get_loss(cfg.train.loss)
-        for pair in res.pairs[:verify]:
+        for i, pair in enumerate(res.pairs[:verify]):
             rows = [r for r in pair.spikes if r in spikes] or ([max(spikes, key=lambda r: spikes[r].height)] if spikes else [])
             step = int(spikes[rows[0]].onset_step) if rows else int(run.steps[len(run.steps) // 2])
+            say(f"checking {pair_name(i, pair)} on the model at step {step} (replayed from the last kept checkpoint)")
             try:
                 model, train_set = model_at(run, step, data)
             except StoreError as e:
@@ -84,7 +85,7 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
                 say(f"top eigenvector not measured: {e}")
             v = verify_pair(model, train_set, loss_fn, [groups[pair.a], groups[pair.b]], eig, step=step)
             verifications.append(v)
-            say(f"pair {pair.a}/{pair.b} at step {step}: gradient cosine {v.grad_cosine:.2f}")
+            say(f"{pair_name(i, pair)} at step {step}: gradient cosine {v.grad_cosine:.2f}")
         res = dataclasses.replace(res, verifications=tuple(verifications))
     path = Path(run_dir)
     write_signals_json(res, path / "signals.json")

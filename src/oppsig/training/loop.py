@@ -450,6 +450,16 @@ class Trainer:
         post = {"loss": f"{m['loss']:.4f}", "acc": f"{m['accuracy']:.3f}"}
         if "sharpness" in m and "threshold" in m:
             post["sharp"] = f"{m['sharpness']:.1f}/{m['threshold']:.1f}"
+        if not getattr(bar, "warmed_up", False):
+            # the first step of a process carries the warm-up (data on the device, the first sharpness
+            # measurement with its presample): counted without a rate sample, and the clock restarts after it,
+            # so the rate and the time left describe ordinary steps
+            bar.n += 1
+            bar.initial = bar.last_print_n = bar.n  # no rate until ordinary steps are timed
+            bar.warmed_up = True
+            bar.unpause()
+            bar.set_postfix(post, refresh=True)
+            return
         bar.set_postfix(post, refresh=False)
         bar.update(1)
 
