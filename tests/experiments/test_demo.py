@@ -12,7 +12,11 @@ def test_demo_on_synthetic_data(tmp_path, monkeypatch):
     assert (res.run_dir / "signals.json").exists() and res.report.exists()
     assert res.n_pairs >= 1  # a planted pair is found within 150 steps
     html = res.report.read_text()
-    assert "Pair 1" in html and "images of group" in html
+    assert "pair 0 (group" in html and "images of group" in html
+    # where the time went, stage by stage, and each stage announced
+    assert {"training", "detection", "report", "total"} <= set(res.timings)
+    assert sum(v for k, v in res.timings.items() if k != "total") <= res.timings["total"] + 1e-6
+    assert [ln[:5] for ln in lines if ln.startswith("[")] == ["[1/3]", "[2/3]", "[3/3]"]
 
 
 def test_an_explicit_data_dir_without_cifar_is_an_error(tmp_path, monkeypatch):

@@ -32,4 +32,8 @@ def run(args) -> int:
         print(f"report: {res.report}")
     for n in res.notes:
         print(f"note: {n}")
+    t = res.timings
+    if t:
+        parts = ", ".join(f"{k} {v:.0f} s" for k, v in t.items() if k != "total")
+        print(f"time: {t.get('total', float('nan')):.0f} s ({parts}); CPU time {res.cpu_seconds:.0f} s")
     return 0

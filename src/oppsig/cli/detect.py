@@ -25,4 +25,10 @@ def run(args) -> int:
     res = detect_run(args.run, cfg, verify=args.verify, grids=not args.no_grids, log=lambda m: print(f"  {m}"))
     print(summary_text(res))
     print(f"saved: {args.run}/signals.json")
+    from pathlib import Path
+
+    if not args.no_grids and any(Path(args.run, "signals").glob("group_*.png")):
+        print(f"image grids: {Path(args.run, 'signals')}/group_NN.png (one per group; NN is the group id)")
+    elif not args.no_grids:
+        print("image grids: none (the data are not images)")
     return 0

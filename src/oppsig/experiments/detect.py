@@ -59,6 +59,7 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
     say(f"searching {run.rows} steps x {len(run.index)} examples")
     res = find_signals_in_run(run, examples, config)
     say(f"found {len(res.groups)} groups and {len(res.pairs)} significant pairs in {time.perf_counter() - t0:.1f} s")
+    t_verify = time.perf_counter()
     if verify and res.pairs and data is not None and run.checkpoint is not None:
         verifications = list(res.verifications)
         spikes = {s.row: s for s in res.spikes}
@@ -86,10 +87,14 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
             v = verify_pair(model, train_set, loss_fn, [groups[pair.a], groups[pair.b]], eig, step=step)
             verifications.append(v)
             say(f"{pair_name(i, pair)} at step {step}: gradient cosine {v.grad_cosine:.2f}")
-        res = dataclasses.replace(res, verifications=tuple(verifications))
+        res = dataclasses.replace(res, verifications=tuple(verifications),
+                                  timings={**res.timings, "verification": time.perf_counter() - t_verify})
     path = Path(run_dir)
-    write_signals_json(res, path / "signals.json")
     if grids and data is not None and data[0].raw is not None and res.groups:
-        train_set = data[0]
-        save_group_grids(res, train_set, path / "signals")
+        t_grids = time.perf_counter()
+        say(f"drawing {len(res.groups)} group image grids")
+        written = save_group_grids(res, data[0], path / "signals")
+        res = dataclasses.replace(res, timings={**res.timings, "grids": time.perf_counter() - t_grids})
+        say(f"image grids: {path / 'signals'}/group_NN.png ({len(written)} files, one per group)")
+    write_signals_json(res, path / "signals.json")
     return res
