@@ -26,7 +26,10 @@ def run(args) -> int:
         print(f"{k:16s} {env[k]}")
     print(f"{'cuda':16s} {torch.cuda.device_count()} device(s)" + (f": {env['cuda']}" if env["cuda"] else ""))
     if "WORLD_SIZE" in os.environ:
-        print(f"{'ranks':16s} rank {os.environ.get('RANK')} of {os.environ['WORLD_SIZE']}")
+        local = f", local rank {os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else ""
+        print(f"{'ranks':16s} rank {os.environ.get('RANK', '?')} of {os.environ['WORLD_SIZE']}{local}")
+    else:
+        print(f"{'ranks':16s} 1 process, rank 0 of 1 (not under torchrun)")
     c = find_cifar10(args.data_dir)
     print(f"{'cifar10':16s} {c if c else 'not found (set OPPSIG_DATA or --data-dir)'}")
     try:

@@ -14,9 +14,16 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..report.summary import example_columns
     from ..store import open_run
     from ..store.export import write_summary
 
-    path = write_summary(open_run(args.run), args.out)
+    run = open_run(args.run)
+    extra, why = example_columns(run)
+    path = write_summary(run, args.out, extra)
     print(f"per-example summary: {path}")
+    if why:
+        print(f"no class column: {why}")
+    if not (run.path / "signals.json").exists():
+        print("group column empty: the run has no signals.json (run oppsig detect RUN first)")
     return 0

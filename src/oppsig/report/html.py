@@ -73,7 +73,7 @@ def _config_table(cfg) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
-def _dataset_for(run):
+def run_dataset(run):
     """Rebuild the run's training set (for image grids), or None with a reason."""
     cfg = run.config
     if not hasattr(cfg, "data"):
@@ -232,7 +232,7 @@ def _heatmap_examples(sig, per_group: int = 8, max_groups: int = 6) -> tuple[lis
 def run_section(run, sig, title: str) -> str:
     cfg = run.config
     meta = run.meta
-    data, note = _dataset_for(run)
+    data, note = run_dataset(run)
     parts = [f"<h2>{esc(title)}</h2>"]
     summ = run_summary(run)
     facts = {
