@@ -135,3 +135,25 @@ def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
     r = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'prof2'}", "--window-size=1200,1800",
                         f"--screenshot={shot}", out.as_uri()], capture_output=True, text=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000, r.stderr[-2000:]
+
+
+def test_no_sharpness_chart_without_sharpness(tmp_path):
+    from oppsig.config import load_config
+
+    cfg = load_config(None, ["data.name=synthetic", "data.n=64", "model.widths=[8]", "train.steps=3",
+                             f"out_dir={tmp_path}", "name=flat"])
+    text = write_report([train(cfg, progress=False).run_dir]).read_text()
+    assert "Sharpness was not measured" in text and 'alt="sharpness"' not in text
+
+
+def test_pair_window_marks_its_largest_peak(tiny_run):
+    from oppsig.report.figures import plot_group_losses
+    from oppsig.signals import read_signals_json
+    from oppsig.store import open_run
+
+    add_fake_signals(tiny_run)
+    run = open_run(tiny_run)
+    fig = plot_group_losses(run, read_signals_json(tiny_run / "signals.json"))
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    total = np.asarray(run.losses).mean(1)
+    assert f"largest loss in view (step {int(run.steps[int(np.argmax(total))])})" in labels

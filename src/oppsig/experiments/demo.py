@@ -115,7 +115,7 @@ def run_demo(data_dir: str | None = None, out_dir: str = "runs", steps: int | No
 
     log("[2/3] detecting opposing signals, checking the strongest pair on the model, drawing the groups")
     t0 = time.perf_counter()
-    sig = detect_run(res.run_dir, verify=1, log=lambda msg: log(f"      {msg}"))
+    sig = detect_run(res.run_dir, verify=1, log=lambda msg: log(f"      {msg}"), progress=progress)
     spent = time.perf_counter() - t0
     later = {k: float(sig.timings[k]) for k in ("verification", "grids") if k in sig.timings}
     timings["detection"] = spent - sum(later.values())  # reading the record, the search, signals.json

@@ -27,7 +27,7 @@ from ..signals.verify import verify_pair
 
 
 def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), verify: int = 3, grids: bool = True,
-               log=None) -> SignalsResult:
+               log=None, progress: bool = False) -> SignalsResult:
     """Find, verify and save the opposing signals of a recorded run.
 
     Args:
@@ -36,6 +36,7 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
         verify: check this many of the strongest pairs on the model (0: none).
         grids: write one PNG image grid per group (image data only).
         log: a function taking progress messages (e.g. ``print``), or None.
+        progress: show a progress bar over the steps replayed to reach a spike.
 
     Returns:
         The :class:`SignalsResult`, also written to ``<run_dir>/signals.json``.
@@ -70,7 +71,7 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
             step = int(spikes[rows[0]].onset_step) if rows else int(run.steps[len(run.steps) // 2])
             say(f"checking {pair_name(i, pair)} on the model at step {step} (replayed from the last kept checkpoint)")
             try:
-                model, train_set = model_at(run, step, data)
+                model, train_set = model_at(run, step, data, progress=progress)
             except StoreError as e:
                 say(f"not verified: {e}")
                 break

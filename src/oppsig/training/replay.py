@@ -14,8 +14,11 @@ from .loop import train
 __all__ = ["model_at"]
 
 
-def model_at(run, step: int, data=None):
+def model_at(run, step: int, data=None, progress: bool = False):
     """The run's model at parameters theta_step, replayed from the last kept checkpoint at or before ``step``.
+
+    Args:
+        progress: show a progress bar over the replayed steps.
 
     Returns:
         ``(model, train_set)``; the model is on the CPU in train mode.
@@ -46,5 +49,5 @@ def model_at(run, step: int, data=None):
         model = build_from_config(cfg.model, tuple(train_set.x.shape[1:]), train_set.num_classes)
         model.load_state_dict(ckpt["model"])
         return model, train_set
-    res = train(replay, run_dir=None, progress=False, data=data, branch_from=ckpt)
+    res = train(replay, run_dir=None, progress=progress, data=data, branch_from=ckpt)
     return res.model, data[0]
