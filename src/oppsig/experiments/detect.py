@@ -43,18 +43,14 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
     """
     from ..data import build_datasets
     from ..losses import get_loss
-    from ..store import open_run
+    from ..store import open_run, run_dataset
 
     say = log or (lambda *_: None)
     run = open_run(run_dir)
     cfg = run.config
-    data = build_datasets(cfg.data, seed=cfg.seed) if hasattr(cfg, "data") else None
-    examples = None if data is None else data[0]
-    per_token = data is not None and cfg.record.per_token and data[0].y.dim() > 1
-    if per_token:  # one example per recorded target token, described in text terms
-        from ..data.text import token_examples
-
-        examples = token_examples(data[0], run.index)
+    data = build_datasets(cfg.data, seed=cfg.seed) if hasattr(cfg, "data") else None  # built once, passed down
+    examples = None if data is None else run_dataset(run, data[0])
+    if data is not None and examples.meta.get("unit") == "token":
         verify = 0  # gradient checks need whole sequences: not done per token
     t0 = time.perf_counter()
     say(f"searching {run.rows} steps x {len(run.index)} examples")
@@ -85,16 +81,16 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
                 eig = er.eigenvectors[:, 0]
             except Exception as e:  # the check still runs without the eigenvector
                 say(f"top eigenvector not measured: {e}")
-            v = verify_pair(model, train_set, loss_fn, [groups[pair.a], groups[pair.b]], eig, step=step)
+            v = verify_pair(model, examples, loss_fn, [groups[pair.a], groups[pair.b]], eig, step=step)
             verifications.append(v)
             say(f"{pair_name(i, pair)} at step {step}: gradient cosine {v.grad_cosine:.2f}")
         res = dataclasses.replace(res, verifications=tuple(verifications),
                                   timings={**res.timings, "verification": time.perf_counter() - t_verify})
     path = Path(run_dir)
-    if grids and data is not None and data[0].raw is not None and res.groups:
+    if grids and examples is not None and examples.raw is not None and res.groups:
         t_grids = time.perf_counter()
         say(f"drawing {len(res.groups)} group image grids")
-        written = save_group_grids(res, data[0], path / "signals")
+        written = save_group_grids(res, examples, path / "signals")
         res = dataclasses.replace(res, timings={**res.timings, "grids": time.perf_counter() - t_grids})
         say(f"image grids: {path / 'signals'}/group_NN.png ({len(written)} files, one per group)")
     write_signals_json(res, path / "signals.json")

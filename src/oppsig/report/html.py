@@ -73,29 +73,17 @@ def _config_table(cfg) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
-def run_dataset(run):
-    """Rebuild the run's training set (for image grids), or None with a reason."""
-    cfg = run.config
-    if not hasattr(cfg, "data"):
+def _dataset_for(run):
+    """The run's examples in column order (for image grids), or None with the reason they are not shown."""
+    from ..errors import OppsigError
+    from ..store import run_dataset
+
+    if not hasattr(run.config, "data"):
         return None, "the run has no oppsig config; images are not available"
-    from ..data import build_datasets
-
     try:
-        train, _ = build_datasets(cfg.data, seed=cfg.seed)
-    except Exception as e:  # data moved or missing: the report still renders
+        return run_dataset(run), None
+    except OppsigError as e:  # data moved or missing: the report still renders, and says why
         return None, f"images not shown: {e}"
-    if cfg.record.per_token and train.y.dim() > 1:
-        from ..data.text import token_examples
-
-        return token_examples(train, run.index), None
-    if len(train) != len(run.index) or not np.array_equal(train.index.numpy(), run.index):
-        # probe-set runs record a subset: align by id
-        pos = {int(i): k for k, i in enumerate(train.index.numpy())}
-        rows = [pos.get(int(i)) for i in run.index]
-        if any(r is None for r in rows):
-            return None, "the recorded examples are not in the rebuilt data set"
-        train = train.take(rows)
-    return train, None
 
 
 def array_to_img(arr: np.ndarray, alt: str) -> str:
@@ -232,7 +220,7 @@ def _heatmap_examples(sig, per_group: int = 8, max_groups: int = 6) -> tuple[lis
 def run_section(run, sig, title: str) -> str:
     cfg = run.config
     meta = run.meta
-    data, note = run_dataset(run)
+    data, note = _dataset_for(run)
     parts = [f"<h2>{esc(title)}</h2>"]
     summ = run_summary(run)
     facts = {

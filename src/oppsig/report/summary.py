@@ -81,10 +81,10 @@ def signals_summary(sig) -> dict[str, Any]:
 
 def example_columns(run) -> tuple[dict, str | None]:
     """The ``class`` and ``group`` columns of a run's examples (in its column order), and why one is missing."""
-    from .html import run_dataset
+    from .html import _dataset_for
 
     cols: dict = {}
-    data, note = run_dataset(run)
+    data, note = _dataset_for(run)
     if data is not None and len(getattr(data, "classes", ())):
         cols["class"] = [data.classes[int(y)] for y in data.y]
     sig = load_signals(run.path)
