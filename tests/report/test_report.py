@@ -36,8 +36,8 @@ def tiny_run(tmp_path_factory):
 
 
 def add_fake_signals(run_dir, n_pairs=1):
-    """A signals.json with ``n_pairs`` significant pairs of groups of 8 rows (pair 0: groups 0 and 1), as detection
-    would write."""
+    """A signals.json with ``n_pairs`` significant pairs, as detection would write: pair 0 of group 0 (rows 0-9) and
+    group 1 (rows 10-19), the others of groups of 7 rows from row 20."""
     import numpy as np
 
     from oppsig.signals import Group, Pair, SignalsResult, Spike, Verification, write_signals_json
@@ -45,13 +45,13 @@ def add_fake_signals(run_dir, n_pairs=1):
 
     run = open_run(run_dir)
     total = np.asarray(run.losses).mean(1)
-    groups = (Group(0, tuple(range(8)), tuple(range(8)), shared=("bright <top>",), class_counts={"class0": 8},
+    groups = (Group(0, tuple(range(10)), tuple(range(10)), shared=("bright <top>",), class_counts={"class0": 10},
                     explanation="bright <b>top</b> border", direction=np.ones((3, 32, 32)),
                     descriptors={"top": 1.5, "background": 0.1}),
-              Group(1, tuple(range(8, 16)), tuple(range(8, 16)), shared=("dark background",),
+              Group(1, tuple(range(10, 20)), tuple(range(10, 20)), shared=("dark background",),
                     descriptors={"top": 0.2, "background": -1.2}))
-    groups += tuple(Group(g, tuple(range(8 * g, 8 * g + 8)), tuple(range(8 * g, 8 * g + 8)), shared=(f"word{g}",))
-                    for g in range(2, 2 * n_pairs))
+    groups += tuple(Group(g, tuple(range(6 + 7 * g, 13 + 7 * g)), tuple(range(6 + 7 * g, 13 + 7 * g)),
+                          shared=(f"word{g}",)) for g in range(2, 2 * n_pairs))
     pairs = tuple(Pair(2 * k, 2 * k + 1, corr=-0.9, strength=3.0 - k / 10, swing=0.2, spike_share=2.0, coherence=1.5,
                        null_corr=-0.5, z_swing=5, z_spike=4, z_coherence=6, p_value=1e-6, threshold=1e-3,
                        significant=True, spikes=(6,), spike_rise_share=(0.4,)) for k in range(n_pairs))
@@ -97,8 +97,9 @@ def test_figures_plot_the_run_data(tiny_run):
     assert img.shape == (len(cols), run.rows)
     imgs = np.random.default_rng(0).integers(0, 256, (4, 3, 8, 8), dtype=np.uint8)
     fig = plot_image_grid(imgs, "t", ncols=3)
-    shown = [np.asarray(ax.images[0].get_array()) for ax in fig.axes if ax.images]
-    assert len(shown) == 4 and all(np.array_equal(s, i.transpose(1, 2, 0)) for s, i in zip(shown, imgs))
+    mosaic = np.asarray(fig.axes[0].images[0].get_array())  # one mosaic, 3 per row, 2 px white gaps
+    tiles = [mosaic[r * 10: r * 10 + 8, c * 10: c * 10 + 8] for r, c in ((0, 0), (0, 1), (0, 2), (1, 0))]
+    assert all(np.array_equal(t, i.transpose(1, 2, 0)) for t, i in zip(tiles, imgs))
     plt.close("all")
 
 
