@@ -143,13 +143,15 @@ def readme_paragraph(cifar: dict | None, synth: dict | None) -> str:
         out.append(
             f"Measured by `python docs/make_readme_figures.py` on CIFAR-10 (800 full-batch GD steps of fc-tanh on "
             f"5,000 images at lr 0.1, every example's loss recorded at every step, sharpness every 50 steps): "
-            f"{_minutes(t['total'])} wall clock at {cifar['threads']} thread(s) on a {cifar['cpu_count']}-core "
+            f"{_minutes(t['total'])} wall clock at {cifar['threads']} thread{'s' if cifar['threads'] != 1 else ''} on a "
+            f"{cifar['cpu_count']}-core "
             f"machine under a load average of {cifar['load_before'][0]:g}-{cifar['load_after'][0]:g} "
             f"(training {t['training']:.0f} s, detection {t.get('detection', 0):.0f} s, checking the top pair on the "
             f"model {t.get('verification', 0):.0f} s, image grids {t.get('grids', 0):.0f} s, report "
             f"{t.get('report', 0):.0f} s); {_minutes(cifar['cpu_s'])} of CPU time, about what it takes on one "
-            f"free core. It found {cifar['n_spikes']} loss spikes and {cifar['n_pairs']} pairs, {same} of them "
-            f"within one class ({', '.join(classes)}); the top pair is {top['contrast'][0]} vs {top['contrast'][1]}. "
+            f"free core. It found {cifar['n_spikes']} loss spikes and {cifar['n_pairs']} pairs, "
+            f"{'each' if same == cifar['n_pairs'] else f'{same} of them'} within one class ({', '.join(classes)}); "
+            f"the top pair is {top['contrast'][0]} vs {top['contrast'][1]}. "
             f"The pairs' losses alternate every step before the loss spikes (correlation {min(corr):.2f} to "
             f"{max(corr):.2f} against {min(null):.2f} to {max(null):.2f} for random examples split the same way)"
             + (f", the top pair's gradients point in opposite directions (cosine {cos[0]:.2f})" if cos else "")
@@ -180,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-synthetic", action="store_true", help="do not rerun the synthetic demo (default: rerun)")
     ap.add_argument("--skip-cifar", action="store_true", help="do not rerun the CIFAR-10 demo (default: rerun)")
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite README.md (default: rewrite its block)")
+    ap.add_argument("--readme-only", action="store_true",
+                    help="measure nothing: rewrite the README block from docs/readme_numbers.json (default: measure)")
     ap.add_argument("--all", action="store_true", help="also run bench_sharpness.py and toy_linear.py (default: off)")
     args = ap.parse_args(argv)
     from oppsig.data.cifar import find_cifar10
@@ -187,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out_dir or tempfile.mkdtemp(prefix="oppsig-readme-"))
     numbers_path = ROOT / "docs" / "readme_numbers.json"
     numbers = json.loads(numbers_path.read_text()) if numbers_path.exists() else {}
-    numbers["measured"] = time.strftime("%Y-%m-%d %H:%M %Z")
+    if args.readme_only:
+        args.skip_cifar = args.skip_synthetic = True
+    else:
+        numbers["measured"] = time.strftime("%Y-%m-%d %H:%M %Z")
     if not args.skip_cifar:
         if find_cifar10(args.data_dir) is None:
             raise SystemExit("CIFAR-10 not found: pass --data-dir or set OPPSIG_DATA (or --skip-cifar)")
