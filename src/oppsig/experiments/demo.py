@@ -124,7 +124,8 @@ def run_demo(data_dir: str | None = None, out_dir: str = "runs", steps: int | No
     out.n_pairs = len(sig.pairs)
     from ..report import write_report
 
-    log(f"[3/3] writing the report ({len(sig.pairs)} pair section{'s' if len(sig.pairs) != 1 else ''})")
+    n_pairs = len(sig.pairs)
+    log("[3/3] writing the report" + (f" ({n_pairs} pair section{'s' if n_pairs != 1 else ''})" if n_pairs else ""))
     t0 = time.perf_counter()
     out.report = write_report([res.run_dir])
     timings["report"] = time.perf_counter() - t0
