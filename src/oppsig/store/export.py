@@ -8,6 +8,9 @@ Columns, one row per example:
     final_loss    loss at the last recorded step
     accuracy      fraction of steps at which it was classified correctly (confidence proxy)
     forgetting    number of forgetting events (correct at one recorded step, wrong at the next)
+
+``oppsig export`` adds ``class`` (the example's class name, or target character) and ``group`` (the opposing
+group of ``signals.json`` it belongs to, empty if none) through ``extra`` columns.
 """
 
 from __future__ import annotations
@@ -80,12 +83,27 @@ def summary_table(run, block: int = 256) -> dict[str, np.ndarray]:
         }
 
 
-def write_summary(run, path: str | os.PathLike | None = None) -> Path:
-    """Write :func:`summary_table` as CSV (``.csv``) or Parquet (``.parquet``, needs pyarrow); default ``<run>/examples.csv``."""
+def write_summary(run, path: str | os.PathLike | None = None, extra: dict | None = None) -> Path:
+    """Write :func:`summary_table` as CSV (``.csv``) or Parquet (``.parquet``, needs pyarrow); default ``<run>/examples.csv``.
+
+    The file is written atomically (a failed write leaves no half file).
+
+    Args:
+        extra: more columns, ``{name: (N,) values}`` in the run's example order, written after the others
+            (``None`` values are written as empty cells).
+
+    Raises:
+        StoreError: when an extra column does not have one value per example, pyarrow is missing, the
+            folder does not exist or the file cannot be written.
+    """
     path = Path(path) if path is not None else Path(run.path) / "examples.csv"
     if not path.parent.is_dir():
         raise StoreError(f"cannot write {path}: the folder {path.parent} does not exist; create it first")
     table = summary_table(run)
+    extra = dict(extra or {})
+    for k, v in extra.items():
+        if len(v) != len(table["id"]):
+            raise StoreError(f"column {k!r} has {len(v)} values for {len(table['id'])} examples")
     try:
         if path.suffix == ".parquet":
             try:
@@ -94,14 +112,14 @@ def write_summary(run, path: str | os.PathLike | None = None) -> Path:
             except ImportError:
                 raise StoreError("writing Parquet needs pyarrow (pip install pyarrow); or write .csv") from None
             with atomic_open(path, "wb") as f:
-                pq.write_table(pa.table(table), f)
+                pq.write_table(pa.table({**table, **{k: list(v) for k, v in extra.items()}}), f)
             return path
         with atomic_open(path, "w") as f:
             w = csv.writer(f)
-            w.writerow(COLUMNS)
+            w.writerow(COLUMNS + tuple(extra))
             for i in range(len(table["id"])):
                 w.writerow([int(table["id"][i])] + [f"{table[c][i]:.6g}" for c in COLUMNS[1:-1]]
-                           + [int(table["forgetting"][i])])
+                           + [int(table["forgetting"][i])] + ["" if v[i] is None else v[i] for v in extra.values()])
     except OSError as e:
         raise StoreError(f"cannot write {path}: {e.strerror or e}") from None
     return path

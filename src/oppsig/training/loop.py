@@ -389,7 +389,9 @@ class Trainer:
         was = self.model.training
         self.model.eval()
         try:
-            _, losses, correct = probe_losses(self.model, data, self.loss_fn, self.cfg.train.physical_batch_size)
+            # per token for sequences: the mean over every target token (all sequences have the same length)
+            _, losses, correct = probe_losses(self.model, data, self.loss_fn, self.cfg.train.physical_batch_size,
+                                              per_token=True)
         finally:
             self.model.train(was)
         return float(losses.mean()), float(correct.mean())
@@ -467,12 +469,13 @@ class Trainer:
         probe = self._probe(logits_now) if record_now and self.probe_record else None
         self.optimizer.zero_grad(set_to_none=True)
         batch = self._batch(step)
-        losses, correct, logits = self._gradient(batch, want_logits=logits_now and not self.probe_record)
+        losses, accuracy, logits = self._gradient(batch, want_logits=logits_now and not self.probe_record)
         loss = float(losses.mean())
         if not math.isfinite(loss):
             self._diverged(step, loss, lr)
         self._update(batch)
-        acc = float(correct.float().mean())
+        acc = float(accuracy.mean())  # per target: per token for sequences of equal length
+        correct = accuracy > 0.5  # the record's per-example correctness: most of its targets right
         state.per_example_loss, state.per_example_correct = losses, correct
         state.metrics.update({"step": step, "loss": loss, "accuracy": acc, "lr": lr})
         if self.test_set is not None and cfg.train.eval_every and (step + 1) % cfg.train.eval_every == 0:
@@ -507,20 +510,20 @@ class Trainer:
         return _Batch(rows, size, *self._full)
 
     def _gradient(self, batch: _Batch, want_logits: bool = False):
-        """Accumulate the mean-loss gradient of ``batch``; per-example losses, correctness (and logits), over all ranks."""
+        """Accumulate the mean-loss gradient of ``batch``; per-example losses, accuracy (and logits), over all ranks."""
         cfg, D = self.cfg, self.dist
         amp = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and self.device.type == "cuda"
                else nullcontext())
         with amp:
-            losses, correct, logits = full_batch_backward(
+            losses, accuracy, logits = full_batch_backward(
                 self.forward_model, batch.x, batch.y, self.loss_fn, cfg.train.physical_batch_size, rows=batch.rows,
                 want_logits=want_logits, denominator=batch.size / D.world, sync=self._sync, weights=batch.w)
         if D.enabled:
             losses = D.gather_rows(losses, batch.size)
-            correct = D.gather_rows(correct, batch.size)
+            accuracy = D.gather_rows(accuracy, batch.size)
             if logits is not None:
                 logits = D.gather_rows(logits, batch.size)
-        return losses, correct, logits
+        return losses, accuracy, logits
 
     def _update(self, batch: _Batch) -> None:
         """The optimiser step (SAM: a second gradient at the ascent point, on the same rows)."""
@@ -600,6 +603,16 @@ class Trainer:
         post = {"loss": f"{m['loss']:.4f}", "acc": f"{m['accuracy']:.3f}"}
         if "sharpness" in m and "threshold" in m:
             post["sharp"] = f"{m['sharpness']:.1f}/{m['threshold']:.1f}"
+        if not getattr(bar, "warmed_up", False):
+            # the first step of a process carries the warm-up (data on the device, the first sharpness
+            # measurement with its presample): counted without a rate sample, and the clock restarts after it,
+            # so the rate and the time left describe ordinary steps
+            bar.n += 1
+            bar.initial = bar.last_print_n = bar.n  # no rate until ordinary steps are timed
+            bar.warmed_up = True
+            bar.unpause()
+            bar.set_postfix(post, refresh=True)
+            return
         bar.set_postfix(post, refresh=False)
         bar.update(1)
 
