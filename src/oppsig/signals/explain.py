@@ -427,3 +427,27 @@ def explain_group(
         "projection_ratio": dirn["projection_ratio"],
         "explanation": line,
     }
+
+
+def coherence_features(dataset, descriptors: Descriptors, n_pcs: int = 16, seed: int = 0) -> np.ndarray:
+    """(N, F + n_pcs) input features for the coherence test: the descriptors and the leading input PCs.
+
+    The principal components of the flattened standardised inputs (randomised
+    SVD with two power iterations) catch shared input structure that no named
+    descriptor describes.
+    """
+    feats = [descriptors.values]
+    x = dataset.x
+    if n_pcs > 0 and x.is_floating_point() and len(x) > n_pcs + 1:
+        flat = x.reshape(len(x), -1).numpy().astype(np.float32)
+        flat = flat - flat.mean(axis=0)
+        q = min(n_pcs, flat.shape[1], len(x) - 1)
+        w = min(q + 8, flat.shape[1])
+        y = flat @ np.random.default_rng(seed).standard_normal((flat.shape[1], w)).astype(np.float32)
+        for _ in range(2):
+            y, _ = np.linalg.qr(y)
+            y = flat @ (flat.T @ y)
+        qm, _ = np.linalg.qr(y)
+        u, sv, _ = np.linalg.svd(qm.T @ flat, full_matrices=False)
+        feats.append(((qm @ u[:, :q]) * sv[:q]).astype(np.float64))
+    return np.concatenate(feats, axis=1)

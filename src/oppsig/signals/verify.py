@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from .detect import LossMatrix
+from .detect import LossMatrix, rise_shares
 from .result import Group, SignalsError, Spike, Verification
 
 
@@ -183,9 +183,4 @@ def spike_shares(
             total[s : s + len(blk)] = blk.mean(axis=1, dtype=np.float64)
     else:
         total = np.asarray(total_loss, dtype=np.float64)
-    out = []
-    for sp in spikes:
-        rise = float(total[sp.row] - total[sp.onset_row])
-        part = float(lc[sp.row].sum() - lc[sp.onset_row].sum()) / n
-        out.append(part / rise if rise > 0 else float("nan"))
-    return out
+    return rise_shares(np.diff(lc.astype(np.float64), axis=0), total, spikes, n)
