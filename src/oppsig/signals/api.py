@@ -132,8 +132,12 @@ def pair_stage(det: Detection, rows: list[np.ndarray], series: list[np.ndarray],
     shares = [_spike_enrichment(np.concatenate([series[a], series[b]], axis=1), det.scan.abs_row, window, n)
               for a, b, _ in cands]
     ratio = swings / total_swing if total_swing > 0 else np.full(len(swings), np.inf)
+    tested = sorted({i for a, b, _ in cands for i in (a, b)})
+    visible = np.zeros(len(rows), dtype=bool)
+    for g in tested:
+        visible[g] = inputs.space.direction(rows[g])["ratio"] >= config.min_direction_ratio
     pairs = assess_pairs(cands, rows, ratio, shares, inputs.test, config.alpha, config.n_null, config.seed,
-                       config.max_pair_corr)
+                         config.max_pair_corr, visible)
     kept = ([p for p in pairs if p.significant][: config.max_pairs]
             + [p for p in pairs if not p.significant][: config.max_pairs])
     cache: dict[int, float] = {}
@@ -155,6 +159,7 @@ def pair_stage(det: Detection, rows: list[np.ndarray], series: list[np.ndarray],
         "n_null": n_perm,
         "resolution": 1.0 / (n_perm + 1),
         "features": inputs.test.dims,
+        "min_direction_ratio": config.min_direction_ratio,
     }
     return out, null_corr, test
 

@@ -48,6 +48,12 @@ class SignalsConfig:
             is at most half the Bonferroni threshold). Default 999.
         n_pcs: leading principal components of the inputs added to the input
             descriptors in the coherence statistic. Default 16.
+        min_direction_ratio: a reported pair's groups must also differ *visibly*
+            from their classes: each group's mean input minus its classes' mean has
+            at least this norm, relative to a typical example's distance from its
+            class mean. With hundreds of members a difference too small to see is
+            still significant (e.g. the two halves of the generic oscillation before
+            any spike); this gate only removes pairs, so the error rate holds. Default 0.3.
         max_pairs: at most this many pairs are reported. Default 20.
 
     Explanation:
@@ -87,6 +93,7 @@ class SignalsConfig:
     alpha: float = 0.01
     n_null: int = 999
     n_pcs: int = 16
+    min_direction_ratio: float = 0.3
     max_pairs: int = 20
     min_effect: float = 0.8
     max_words: int = 3
@@ -122,6 +129,7 @@ class SignalsConfig:
         _check(0 < self.alpha < 1, "alpha", "in (0, 1)", self.alpha)
         _check(self.n_null >= 19, "n_null", ">= 19", self.n_null)
         _check(self.n_pcs >= 0, "n_pcs", ">= 0", self.n_pcs)
+        _check(self.min_direction_ratio >= 0, "min_direction_ratio", ">= 0", self.min_direction_ratio)
         _check(self.max_pairs >= 1, "max_pairs", ">= 1", self.max_pairs)
         _check(self.min_effect > 0, "min_effect", "> 0", self.min_effect)
         _check(self.max_words >= 1, "max_words", ">= 1", self.max_words)

@@ -189,6 +189,7 @@ def assess_pairs(
     n_null: int = 999,
     seed: int = 0,
     max_pair_corr: float = -0.3,
+    visible: np.ndarray | None = None,
 ) -> list[Pair]:
     """Test every candidate pair against the within-class permutation null (see the module docstring).
 
@@ -201,6 +202,9 @@ def assess_pairs(
         test: the :class:`CoherenceTest` of the data set.
         alpha: family-wise level over the groups that enter a tested pair.
         n_null: fewest within-class permutations (see :func:`draws_needed`).
+        visible: (G,) bool, whether each group's inputs differ visibly from its
+            classes' (e.g. its direction image is large enough); a pair needs both.
+            A gate after the test: it can only remove pairs, so the error rate holds.
 
     Returns:
         Every tested pair, significant ones first, then by strength
@@ -222,7 +226,8 @@ def assess_pairs(
                 a=a, b=b, corr=c, strength=-c * sw, swing=sw, spike_share=float(share),
                 coherence=float(0.5 * (stats[a] + stats[b]) / max(1, test.dims)),
                 null_corr=float("nan"), p_value=float(p), threshold=alpha,
-                significant=bool(p <= alpha and c <= max_pair_corr),
+                significant=bool(p <= alpha and c <= max_pair_corr
+                                 and (visible is None or (visible[a] and visible[b]))),
                 p_a=float(pvals[a]), p_b=float(pvals[b]), n_null=n, resolution=1.0 / (n + 1),
             )
         )

@@ -168,7 +168,8 @@ class Pair:
         p_value: ``max(p_a, p_b)``.
         threshold: ``alpha`` over the number of groups tested (Bonferroni, family-wise).
         significant: ``p_value <= threshold``, ``corr`` at most the configured maximum,
-            and no stronger significant pair holds either group.
+            both groups' direction images at least ``min_direction_ratio`` (a visible
+            difference from their classes), and no stronger significant pair holds either group.
         p_a, p_b: each group's Monte Carlo p-value ``(1 + #null >= observed) / (n + 1)``.
         n_null: null draws behind the larger p-value (fewer than planned when the
             draws stopped early because the group could no longer reach the threshold).
