@@ -31,7 +31,14 @@ from .detect import (
 )
 from .explain import Descriptors, InputSpace, coherence_features, explain_group, input_descriptors
 from .group import cohesion, find_groups
-from .pair import CoherenceTest, anti_phase_candidates, draws_needed, split_null_corr, assess_pairs
+from .pair import (
+    CoherenceTest,
+    anti_phase_candidates,
+    assess_pairs,
+    draws_needed,
+    pair_correlation,
+    split_null_corr,
+)
 from .result import Group, Pair, Recurring, SignalsError, SignalsResult, Spike
 
 
@@ -59,6 +66,20 @@ def _check_inputs(lm: LossMatrix, steps: Any, dataset: Any, total_loss: Any, sha
         if sharpness.shape != (r,):
             raise SignalsError(f"sharpness must have shape ({r},) (NaN where not measured), got {sharpness.shape}")
     return steps.astype(np.int64), total_loss, sharpness
+
+
+GENERIC_CORR = 0.9
+"""A pair whose group-mean difference correlates at least this (in absolute value) with the leading component's
+time profile is the run's generic oscillation itself (any examples split by their sign along the top direction
+give it) and is not reported: a gate after the test, which can only remove pairs."""
+
+
+def _size_bin(size: int) -> int:
+    """Pair sizes rounded to two significant digits, so that similar sizes share their random splits."""
+    if size < 100:
+        return max(1, size)
+    k = 10 ** (len(str(size)) - 2)
+    return int(round(size / k) * k)
 
 
 @dataclass
@@ -136,14 +157,16 @@ def pair_stage(det: Detection, rows: list[np.ndarray], series: list[np.ndarray],
     visible = np.zeros(len(rows), dtype=bool)
     for g in tested:
         visible[g] = inputs.space.direction(rows[g])["ratio"] >= config.min_direction_ratio
+    # a pair that is the leading oscillation itself (every example split by its sign along it) is no pair
+    beyond = [abs(pair_correlation(means[:, a] - means[:, b], reference)) < GENERIC_CORR for a, b, _ in cands]
     pairs = assess_pairs(cands, rows, ratio, shares, inputs.test, config.alpha, config.n_null, config.seed,
-                         config.max_pair_corr, visible)
+                         config.max_pair_corr, visible, beyond)
     kept = ([p for p in pairs if p.significant][: config.max_pairs]
             + [p for p in pairs if not p.significant][: config.max_pairs])
     cache: dict[int, float] = {}
     out = []
     for p in kept:
-        size = (len(rows[p.a]) + len(rows[p.b])) // 2
+        size = _size_bin((len(rows[p.a]) + len(rows[p.b])) // 2)
         if size not in cache:
             cache[size] = split_null_corr(pool_series, reference, size, 20, rng)
         out.append(_with_spikes(Pair(**{**p.__dict__, "null_corr": cache[size]}), series, det, config))
@@ -160,6 +183,7 @@ def pair_stage(det: Detection, rows: list[np.ndarray], series: list[np.ndarray],
         "resolution": 1.0 / (n_perm + 1),
         "features": inputs.test.dims,
         "min_direction_ratio": config.min_direction_ratio,
+        "max_leading_corr": GENERIC_CORR,
     }
     return out, null_corr, test
 

@@ -190,6 +190,7 @@ def assess_pairs(
     seed: int = 0,
     max_pair_corr: float = -0.3,
     visible: np.ndarray | None = None,
+    beyond_generic: list[bool] | None = None,
 ) -> list[Pair]:
     """Test every candidate pair against the within-class permutation null (see the module docstring).
 
@@ -205,6 +206,8 @@ def assess_pairs(
         visible: (G,) bool, whether each group's inputs differ visibly from its
             classes' (e.g. its direction image is large enough); a pair needs both.
             A gate after the test: it can only remove pairs, so the error rate holds.
+        beyond_generic: per candidate, whether its anti-phase is more than the run's
+            leading oscillation (a gate as well).
 
     Returns:
         Every tested pair, significant ones first, then by strength
@@ -218,7 +221,8 @@ def assess_pairs(
     pvals = dict(zip(tested, adj))
     stats = dict(zip(tested, obs))
     pairs = []
-    for (a, b, c), share in zip(candidates, spike_share):
+    beyond = beyond_generic if beyond_generic is not None else [True] * len(candidates)
+    for (a, b, c), share, ok in zip(candidates, spike_share, beyond):
         p = max(pvals[a], pvals[b])
         sw = float(np.sqrt(swing_ratio[a] * swing_ratio[b]))
         pairs.append(
@@ -226,7 +230,7 @@ def assess_pairs(
                 a=a, b=b, corr=c, strength=-c * sw, swing=sw, spike_share=float(share),
                 coherence=float(0.5 * (stats[a] + stats[b]) / max(1, test.dims)),
                 null_corr=float("nan"), p_value=float(p), threshold=alpha,
-                significant=bool(p <= alpha and c <= max_pair_corr
+                significant=bool(p <= alpha and c <= max_pair_corr and ok
                                  and (visible is None or (visible[a] and visible[b]))),
                 p_a=float(pvals[a]), p_b=float(pvals[b]), n_null=n, resolution=1.0 / (n + 1),
             )
@@ -256,16 +260,24 @@ def match_pairs(pairs: list[Pair]) -> list[Pair]:
 
 
 def split_null_corr(series: np.ndarray, reference: np.ndarray, size: int, n: int, rng: np.random.Generator) -> float:
-    """Mean correlation of random halves split by their co-movement: what anti-phase alone looks like.
+    """Mean of :func:`split_null_corrs` (NaN when there are too few columns)."""
+    c = split_null_corrs(series, reference, size, n, rng)
+    return float(c.mean()) if len(c) else float("nan")
+
+
+def split_null_corrs(series: np.ndarray, reference: np.ndarray, size: int, n: int, rng: np.random.Generator
+                     ) -> np.ndarray:
+    """Correlations of random halves split by their co-movement: what anti-phase alone looks like.
 
     Draws ``2 * size`` random columns of ``series`` (T, P), splits them at the
     median of their correlation with ``reference`` (T,) (e.g. the leading
-    component's time profile), and correlates the two halves' mean series.
-    NaN when fewer than ``2 * size`` columns are given.
+    component's time profile), and correlates the two halves' mean series;
+    ``n`` times. Empty when fewer than ``2 * size`` columns are given.
     """
     p = series.shape[1]
-    if p < 2 * size or size < 1:
-        return float("nan")
+    size = min(size, p // 2)
+    if size < 1:
+        return np.zeros(0)
     x = series - series.mean(axis=0)
     r = np.asarray(reference, dtype=np.float64) - np.mean(reference)
     den = np.linalg.norm(x, axis=0) * max(float(np.linalg.norm(r)), 1e-30)
@@ -275,4 +287,4 @@ def split_null_corr(series: np.ndarray, reference: np.ndarray, size: int, n: int
         pick = rng.choice(p, size=2 * size, replace=False)
         pick = pick[np.argsort(-score[pick], kind="stable")]
         out.append(pair_correlation(series[:, pick[:size]].mean(axis=1), series[:, pick[size:]].mean(axis=1)))
-    return float(np.mean(out))
+    return np.asarray(out)

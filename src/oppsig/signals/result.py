@@ -169,7 +169,10 @@ class Pair:
         threshold: ``alpha`` over the number of groups tested (Bonferroni, family-wise).
         significant: ``p_value <= threshold``, ``corr`` at most the configured maximum,
             both groups' direction images at least ``min_direction_ratio`` (a visible
-            difference from their classes), and no stronger significant pair holds either group.
+            difference from their classes), the difference of the group means not the run's
+            leading oscillation itself (|correlation with the leading component's time
+            profile| below 0.9),
+            and no stronger significant pair holds either group.
         p_a, p_b: each group's Monte Carlo p-value ``(1 + #null >= observed) / (n + 1)``.
         n_null: null draws behind the larger p-value (fewer than planned when the
             draws stopped early because the group could no longer reach the threshold).
