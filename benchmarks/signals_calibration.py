@@ -73,7 +73,8 @@ def raw_pvalues(res, ds, cfg, n: int = 199, seed: int = 0) -> list[float]:
     return list((1 + (perm >= obs[None, :]).sum(axis=0)) / (n + 1))
 
 
-def null_families(seeds: int, real_run: str | None, adam_dir: str | None, cfg: SignalsConfig) -> dict:
+def null_families(seeds: int, real_run: str | None, adam_dir: str | None, cfg: SignalsConfig,
+                  only: list[str] | None = None) -> dict:
     ds, source = images(1000)
     y = ds.y.numpy()
     fams = {
@@ -101,8 +102,11 @@ def null_families(seeds: int, real_run: str | None, adam_dir: str | None, cfg: S
         print(f"   {name:<14}{f'{hits}/{seeds}':>17}{ng:>8}{ks_s}{dt:7.1f}", flush=True)
 
     for name, make in fams.items():
-        run(name, lambda s, make=make: (make(s), ds))
-    if real_run and Path(real_run).exists():
+        if not only or name in only:
+            run(name, lambda s, make=make: (make(s), ds))
+    if only and "relabelled" not in only:
+        pass
+    elif real_run and Path(real_run).exists():
         full = np.load(real_run, mmap_mode="r")
         ds5, _ = images(full.shape[1])
 
@@ -115,10 +119,17 @@ def null_families(seeds: int, real_run: str | None, adam_dir: str | None, cfg: S
     else:
         print("   relabelled: skipped (no --real-run losses.npy)")
     files = sorted(Path(adam_dir).glob("losses_*.npy")) if adam_dir else []
-    if files:
-        run("adam", lambda s: (np.load(files[s % len(files)]), ds))
+    if only and "adam" not in only:
+        pass
+    elif files:
+        n_runs = seeds
         if len(files) < seeds:
-            print(f"   (adam: only {len(files)} runs found; seeds repeat)")
+            print(f"   (adam: {len(files)} runs found; the family has {len(files)} runs)")
+            n_runs = len(files)
+        hold = seeds
+        seeds = n_runs
+        run("adam", lambda s: (np.load(files[s]), ds))
+        seeds = hold
     else:
         print("   adam: skipped (no --adam-dir)")
     return out
@@ -173,12 +184,13 @@ def main() -> None:
     ap.add_argument("--real-run", help="losses.npy of a real CIFAR-10 GD run (the relabelled family)")
     ap.add_argument("--adam-dir", help="folder of losses_XX.npy of Adam runs on the first 1,000 CIFAR-10 images")
     ap.add_argument("--skip", nargs="*", default=[], choices=["null", "power", "speed"])
+    ap.add_argument("--families", nargs="*", help="null families to run (default: all)")
     ap.add_argument("--out", default="bench_out/signals_calibration.json")
     a = ap.parse_args()
     cfg = SignalsConfig()
     figures = {}
     if "null" not in a.skip:
-        figures["null"] = null_families(a.seeds, a.real_run, a.adam_dir, cfg)
+        figures["null"] = null_families(a.seeds, a.real_run, a.adam_dir, cfg, a.families)
     if "power" not in a.skip:
         figures["power"] = power_curve(a.power_seeds, cfg)
     if "speed" not in a.skip:
