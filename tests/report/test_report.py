@@ -48,7 +48,7 @@ def add_fake_signals(run_dir):
                     explanation="bright <b>top</b> border", direction=np.ones((3, 32, 32))),
               Group(1, tuple(range(10, 20)), tuple(range(10, 20)), shared=("dark background",)))
     pair = Pair(0, 1, corr=-0.9, strength=3.0, swing=0.2, spike_share=2.0, coherence=1.5, null_corr=-0.5,
-                z_swing=5, z_spike=4, z_coherence=6, p_value=1e-6, threshold=1e-3, significant=True, spikes=(6,),
+                p_value=1e-6, threshold=1e-3, significant=True, spikes=(6,),
                 spike_rise_share=(0.4,))
     spike = Spike(row=6, step=int(run.steps[6]), onset_row=3, onset_step=int(run.steps[3]), loss=float(total[6]),
                   trend=float(total[6]) * 0.8, height=0.25, z=4.0)

@@ -60,10 +60,11 @@ def save_group_grids(
     groups: list[int] | None = None,
     dpi: int = 100,
 ) -> list[Path]:
-    """Write one PNG grid per group: its examples, and its mean input minus the data mean.
+    """Write one PNG grid per group: its examples, and its mean input minus its classes' mean.
 
-    The first panel shows the signal direction (mean image of the group minus
-    the data mean; grey is zero, bright is above the mean); the others show up
+    The first panel shows the direction image (mean image of the group minus the
+    mean image of its classes, each member's class weighted by its count; grey is
+    zero, bright is above the mean); the others show up
     to ``max_images`` members (largest loss swing first, the order of
     ``Group.members``), each titled with its class and stable id.
 
@@ -100,13 +101,14 @@ def save_group_grids(
         nrow = int(np.ceil(panels / ncol))
         fig = Figure(figsize=(1.35 * ncol, 1.45 * nrow + 0.6), dpi=dpi)
         mix = ", ".join(f"{k} {v}" for k, v in list(g.class_counts.items())[:3])
-        words = "; ".join(g.shared) if g.shared else "no descriptor stands out"
+        words = ("against its classes: " + "; ".join(g.shared) if g.shared
+                 else "no descriptor separates it from its classes; what does: the direction image (first panel)")
         fig.suptitle(f"group {g.id}: {g.size} examples ({mix})\n{words}", fontsize=8)
         k = 0
         if g.direction is not None:
             ax = fig.add_subplot(nrow, ncol, 1)
             ax.imshow(_direction_image(g.direction), interpolation="nearest")
-            ax.set_title("mean - data mean", fontsize=6)
+            ax.set_title("mean - its classes' mean", fontsize=6)
             ax.axis("off")
             k = 1
         for i, (r, img) in enumerate(zip(rows, imgs)):
