@@ -103,6 +103,7 @@ class CoherenceTest:
         f = np.asarray(features, dtype=np.float64)
         if f.ndim != 2 or len(f) < 2:
             raise SignalsError(f"features must be (N >= 2, F), got shape {f.shape}")
+        f = (f - f.mean(axis=0)) / np.maximum(f.std(axis=0), 1e-12)  # one scale, so the ridge below is relative
         lab = np.zeros(len(f), dtype=np.int64) if labels is None or np.ndim(labels) != 1 else np.asarray(labels)
         if len(lab) != len(f):
             raise SignalsError(f"labels has {len(lab)} entries, features {len(f)} rows")
