@@ -20,6 +20,8 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", help="comma-separated steps (default: every kept checkpoint)")
     p.add_argument("--top-k", type=int, default=1, help="eigenvalues per step (default 1)")
     p.add_argument("--tol", type=float, default=1e-3, help="relative accuracy of each eigenvalue (default 1e-3)")
+    p.add_argument("--max-iter", type=int, help="most Hessian-vector products per solve (default: as in training, "
+                   "at least 60); a solve that needs more is printed as not converged")
     p.add_argument("--n", type=int, help="use the first n training examples (default: as in training)")
     p.add_argument("--layerwise", action="store_true", help="also each module's diagonal Hessian block")
     p.add_argument("--out", help="write the results to this JSON file")
@@ -31,14 +33,27 @@ def run(args) -> int:
 
     steps = None if args.steps is None else _steps(args.steps)
     res = run_curvature(args.run, steps, k=args.top_k, tol=args.tol, n=args.n, layerwise=args.layerwise,
-                        log=lambda m: print(f"  {m}", flush=True))
-    head = f"{'step':>7}{'sharpness':>12}{'threshold':>11}{'ratio':>7}{'HVPs':>7}"
+                        max_iter=args.max_iter, log=lambda m: print(f"  {m}", flush=True))
+    from ..curvature.lanczos import UNCONVERGED_MARK
+    from ..experiments.sharpness import OPTIM_NOTE
+
+    head = f"{'step':>7}{'sharpness':>12}{'+-':>9}{'threshold':>11}{'ratio':>7}{'HVPs':>7}"
     print(head)
     for r in res:
-        more = "  " + ", ".join(f"{x:.4g}" for x in r.eigenvalues[1:]) if len(r.eigenvalues) > 1 else ""
-        print(f"{r.step:>7}{r.sharpness:>12.4f}{r.threshold:>11.4g}{r.sharpness / r.threshold:>7.2f}{r.hvps:>7.1f}{more}")
+        more = "  " + ", ".join(f"{x:.4g} +- {e:.2g}" for x, e in zip(r.eigenvalues[1:], r.error_bounds[1:])) \
+            if len(r.eigenvalues) > 1 else ""
+        ratio = "–" if r.ratio is None else f"{r.ratio:.2f}"
+        mark = "" if r.converged else f"  {UNCONVERGED_MARK}"
+        print(f"{r.step:>7}{r.sharpness:>12.4f}{r.error_bounds[0]:>9.2g}{r.threshold:>11.4g}{ratio:>7}{r.hvps:>7.1f}"
+              f"{more}{mark}")
         if r.layers:
-            print(" " * 9 + "layers: " + ", ".join(f"{g} {v:.4g}" for g, v in r.layers.items()))
+            print(" " * 9 + "layers: " + ", ".join(
+                f"{g} {v:.4g} +- {e:.2g}{'' if c else ' ' + UNCONVERGED_MARK}" for g, (v, e, c) in r.layers.items()))
+    if any(r.preconditioned_threshold for r in res):
+        print(f"(ratio –: {OPTIM_NOTE}; track it during training with curvature.preconditioned)")
+    if not all(r.converged for r in res):
+        print(f"{UNCONVERGED_MARK}: the solve ran out of iterations; the value is within its residual bound of "
+              "some eigenvalue, not certified to --tol")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"run": str(args.run), "steps": [r.to_dict() for r in res]}, f, indent=1)

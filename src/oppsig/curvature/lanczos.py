@@ -71,7 +71,7 @@ import torch
 from ..errors import OppsigError
 from .operators import LinearOperator, as_operator
 
-__all__ = ["CRITERIA", "GAP_CONFIRM", "EigResult", "lanczos", "power_iteration", "start_vector"]
+__all__ = ["CRITERIA", "GAP_CONFIRM", "EigResult", "eigen_metrics", "warm_start", "UNCONVERGED_MARK", "lanczos", "power_iteration", "start_vector"]
 
 
 @dataclass
@@ -95,6 +95,9 @@ class EigResult:
             eigenvalue to the rest of the spectrum below it (None when unknown).
         gap_known: ``(k,)`` bools, whether each bound is a gap bound (True) or
             the residual bound (False: the distance to the nearest eigenvalue).
+        next_vector: ``(d,)`` the Ritz vector below the k-th (None when the basis
+            has no more): pass ``warm_start(result)`` as the next ``v0``, so that
+            the next solve finds the gap below the k-th eigenvalue in a few products.
         extra_work: products of a cheaper approximate operator spent on finding
             the start vector, in units of one product of this operator.
     """
@@ -108,6 +111,7 @@ class EigResult:
     error_bounds: torch.Tensor | None = None
     gap: float | None = None
     gap_known: tuple[bool, ...] = ()
+    next_vector: torch.Tensor | None = None
     extra_work: float = 0.0
 
     @property
@@ -135,6 +139,44 @@ class EigResult:
     def max_relative_error(self) -> float:
         """The largest relative error bound of the returned eigenvalues."""
         return float(self.relative_error_bounds.max())
+
+
+def warm_start(result: EigResult, criterion: str = "eigenvalue") -> torch.Tensor:
+    """The start ``v0`` for the next solve of a nearby operator, ``(d, j)``: the eigenvectors, and the next Ritz vector
+    when the next solve uses the eigenvalue criterion.
+
+    A start rich in the k wanted eigenvectors converges fast, but the gap bounds
+    of the eigenvalue criterion need the gap below the k-th eigenvalue, i.e. a
+    settled (k+1)-th Ritz pair: starting from the (k+1)-th Ritz vector too finds
+    it in a few products. The residual criterion needs no gap.
+
+    Example:
+        >>> A = torch.diag(torch.tensor([5.0, 3.0, 1.0, 0.5], dtype=torch.float64))
+        >>> warm_start(lanczos(A, k=1, tol=1e-10)).shape
+        torch.Size([4, 2])
+    """
+    if result.next_vector is None or criterion != "eigenvalue":
+        return result.eigenvectors
+    return torch.cat([result.eigenvectors, result.next_vector[:, None]], dim=1)
+
+
+UNCONVERGED_MARK = "(not converged)"  # printed after a value whose solve ran out of iterations
+
+
+def eigen_metrics(key: str, result: EigResult, i: int = 0) -> dict[str, float]:
+    """The ``i``-th eigenvalue of ``result`` as metrics: ``{key, err/key, converged/key}``.
+
+    ``err/key`` is its absolute error bound, ``converged/key`` 1.0 when the solve
+    met its tolerance, else 0.0 (see :mod:`oppsig.curvature.hook`).
+
+    Example:
+        >>> r = lanczos(torch.diag(torch.tensor([2.0, 1.0], dtype=torch.float64)), tol=1e-8)
+        >>> sorted(eigen_metrics("sharpness", r))
+        ['converged/sharpness', 'err/sharpness', 'sharpness']
+    """
+    bounds = result.error_bounds if result.error_bounds is not None else result.residuals
+    return {key: float(result.eigenvalues[i]), f"err/{key}": float(bounds[i]),
+            f"converged/{key}": 1.0 if result.converged else 0.0}
 
 
 def start_vector(dim: int, v0: torch.Tensor | None, seed: int, dtype: torch.dtype,
@@ -355,8 +397,9 @@ def lanczos(
             Q = torch.cat([Q, torch.empty(min(Q.shape[0], m_max + 1 - Q.shape[0]), d, dtype=dt, device=dev)])
         Q[m] = w
     kk = min(k, m)
-    Yk = Y[:, :kk].to(device=dev, dtype=dt)
+    Yk = Y[:, : min(kk + 1, m)].to(device=dev, dtype=dt)
     V = _unit_columns(Q[:m].T @ Yk)
+    V, nxt = (V[:, :kk], V[:, kk]) if m > kk else (V, None)
     bounds, known, gap_out = _error_bounds(theta, resid, kk, exact, tiny, d)
     return EigResult(
         eigenvalues=theta[:kk].to(device=dev, dtype=dt),
@@ -368,6 +411,7 @@ def lanczos(
         error_bounds=bounds.to(device=dev, dtype=dt),
         gap=gap_out,
         gap_known=tuple(known),
+        next_vector=nxt,
     )
 
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..errors import OppsigError
 from .hvp import HVP, LossFn, make_hvp
-from .lanczos import EigResult, lanczos
+from .lanczos import EigResult, lanczos, warm_start
 from .operators import HessianOperator, LinearOperator, ParamLayout, PreconditionedOperator, as_operator
 
 __all__ = [
@@ -156,7 +156,7 @@ def top_hessian_eigs(
         c = lanczos(wrap(HessianOperator(coarse)), k=k, tol=tol, max_iter=max_iter, seed=seed,
                     criterion=criterion)
         extra = c.num_matvecs * coarse.num_rows / hvp.num_rows
-        v0 = c.eigenvectors  # a start only: the presample's gap is not this matrix's
+        v0 = warm_start(c, criterion)  # a start only: the presample's gap is not this matrix's
     r = lanczos(wrap(HessianOperator(hvp)), k=k, tol=tol, max_iter=max_iter, v0=v0, seed=seed,
                 criterion=criterion)
     r.extra_work = extra
@@ -300,7 +300,7 @@ def layer_eigs(
     wrap = wrap or (lambda op: op)
     groups = parameter_groups(hvp.model, hvp.layout.names) if groups is None else groups
     out = {}
-    for g, names in groups.items():
+    for g, names in groups.items():  # v0[g]: a group's eigenvectors, or warm_start() of its result
         op = wrap(HessianOperator(hvp.restrict(list(names))))
         start = None if v0 is None else v0.get(g)
         warm = start is not None and start.shape[0] == op.dim and bool(torch.isfinite(start).all())
