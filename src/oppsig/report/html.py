@@ -97,11 +97,19 @@ def _group_section(run, sig, data, note) -> str:
         parts.append(f"<h3>Pair {k + 1}: group {esc(pair.a)} vs group {esc(pair.b)}</h3>")
         facts = [f"anti-phase correlation of loss changes: <b>{esc(_fmt(pair.corr, 3))}</b> "
                  f"(random examples split the same way: {esc(_fmt(pair.null_corr, 3))})"]
-        if ver is not None:
+        if ver is not None and not np.isfinite(ver.grad_cosine):
+            facts.append(f"<b>not verified</b>: {esc(ver.error)}")
+        elif ver is not None:
             facts.append(f"gradient cosine at step {esc(ver.step)}: <b>{esc(_fmt(ver.grad_cosine, 3))}</b>")
             if ver.eig_cosine_a is not None:
                 facts.append(f"|cosine| with the top Hessian eigenvector: {esc(_fmt(ver.eig_cosine_a, 2))} / "
                              f"{esc(_fmt(ver.eig_cosine_b, 2))}")
+            if ver.sharpness is not None:
+                flag = "" if ver.eig_converged else " <b class='warn'>(not converged: not certified)</b>"
+                facts.append(f"sharpness there {esc(_fmt(ver.sharpness, 4))} &plusmn; {esc(_fmt(ver.sharpness_error, 2))}"
+                             + flag)
+            if ver.error:
+                facts.append(esc(ver.error))
         facts.append(f"p-value against the null: {esc(_fmt(pair.p_value, 2))}")
         facts.append(f"share of the spikes' loss change per example: {esc(_fmt(pair.spike_share, 3))}x its size")
         if pair.spike_rise_share:

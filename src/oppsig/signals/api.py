@@ -304,6 +304,23 @@ def _with_spikes(p: Pair, g_series, total, spikes, n, ctx: PairContext, top: int
     return Pair(**{**p.__dict__, "spikes": tuple(s.row for s in best), "spike_rise_share": tuple(rise)})
 
 
+def verification_text(v) -> str:
+    """One line for a :class:`~oppsig.signals.result.Verification`: the cosines, the sharpness with its bound
+    (marked when not converged), or why the check failed."""
+    if not np.isfinite(v.grad_cosine):
+        return f"groups {v.a} and {v.b} not verified: {v.error}"
+    e = ""
+    if v.eig_cosine_a is not None and v.eig_cosine_b is not None:
+        e = f", |cos| with the top Hessian eigenvector {v.eig_cosine_a:.2f} / {v.eig_cosine_b:.2f}"
+    if v.sharpness is not None:
+        mark = "" if v.eig_converged else " (not converged: not certified)"
+        e += f" (sharpness {v.sharpness:.4g} +- {v.sharpness_error:.2g}{mark})"
+    if v.error:
+        e += f"; {v.error}"
+    at = f" at step {v.step}" if v.step is not None else ""
+    return f"gradients of groups {v.a} and {v.b}{at}: cosine {v.grad_cosine:+.2f}{e}"
+
+
 def summary_text(result: SignalsResult, max_groups: int = 6) -> str:
     """A short human summary of ``result`` (what the CLI prints).
 
@@ -342,10 +359,7 @@ def summary_text(result: SignalsResult, max_groups: int = 6) -> str:
             if sh:
                 lines.append(f"  share of the total-loss rise: {sh}")
     for v in result.verifications:
-        e = ""
-        if v.eig_cosine_a is not None and v.eig_cosine_b is not None:
-            e = f", |cos| with the top Hessian eigenvector {v.eig_cosine_a:.2f} / {v.eig_cosine_b:.2f}"
-        lines.append(f"  gradients of groups {v.a} and {v.b}: cosine {v.grad_cosine:+.2f}{e}")
+        lines.append("  " + verification_text(v))
     shown = {p.a for p in result.pairs} | {p.b for p in result.pairs}
     others = [g for g in result.groups if g.id not in shown][: max(0, max_groups - len(shown))]
     for g in others:

@@ -205,6 +205,12 @@ class Verification:
         eig_cosine_a, eig_cosine_b: cosine of each gradient with the top Hessian
             eigenvector (``None`` when no eigenvector was given).
         step: training step of the parameters used (``None`` if unknown).
+        sharpness: the top Hessian eigenvalue there (``None`` when not measured).
+        sharpness_error: its error bound (absolute).
+        eig_converged: whether that eigensolve met its tolerance (``False``: the
+            eigenvalue and the eigenvector cosines are not certified).
+        error: why the check failed or is incomplete (``None`` when it ran in full);
+            a failed check has NaN cosines.
     """
 
     a: int
@@ -215,6 +221,16 @@ class Verification:
     eig_cosine_a: float | None = None
     eig_cosine_b: float | None = None
     step: int | None = None
+    sharpness: float | None = None
+    sharpness_error: float | None = None
+    eig_converged: bool | None = None
+    error: str | None = None
+
+    @classmethod
+    def failed(cls, a: int, b: int, cause: str, step: int | None = None) -> "Verification":
+        """A check that could not run, recorded with its cause (NaN cosines)."""
+        nan = float("nan")
+        return cls(a=int(a), b=int(b), grad_cosine=nan, grad_norm_a=nan, grad_norm_b=nan, step=step, error=cause)
 
 
 @dataclass(frozen=True)
