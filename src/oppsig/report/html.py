@@ -176,6 +176,11 @@ def run_section(run, sig, title: str) -> str:
         "loss": getattr(getattr(cfg, "train", None), "loss", ""),
         "wall time": f"{meta.get('wall_time', float('nan')):.0f} s" if "wall_time" in meta else "",
         "final train loss / accuracy": f"{_fmt(summ['final loss'])} / {_fmt(summ['final accuracy'], 3)}",
+        "max sharpness / threshold": (f"{_fmt(summ['max sharpness / threshold'], 3)} ({summ['sharpness measure']} "
+                                      "sharpness; time at EoS " + _fmt(summ['time at EoS'], 2) + ")")
+        if np.isfinite(summ["max sharpness / threshold"]) else "",
+        "sharpness not converged": (f"{summ['unconverged sharpness']} measurements (their values are not certified; "
+                                    "marked in the figure)") if summ["unconverged sharpness"] else "",
         "test accuracy": _fmt(summ["test accuracy"], 3),
         "device / torch": f"{meta.get('device', '')} / {meta.get('torch', '')}",
         "oppsig / revision": f"{meta.get('oppsig_version', '')} / {meta.get('code_revision', '')}",
@@ -214,14 +219,18 @@ def run_section(run, sig, title: str) -> str:
 def comparison_section(runs: Sequence, sigs: Sequence, names: Sequence[str]) -> str:
     parts = ["<h2>Comparison</h2>"]
     cols = ["run", "steps", "final loss", "final accuracy", "test accuracy", "spikes", "pairs", "group oscillation",
-            "max sharpness / threshold", "time at EoS"]
+            "max sharpness (raw)", "max preconditioned sharpness", "sharpness measure", "max sharpness / threshold",
+            "time at EoS", "unconverged sharpness"]
     rows = []
     for run, sig, name in zip(runs, sigs, names):
         d = {"run": name, **run_summary(run), **signals_summary(sig)}
         rows.append("<tr>" + "".join(f"<td>{esc(_fmt(d.get(c, '–'), 3))}</td>" for c in cols) + "</tr>")
     parts.append("<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in cols) + "</tr>" + "".join(rows) + "</table>")
     parts.append("<p class='small'>time at EoS: fraction of sharpness measurements at or above 90% of the optimiser's "
-                 "stability threshold.</p>")
+                 "stability threshold. The ratio and the time at EoS compare the sharpness the threshold is for "
+                 "(sharpness measure): the raw top Hessian eigenvalue for GD/SGD, the preconditioned one "
+                 "(P^-1/2 H P^-1/2) against Adam's preconditioned threshold for Adam/AdamW. unconverged sharpness: "
+                 "measurements whose eigensolve ran out of iterations (not certified).</p>")
     parts.append(fig_to_img(F.plot_comparison(runs, names, "loss"), "loss of every run"))
     if any("sharpness" in r.metrics for r in runs):
         parts.append(fig_to_img(F.plot_comparison(runs, names, "sharpness", log=False), "sharpness of every run"))
