@@ -57,7 +57,10 @@ class Spike:
         trend: the slow trend of the total loss at the peak (rolling median).
         height: relative rise above the trend, ``loss / trend - 1``.
         z: the rise in robust standard deviations of the log-loss residual.
-        sharpness: sharpness recorded nearest to the peak (``None`` if not given).
+        sharpness: sharpness recorded nearest to the peak, only when that
+            measurement lies within ``spike_context`` rows of it (``None`` when
+            not given or farther: a distant value says nothing of the spike).
+        sharpness_step: the training step of that measurement (``None`` with it).
         top_up: rows of the ``k`` examples whose loss rose most in the step into the peak.
         top_down: rows of the ``k`` examples whose loss fell most in that step.
     """
@@ -73,6 +76,7 @@ class Spike:
     sharpness: float | None = None
     top_up: tuple[int, ...] = ()
     top_down: tuple[int, ...] = ()
+    sharpness_step: int | None = None
 
 
 @dataclass(frozen=True)
