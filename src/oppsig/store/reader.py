@@ -11,8 +11,13 @@ import numpy as np
 import yaml
 import zarr
 
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 from .format import CHECKPOINTS, CONFIG, FORMAT_VERSION, META, METRICS, PROGRESS, STORE, ZARR_FORMAT, check_zarr_format, read_json
+
+
+def _is_oppsig_config(d: Any) -> bool:
+    """Whether a config dict was written by ``oppsig train`` (it has the train/data/model sections)."""
+    return isinstance(d, dict) and all(isinstance(d.get(k), dict) for k in ("data", "model", "train"))
 
 
 class RowBounded:
@@ -166,10 +171,13 @@ class Run:
         d = yaml.safe_load(p.read_text())
         from ..config import from_dict
 
-        try:
-            return from_dict(d)
-        except Exception:  # a free-form config from a user's own loop
+        if not _is_oppsig_config(d):  # a free-form config from a user's own loop (Recorder(config=...)): a dict
             return d
+        try:  # an oppsig config that does not load is an error, not a dict that later code misreads
+            return from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{p} does not load: {e} (written by another oppsig version? "
+                              "fix the key in the file, or read it with yaml.safe_load)") from None
 
     @property
     def metrics(self) -> dict[str, np.ndarray]:
