@@ -445,8 +445,11 @@ class Trainer:
             bar.update(1)
             return
         post = {"loss": f"{m['loss']:.4f}", "acc": f"{m['accuracy']:.3f}"}
-        if "sharpness" in m and "threshold" in m:
-            post["sharp"] = f"{m['sharpness']:.1f}/{m['threshold']:.1f}"
+        key = "precond_sharpness" if "precond_sharpness" in m else "sharpness"  # the one the threshold is for
+        if key in m and "threshold" in m:
+            unconverged = m.get(f"converged/{key}") == 0.0
+            post["precond" if key != "sharpness" else "sharp"] = (f"{m[key]:.1f}/{m['threshold']:.1f}"
+                                                                 + (" (not converged)" if unconverged else ""))
         bar.set_postfix(post, refresh=False)
         bar.update(1)
 
