@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from typing import Any
 
@@ -265,7 +267,28 @@ def find_signals_in_run(run: Any, dataset: Any = None, config: SignalsConfig = S
         sharpness = np.array([by_step.get(int(st), np.nan) for st in steps])
         if not np.isfinite(sharpness).any():
             sharpness = None
-    return find_signals(run.losses, steps, dataset, sharpness=sharpness, config=config)
+    res = find_signals(run.losses, steps, dataset, sharpness=sharpness, config=config)
+    return _with_sharpness_bounds(res, metrics)
+
+
+def _with_sharpness_bounds(res: SignalsResult, metrics: dict) -> SignalsResult:
+    """Spikes' sharpness with the bound and converged flag the run recorded for that measurement (when it did)."""
+    if not any(s.sharpness_step is not None for s in res.spikes) or "step" not in metrics:
+        return res
+    at = {int(st): i for i, st in enumerate(metrics["step"])}
+
+    def get(key, step):
+        v = metrics.get(key)
+        return None if v is None or step not in at or not np.isfinite(v[at[step]]) else float(v[at[step]])
+
+    spikes = []
+    for s in res.spikes:
+        if s.sharpness_step is not None:
+            conv = get("converged/sharpness", s.sharpness_step)
+            s = dataclasses.replace(s, sharpness_error=get("err/sharpness", s.sharpness_step),
+                                    sharpness_converged=None if conv is None else conv == 1.0)
+        spikes.append(s)
+    return dataclasses.replace(res, spikes=tuple(spikes))
 
 
 def _split_columns(series: np.ndarray, rows: list[np.ndarray]) -> list[np.ndarray]:

@@ -61,6 +61,8 @@ class Spike:
             measurement lies within ``spike_context`` rows of it (``None`` when
             not given or farther: a distant value says nothing of the spike).
         sharpness_step: the training step of that measurement (``None`` with it).
+        sharpness_error, sharpness_converged: that measurement's error bound and
+            converged flag, as the run recorded them (``None`` when it did not).
         top_up: rows of the ``k`` examples whose loss rose most in the step into the peak.
         top_down: rows of the ``k`` examples whose loss fell most in that step.
     """
@@ -77,6 +79,8 @@ class Spike:
     top_up: tuple[int, ...] = ()
     top_down: tuple[int, ...] = ()
     sharpness_step: int | None = None
+    sharpness_error: float | None = None
+    sharpness_converged: bool | None = None
 
 
 @dataclass(frozen=True)
