@@ -22,6 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("--tol", type=float, default=1e-3, help="relative accuracy of each eigenvalue (default 1e-3)")
     p.add_argument("--max-iter", type=int, help="most Hessian-vector products per solve (default: as in training, "
                    "at least 60); a solve that needs more is printed as not converged")
+    p.add_argument("--device", help="replay and measure on this device (default: the one the run was trained on; "
+                   "another one is not a bit-exact replay, and says so)")
     p.add_argument("--n", type=int, help="use the first n training examples (default: as in training)")
     p.add_argument("--layerwise", action="store_true", help="also each module's diagonal Hessian block")
     p.add_argument("--out", help="write the results to this JSON file")
@@ -33,7 +35,7 @@ def run(args) -> int:
 
     steps = None if args.steps is None else _steps(args.steps)
     res = run_curvature(args.run, steps, k=args.top_k, tol=args.tol, n=args.n, layerwise=args.layerwise,
-                        max_iter=args.max_iter, log=lambda m: print(f"  {m}", flush=True))
+                        max_iter=args.max_iter, device=args.device, log=lambda m: print(f"  {m}", flush=True))
     from ..curvature.lanczos import UNCONVERGED_MARK
     from ..experiments.sharpness import OPTIM_NOTE
 

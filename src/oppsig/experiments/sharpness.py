@@ -101,6 +101,7 @@ def run_curvature(
     n: int | None = None,
     layerwise: bool = False,
     max_iter: int | None = None,
+    device: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[StepCurvature]:
     """Top Hessian eigenvalues of a recorded run at ``steps``.
@@ -117,6 +118,8 @@ def run_curvature(
         layerwise: also the top eigenvalue of each module's diagonal block.
         max_iter: most products per solve (default: the run's
             ``curvature.max_iter``, at least 60).
+        device: replay and measure there (default: the device the run was
+            trained on; another one warns that the replay is not bit-exact).
         log: a function taking a progress line per step (e.g. ``print``), or None.
 
     Returns:
@@ -161,7 +164,7 @@ def run_curvature(
     layer_vecs: dict[str, torch.Tensor] = {}
     max_iter = int(max_iter) if max_iter is not None else max(cfg.curvature.max_iter, 60)
     for s in wanted:
-        model, train_set = model_at(run, s, data)
+        model, train_set = model_at(run, s, data, device=device)
         m = min(n or cfg.curvature.n or len(train_set), len(train_set))
         t0 = time.perf_counter()
         batches = make_batches(train_set.x, train_set.y, cfg.train.physical_batch_size, m)

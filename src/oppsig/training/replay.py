@@ -80,8 +80,8 @@ def model_at(run, step: int, data=None, device: str | None = None):
     if device is None and not _available(target):
         raise StoreError(
             f"{run.path} was trained on {own}, which this machine does not have, so its steps cannot be replayed "
-            f"exactly here; replay it on a machine with {own}, or pass device='cpu' (--device cpu) to replay on "
-            "the CPU (parameters not bit-exact)")
+            f"exactly here; replay it on a machine with {own}, or pass device='cpu' (oppsig sharpness --device cpu) "
+            "to replay on the CPU (parameters not bit-exact)")
     if not _available(target):
         raise StoreError(f"device {target} is not available here; pass device='cpu'")
     if target.type != torch.device(own).type:
