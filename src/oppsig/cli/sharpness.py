@@ -15,7 +15,11 @@ def _steps(text: str) -> list[int]:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("sharpness", help="measure the sharpness of a finished run at chosen steps (from its checkpoints)")
+    p = sub.add_parser(
+        "sharpness", help="measure the sharpness of a finished run at chosen steps (from its checkpoints)",
+        description="Rebuild the model at each chosen step by replaying training exactly from the last kept "
+                    "checkpoint at or before it, and measure the top Hessian eigenvalues (Lanczos) against the "
+                    "optimiser's stability threshold; one table row per step.")
     p.add_argument("run", help="run directory")
     p.add_argument("--steps", help="comma-separated steps (default: every kept checkpoint)")
     p.add_argument("--top-k", type=int, default=1, help="eigenvalues per step (default 1)")
@@ -25,8 +29,8 @@ def add_parser(sub) -> None:
     p.add_argument("--device", help="replay and measure on this device (default: the one the run was trained on; "
                    "another one is not a bit-exact replay, and says so)")
     p.add_argument("--n", type=int, help="use the first n training examples (default: as in training)")
-    p.add_argument("--layerwise", action="store_true", help="also each module's diagonal Hessian block")
-    p.add_argument("--out", help="write the results to this JSON file")
+    p.add_argument("--layerwise", action="store_true", help="also each module's diagonal Hessian block (default: off)")
+    p.add_argument("--out", help="write the results to this JSON file (default: printed only)")
     p.set_defaults(func=run)
 
 
@@ -34,23 +38,31 @@ def run(args) -> int:
     from ..experiments.sharpness import run_curvature
 
     steps = None if args.steps is None else _steps(args.steps)
-    res = run_curvature(args.run, steps, k=args.top_k, tol=args.tol, n=args.n, layerwise=args.layerwise,
-                        max_iter=args.max_iter, device=args.device, log=lambda m: print(f"  {m}", flush=True))
     from ..curvature.lanczos import UNCONVERGED_MARK
     from ..experiments.sharpness import OPTIM_NOTE
 
-    head = f"{'step':>7}{'sharpness':>12}{'+-':>9}{'threshold':>11}{'ratio':>7}{'HVPs':>7}"
-    print(head)
-    for r in res:
-        more = "  " + ", ".join(f"{x:.4g} +- {e:.2g}" for x, e in zip(r.eigenvalues[1:], r.error_bounds[1:])) \
-            if len(r.eigenvalues) > 1 else ""
+    k = args.top_k
+    eig_cols = "".join(f"{f'eig {i}':>12}{'+-':>9}" for i in range(2, k + 1))
+    print(f"{'step':>7}{'sharpness':>12}{'+-':>9}{eig_cols}{'threshold':>11}{'ratio':>7}{'HVPs':>7}{'seconds':>9}",
+          flush=True)
+
+    def row(r) -> None:  # one table row per step, printed as soon as it is measured
+        more = "".join(f"{x:>12.4f}{e:>9.2g}" for x, e in zip(r.eigenvalues[1:], r.error_bounds[1:]))
+        more += " " * 21 * (k - len(r.eigenvalues))
         ratio = "–" if r.ratio is None else f"{r.ratio:.2f}"
         mark = "" if r.converged else f"  {UNCONVERGED_MARK}"
-        print(f"{r.step:>7}{r.sharpness:>12.4f}{r.error_bounds[0]:>9.2g}{r.threshold:>11.4g}{ratio:>7}{r.hvps:>7.1f}"
-              f"{more}{mark}")
+        print(f"{r.step:>7}{r.sharpness:>12.4f}{r.error_bounds[0]:>9.2g}{more}{r.threshold:>11.4g}{ratio:>7}"
+              f"{r.hvps:>7.1f}{r.seconds:>9.1f}{mark}", flush=True)
         if r.layers:
             print(" " * 9 + "layers: " + ", ".join(
-                f"{g} {v:.4g} +- {e:.2g}{'' if c else ' ' + UNCONVERGED_MARK}" for g, (v, e, c) in r.layers.items()))
+                f"{g} {v:.4g} +- {e:.2g}{'' if c else ' ' + UNCONVERGED_MARK}" for g, (v, e, c) in r.layers.items()),
+                flush=True)
+
+    res = run_curvature(args.run, steps, k=k, tol=args.tol, n=args.n, layerwise=args.layerwise,
+                        max_iter=args.max_iter, device=args.device, on_step=row)
+    nxt = "" if k == 1 else f"; eig 2{'' if k == 2 else f'..{k}'}: the next eigenvalue{'s' if k > 2 else ''}"
+    print(f"sharpness: top Hessian eigenvalue{nxt}; +-: its error bound; threshold: the optimiser's stability "
+          "threshold; ratio: sharpness / threshold; HVPs: Hessian-vector products used")
     if any(r.preconditioned_threshold for r in res):
         print(f"(ratio –: {OPTIM_NOTE}; track it during training with curvature.preconditioned)")
     if not all(r.converged for r in res):

@@ -27,11 +27,11 @@ from ..signals.api import find_signals_in_run
 from ..signals.config import SignalsConfig
 from ..report.grids import save_group_grids
 from ..signals.api import verification_text
-from ..signals.result import SignalsResult, Verification, write_signals_json
+from ..signals.result import SignalsResult, Verification, pair_name, write_signals_json
 from ..signals.verify import verify_pair
 
 
-def _verify_at_spike(run, data, examples, cfg, loss_fn, pair, groups, spikes) -> Verification:
+def _verify_at_spike(run, data, examples, cfg, loss_fn, pair, groups, spikes, progress: bool = False) -> Verification:
     """Check ``pair`` at the onset of its largest spike; a check that cannot run is returned failed, with its cause."""
     from ..curvature import make_batches, sharpness
 
@@ -40,7 +40,7 @@ def _verify_at_spike(run, data, examples, cfg, loss_fn, pair, groups, spikes) ->
         return Verification.failed(pair.a, pair.b, "the pair has no loss spike to verify at")
     step = int(spikes[max(rows, key=lambda r: spikes[r].height)].onset_step)
     try:
-        model, train_set = model_at(run, step, data)
+        model, train_set = model_at(run, step, data, progress=progress)
     except StoreError as e:
         return Verification.failed(pair.a, pair.b, f"replay failed: {e}", step)
     n = min(cfg.curvature.n or len(train_set), len(train_set))
@@ -58,7 +58,7 @@ def _verify_at_spike(run, data, examples, cfg, loss_fn, pair, groups, spikes) ->
 
 
 def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), verify: int = 3, grids: bool = True,
-               log=None) -> SignalsResult:
+               log=None, progress: bool = False) -> SignalsResult:
     """Find, verify and save the opposing signals of a recorded run.
 
     Args:
@@ -67,6 +67,7 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
         verify: check this many of the strongest pairs on the model (0: none).
         grids: write one PNG image grid per group (image data only).
         log: a function taking progress messages (e.g. ``print``), or None.
+        progress: show a progress bar over the steps replayed to reach a spike.
 
     Returns:
         The :class:`SignalsResult`, also written to ``<run_dir>/signals.json``.
@@ -90,18 +91,26 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
     say(f"searching {run.rows} steps x {len(run.index)} examples")
     res = find_signals_in_run(run, examples, config)
     say(f"found {len(res.groups)} groups and {len(res.pairs)} significant pairs in {time.perf_counter() - t0:.1f} s")
+    t_verify = time.perf_counter()
     if verify and res.pairs:
         verifications = list(res.verifications)
         spikes = {s.row: s for s in res.spikes}
         groups = {g.id: g for g in res.groups}
         loss_fn = get_loss(cfg.train.loss)
-        for pair in res.pairs[:verify]:
-            v = _verify_at_spike(run, data, examples, cfg, loss_fn, pair, groups, spikes)
+        for i, pair in enumerate(res.pairs[:verify]):
+            say(f"checking {pair_name(i, pair)} on the model at the onset of its largest spike "
+                "(replayed from the last kept checkpoint)")
+            v = _verify_at_spike(run, data, examples, cfg, loss_fn, pair, groups, spikes, progress)
             verifications.append(v)
-            say(verification_text(v))
-        res = dataclasses.replace(res, verifications=tuple(verifications))
+            say(f"{pair_name(i, pair)}: {verification_text(v)}")
+        res = dataclasses.replace(res, verifications=tuple(verifications),
+                                  timings={**res.timings, "verification": time.perf_counter() - t_verify})
     path = Path(run_dir)
-    write_signals_json(res, path / "signals.json")
     if grids and examples is not None and examples.raw is not None and res.groups:
-        save_group_grids(res, examples, path / "signals")
+        t_grids = time.perf_counter()
+        say(f"drawing {len(res.groups)} group image grids")
+        written = save_group_grids(res, examples, path / "signals")
+        res = dataclasses.replace(res, timings={**res.timings, "grids": time.perf_counter() - t_grids})
+        say(f"image grids: {path / 'signals'}/group_NN.png ({len(written)} files, one per group)")
+    write_signals_json(res, path / "signals.json")
     return res

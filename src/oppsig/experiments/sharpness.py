@@ -103,6 +103,7 @@ def run_curvature(
     max_iter: int | None = None,
     device: str | None = None,
     log: Callable[[str], None] | None = None,
+    on_step: Callable[[StepCurvature], None] | None = None,
 ) -> list[StepCurvature]:
     """Top Hessian eigenvalues of a recorded run at ``steps``.
 
@@ -121,6 +122,8 @@ def run_curvature(
         device: replay and measure there (default: the device the run was
             trained on; another one warns that the replay is not bit-exact).
         log: a function taking a progress line per step (e.g. ``print``), or None.
+        on_step: a function called with each step's :class:`StepCurvature` as soon as it is measured
+            (e.g. to print a table row by row), or None.
 
     Returns:
         one :class:`StepCurvature` per step, in increasing step order.
@@ -190,5 +193,7 @@ def run_curvature(
                            threshold=thr, hvps=float(hvps), seconds=time.perf_counter() - t0,
                            preconditioned_threshold=o.name in ADAPTIVE, layers=layers)
         out.append(sc)
+        if on_step is not None:
+            on_step(sc)
         say(f"step {s}: {sc.describe()}, {hvps:.1f} HVPs, {sc.seconds:.1f} s")
     return out

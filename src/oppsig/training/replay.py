@@ -53,7 +53,7 @@ def _available(device: torch.device) -> bool:
     return False
 
 
-def model_at(run, step: int, data=None, device: str | None = None):
+def model_at(run, step: int, data=None, device: str | None = None, progress: bool = False):
     """The run's model at parameters theta_step, replayed from the last kept checkpoint at or before ``step``.
 
     Args:
@@ -62,6 +62,7 @@ def model_at(run, step: int, data=None, device: str | None = None):
         data: the run's ``(train_set, test_set)`` when already built (else rebuilt from its config).
         device: where to replay (default: the device the run was trained on). Another device
             than the run's is a replay that is not bit-exact: it warns (:class:`ReplayWarning`).
+        progress: show a progress bar over the replayed steps.
 
     Returns:
         ``(model, train_set)``; the model is on the replay device in train mode,
@@ -111,5 +112,5 @@ def model_at(run, step: int, data=None, device: str | None = None):
         return model, train_set
     replay = cfg.replace([f"train.steps={step}", "record.enabled=false", "curvature.every=0",
                           f"device={target}", "train.checkpoint_every=0"])
-    res = train(replay, run_dir=None, progress=False, data=data, branch_from=ckpt)
+    res = train(replay, run_dir=None, progress=progress, data=data, branch_from=ckpt)
     return res.model, data[0]
