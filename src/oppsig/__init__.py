@@ -7,12 +7,14 @@ Public API:
     train                       train and record a run
     Recorder, probe_losses      record per-example losses from your own loop
     open_run                    read a recorded run
+    LiveAttribution             live spike attribution (Recorder(live=...), callbacks, oppsig train)
 """
 
 from .config import Config, load_config
 from .errors import OppsigError
+from .signals.live import LiveAttribution
 from .store import Recorder, open_run, probe_losses
 from .training import train
 from .version import __version__
 
-__all__ = ["__version__", "Config", "load_config", "OppsigError", "Recorder", "open_run", "probe_losses", "train"]
+__all__ = ["__version__", "Config", "load_config", "OppsigError", "Recorder", "LiveAttribution", "open_run", "probe_losses", "train"]
