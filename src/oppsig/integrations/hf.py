@@ -143,6 +143,7 @@ class OppsigCallback(TrainerCallback):
         self._buf: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._probing = False
         self._sharp: dict = {}
+        self._lr_used: float | None = None
         self._started = False
 
     # ------------------------------------------------------------------ forward hooks
@@ -186,6 +187,8 @@ class OppsigCallback(TrainerCallback):
             sb = self.sharpness_batch
             self._sharp = sharpness_on(_Logits(model), (sb["input_ids"], sb["labels"]), _token_ce, optimizer)
         self.core.before_update(step, model, optimizer)
+        if optimizer is not None:
+            self._lr_used = optimizer.param_groups[0]["lr"]  # after a live lr drop, if any
 
     def on_optimizer_step(self, args, state, control, optimizer=None, **kw):
         if self._started and self.core.lr_drop is not None and optimizer is not None:
@@ -197,8 +200,8 @@ class OppsigCallback(TrainerCallback):
         step = state.global_step - 1
         metrics = dict(self._sharp)
         self._sharp = {}
-        if optimizer is not None:
-            metrics["lr"] = optimizer.param_groups[0]["lr"]
+        if self._lr_used is not None:
+            metrics["lr"], self._lr_used = self._lr_used, None
         if self._buf:
             ids = torch.cat([b[0] for b in self._buf])
             losses = torch.cat([b[1] for b in self._buf])
