@@ -215,8 +215,8 @@ class LiveConfig:
     enabled: bool = False
     groups: str | None = None  # signals.json of an earlier `oppsig detect` (this or another run); None: online groups
     window: int = 31  # previous steps of the detector's baseline (median + trend)
-    z: float = 6.0  # rise over the baseline in robust standard deviations
-    min_rise: float = 0.1  # and at least this relative rise (0.1: 10 %)
+    z: float = 4.0  # rise over the baseline in robust standard deviations
+    min_rise: float = 0.2  # and at least this relative rise (0.2: 20 %)
     gap: int = 5  # quiet steps after a spike ends
     context: int = 12  # steps back searched for the spike's onset
     history: int = 24  # per-example loss rows kept (> context)

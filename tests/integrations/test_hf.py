@@ -109,7 +109,7 @@ def test_probe_every_k_steps(tmp_path):
 @pytest.mark.parametrize("action", ["skip_update", "lower_lr"])
 def test_actions_at_a_planted_spike(tmp_path, action):
     x = _random_tokens()
-    spike, calls = 20, [0]
+    spike, calls = 26, [0]
 
     def planted(logits, labels):  # the recorded losses spike at one step (the training loss does not)
         calls[0] += 1
@@ -120,7 +120,7 @@ def test_actions_at_a_planted_spike(tmp_path, action):
         {"window": 11, "lr_factor": 0.5, "lr_steps": 2}
     cb = OppsigCallback(tmp_path / "run", num_examples=len(x), live=live, per_example_loss=planted)
     watch = Watch()
-    Trainer(model=_gpt(20, 16), args=_args(tmp_path, 26, 64), train_dataset=with_ids(Seqs(x)),
+    Trainer(model=_gpt(20, 16), args=_args(tmp_path, 32, 64), train_dataset=with_ids(Seqs(x)),
             callbacks=[cb, watch]).train()
     ev = read_events(tmp_path / "run")
     assert [e["step"] for e in ev if e["kind"] == "spike"] == [spike]

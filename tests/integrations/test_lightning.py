@@ -129,10 +129,10 @@ def test_downweight_through_weight_of(tiny_data, tmp_path):
         Group(3, tuple(range(len(ids))), tuple(ids.tolist()), class_counts={"x": len(ids)}),)), tmp_path / "s.json")
     cb = OppsigCallback(tmp_path / "run", index=ids, live={"window": 11, "groups": str(sig), "downweight_group": 3,
                                                            "downweight": 0.5})
-    net = Net(_mlp(d, 10), spike_at=20, weigh=cb.weight_of)
-    _fit(net, cb, _loader(ds, 128), steps=24)
+    net = Net(_mlp(d, 10), spike_at=24, weigh=cb.weight_of)
+    _fit(net, cb, _loader(ds, 128), steps=28)
     assert torch.equal(cb.weight_of(ids[:4]), torch.full((4,), 0.5))
-    assert [e["step"] for e in read_events(tmp_path / "run") if e["kind"] == "downweight"] == [20]
+    assert [e["step"] for e in read_events(tmp_path / "run") if e["kind"] == "downweight"] == [24]
 
 
 def test_missing_per_example_losses_is_a_clear_error(tiny_data, tmp_path):

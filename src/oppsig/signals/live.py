@@ -30,13 +30,15 @@ around their robust line until ``window`` residuals exist): mini-batch noise and
 edge-of-stability oscillation set the scale. Step t is a spike when its residual exceeds both ``z`` scales
 and ``log(1 + min_rise)``; the detector then stays quiet until the residual
 falls back below the threshold (one event per spike), and for ``gap`` steps.
+It starts firing once it holds ``window`` values and ``window`` residuals
+(after ``2 * window`` steps).
 
 Example:
     >>> import numpy as np
     >>> det = SpikeDetector(LiveConfig(window=11))
     >>> rng = np.random.default_rng(0)
     >>> loss = np.exp(-np.arange(60) / 40) * (1 + 0.01 * rng.standard_normal(60))
-    >>> loss[50] *= 2.0
+    >>> loss[50] *= 2.0  # the detector fires from step 2 * window = 22 on
     >>> [t for t, v in enumerate(loss) if det.update(t, float(v)) is not None]
     [50]
 """
@@ -75,12 +77,15 @@ def trend_baseline(log_history: np.ndarray) -> float:
     """Baseline of the next log-loss from the previous ones, (w,) -> float.
 
     The median of the window, moved forward along its :func:`robust_slope` by
-    ``(w + 1) / 2`` steps (from the window's middle to the next step).
+    ``(w + 1) / 2`` steps (from the window's middle to the next step) when the
+    slope is negative; a rising window keeps its median (a rise is what the
+    detector looks for, not a trend to follow).
     """
     y = np.asarray(log_history, dtype=np.float64)
     if len(y) == 0:
         return float("nan")
-    return float(np.median(y)) + robust_slope(y) * (len(y) + 1) / 2
+    # only a falling trend moves the baseline: a rising loss is what the detector looks for
+    return float(np.median(y)) + min(robust_slope(y), 0.0) * (len(y) + 1) / 2
 
 
 def spike_test(value: float, log_history: np.ndarray, s: LiveConfig,
@@ -137,26 +142,49 @@ def _corr_rows(d: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return num / den
 
 
+def _main_cluster(d: np.ndarray, cols: np.ndarray, weight: np.ndarray, min_corr: float) -> np.ndarray:
+    """The cluster of ``cols`` (average linkage on 1 - correlation of their changes ``d[:, cols]``, cut at
+    ``1 - min_corr``) with the largest total ``weight``; ``cols`` itself when fewer than 4."""
+    if len(cols) < 4:
+        return cols
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    x = d[:, cols]
+    x = x - x.mean(0, keepdims=True)
+    nrm = np.sqrt((x**2).sum(0)) + 1e-12
+    c = (x.T @ x) / np.outer(nrm, nrm)
+    dist = np.clip(1.0 - c, 0.0, 2.0)
+    np.fill_diagonal(dist, 0.0)
+    lab = fcluster(linkage(squareform(dist, checks=False), "average"), t=1.0 - min_corr, criterion="distance")
+    w = weight[cols]
+    best = max(np.unique(lab), key=lambda k: w[lab == k].sum())
+    return cols[lab == best]
+
+
 def online_groups(
     contrib: np.ndarray, deltas: np.ndarray, max_size: int = 200, min_corr: float = 0.5
 ) -> tuple[np.ndarray, np.ndarray]:
     """Estimate, from the recent loss changes alone, the group that carries a rise and the one opposing it.
 
-    The rise group: the fewest examples, largest contribution first, that carry
-    half the positive rise (at most ``max_size``), kept where their loss changes
-    before the spike step correlate with the group's mean change above
-    ``min_corr``. The opposing group: examples whose changes before the spike
-    step correlate below ``-min_corr`` with the rise group's mean change and
-    swing at least a quarter as much, largest swing first, at most ``max_size``.
+    The rise group: among the fewest examples, largest contribution first, that
+    carry half the positive rise (at most ``max_size``), the cluster of examples
+    whose loss changes before the spike step move together (average linkage on
+    correlation, cut at ``min_corr``) that carries the most of the rise. The
+    opposing group: among the examples whose changes before the spike step
+    correlate below ``-min_corr`` with the rise group's mean change and swing at
+    least a quarter as much (at most ``max_size``, largest swing first), the
+    cluster that moves together with the largest total swing.
 
     Args:
         contrib: (n,) rise contributions (NaN: unknown).
-        deltas: (h, n) recent one-step loss changes of the same examples (h >= 3).
+        deltas: (h, n) recent one-step loss changes of the same examples, the
+            last row being the spike step's (h >= 3).
         max_size: largest group.
         min_corr: correlation for membership.
 
     Returns:
-        ``(rise, opposing)``: column positions, each sorted by importance.
+        ``(rise, opposing)``: column positions, largest contribution (swing) first.
     """
     c = np.nan_to_num(np.asarray(contrib, dtype=np.float64), nan=-np.inf)
     d = np.nan_to_num(np.asarray(deltas, dtype=np.float64), nan=0.0)
@@ -169,17 +197,15 @@ def online_groups(
     top = top[pos[top] > 0]
     if d.shape[0] >= 4:  # co-movement before the spike step: the oscillation that led to it
         d = d[:-1]
-    corr = _corr_rows(d[:, top], d[:, top].mean(1))
-    rise = top[corr > min_corr] if (corr > min_corr).sum() >= 2 else top
-    ref = d[:, rise].mean(1)
-    corr_all = _corr_rows(d, ref)
+    rise = _main_cluster(d, top, pos, min_corr)
+    rise = rise[np.argsort(-pos[rise], kind="stable")]
+    corr_all = _corr_rows(d, d[:, rise].mean(1))
     amp = d.std(0)
-    cand = np.flatnonzero(corr_all < -min_corr)
+    cand = np.flatnonzero((corr_all < -min_corr) & (amp >= 0.25 * float(np.median(amp[rise]))))
     cand = cand[np.argsort(corr_all[cand] * amp[cand], kind="stable")][:max_size]
-    # keep those whose swing is comparable with the rise group's (not every anti-correlated near-constant loss)
-    if len(cand):
-        cand = cand[amp[cand] >= 0.25 * float(np.median(amp[rise]))]
-    return rise.astype(np.int64), cand.astype(np.int64)
+    opp = _main_cluster(d, cand, amp, min_corr)
+    opp = opp[np.argsort(-amp[opp], kind="stable")]
+    return rise.astype(np.int64), opp.astype(np.int64)
 
 
 def plural(name: str) -> str:
@@ -256,15 +282,17 @@ class SpikeDetector:
         out = None
         if len(self.logs) >= self.s.window:
             r, scale, thr = spike_test(loss, np.array(self.logs), self.s, np.array(self.residuals))
-            if r > thr:
-                if not self.in_spike and step > self.quiet_until:
+            quiet = step <= self.quiet_until  # the aftermath of a spike neither fires nor sets the scale
+            warm = len(self.residuals) >= self.s.window  # enough residuals for the scale
+            if r > thr and not quiet and warm:
+                if not self.in_spike:
                     out = SpikeCheck(step, loss, loss / math.exp(r), math.expm1(r), r / scale)
                 self.in_spike = True
-            else:
+            elif r <= thr:
                 if self.in_spike:
-                    self.quiet_until = step + self.s.gap
+                    self.quiet_until = step + self.s.gap - 1
                 self.in_spike = False
-            if not self.in_spike:  # a spike's own residuals do not widen the noise scale
+            if not self.in_spike and not quiet:
                 self.residuals.append(r)
         self.logs.append(math.log(loss))
         self.last_step = step
@@ -387,9 +415,9 @@ class LiveAttribution:
         >>> import numpy as np, tempfile
         >>> live = LiveAttribution(LiveConfig(window=5, history=8, context=3), print_fn=None)
         >>> live.bind(tempfile.mkdtemp(), np.arange(4))
-        >>> for t in range(8):
+        >>> for t in range(12):
         ...     _ = live.observe(t, np.arange(4), np.full(4, 1.0 - 0.01 * t))
-        >>> ev = live.observe(8, np.arange(4), np.array([0.9, 0.9, 5.0, 0.9]))
+        >>> ev = live.observe(12, np.arange(4), np.array([0.86, 0.86, 5.0, 0.86]))
         >>> ev.examples[0], round(ev.example_share, 1)
         (2, 1.0)
     """
