@@ -11,8 +11,6 @@ spike attribution on every rank alike, and takes the actions asked for.
 
 from __future__ import annotations
 
-import math
-import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -66,6 +64,89 @@ def gather_by_id(ids: torch.Tensor, values: torch.Tensor) -> tuple[np.ndarray, n
     return i[first], v[first]
 
 
+class SpikeActions:
+    """The optional actions at a spike (``live.skip_update``, ``rollback``, ``lr_factor``/``lr_steps``,
+    ``downweight_group``), shared by the callbacks and the hook of ``oppsig train``; each use is logged as an event.
+
+    Args:
+        cfg: the live settings.
+        rollback_point: ``onset step -> (step, state dict with "model" and "optimizer")`` of the last kept
+            state at or before it, or None when there is none.
+    """
+
+    def __init__(self, cfg: LiveConfig, rollback_point) -> None:
+        self.cfg = cfg
+        self.rollback_point = rollback_point
+        self.guard = UpdateGuard()
+        self.lr_drop = LrDrop(cfg.lr_factor, cfg.lr_steps) if cfg.lr_steps > 0 else None
+        self.downweighted = False
+        self.log: list[dict] = []
+
+    def before_update(self, model: nn.Module, optimizer) -> None:
+        """Just before the optimiser step: guard it (skip action) and lower the lr (when a drop is on)."""
+        if self.cfg.skip_update:
+            self.guard.take(model, optimizer)
+        if self.lr_drop is not None and optimizer is not None:
+            self.lr_drop.apply(optimizer)
+
+    def after_update(self, optimizer) -> None:
+        """Right after the optimiser step: the schedule's lr back (idempotent)."""
+        if self.lr_drop is not None and optimizer is not None:
+            self.lr_drop.undo(optimizer)
+
+    def act(self, step: int, ev, model: nn.Module, optimizer, live: LiveAttribution,
+            weights: torch.Tensor | None) -> None:
+        """Take the actions asked for at the spike ``ev`` (None: no spike, drop the guard)."""
+        if ev is None:
+            self.guard.drop()
+            return
+        c = self.cfg
+
+        def event(kind: str, message: str, **extra) -> None:
+            e = {"kind": kind, "step": int(step), "message": message, **extra}
+            self.log.append(e)
+            live.log_event(e)
+            if live.print_fn is not None:
+                live.print_fn(message)
+
+        if c.skip_update and self.guard.put_back(model, optimizer):
+            event("skip_update", f"step {step}: update skipped (parameters and optimiser state restored)")
+        if c.rollback:
+            onset = ev.onset_step if ev.onset_step is not None else step
+            point = self.rollback_point(onset)
+            if point is None:
+                event("rollback_unavailable", f"step {step}: no kept state at or before step {onset}; not rolled "
+                      "back (keep checkpoints more often)")
+            else:
+                to, snap = point
+                restore_state(model, optimizer, snap)
+                event("rollback", f"step {step}: rolled back to step {to}; the batches of steps {to}..{step} "
+                      "are skipped", to_step=int(to))
+        if self.lr_drop is not None:
+            self.lr_drop.trigger()
+            event("lower_lr", f"step {step}: learning rate x{c.lr_factor:g} for the next {c.lr_steps} steps",
+                  factor=c.lr_factor, steps=c.lr_steps)
+        if c.downweight_group is not None and not self.downweighted and weights is not None:
+            g = next((g for g in live.groups if str(g.id) == str(c.downweight_group)), None)
+            if g is None:
+                raise ConfigError(f"live.downweight_group {c.downweight_group!r} is not a group of {c.groups}; "
+                                  f"its groups are {[x.id for x in live.groups]}")
+            if any(str(x.get("id")) == str(g.id) for x in ev.groups):
+                downweight(weights, g.cols, c.downweight)
+                self.downweighted = True
+                event("downweight", f"step {step}: group {g.id} ({g.name}) weighted x{c.downweight:g} from now on",
+                      group=g.id, factor=c.downweight)
+
+    def state_dict(self) -> dict:
+        return {"lr_drop": self.lr_drop.state_dict() if self.lr_drop is not None else {},
+                "downweighted": self.downweighted}
+
+    def load_state_dict(self, d: dict) -> None:
+        if self.lr_drop is not None:
+            self.lr_drop.load_state_dict(d.get("lr_drop", {}))
+        self.downweighted = bool(d.get("downweighted", False))
+
+
 class LiveRecord:
     """Record + live attribution + actions for one training run in someone else's loop.
 
@@ -93,13 +174,11 @@ class LiveRecord:
         self.overwrite, self.dtype, self.print_fn = overwrite, dtype, print_fn
         self.rec: Recorder | None = None
         self.live: LiveAttribution | None = None
-        self.guard = UpdateGuard()
-        self.lr_drop = LrDrop(self.cfg.lr_factor, self.cfg.lr_steps) if self.cfg.lr_steps > 0 else None
         self.kept: OrderedDict[int, dict] = OrderedDict()  # in-memory checkpoints for rollback
+        self.actions = SpikeActions(self.cfg, self._kept_point)
         self.weights: torch.Tensor | None = None
         self.rank, self.world = 0, 1
-        self._downweighted = False
-        self._events: list[dict] = []
+        self._saved: dict | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -116,6 +195,10 @@ class LiveRecord:
             self.live = LiveAttribution(self.cfg, groups=self.cfg.groups, labels=self.labels, classes=self.classes,
                                         print_fn=self.print_fn if self.rank == 0 else None, tensorboard=tb)
             self.live.bind(self.run_dir if self.rank == 0 else None, self.index)
+            if self._saved is not None:
+                self.live.load_state_dict(self._saved.get("live", {}))
+        if self._saved is not None:
+            self.actions.load_state_dict(self._saved.get("actions", {}))
         if self.cfg.downweight_group is not None:
             self.weights = torch.ones(len(self.index))
 
@@ -129,16 +212,21 @@ class LiveRecord:
             self.rec = None
 
     # ------------------------------------------------------------------ per step
+    @property
+    def lr_drop(self) -> LrDrop | None:
+        return self.actions.lr_drop
+
+    def _kept_point(self, onset: int):
+        points = [s for s in self.kept if s <= onset]
+        return (max(points), self.kept[max(points)]) if points else None
+
     def before_update(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
         """Just before the optimiser step: guard it (skip action), keep a rollback point, lower the lr."""
-        if self.cfg.skip_update:
-            self.guard.take(model, optimizer)
         if self.cfg.rollback and step % self.cfg.checkpoint_every == 0:
             self.kept[step] = snapshot(model, optimizer)
             while len(self.kept) > 2:
                 self.kept.popitem(last=False)
-        if self.lr_drop is not None and optimizer is not None:
-            self.lr_drop.apply(optimizer)
+        self.actions.before_update(model, optimizer)
 
     def after_update(self, step: int, ids, losses, model: nn.Module | None = None,
                      optimizer: torch.optim.Optimizer | None = None, loss: float | None = None,
@@ -147,8 +235,7 @@ class LiveRecord:
 
         Returns the spike event (a :class:`~oppsig.signals.live.SpikeEvent`) or None.
         """
-        if self.lr_drop is not None and optimizer is not None:
-            self.lr_drop.undo(optimizer)
+        self.actions.after_update(optimizer)
         i, v = gather_by_id(ids, losses)
         metrics = dict(metrics or {})
         if self.live is not None and "sharpness" in metrics:
@@ -158,10 +245,8 @@ class LiveRecord:
             if metrics:
                 self.rec.log_metrics(step, **{k: float(x) for k, x in metrics.items() if _is_number(x)})
         ev = self.live.observe(step, i, v, loss=loss) if self.live is not None else None
-        if ev is not None and model is not None:
-            self.act(step, ev, model, optimizer)
-        else:
-            self.guard.drop()
+        if self.live is not None and model is not None:
+            self.actions.act(step, ev, model, optimizer, self.live, self.weights)
         return ev
 
     def log_probe(self, step: int, ids, losses) -> None:
@@ -169,37 +254,6 @@ class LiveRecord:
         i, v = gather_by_id(ids, losses)
         if self.rec is not None:
             self.rec.log(step, i, v)
-
-    def act(self, step: int, ev, model: nn.Module, optimizer) -> None:
-        """Take the actions asked for at the spike ``ev``; each one is logged as an event."""
-        c = self.cfg
-        if c.skip_update and self.guard.put_back(model, optimizer):
-            self._event(step, "skip_update", f"step {step}: update skipped (parameters and optimiser state restored)")
-        if c.rollback:
-            onset = ev.onset_step if ev.onset_step is not None else step
-            points = [s for s in self.kept if s <= onset]
-            if points:
-                to = max(points)
-                restore_state(model, optimizer, self.kept[to])
-                self._event(step, "rollback", f"step {step}: rolled back to step {to}; the batches of steps "
-                            f"{to}..{step} are skipped", to_step=to)
-            else:
-                self._event(step, "rollback_unavailable", f"step {step}: no kept state at or before step {onset}; "
-                            "not rolled back")
-        if self.lr_drop is not None:
-            self.lr_drop.trigger()
-            self._event(step, "lower_lr", f"step {step}: learning rate x{c.lr_factor:g} for the next "
-                        f"{c.lr_steps} steps", factor=c.lr_factor, steps=c.lr_steps)
-        if c.downweight_group is not None and not self._downweighted and self.weights is not None:
-            g = next((g for g in self.live.groups if str(g.id) == str(c.downweight_group)), None)
-            if g is None:
-                raise ConfigError(f"live.downweight_group {c.downweight_group!r} is not a group of "
-                                  f"{c.groups}; groups are {[x.id for x in self.live.groups]}")
-            if any(str(x.get("id")) == str(g.id) for x in ev.groups):
-                downweight(self.weights, g.cols, c.downweight)
-                self._downweighted = True
-                self._event(step, "downweight", f"step {step}: group {g.id} ({g.name}) weighted x{c.downweight:g} "
-                            "from now on", group=g.id, factor=c.downweight)
 
     def weight_of(self, ids) -> torch.Tensor:
         """The loss weight of each example id (1 unless a group was down-weighted), shape (b,)."""
@@ -209,27 +263,21 @@ class LiveRecord:
         cols = self.live.columns(ids.cpu().numpy()) if self.live is not None else ids.cpu().numpy()
         return self.weights[torch.as_tensor(cols)]
 
-    def _event(self, step: int, kind: str, message: str, **extra) -> None:
-        e = {"kind": kind, "step": int(step), "message": message, **extra}
-        self._events.append(e)
-        if self.live is not None:
-            self.live.log_event(e)
-            if self.live.print_fn is not None:
-                self.live.print_fn(message)
-
     def state_dict(self) -> dict:
         return {"live": self.live.state_dict() if self.live is not None else {},
-                "lr_drop": self.lr_drop.state_dict() if self.lr_drop is not None else {}}
+                "actions": self.actions.state_dict()}
 
     def load_state_dict(self, d: dict) -> None:
-        self._pending_state = d
+        """Continue a resumed run: the state is applied at :meth:`start`."""
+        self._saved = d
 
 
 def _is_number(x) -> bool:
     try:
-        return math.isfinite(float(x)) or True
+        float(x)
     except (TypeError, ValueError):
         return False
+    return True
 
 
 def live_config(live: Any) -> LiveConfig:

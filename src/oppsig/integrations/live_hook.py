@@ -36,7 +36,7 @@ import torch
 from ..config import LiveConfig
 from ..errors import ConfigError
 from ..signals.live import LiveAttribution
-from ..training.actions import LrDrop, UpdateGuard, downweight, restore_state
+from .core import SpikeActions
 
 
 def _describer(dataset):
@@ -66,11 +66,10 @@ class LiveHook:
         self.cfg = cfg
         self.describe = describe
         self.live: LiveAttribution | None = None
-        self.guard = UpdateGuard()
-        self.lr_drop = LrDrop(cfg.lr_factor, cfg.lr_steps) if cfg.lr_steps > 0 else None
+        self.actions = SpikeActions(cfg, self._checkpoint_at)
+        self._run_dir = None
+        self._device = None
         self._saved: dict | None = None
-        self._downweighted = False
-        self.actions: list[dict] = []
 
     # ------------------------------------------------------------------ hooks
     def on_train_start(self, state) -> None:
@@ -78,32 +77,36 @@ class LiveHook:
         dist = state.extras.get("dist")
         main = dist is None or dist.is_main
         labels = data.y.cpu().numpy() if data.y.dim() == 1 else None
+        tb = None
+        if self.cfg.tensorboard and main and state.run_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            tb = SummaryWriter(str(state.run_dir / "tb"))
         self.live = LiveAttribution(self.cfg, groups=self.cfg.groups, labels=labels,
                                     classes=getattr(data, "classes", None),
                                     describe=_describer(data) if (self.describe and labels is not None) else None,
-                                    print_fn=_printer() if main else None)
+                                    print_fn=_printer() if main else None, tensorboard=tb)
         self.live.bind(state.run_dir if main else None, data.index.cpu().numpy())
         if self._saved is not None:
             self.live.load_state_dict(self._saved.get("live", {}))
-            if self.lr_drop is not None:
-                self.lr_drop.load_state_dict(self._saved.get("lr_drop", {}))
+            self.actions.load_state_dict(self._saved.get("actions", {}))
+        self._run_dir, self._device = state.run_dir, state.device
         if self.cfg.downweight_group is not None and state.extras.get("example_weights") is None:
             raise ConfigError("live.downweight_group needs the loop's example weights; run through `oppsig train` "
                               "or pass example_weights=torch.ones(n) to oppsig.train")
 
     def on_step_start(self, state) -> None:
-        if self.cfg.skip_update:
-            self.guard.take(state.model, state.optimizer)
-        if self.lr_drop is not None:
-            self.lr_drop.apply(state.optimizer)
+        self.actions.before_update(state.model, state.optimizer)
+        if self.actions.lr_drop is not None and self.actions.lr_drop.active:
+            state.lr = state.optimizer.param_groups[0]["lr"]
 
     def on_step_end(self, state) -> None:
-        if self.lr_drop is not None and self.lr_drop._saved is not None:
-            state.metrics["lr"] = state.optimizer.param_groups[0]["lr"]
-            self.lr_drop.undo(state.optimizer)
+        if self.actions.lr_drop is not None and self.actions.lr_drop.active:
+            state.metrics["lr"] = state.optimizer.param_groups[0]["lr"]  # the lr this step used
+        self.actions.after_update(state.optimizer)
         losses = state.per_example_loss
         if losses is None or self.live is None:
-            self.guard.drop()
+            self.actions.act(state.step, None, state.model, state.optimizer, self.live, None)
             return
         m = state.metrics
         if "sharpness" in m:
@@ -113,19 +116,20 @@ class LiveHook:
             lv = lv.flatten(1).mean(1)
         ids = self._ids(state, len(lv))
         ev = self.live.observe(state.step, ids, lv.cpu().numpy(), loss=m.get("loss"))
-        if ev is None:
-            self.guard.drop()
-            return
-        state.metrics["live_spike"] = 1.0
-        self._act(state, ev)
+        if ev is not None:
+            state.metrics["live_spike"] = 1.0
+        self.actions.act(state.step, ev, state.model, state.optimizer, self.live,
+                         state.extras.get("example_weights"))
 
     def on_train_end(self, state) -> None:
         if self.live is not None:
             self.live.flush()
+            if self.live.tb is not None:
+                self.live.tb.close()
 
     def state_dict(self) -> dict:
         return {"live": self.live.state_dict() if self.live is not None else {},
-                "lr_drop": self.lr_drop.state_dict() if self.lr_drop is not None else {}}
+                "actions": self.actions.state_dict()}
 
     def load_state_dict(self, d: dict) -> None:
         self._saved = d
@@ -145,66 +149,24 @@ class LiveHook:
             raise ConfigError(f"live attribution got {b} losses at step {state.step}, expected {n} or {len(rows)}")
         return data.index.cpu()[rows].numpy()
 
-    def _event(self, step: int, kind: str, message: str, **extra) -> None:
-        e = {"kind": kind, "step": int(step), "message": message, **extra}
-        self.actions.append(e)
-        self.live.log_event(e)
-        if self.live.print_fn is not None:
-            self.live.print_fn(message)
-
-    def _act(self, state, ev) -> None:
-        c, step = self.cfg, state.step
-        if c.skip_update and self.guard.put_back(state.model, state.optimizer):
-            self._event(step, "skip_update", f"step {step}: update skipped (parameters and optimiser state restored)")
-        if c.rollback:
-            self._rollback(state, ev)
-        if self.lr_drop is not None:
-            self.lr_drop.trigger()
-            self._event(step, "lower_lr", f"step {step}: learning rate x{c.lr_factor:g} for the next {c.lr_steps} "
-                        "steps", factor=c.lr_factor, steps=c.lr_steps)
-        if c.downweight_group is not None and not self._downweighted:
-            g = next((g for g in self.live.groups if str(g.id) == str(c.downweight_group)), None)
-            if g is None:
-                raise ConfigError(f"live.downweight_group {c.downweight_group!r} is not a group of {c.groups}; "
-                                  f"its groups are {[x.id for x in self.live.groups]}")
-            if any(str(x.get("id")) == str(g.id) for x in ev.groups):
-                downweight(state.extras["example_weights"], g.cols, c.downweight)
-                self._downweighted = True
-                self._event(step, "downweight", f"step {step}: group {g.id} ({g.name}) weighted x{c.downweight:g} "
-                            "from now on", group=g.id, factor=c.downweight)
-
-    def _rollback(self, state, ev) -> None:
+    def _checkpoint_at(self, onset: int):
+        """The last kept checkpoint of the run at or before step ``onset``: ``(step, state)`` or None."""
         from ..training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
 
-        step = state.step
-        onset = ev.onset_step if ev.onset_step is not None else step
-        if state.run_dir is None:
-            self._event(step, "rollback_unavailable", f"step {step}: no run directory, no checkpoint to roll back to")
-            return
-        kept = {s: p for s, p in list_checkpoints(state.run_dir).items() if s <= onset}
-        path = kept[max(kept)] if kept else None
-        if path is None and checkpoint_path(state.run_dir).exists():
-            path = checkpoint_path(state.run_dir)
-        ck = load_checkpoint(path, map_location=state.device) if path is not None else None
-        if ck is None or int(ck["step"]) > onset:
-            self._event(step, "rollback_unavailable", f"step {step}: no checkpoint at or before step {onset}; "
-                        "not rolled back (set train.keep_checkpoints and a smaller train.checkpoint_every)")
-            return
-        restore_state(state.model, state.optimizer, ck)
-        to = int(ck["step"])
-        self._event(step, "rollback", f"step {step}: rolled back to the checkpoint of step {to}; the batches of "
-                    f"steps {to}..{step} are skipped", to_step=to)
+        if self._run_dir is None:
+            return None
+        kept = {s: p for s, p in list_checkpoints(self._run_dir).items() if s <= onset}
+        path = kept[max(kept)] if kept else checkpoint_path(self._run_dir)
+        if not path.exists():
+            return None
+        ck = load_checkpoint(path, map_location=self._device)
+        return (int(ck["step"]), ck) if int(ck["step"]) <= onset else None
 
 
 def _printer():
+    """Print above the progress bar, on stderr."""
     import sys
 
-    def p(msg: str) -> None:
-        try:
-            from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-            tqdm.write(msg, file=sys.stderr)
-        except Exception:  # noqa: BLE001 - printing must never stop training
-            print(msg, file=sys.stderr, flush=True)
-
-    return p
+    return lambda msg: tqdm.write(msg, file=sys.stderr)
