@@ -295,7 +295,7 @@ def live_config(live: Any) -> LiveConfig:
     if isinstance(live, LiveConfig):
         return live
     if isinstance(live, dict):
-        return from_dict({"enabled": True, **live}, LiveConfig, "live.")
+        return from_dict({"enabled": True, **live}, LiveConfig, "live")
     raise ConfigError(f"live must be True, False, a LiveConfig or a dict of its fields; got {type(live).__name__}")
 
 

@@ -185,7 +185,11 @@ class OppsigCallback(TrainerCallback):
         step = state.global_step
         if self.sharpness_every and step % self.sharpness_every == 0:
             sb = self.sharpness_batch
-            self._sharp = sharpness_on(_Logits(model), (sb["input_ids"], sb["labels"]), _token_ce, optimizer)
+            self._probing = True  # the solver's forwards are not training batches
+            try:
+                self._sharp = sharpness_on(_Logits(model), (sb["input_ids"], sb["labels"]), _token_ce, optimizer)
+            finally:
+                self._probing = False
         self.core.before_update(step, model, optimizer)
         if optimizer is not None:
             self._lr_used = optimizer.param_groups[0]["lr"]  # after a live lr drop, if any
