@@ -188,3 +188,25 @@ def test_live_config_is_validated():
         load_config(None, ["live.history=5", "live.context=12"])
     with pytest.raises(ConfigError, match="live.downweight_group"):
         load_config(None, ["live.downweight_group=0"])
+
+
+def test_recorder_with_live_attribution(tmp_path):
+    from oppsig import LiveAttribution, Recorder, open_run
+
+    n, b = 200, 50
+    rng = np.random.default_rng(3)
+    rec = Recorder(tmp_path / "run", num_examples=n, live=LiveAttribution(print_fn=None))
+    events = []
+    for t in range(90):
+        idx = rng.choice(n, b, replace=False)
+        losses = 1.0 - 0.003 * t + 0.02 * rng.standard_normal(b)
+        if t == 80:
+            losses[:5] += 20.0
+        events.append(rec.log(t, idx, losses))
+        if t == 80:
+            planted = set(idx[:5].tolist())
+    rec.close()
+    (ev,) = [e for e in events if e is not None]
+    assert ev.step == 80 and set(ev.examples) <= planted
+    assert [e["step"] for e in read_events(tmp_path / "run")] == [80]
+    assert open_run(tmp_path / "run").losses.shape == (90, n)
