@@ -42,11 +42,11 @@ class SyntheticConfig:
     pairs: tuple[tuple[str, int, int], ...] = (("bright_top", 0, 1), ("dark_border", 2, 3))
 
     def validate(self, key: str) -> None:
-        _check(self.num_classes >= 2, f"{key}.num_classes", "must be >= 2", self.num_classes)
-        _check(self.magnitude >= 0 and math.isfinite(self.magnitude), f"{key}.magnitude", "must be >= 0", self.magnitude)
-        _check(0 <= self.frequency <= 1, f"{key}.frequency", "must lie in [0, 1]", self.frequency)
+        check(self.num_classes >= 2, f"{key}.num_classes", "must be >= 2", self.num_classes)
+        check(self.magnitude >= 0 and math.isfinite(self.magnitude), f"{key}.magnitude", "must be >= 0", self.magnitude)
+        check(0 <= self.frequency <= 1, f"{key}.frequency", "must lie in [0, 1]", self.frequency)
         for p in self.pairs:
-            _check(len(p) == 3, f"{key}.pairs", "each pair is [feature, class_a, class_b]", p)
+            check(len(p) == 3, f"{key}.pairs", "each pair is [feature, class_a, class_b]", p)
 
 
 @dataclass(frozen=True)
@@ -64,11 +64,11 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def validate(self, key: str) -> None:
-        _check(self.name in ("synthetic", "cifar10", "text"), f"{key}.name", "must be one of synthetic, cifar10, text", self.name)
-        _check(self.n is None or self.n > 0, f"{key}.n", "must be a positive number of examples", self.n)
-        _check(self.per_class is None or self.per_class > 0, f"{key}.per_class", "must be > 0", self.per_class)
-        _check(self.test_n is None or self.test_n >= 0, f"{key}.test_n", "must be >= 0", self.test_n)
-        _check(self.block_size > 0, f"{key}.block_size", "must be > 0", self.block_size)
+        check(self.name in ("synthetic", "cifar10", "text"), f"{key}.name", "must be one of synthetic, cifar10, text", self.name)
+        check(self.n is None or self.n > 0, f"{key}.n", "must be a positive number of examples", self.n)
+        check(self.per_class is None or self.per_class > 0, f"{key}.per_class", "must be > 0", self.per_class)
+        check(self.test_n is None or self.test_n >= 0, f"{key}.test_n", "must be >= 0", self.test_n)
+        check(self.block_size > 0, f"{key}.block_size", "must be > 0", self.block_size)
         self.synthetic.validate(f"{key}.synthetic")
 
 
@@ -88,11 +88,11 @@ class ModelConfig:
     bias: bool = True
 
     def validate(self, key: str) -> None:
-        _check(all(w > 0 for w in self.widths), f"{key}.widths", "must be positive", self.widths)
-        _check(all(c > 0 for c in self.channels), f"{key}.channels", "must be positive", self.channels)
-        _check(self.width > 0, f"{key}.width", "must be > 0", self.width)
-        _check(self.n_layer > 0 and self.n_head > 0 and self.n_embd > 0, f"{key}.n_layer/n_head/n_embd", "must be > 0", None)
-        _check(self.n_embd % self.n_head == 0, f"{key}.n_embd", f"must be divisible by n_head={self.n_head}", self.n_embd)
+        check(all(w > 0 for w in self.widths), f"{key}.widths", "must be positive", self.widths)
+        check(all(c > 0 for c in self.channels), f"{key}.channels", "must be positive", self.channels)
+        check(self.width > 0, f"{key}.width", "must be > 0", self.width)
+        check(self.n_layer > 0 and self.n_head > 0 and self.n_embd > 0, f"{key}.n_layer/n_head/n_embd", "must be > 0", None)
+        check(self.n_embd % self.n_head == 0, f"{key}.n_embd", f"must be divisible by n_head={self.n_head}", self.n_embd)
 
 
 @dataclass(frozen=True)
@@ -116,21 +116,21 @@ class OptimConfig:
 
     def validate(self, key: str) -> None:
         names = ("gd", "sgd", "adam", "adamw", "splitsgd", "sam", "signsgd")
-        _check(self.name in names, f"{key}.name", f"must be one of {', '.join(names)}", self.name)
-        _check(self.split_threshold >= 0, f"{key}.split_threshold", "must be >= 0 (inf: plain SGD)", self.split_threshold)
-        _check(self.split_lr is None or (math.isfinite(self.split_lr) and self.split_lr > 0), f"{key}.split_lr",
+        check(self.name in names, f"{key}.name", f"must be one of {', '.join(names)}", self.name)
+        check(self.split_threshold >= 0, f"{key}.split_threshold", "must be >= 0 (inf: plain SGD)", self.split_threshold)
+        check(self.split_lr is None or (math.isfinite(self.split_lr) and self.split_lr > 0), f"{key}.split_lr",
                "must be > 0 or null", self.split_lr)
-        _check(self.split_rule in ("rms", "tensor"), f"{key}.split_rule", "must be rms or tensor", self.split_rule)
-        _check(math.isfinite(self.rho) and self.rho >= 0, f"{key}.rho", "must be >= 0", self.rho)
-        _check(math.isfinite(self.lr) and self.lr > 0, f"{key}.lr", "must be a positive finite number", self.lr)
-        _check(0 <= self.momentum < 1, f"{key}.momentum", "must lie in [0, 1)", self.momentum)
-        _check(0 <= self.dampening <= 1, f"{key}.dampening", "must lie in [0, 1]", self.dampening)
-        _check(not self.nesterov or (self.momentum > 0 and self.dampening == 0), f"{key}.nesterov",
+        check(self.split_rule in ("rms", "tensor"), f"{key}.split_rule", "must be rms or tensor", self.split_rule)
+        check(math.isfinite(self.rho) and self.rho >= 0, f"{key}.rho", "must be >= 0", self.rho)
+        check(math.isfinite(self.lr) and self.lr > 0, f"{key}.lr", "must be a positive finite number", self.lr)
+        check(0 <= self.momentum < 1, f"{key}.momentum", "must lie in [0, 1)", self.momentum)
+        check(0 <= self.dampening <= 1, f"{key}.dampening", "must lie in [0, 1]", self.dampening)
+        check(not self.nesterov or (self.momentum > 0 and self.dampening == 0), f"{key}.nesterov",
                "needs momentum > 0 and dampening 0", self.nesterov)
-        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{key}.betas", "must be two numbers in [0, 1)", self.betas)
-        _check(self.eps > 0, f"{key}.eps", "must be > 0", self.eps)
-        _check(self.weight_decay >= 0, f"{key}.weight_decay", "must be >= 0", self.weight_decay)
-        _check(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0", self.warmup_steps)
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{key}.betas", "must be two numbers in [0, 1)", self.betas)
+        check(self.eps > 0, f"{key}.eps", "must be > 0", self.eps)
+        check(self.weight_decay >= 0, f"{key}.weight_decay", "must be >= 0", self.weight_decay)
+        check(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0", self.warmup_steps)
 
 
 @dataclass(frozen=True)
@@ -148,13 +148,13 @@ class TrainConfig:
     eval_every: int = 0  # test-set evaluation interval (0: only at the end)
 
     def validate(self, key: str) -> None:
-        _check(self.steps > 0, f"{key}.steps", "must be > 0", self.steps)
-        _check(self.loss in ("ce", "mse"), f"{key}.loss", "must be ce or mse", self.loss)
-        _check(self.batch_size > 0, f"{key}.batch_size", "must be > 0", self.batch_size)
-        _check(self.physical_batch_size > 0, f"{key}.physical_batch_size", "must be > 0", self.physical_batch_size)
-        _check(self.checkpoint_every >= 0, f"{key}.checkpoint_every", "must be >= 0", self.checkpoint_every)
-        _check(self.eval_every >= 0, f"{key}.eval_every", "must be >= 0", self.eval_every)
-        _check(self.acc_goal is None or 0 < self.acc_goal <= 1, f"{key}.acc_goal", "must lie in (0, 1]", self.acc_goal)
+        check(self.steps > 0, f"{key}.steps", "must be > 0", self.steps)
+        check(self.loss in ("ce", "mse"), f"{key}.loss", "must be ce or mse", self.loss)
+        check(self.batch_size > 0, f"{key}.batch_size", "must be > 0", self.batch_size)
+        check(self.physical_batch_size > 0, f"{key}.physical_batch_size", "must be > 0", self.physical_batch_size)
+        check(self.checkpoint_every >= 0, f"{key}.checkpoint_every", "must be >= 0", self.checkpoint_every)
+        check(self.eval_every >= 0, f"{key}.eval_every", "must be >= 0", self.eval_every)
+        check(self.acc_goal is None or 0 < self.acc_goal <= 1, f"{key}.acc_goal", "must lie in (0, 1]", self.acc_goal)
 
 
 @dataclass(frozen=True)
@@ -170,11 +170,11 @@ class RecordConfig:
     chunk_steps: int = 32  # rows per chunk and per flush
 
     def validate(self, key: str) -> None:
-        _check(self.every > 0, f"{key}.every", "must be > 0", self.every)
-        _check(self.dtype in ("float32", "float16"), f"{key}.dtype", "must be float32 or float16", self.dtype)
-        _check(self.probe_n is None or self.probe_n > 0, f"{key}.probe_n", "must be > 0", self.probe_n)
-        _check(self.logits_every >= 0, f"{key}.logits_every", "must be >= 0", self.logits_every)
-        _check(self.chunk_steps > 0, f"{key}.chunk_steps", "must be > 0", self.chunk_steps)
+        check(self.every > 0, f"{key}.every", "must be > 0", self.every)
+        check(self.dtype in ("float32", "float16"), f"{key}.dtype", "must be float32 or float16", self.dtype)
+        check(self.probe_n is None or self.probe_n > 0, f"{key}.probe_n", "must be > 0", self.probe_n)
+        check(self.logits_every >= 0, f"{key}.logits_every", "must be >= 0", self.logits_every)
+        check(self.chunk_steps > 0, f"{key}.chunk_steps", "must be > 0", self.chunk_steps)
 
 
 @dataclass(frozen=True)
@@ -196,16 +196,16 @@ class CurvatureConfig:
     n: int | None = None  # use the first n training examples (None: all)
 
     def validate(self, key: str) -> None:
-        _check(self.every >= 0, f"{key}.every", "must be >= 0", self.every)
-        _check(self.top_k > 0, f"{key}.top_k", "must be > 0", self.top_k)
-        _check(self.tol > 0, f"{key}.tol", "must be > 0", self.tol)
-        _check(self.criterion in ("eigenvalue", "residual"), f"{key}.criterion", "must be eigenvalue or residual",
+        check(self.every >= 0, f"{key}.every", "must be >= 0", self.every)
+        check(self.top_k > 0, f"{key}.top_k", "must be > 0", self.top_k)
+        check(self.tol > 0, f"{key}.tol", "must be > 0", self.tol)
+        check(self.criterion in ("eigenvalue", "residual"), f"{key}.criterion", "must be eigenvalue or residual",
                self.criterion)
-        _check(0 <= self.presample < 1, f"{key}.presample", "must lie in [0, 1)", self.presample)
-        _check(self.cold_every >= 0, f"{key}.cold_every", "must be >= 0", self.cold_every)
-        _check(self.max_iter > 0, f"{key}.max_iter", "must be > 0", self.max_iter)
-        _check(self.hvp in ("auto", "rev_rev", "fwd_rev"), f"{key}.hvp", "must be auto, rev_rev or fwd_rev", self.hvp)
-        _check(self.n is None or self.n > 0, f"{key}.n", "must be > 0", self.n)
+        check(0 <= self.presample < 1, f"{key}.presample", "must lie in [0, 1)", self.presample)
+        check(self.cold_every >= 0, f"{key}.cold_every", "must be >= 0", self.cold_every)
+        check(self.max_iter > 0, f"{key}.max_iter", "must be > 0", self.max_iter)
+        check(self.hvp in ("auto", "rev_rev", "fwd_rev"), f"{key}.hvp", "must be auto, rev_rev or fwd_rev", self.hvp)
+        check(self.n is None or self.n > 0, f"{key}.n", "must be > 0", self.n)
 
 
 @dataclass(frozen=True)
@@ -267,12 +267,12 @@ class Config:
     live: LiveConfig = field(default_factory=LiveConfig)
 
     def validate(self, key: str = "") -> None:
-        _check(bool(self.name) and "/" not in self.name and self.name not in (".", ".."), "name",
+        check(bool(self.name) and "/" not in self.name and self.name not in (".", ".."), "name",
                "must be a non-empty name without '/'", self.name)
-        _check(self.dtype in ("float32", "float64"), "dtype", "must be float32 or float64", self.dtype)
-        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps",
+        check(self.dtype in ("float32", "float64"), "dtype", "must be float32 or float64", self.dtype)
+        check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps",
                "device", "must be cpu, cuda, cuda:N, mps or auto", self.device)
-        _check(self.threads is None or self.threads > 0, "threads", "must be > 0", self.threads)
+        check(self.threads is None or self.threads > 0, "threads", "must be > 0", self.threads)
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if dataclasses.is_dataclass(v):
@@ -295,7 +295,8 @@ class Config:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _check(ok: bool, key: str, what: str, value: Any) -> None:
+def check(ok: bool, key: str, what: str, value: Any) -> None:
+    """Raise :class:`ConfigError` ``config key '<key>' <what> (got <value>)`` unless ``ok``: every config's validator."""
     if not ok:
         raise ConfigError(f"config key '{key}' {what} (got {value!r})")
 
@@ -400,10 +401,7 @@ def _apply_overrides(d: dict, overrides: list[str] | dict[str, Any]) -> None:
             if not isinstance(node.get(p), dict):
                 raise ConfigError(f"unknown config key '{'.'.join(parts[: i + 1])}' in override '{key}'")
             node = node[p]
-        if parts[-1] not in node:
-            # let from_dict produce the message with a suggestion
-            pass
-        node[parts[-1]] = value
+        node[parts[-1]] = value  # an unknown last key is reported, with a suggestion, by from_dict
 
 
 def _split_override(o: str) -> tuple[str, Any]:

@@ -181,6 +181,7 @@ def test_reader_while_writer_runs(tmp_path):
     assert open_run(rd).rows == 60
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     steps = 40
@@ -233,3 +234,26 @@ def test_summary_table_against_numpy(tmp_path):
     p = write_summary(run)
     lines = p.read_text().splitlines()
     assert lines[0].startswith("id,mean_loss") and len(lines) == 8
+
+
+def test_store_records_and_checks_its_zarr_format(tmp_path):
+    """The store says which zarr format it is in, and a store in another format is refused by name."""
+    import shutil
+
+    from oppsig.errors import StoreError
+    from oppsig.store import StoreWriter, open_run
+    from oppsig.store.format import ZARR_FORMAT
+
+    w = StoreWriter(tmp_path / "r", np.arange(4), chunk_steps=2)
+    w.append(0, np.ones(4, dtype=np.float32))
+    w.close()
+    run = open_run(tmp_path / "r")
+    assert run.attrs["zarr_format"] == ZARR_FORMAT == 3
+    store = tmp_path / "r" / "store.zarr"
+    shutil.move(store / "zarr.json", tmp_path / "zarr.json")
+    (store / ".zgroup").write_text('{"zarr_format": 2}')
+    with pytest.raises(StoreError, match="zarr format 2"):
+        open_run(tmp_path / "r")
+    (store / ".zgroup").unlink()
+    with pytest.raises(StoreError, match="no zarr metadata"):
+        open_run(tmp_path / "r")

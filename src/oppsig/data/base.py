@@ -9,7 +9,7 @@ records stay meaningful across subsets, resumed runs and processes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -83,6 +83,23 @@ class ArrayDataset:
             raw=None if self.raw is None else self.raw[rows_t],
             groups=None if self.groups is None else self.groups[rows_t.numpy()],
         )
+
+    def by_ids(self, ids: np.ndarray | Sequence[int]) -> "ArrayDataset":
+        """The examples whose stable ids are ``ids``, in that order (itself when they already match).
+
+        Raises:
+            DataFormatError: when some ids are not in this data set (the message counts them and names a few).
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        own = self.index.cpu().numpy()
+        if len(ids) == len(own) and np.array_equal(ids, own):
+            return self
+        pos = {int(v): i for i, v in enumerate(own)}
+        missing = [int(v) for v in ids if int(v) not in pos]
+        if missing:
+            raise DataFormatError(f"the data set lacks {len(missing)} of the run's examples (ids {missing[:5]}...); "
+                                  "pass the data set the run was trained on")
+        return self.take(np.fromiter((pos[int(v)] for v in ids), dtype=np.int64, count=len(ids)))
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "ArrayDataset":
         """A copy with ``x``, ``y`` on ``device`` (and ``x`` cast to ``dtype`` if floating)."""

@@ -42,18 +42,14 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
     """
     from ..data import build_datasets
     from ..losses import get_loss
-    from ..store import open_run
+    from ..store import open_run, run_dataset
 
     say = log or (lambda *_: None)
     run = open_run(run_dir)
     cfg = run.config
-    data = build_datasets(cfg.data, seed=cfg.seed) if hasattr(cfg, "data") else None
-    examples = None if data is None else data[0]
-    per_token = data is not None and cfg.record.per_token and data[0].y.dim() > 1
-    if per_token:  # one example per recorded target token, described in text terms
-        from ..data.text import token_examples
-
-        examples = token_examples(data[0], run.index)
+    data = build_datasets(cfg.data, seed=cfg.seed) if hasattr(cfg, "data") else None  # built once, passed down
+    examples = None if data is None else run_dataset(run, data[0])
+    if data is not None and examples.meta.get("unit") == "token":
         verify = 0  # gradient checks need whole sequences: not done per token
     t0 = time.perf_counter()
     say(f"searching {run.rows} steps x {len(run.index)} examples")
@@ -82,13 +78,12 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
                 eig = er.eigenvectors[:, 0]
             except Exception as e:  # the check still runs without the eigenvector
                 say(f"top eigenvector not measured: {e}")
-            v = verify_pair(model, train_set, loss_fn, [groups[pair.a], groups[pair.b]], eig, step=step)
+            v = verify_pair(model, examples, loss_fn, [groups[pair.a], groups[pair.b]], eig, step=step)
             verifications.append(v)
             say(f"pair {pair.a}/{pair.b} at step {step}: gradient cosine {v.grad_cosine:.2f}")
         res = dataclasses.replace(res, verifications=tuple(verifications))
     path = Path(run_dir)
     write_signals_json(res, path / "signals.json")
-    if grids and data is not None and data[0].raw is not None and res.groups:
-        train_set = data[0]
-        save_group_grids(res, train_set, path / "signals")
+    if grids and examples is not None and examples.raw is not None and res.groups:
+        save_group_grids(res, examples, path / "signals")
     return res

@@ -73,28 +73,16 @@ def _config_table(cfg) -> str:
 
 
 def _dataset_for(run):
-    """Rebuild the run's training set (for image grids), or None with a reason."""
-    cfg = run.config
-    if not hasattr(cfg, "data"):
+    """The run's examples in column order (for image grids), or None with the reason they are not shown."""
+    from ..errors import OppsigError
+    from ..store import run_dataset
+
+    if not hasattr(run.config, "data"):
         return None, "the run has no oppsig config; images are not available"
-    from ..data import build_datasets
-
     try:
-        train, _ = build_datasets(cfg.data, seed=cfg.seed)
-    except Exception as e:  # data moved or missing: the report still renders
+        return run_dataset(run), None
+    except OppsigError as e:  # data moved or missing: the report still renders, and says why
         return None, f"images not shown: {e}"
-    if cfg.record.per_token and train.y.dim() > 1:
-        from ..data.text import token_examples
-
-        return token_examples(train, run.index), None
-    if len(train) != len(run.index) or not np.array_equal(train.index.numpy(), run.index):
-        # probe-set runs record a subset: align by id
-        pos = {int(i): k for k, i in enumerate(train.index.numpy())}
-        rows = [pos.get(int(i)) for i in run.index]
-        if any(r is None for r in rows):
-            return None, "the recorded examples are not in the rebuilt data set"
-        train = train.take(rows)
-    return train, None
 
 
 def _group_section(run, sig, data, note) -> str:

@@ -238,8 +238,9 @@ def find_signals_in_run(run: Any, dataset: Any = None, config: SignalsConfig = S
         run: a :class:`~oppsig.store.Run` (``losses`` lazy (R, N), ``steps``,
             ``index`` stable ids of the columns, ``metrics``, ``config``).
         dataset: the training data set; default: rebuilt from the run's config
-            (``oppsig.data.build_datasets``). Its rows are matched to the run's
-            columns by stable id, so a run that recorded a subset (probe) works.
+            (:func:`oppsig.store.run_dataset`). Its rows are matched to the run's
+            columns by stable id, so a run that recorded a subset (probe) works;
+            a per-token record gets one example per recorded token.
         config: :class:`SignalsConfig`.
 
     Returns:
@@ -249,24 +250,13 @@ def find_signals_in_run(run: Any, dataset: Any = None, config: SignalsConfig = S
     Raises:
         SignalsError: when the data set cannot be rebuilt or lacks examples of the run.
     """
-    if dataset is None:
-        cfg = run.config
-        if not hasattr(cfg, "data"):
-            raise SignalsError("the run has no oppsig config to rebuild its data set from; pass dataset=")
-        from ..data import build_datasets
+    from ..errors import DataFormatError, StoreError
+    from ..store import run_dataset
 
-        dataset, _ = build_datasets(cfg.data, getattr(cfg, "seed", 0))
-    ids = np.asarray(run.index)
-    ds_ids = dataset.index.numpy()
-    if len(ids) != len(ds_ids) or not np.array_equal(ids, ds_ids):
-        pos = {int(v): i for i, v in enumerate(ds_ids)}
-        missing = [int(v) for v in ids if int(v) not in pos]
-        if missing:
-            raise SignalsError(
-                f"the data set lacks {len(missing)} of the run's examples (ids {missing[:5]}...); "
-                "pass the data set the run was trained on"
-            )
-        dataset = dataset.take(np.array([pos[int(v)] for v in ids]))
+    try:
+        dataset = run_dataset(run, dataset)
+    except (DataFormatError, StoreError) as e:
+        raise SignalsError(str(e)) from None
     steps = np.asarray(run.steps)
     sharpness = None
     metrics = run.metrics

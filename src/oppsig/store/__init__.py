@@ -14,9 +14,10 @@ Writers: :class:`StoreWriter` (used by the training loop) and :class:`Recorder`
 (for anyone's own loop). Reader: :func:`open_run`.
 """
 
+from .dataset import run_dataset
 from .format import FORMAT_VERSION
 from .reader import Run, open_run
 from .recorder import Recorder, probe_losses
 from .writer import MetricsWriter, StoreWriter
 
-__all__ = ["FORMAT_VERSION", "Run", "open_run", "Recorder", "probe_losses", "StoreWriter", "MetricsWriter"]
+__all__ = ["FORMAT_VERSION", "Run", "open_run", "Recorder", "probe_losses", "StoreWriter", "MetricsWriter", "run_dataset"]

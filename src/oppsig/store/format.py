@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 FORMAT_VERSION = 1
+#: the on-disk zarr format of ``store.zarr`` (zarr-python 3 writes and reads it; pinned in pyproject)
+ZARR_FORMAT = 3
 STORE = "store.zarr"
 PROGRESS = "progress.json"
 METRICS = "metrics.jsonl"
@@ -27,6 +29,23 @@ def atomic_write_text(path: Path, text: str) -> None:
         f.write(text)
         f.flush()
     os.replace(tmp, path)
+
+
+def check_zarr_format(store: Path) -> None:
+    """Refuse a ``store.zarr`` that is not in :data:`ZARR_FORMAT` (e.g. one written by zarr-python 2).
+
+    Raises:
+        StoreError: naming the format found and what to do.
+    """
+    from ..errors import StoreError
+
+    store = Path(store)
+    if (store / "zarr.json").exists():
+        return
+    if (store / ".zgroup").exists():
+        raise StoreError(f"{store} is in zarr format 2 (written with zarr-python 2); this oppsig reads zarr format "
+                         f"{ZARR_FORMAT}: record the run again with this version")
+    raise StoreError(f"{store} has no zarr metadata (zarr.json); the store is damaged or was not written by oppsig")
 
 
 def read_json(path: Path) -> dict:
@@ -52,6 +71,7 @@ def environment() -> dict:
     """Versions and machine facts recorded beside every run."""
     import numpy
     import torch
+    import zarr
 
     from ..version import __version__
 
@@ -62,6 +82,8 @@ def environment() -> dict:
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "numpy": numpy.__version__,
+        "zarr": zarr.__version__,
+        "zarr_format": ZARR_FORMAT,
         "platform": platform.platform(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "threads": torch.get_num_threads(),

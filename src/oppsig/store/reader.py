@@ -12,7 +12,7 @@ import yaml
 import zarr
 
 from ..errors import StoreError
-from .format import CHECKPOINTS, CONFIG, FORMAT_VERSION, META, METRICS, PROGRESS, STORE, read_json
+from .format import CHECKPOINTS, CONFIG, FORMAT_VERSION, META, METRICS, PROGRESS, STORE, ZARR_FORMAT, check_zarr_format, read_json
 
 
 class RowBounded:
@@ -123,8 +123,9 @@ class Run:
                 f"{self.path} was written by store format {prog['format_version']}, newer than this oppsig reads "
                 f"({FORMAT_VERSION}); upgrade oppsig"
             )
+        check_zarr_format(self.path / STORE)
         try:
-            self._group = zarr.open_group(str(self.path / STORE), mode="r")
+            self._group = zarr.open_group(str(self.path / STORE), mode="r", zarr_format=ZARR_FORMAT)
             self.rows = int(prog.get("rows", 0))
             self.logit_rows = int(prog.get("logit_rows", 0))
             self.losses = RowBounded(self._group["loss"], self.rows)

@@ -25,14 +25,11 @@ import numpy as np
 import zarr
 
 from ..errors import StoreError
-from .format import FORMAT_VERSION, METRICS, PROGRESS, STORE, atomic_write_text, read_json
+from .format import FORMAT_VERSION, METRICS, PROGRESS, STORE, ZARR_FORMAT, atomic_write_text, check_zarr_format, read_json
 
 
 def _create(group, name: str, shape, chunks, dtype, fill_value):
-    try:
-        return group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value, overwrite=True)
-    except AttributeError:  # zarr 2
-        return group.create_dataset(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value, overwrite=True)
+    return group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value, overwrite=True)
 
 
 class StoreWriter:
@@ -74,7 +71,8 @@ class StoreWriter:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             path = self.run_dir / STORE
             if resume and path.exists():
-                self.group = zarr.open_group(str(path), mode="r+")
+                check_zarr_format(path)
+                self.group = zarr.open_group(str(path), mode="r+", zarr_format=ZARR_FORMAT)
                 self._loss = self.group["loss"]
                 self._correct = self.group["correct"]
                 self._steps = self.group["steps"]
@@ -86,8 +84,9 @@ class StoreWriter:
                 self.rows = int(prog.get("rows", 0))
                 self.logit_rows = int(prog.get("logit_rows", 0))
             else:
-                self.group = zarr.open_group(str(path), mode="w")
-                self.group.attrs.update({"format_version": FORMAT_VERSION, **(attrs or {})})
+                self.group = zarr.open_group(str(path), mode="w", zarr_format=ZARR_FORMAT)
+                self.group.attrs.update({"format_version": FORMAT_VERSION, "zarr_format": ZARR_FORMAT,
+                                         "zarr_version": zarr.__version__, **(attrs or {})})
                 ce = min(int(chunk_examples), max(self.n, 1))
                 cap = max(int(capacity), 1)
                 self._loss = _create(self.group, "loss", (cap, self.n), (self.chunk_steps, ce), self.dtype, float("nan"))

@@ -36,15 +36,14 @@ def model_at(run, step: int, data=None):
         from ..data import build_datasets
 
         data = build_datasets(cfg.data, seed=cfg.seed)
-    replay = cfg.replace([f"train.steps={max(step, start + 1)}", "record.enabled=false", "curvature.every=0",
-                          "device=cpu", "train.checkpoint_every=0"])
     if step == start:  # no step to replay: load the checkpoint into a fresh model
-        replay = cfg.replace(["train.steps=1", "record.enabled=false", "curvature.every=0", "device=cpu"])
         from ..models import build_from_config
 
         train_set = data[0]
         model = build_from_config(cfg.model, tuple(train_set.x.shape[1:]), train_set.num_classes)
         model.load_state_dict(ckpt["model"])
         return model, train_set
+    replay = cfg.replace([f"train.steps={step}", "record.enabled=false", "curvature.every=0",
+                          "device=cpu", "train.checkpoint_every=0"])
     res = train(replay, run_dir=None, progress=False, data=data, branch_from=ckpt)
     return res.model, data[0]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ...config import check
 from ...errors import ConfigError
 
 __all__ = ["SIGNAL", "OPPOSING", "PHASES", "OpposingDataConfig", "ToyData", "make_data"]
@@ -21,11 +22,6 @@ _DT = torch.float64
 
 
 
-
-
-def _check(cond: bool, name: str, value, what: str) -> None:
-    if not cond:
-        raise ConfigError(f"{name}={value!r} is invalid: {what}")
 
 
 def _is_int(x) -> bool:
@@ -60,7 +56,7 @@ class OpposingDataConfig:
         >>> OpposingDataConfig(p=1.5)
         Traceback (most recent call last):
         ...
-        oppsig.errors.ConfigError: p=1.5 is invalid: pass a fraction in [0, 1]
+        oppsig.errors.ConfigError: config key 'p' must be a fraction in [0, 1] (got 1.5)
     """
 
     n: int = 256
@@ -74,25 +70,25 @@ class OpposingDataConfig:
     seed: int = 0
 
     def __post_init__(self):
-        _check(_is_int(self.n) and self.n >= 4, "n", self.n, "pass an integer number of examples >= 4")
-        _check(_is_int(self.d) and self.d >= 2, "d", self.d,
-               "pass an integer dimension >= 2 (signal and opposing coordinates, then noise)")
-        _check(_is_num(self.signal) and self.signal > 0, "signal", self.signal,
-               "pass the magnitude of the genuine feature, a number > 0 (e.g. 0.1)")
-        _check(_is_num(self.signal_noise) and self.signal_noise >= 0, "signal_noise", self.signal_noise,
-               "pass a number >= 0")
-        _check(_is_num(self.alpha) and self.alpha >= 0, "alpha", self.alpha,
-               "pass the opposing feature's magnitude, a number >= 0 (0 removes it)")
-        _check(_is_num(self.p) and 0 <= self.p <= 1, "p", self.p, "pass a fraction in [0, 1]")
-        _check(_is_num(self.imbalance) and -1 <= self.imbalance <= 1, "imbalance", self.imbalance,
-               "pass (n_A - n_B) / (n_A + n_B), a number in [-1, 1]")
-        _check(_is_num(self.noise) and self.noise >= 0, "noise", self.noise, "pass a standard deviation >= 0")
-        _check(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "pass an integer >= 0")
+        check(_is_int(self.n) and self.n >= 4, "n", "must be an integer number of examples >= 4", self.n)
+        check(_is_int(self.d) and self.d >= 2, "d", "must be an integer dimension >= 2 (signal and opposing coordinates, then noise)",
+               self.d)
+        check(_is_num(self.signal) and self.signal > 0, "signal", "must be the magnitude of the genuine feature, a number > 0 (e.g. 0.1)",
+               self.signal)
+        check(_is_num(self.signal_noise) and self.signal_noise >= 0, "signal_noise", "must be a number >= 0",
+               self.signal_noise)
+        check(_is_num(self.alpha) and self.alpha >= 0, "alpha", "must be the opposing feature's magnitude, a number >= 0 (0 removes it)",
+               self.alpha)
+        check(_is_num(self.p) and 0 <= self.p <= 1, "p", "must be a fraction in [0, 1]", self.p)
+        check(_is_num(self.imbalance) and -1 <= self.imbalance <= 1, "imbalance", "must be (n_A - n_B) / (n_A + n_B), a number in [-1, 1]",
+               self.imbalance)
+        check(_is_num(self.noise) and self.noise >= 0, "noise", "must be a standard deviation >= 0", self.noise)
+        check(_is_int(self.seed) and self.seed >= 0, "seed", "must be an integer >= 0", self.seed)
         n_a, n_b = self.group_sizes
         n_pos = self.n // 2
-        _check(n_a <= n_pos and n_b <= self.n - n_pos, "p", self.p,
-               f"groups of {n_a} and {n_b} examples do not fit in {n_pos} positives and {self.n - n_pos} "
-               "negatives; pass a smaller p or imbalance")
+        check(n_a <= n_pos and n_b <= self.n - n_pos, "p", f"groups of {n_a} and {n_b} examples do not fit in {n_pos} positives and {self.n - n_pos} "
+               "negatives; pass a smaller p or imbalance",
+               self.p)
 
     @property
     def group_sizes(self) -> tuple[int, int]:

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ...config import check
 from ...errors import ConfigError
 
-from .data import _DT, _check, _is_int, _is_num, ToyData
+from .data import _DT, _is_int, _is_num, ToyData
 from .data import OPPOSING, SIGNAL
 from .network import NetConfig, _sigma, flatten, hessian, init_params, opposing_curvature
 
@@ -46,16 +47,16 @@ class TrainConfig:
     blowup: float = 1e4
 
     def __post_init__(self):
-        _check(_is_num(self.lr) and self.lr > 0, "lr", self.lr, "pass a step size > 0")
-        _check(_is_int(self.steps) and self.steps >= 0, "steps", self.steps, "pass an integer >= 0")
-        _check(self.optimizer in ("gd", "adam"), "optimizer", self.optimizer, "pass 'gd' or 'adam'")
-        _check(isinstance(self.betas, (tuple, list)) and len(self.betas) == 2
-               and all(_is_num(b) and 0 <= b < 1 for b in self.betas), "betas", self.betas,
-               "pass two numbers in [0, 1)")
-        _check(_is_num(self.eps) and self.eps > 0, "eps", self.eps, "pass a number > 0")
-        _check(_is_int(self.sharpness_every) and self.sharpness_every >= 0, "sharpness_every",
-               self.sharpness_every, "pass an integer >= 0 (0: never)")
-        _check(_is_num(self.blowup) and self.blowup > 1, "blowup", self.blowup, "pass a factor > 1")
+        check(_is_num(self.lr) and self.lr > 0, "lr", "must be a step size > 0", self.lr)
+        check(_is_int(self.steps) and self.steps >= 0, "steps", "must be an integer >= 0", self.steps)
+        check(self.optimizer in ("gd", "adam"), "optimizer", "must be 'gd' or 'adam'", self.optimizer)
+        check(isinstance(self.betas, (tuple, list)) and len(self.betas) == 2
+               and all(_is_num(b) and 0 <= b < 1 for b in self.betas), "betas", "must be two numbers in [0, 1)",
+               self.betas)
+        check(_is_num(self.eps) and self.eps > 0, "eps", "must be a number > 0", self.eps)
+        check(_is_int(self.sharpness_every) and self.sharpness_every >= 0, "sharpness_every",
+               "must be an integer >= 0 (0: never)", self.sharpness_every)
+        check(_is_num(self.blowup) and self.blowup > 1, "blowup", "must be a factor > 1", self.blowup)
 
     @property
     def threshold(self) -> float:
@@ -134,7 +135,7 @@ def train(data: ToyData, net: NetConfig | None = None, config: TrainConfig | Non
         W, v = (torch.as_tensor(p).detach().to(_DT).clone() for p in params)
         if W.dim() != 2 or W.shape[1] != d or v.shape != (W.shape[0],):
             raise ConfigError(f"params have shapes {tuple(W.shape)} and {tuple(v.shape)}; "
-                              f"pass W (m, {d}) and v (m,)")
+                              f"must be W (m, {d}) and v (m,)")
     S = _sigma(X)
     ia, ib = torch.nonzero(groups == 0).flatten(), torch.nonzero(groups == 1).flatten()
     Xa, ya, Xb, yb = X[ia], y[ia], X[ib], y[ib]

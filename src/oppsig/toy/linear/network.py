@@ -8,9 +8,10 @@ from typing import Callable
 
 import torch
 
+from ...config import check
 from ...errors import ConfigError
 
-from .data import _DT, OPPOSING, _check, _is_int, _is_num
+from .data import _DT, OPPOSING, _is_int, _is_num
 
 __all__ = ["NetConfig", "init_params", "flatten", "unflatten", "predict", "loss", "loss_flat", "gradients", "hessian", "hvp", "hvp_operator", "sharpness", "gauss_newton_sharpness", "lanczos_sharpness", "opposing_direction", "opposing_curvature", "group_losses"]
 
@@ -36,10 +37,10 @@ class NetConfig:
     seed: int = 0
 
     def __post_init__(self):
-        _check(_is_int(self.width) and self.width >= 1, "width", self.width, "pass an integer >= 1")
-        _check(_is_num(self.init_scale) and self.init_scale > 0, "init_scale", self.init_scale,
-               "pass a number > 0 (0 is a saddle that GD never leaves)")
-        _check(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "pass an integer >= 0")
+        check(_is_int(self.width) and self.width >= 1, "width", "must be an integer >= 1", self.width)
+        check(_is_num(self.init_scale) and self.init_scale > 0, "init_scale", "must be a number > 0 (0 is a saddle that GD never leaves)",
+               self.init_scale)
+        check(_is_int(self.seed) and self.seed >= 0, "seed", "must be an integer >= 0", self.seed)
 
 
 def init_params(d: int, config: NetConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,7 +55,7 @@ def init_params(d: int, config: NetConfig | None = None) -> tuple[torch.Tensor, 
         ((3, 5), (3,))
     """
     cfg = config or NetConfig()
-    _check(_is_int(d) and d >= 1, "d", d, "pass the input dimension, an integer >= 1")
+    check(_is_int(d) and d >= 1, "d", "must be the input dimension, an integer >= 1", d)
     gen = torch.Generator().manual_seed(cfg.seed + 104729)
     W = cfg.init_scale * torch.randn(cfg.width, d, generator=gen, dtype=_DT) / math.sqrt(d)
     v = cfg.init_scale * torch.randn(cfg.width, generator=gen, dtype=_DT) / math.sqrt(cfg.width)

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 
-from .data import _DT, PHASES, OpposingDataConfig, _check, _is_num, make_data
+from ...config import check
+from .data import _DT, PHASES, OpposingDataConfig, _is_num, make_data
 from .network import NetConfig, init_params
 from .prediction import predict_valley, predicted_phase
 
@@ -95,9 +96,9 @@ def phase_diagram(alphas: Sequence[float], lrs: Sequence[float], data_config: Op
     """
     alphas = np.asarray(list(alphas), dtype=np.float64)
     lrs = np.asarray(list(lrs), dtype=np.float64)
-    _check(alphas.size > 0 and lrs.size > 0, "alphas/lrs", (alphas.size, lrs.size), "pass non-empty grids")
-    _check(bool(np.all(lrs > 0)) and bool(np.all(np.isfinite(lrs))), "lrs", lrs.tolist(), "pass step sizes > 0")
-    _check(_is_num(time) and time > 0, "time", time, "pass a gradient-flow time > 0")
+    check(alphas.size > 0 and lrs.size > 0, "alphas/lrs", "must be non-empty grids", (alphas.size, lrs.size))
+    check(bool(np.all(lrs > 0)) and bool(np.all(np.isfinite(lrs))), "lrs", "must be step sizes > 0", lrs.tolist())
+    check(_is_num(time) and time > 0, "time", "must be a gradient-flow time > 0", time)
     base = data_config or OpposingDataConfig()
     datas = [make_data(base, alpha=float(a)) for a in alphas]  # also validates each alpha
     preds = [predict_valley(dt) for dt in datas]

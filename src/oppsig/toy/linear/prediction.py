@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 
 
-from .data import _DT, OPPOSING, ToyData, _check, _is_num
+from ...config import check
+from .data import _DT, OPPOSING, ToyData, _is_num
 from .network import _sigma
 
 __all__ = ["ValleyPrediction", "predict_valley", "predicted_phase"]
@@ -94,6 +95,6 @@ def predicted_phase(s_balanced: float, lr: float) -> str:
         >>> predicted_phase(10.0, 0.1), predicted_phase(10.0, 0.3), predicted_phase(10.0, 0.5)
         ('smooth', 'eos', 'diverges')
     """
-    _check(_is_num(lr) and lr > 0, "lr", lr, "pass a step size > 0")
+    check(_is_num(lr) and lr > 0, "lr", "must be a step size > 0", lr)
     x = lr * s_balanced
     return "smooth" if x < 2 else ("eos" if x < 4 else "diverges")

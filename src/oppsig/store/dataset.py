@@ -1,0 +1,41 @@
+"""The data set of a recorded run, rebuilt from its config and matched to its columns by stable id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import StoreError
+
+__all__ = ["run_dataset"]
+
+
+def run_dataset(run: Any, train_set: Any = None):
+    """The examples of ``run``'s columns, in column order.
+
+    Args:
+        run: a :class:`~oppsig.store.Run`.
+        train_set: the run's training set when already built (``build_datasets(cfg.data)[0]``);
+            default: rebuilt from the run's config.
+
+    Returns:
+        An :class:`~oppsig.data.ArrayDataset` with one row per recorded column: the training set
+        matched by stable id (a probe-set run recorded a subset), or, for a per-token record, one
+        example per recorded target token (:func:`oppsig.data.text.token_examples`).
+
+    Raises:
+        StoreError: when the run has no oppsig config to rebuild its data from.
+        DataFormatError: when the data set lacks examples of the run (or cannot be built: missing data).
+    """
+    cfg = run.config
+    if train_set is None:
+        if not hasattr(cfg, "data"):
+            raise StoreError(f"{run.path} has no oppsig config to rebuild its data set from; pass the data set")
+        from ..data import build_datasets
+
+        train_set, _ = build_datasets(cfg.data, seed=getattr(cfg, "seed", 0))
+    record = getattr(cfg, "record", None)
+    if record is not None and getattr(record, "per_token", False) and train_set.y.dim() > 1:
+        from ..data.text import token_examples
+
+        return token_examples(train_set, run.index)
+    return train_set.by_ids(run.index)
