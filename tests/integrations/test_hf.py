@@ -15,8 +15,6 @@ from oppsig import open_run  # noqa: E402
 from oppsig.integrations.hf import OppsigCallback, sequence_losses, with_ids  # noqa: E402
 from oppsig.signals.live import read_events  # noqa: E402
 
-from ..conftest import shared_data_dir  # noqa: E402
-
 
 class Seqs(torch.utils.data.Dataset):
     def __init__(self, x):
@@ -142,9 +140,8 @@ def test_batch_without_ids_is_a_clear_error(tmp_path):
         Trainer(model=_gpt(20, 16), args=_args(tmp_path, 2, 16), train_dataset=Seqs(x), callbacks=[cb]).train()
 
 
-@pytest.mark.shared_data
-@pytest.mark.skipif(shared_data_dir() is None or not (shared_data_dir() / "tinyshakespeare" / "input.txt").exists(),
-                    reason="tinyshakespeare not found under $OPPSIG_DATA")
+@pytest.mark.slow
+@pytest.mark.shared_data("tinyshakespeare")
 def test_tiny_gpt_on_tinyshakespeare_then_detect_and_report(tmp_path):
     """A 1-layer GPT-2 from a config (random init) on 256 tinyshakespeare sequences, full-batch SGD, then detect and
     report."""

@@ -12,8 +12,6 @@ from oppsig import open_run  # noqa: E402
 from oppsig.integrations.lightning import OppsigCallback  # noqa: E402
 from oppsig.signals.live import read_events  # noqa: E402
 
-from ..conftest import requires_cifar  # noqa: E402
-
 
 class Net(L.LightningModule):
     """A plain module: its training_step returns the per-example losses beside the loss it trains on."""
@@ -148,8 +146,8 @@ def test_missing_per_example_losses_is_a_clear_error(tiny_data, tmp_path):
         _fit(Plain(_mlp(int(np.prod(ds.x.shape[1:])), 10)), cb, _loader(ds, 32), steps=2)
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
-@requires_cifar
 def test_small_cnn_on_cifar_subset_then_detect_and_report(tmp_path):
     """A small CNN (8 and 16 channels) on 500 CIFAR-10 images, full-batch GD at lr 0.1 with live attribution and
     sharpness, then detect and report."""
