@@ -231,18 +231,18 @@ class LiveConfig:
     downweight: float = 1.0
 
     def validate(self, key: str) -> None:
-        _check(self.window >= 3, f"{key}.window", "must be >= 3", self.window)
-        _check(self.z > 0, f"{key}.z", "must be > 0", self.z)
-        _check(self.min_rise >= 0, f"{key}.min_rise", "must be >= 0", self.min_rise)
-        _check(self.gap >= 0, f"{key}.gap", "must be >= 0", self.gap)
-        _check(self.context >= 1, f"{key}.context", "must be >= 1", self.context)
-        _check(self.history > self.context, f"{key}.history", f"must exceed live.context ({self.context})", self.history)
-        _check(self.max_share_examples >= 1, f"{key}.max_share_examples", "must be >= 1", self.max_share_examples)
-        _check(self.checkpoint_every >= 1, f"{key}.checkpoint_every", "must be >= 1", self.checkpoint_every)
-        _check(0 < self.lr_factor <= 1, f"{key}.lr_factor", "must lie in (0, 1]", self.lr_factor)
-        _check(self.lr_steps >= 0, f"{key}.lr_steps", "must be >= 0", self.lr_steps)
-        _check(0 <= self.downweight <= 1, f"{key}.downweight", "must lie in [0, 1]", self.downweight)
-        _check(self.downweight_group is None or self.groups is not None, f"{key}.downweight_group",
+        check(self.window >= 3, f"{key}.window", "must be >= 3", self.window)
+        check(self.z > 0, f"{key}.z", "must be > 0", self.z)
+        check(self.min_rise >= 0, f"{key}.min_rise", "must be >= 0", self.min_rise)
+        check(self.gap >= 0, f"{key}.gap", "must be >= 0", self.gap)
+        check(self.context >= 1, f"{key}.context", "must be >= 1", self.context)
+        check(self.history > self.context, f"{key}.history", f"must exceed live.context ({self.context})", self.history)
+        check(self.max_share_examples >= 1, f"{key}.max_share_examples", "must be >= 1", self.max_share_examples)
+        check(self.checkpoint_every >= 1, f"{key}.checkpoint_every", "must be >= 1", self.checkpoint_every)
+        check(0 < self.lr_factor <= 1, f"{key}.lr_factor", "must lie in (0, 1]", self.lr_factor)
+        check(self.lr_steps >= 0, f"{key}.lr_steps", "must be >= 0", self.lr_steps)
+        check(0 <= self.downweight <= 1, f"{key}.downweight", "must lie in [0, 1]", self.downweight)
+        check(self.downweight_group is None or self.groups is not None, f"{key}.downweight_group",
                "needs live.groups (the signals.json that names the group)", self.downweight_group)
 
 
