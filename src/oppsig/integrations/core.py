@@ -280,6 +280,22 @@ def _is_number(x) -> bool:
     return True
 
 
+def callback_record(run_dir, num_examples, index, live, labels, classes, config, overwrite, *, probe,
+                    probe_every: int, sharpness_every: int, sharpness_batch, batch_form: str) -> LiveRecord:
+    """The :class:`LiveRecord` of a framework callback, after checking the probe and sharpness arguments.
+
+    Raises:
+        ConfigError: ``probe_every`` without ``probe``, ``sharpness_every`` without ``sharpness_batch``
+            (``batch_form`` says what to pass), or a bad ``live``.
+    """
+    if probe_every and probe is None:
+        raise ConfigError("probe_every is set but no probe loader was given; pass probe=DataLoader(...)")
+    if sharpness_every and sharpness_batch is None:
+        raise ConfigError(f"sharpness_every is set but no sharpness_batch was given; pass sharpness_batch={batch_form}")
+    return LiveRecord(run_dir, index=index, num_examples=num_examples, live=live_config(live), labels=labels,
+                      classes=classes, config=config, overwrite=overwrite)
+
+
 def live_config(live: Any) -> LiveConfig:
     """A :class:`LiveConfig` from ``True`` / ``False`` / a LiveConfig / a dict of its fields.
 

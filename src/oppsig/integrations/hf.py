@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .core import LiveRecord, live_config, sharpness_on
+from .core import callback_record, sharpness_on
 
 try:
     from transformers import TrainerCallback
@@ -127,13 +127,10 @@ class OppsigCallback(TrainerCallback):
                  per_example_loss: Callable | None = None, probe=None, probe_every: int = 0,
                  record_batches: bool = True, sharpness_every: int = 0, sharpness_batch: dict | None = None,
                  config: dict | None = None, overwrite: bool = False, enabled: bool = True) -> None:
-        if probe_every and probe is None:
-            raise ConfigError("probe_every is set but no probe loader was given; pass probe=DataLoader(...)")
-        if sharpness_every and sharpness_batch is None:
-            raise ConfigError("sharpness_every is set but no sharpness_batch={'input_ids': ..., 'labels': ...}")
         self.enabled = enabled
-        self.core = LiveRecord(run_dir, index=index, num_examples=num_examples, live=live_config(live),
-                               labels=labels, classes=classes, config=config, overwrite=overwrite)
+        self.core = callback_record(run_dir, num_examples, index, live, labels, classes, config, overwrite,
+                                    probe=probe, probe_every=probe_every, sharpness_every=sharpness_every,
+                                    sharpness_batch=sharpness_batch, batch_form="{'input_ids': ..., 'labels': ...}")
         self.id_key = id_key
         self.loss_of = per_example_loss or sequence_losses
         self.probe, self.probe_every, self.record_batches = probe, probe_every, record_batches

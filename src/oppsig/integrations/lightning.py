@@ -44,7 +44,7 @@ import torch
 
 from ..config import LiveConfig
 from ..errors import ConfigError
-from .core import LiveRecord, live_config, probe_pass, sharpness_on
+from .core import callback_record, probe_pass, sharpness_on
 
 try:
     from lightning.pytorch import Callback
@@ -77,13 +77,10 @@ class OppsigCallback(Callback):
                  sharpness_every: int = 0, sharpness_batch=None, config: dict | None = None,
                  overwrite: bool = False, enabled: bool = True) -> None:
         super().__init__()
-        if probe_every and probe is None:
-            raise ConfigError("probe_every is set but no probe loader was given; pass probe=DataLoader(...)")
-        if sharpness_every and sharpness_batch is None:
-            raise ConfigError("sharpness_every is set but no sharpness_batch=(x, y) was given")
         self.enabled = enabled
-        self.core = LiveRecord(run_dir, index=index, num_examples=num_examples, live=live_config(live),
-                               labels=labels, classes=classes, config=config, overwrite=overwrite)
+        self.core = callback_record(run_dir, num_examples, index, live, labels, classes, config, overwrite,
+                                    probe=probe, probe_every=probe_every, sharpness_every=sharpness_every,
+                                    sharpness_batch=sharpness_batch, batch_form="(x, y)")
         self.probe, self.probe_every = probe, probe_every
         self.loss_fn = loss_fn
         self.sharpness_every, self.sharpness_batch = sharpness_every, sharpness_batch

@@ -31,7 +31,6 @@ appends an event to ``<run>/events.jsonl``, and takes the actions of the config
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ..config import LiveConfig
 from ..errors import ConfigError
