@@ -27,8 +27,36 @@ def _median_step(starts: list[float], skip: int = 5) -> float:
     return float(np.median(np.diff(np.asarray(starts))[skip:]))
 
 
+def _probe_cost(starts: list[float], every: int = 25, skip: int = 5) -> float:
+    """Median time of the steps that end with a probe minus that of the other steps."""
+    d = np.diff(np.asarray(starts))
+    steps = np.arange(len(d))
+    probe = (steps % every == 0) & (steps >= skip)
+    return float(np.median(d[probe]) - np.median(d[~probe & (steps >= skip)]))
+
+
+class _Own:
+    """Times the callback's own work per step (LiveRecord.after_update)."""
+
+    def __init__(self, core):
+        self.total, self.n, inner = 0.0, 0, core.after_update
+
+        def timed(*a, **k):
+            t = time.perf_counter()
+            try:
+                return inner(*a, **k)
+            finally:
+                self.total += time.perf_counter() - t
+                self.n += 1
+
+        core.after_update = timed
+
+    def per_step(self) -> float:
+        return self.total / max(self.n, 1)
+
+
 # ----------------------------------------------------------------------------- Lightning
-def lightning_round(train_set, steps: int, variant: str, out: Path) -> tuple[float, float]:
+def lightning_round(train_set, steps: int, variant: str, out: Path) -> tuple[float, float, float]:
     import lightning.pytorch as L
 
     from oppsig.integrations.lightning import OppsigCallback
@@ -70,13 +98,14 @@ def lightning_round(train_set, steps: int, variant: str, out: Path) -> tuple[flo
             probe = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(p.index, p.x, p.y), batch_size=1000)
         cbs.append(OppsigCallback(out / f"lt-{variant}", index=train_set.index.numpy(), overwrite=True,
                                   probe=probe, probe_every=25 if probe is not None else 0))
+    own = _Own(cbs[-1].core) if variant != "none" else None
     L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
               enable_progress_bar=False, enable_model_summary=False, callbacks=cbs).fit(Net(), loader)
-    return _median_step(clock.starts), float(np.sum(np.diff(clock.starts)[5:]))
+    return _median_step(clock.starts), _probe_cost(clock.starts), own.per_step() if own else 0.0
 
 
 # ----------------------------------------------------------------------------- Trainer
-def hf_round(x: torch.Tensor, steps: int, variant: str, out: Path) -> tuple[float, float]:
+def hf_round(x: torch.Tensor, steps: int, variant: str, out: Path) -> tuple[float, float, float]:
     from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 
     from oppsig.integrations.hf import OppsigCallback, with_ids
@@ -106,12 +135,13 @@ def hf_round(x: torch.Tensor, steps: int, variant: str, out: Path) -> tuple[floa
             if variant == "probe" else None
         cbs.append(OppsigCallback(out / f"hf-{variant}", num_examples=len(x), overwrite=True, probe=probe,
                                   probe_every=25 if probe is not None else 0))
+    own = _Own(cbs[-1].core) if variant != "none" else None
     args = TrainingArguments(output_dir=str(out / "hf"), max_steps=steps, per_device_train_batch_size=32,
                              learning_rate=1e-3, report_to=[], save_strategy="no", logging_strategy="no",
                              use_cpu=True, remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True,
                              seed=0)
     Trainer(model=model, args=args, train_dataset=ds, callbacks=cbs).train()
-    return _median_step(clock.starts), float(np.sum(np.diff(clock.starts)[5:]))
+    return _median_step(clock.starts), _probe_cost(clock.starts), own.per_step() if own else 0.0
 
 
 def main() -> None:
@@ -141,15 +171,16 @@ def main() -> None:
             res["trainer"].setdefault(v, []).append(hf_round(tokens, args.steps, v, out))
     print(f"data: {name} (5,000 images) for Lightning, {tname} ({len(tokens)} x {tokens.shape[1]}) for the Trainer; "
           f"{args.steps} steps x {args.rounds} rounds, {args.threads} threads")
-    n_probes = len(range(0, args.steps, 25))
     for fw, probe_n, batch in (("lightning", 1000, 128), ("trainer", 256, 32)):
-        base = np.median([m for m, _ in res[fw]["none"]])
-        rb = np.median([m for m, _ in res[fw]["batch"]]) / base
-        extra = np.median([t for _, t in res[fw]["probe"]]) - np.median([t for _, t in res[fw]["batch"]])
-        per_probe_ex = extra / max(n_probes - 1, 1) / probe_n  # the first probe falls in the warm-up
-        print(f"{fw:9s}: step {base * 1000:7.1f} ms without the callback; with batch-loss recording + live "
-              f"attribution {rb:.3f}x (goal <= 1.05); probe {per_probe_ex * 1e6:7.1f} us per probe example "
-              f"(a training step: {base / batch * 1e6:7.1f} us per training example)")
+        r = {v: np.asarray(res[fw][v]) for v in res[fw]}
+        base = np.median(r["none"][:, 0])
+        ratio = np.median(r["batch"][:, 0] / r["none"][:, 0])  # per round: the rounds run under varying load
+        own = np.median(r["batch"][:, 2])
+        probe = np.median(r["probe"][:, 1]) / probe_n
+        print(f"{fw:9s}: step {base * 1000:6.1f} ms without the callback; with batch-loss recording + live "
+              f"attribution {ratio:.3f}x (goal <= 1.05; per round {', '.join(f'{x:.3f}' for x in r['batch'][:, 0] / r['none'][:, 0])}); "
+              f"the callback's own work {own * 1000:.2f} ms per step ({own / base:.1%} of a step); "
+              f"probe {probe * 1e6:.0f} us per probe example (training: {base / batch * 1e6:.0f} us per example)")
 
 
 if __name__ == "__main__":
