@@ -12,9 +12,18 @@ Public API:
 
 from .config import Config, load_config
 from .errors import OppsigError
-from .signals.live import LiveAttribution
 from .store import Recorder, open_run, probe_losses
 from .training import train
 from .version import __version__
 
-__all__ = ["__version__", "Config", "load_config", "OppsigError", "Recorder", "LiveAttribution", "open_run", "probe_losses", "train"]
+__all__ = ["__version__", "Config", "load_config", "OppsigError", "Recorder", "LiveAttribution", "open_run",
+           "probe_losses", "train"]
+
+
+def __getattr__(name: str):
+    # imported on first use: the signals package (scipy, matplotlib) is not needed to train or record
+    if name == "LiveAttribution":
+        from .signals.live import LiveAttribution
+
+        return LiveAttribution
+    raise AttributeError(f"module 'oppsig' has no attribute {name!r}")
