@@ -114,3 +114,13 @@ def test_live_state_is_checkpointed_and_resumed(tiny_cfg, tiny_data):
     res = train(cfg, hooks=[hook], progress=False, data=(tiny_data, None))
     saved = load_checkpoint(res.run_dir)["hooks"]
     assert any("live" in d and len(d["live"]["detector"]["logs"]) == 20 for d in saved.values())
+
+
+def test_spike_events_in_tensorboard(tiny_cfg, tiny_data):
+    pytest.importorskip("tensorboard", reason='needs the tensorboard extra: pip install -e ".[tensorboard]"')
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    res, _, _ = _run(tiny_cfg, tiny_data, "live.tensorboard=true")
+    acc = EventAccumulator(str(res.run_dir / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("live/spike_rise")] == [SPIKE]
