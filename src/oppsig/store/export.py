@@ -8,6 +8,9 @@ Columns, one row per example:
     final_loss    loss at the last recorded step
     accuracy      fraction of steps at which it was classified correctly (confidence proxy)
     forgetting    number of forgetting events (correct at one recorded step, wrong at the next)
+
+``oppsig export`` adds ``class`` (the example's class name, or target character) and ``group`` (the opposing
+group of ``signals.json`` it belongs to, empty if none) through ``extra`` columns.
 """
 
 from __future__ import annotations
@@ -63,9 +66,21 @@ def summary_table(run, block: int = 256) -> dict[str, np.ndarray]:
     }
 
 
-def write_summary(run, path: str | os.PathLike | None = None) -> Path:
-    """Write :func:`summary_table` as CSV (``.csv``) or Parquet (``.parquet``, needs pyarrow); default ``<run>/examples.csv``."""
+def write_summary(run, path: str | os.PathLike | None = None, extra: dict | None = None) -> Path:
+    """Write :func:`summary_table` as CSV (``.csv``) or Parquet (``.parquet``, needs pyarrow); default ``<run>/examples.csv``.
+
+    Args:
+        extra: more columns, ``{name: (N,) values}`` in the run's example order, written after the others
+            (``None`` values are written as empty cells).
+
+    Raises:
+        StoreError: when an extra column does not have one value per example, or pyarrow is missing.
+    """
     table = summary_table(run)
+    extra = dict(extra or {})
+    for k, v in extra.items():
+        if len(v) != len(table["id"]):
+            raise StoreError(f"column {k!r} has {len(v)} values for {len(table['id'])} examples")
     path = Path(path) if path is not None else Path(run.path) / "examples.csv"
     if path.suffix == ".parquet":
         try:
@@ -73,11 +88,12 @@ def write_summary(run, path: str | os.PathLike | None = None) -> Path:
             import pyarrow.parquet as pq
         except ImportError:
             raise StoreError("writing Parquet needs pyarrow (pip install pyarrow); or write .csv") from None
-        pq.write_table(pa.table(table), path)
+        pq.write_table(pa.table({**table, **{k: list(v) for k, v in extra.items()}}), path)
         return path
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(COLUMNS)
+        w.writerow(COLUMNS + tuple(extra))
         for i in range(len(table["id"])):
-            w.writerow([int(table["id"][i])] + [f"{table[c][i]:.6g}" for c in COLUMNS[1:-1]] + [int(table["forgetting"][i])])
+            w.writerow([int(table["id"][i])] + [f"{table[c][i]:.6g}" for c in COLUMNS[1:-1]] + [int(table["forgetting"][i])]
+                       + ["" if v[i] is None else v[i] for v in extra.values()])
     return path
