@@ -266,8 +266,32 @@ def test_fwd_rev_without_forward_ad():
         make_hvp(model, batches, loss, method="fwd_rev").matvec(v)
     hvp = make_hvp(model, batches, loss, method="fwd_rev")
     hvp.fallback = True  # what method="auto" sets
-    assert_close(hvp.matvec(v), ref, 1e-14, "fallback")
-    assert hvp.method == "rev_rev"
+    with pytest.warns(RuntimeWarning, match="switched from fwd_rev to rev_rev"):
+        assert_close(hvp.matvec(v), ref, 1e-14, "fallback")
+    assert hvp.method == "rev_rev" and hvp.switched.startswith("fwd_rev -> rev_rev")
+
+
+def test_pure_product_functions_match_the_dense_hessian(dense_ref):
+    from torch.func import functional_call
+
+    from oppsig.curvature import ggn_vp, hvp_fwd_rev, hvp_rev_rev
+
+    model, batches, loss, H, _, _ = dense_ref("mlp")
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    n = sum(int(x.shape[0]) for x, _ in batches)
+
+    def f(p):
+        return sum(loss(functional_call(model, p, (x,)), y).sum() for x, y in batches) / n
+
+    v = rand(H.shape[0])
+    vd = dict(zip(params, torch.split(v, [t.numel() for t in params.values()])))
+    vd = {k: t.view_as(params[k]) for k, t in vd.items()}
+    for fn in (hvp_fwd_rev, hvp_rev_rev):
+        hv = torch.cat([t.reshape(-1) for t in fn(f, params, vd).values()])
+        assert_close(hv, H @ v, 1e-10, fn.__name__)
+    x, y = batches[0]
+    g = ggn_vp(lambda p: functional_call(model, p, (x,)), lambda z: loss(z, y).sum(), params, vd)
+    assert set(g) == set(params)
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -56,7 +56,14 @@ def test_sharpness_attached():
     sharp = np.full(1000, np.nan)
     sharp[::100] = np.arange(10.0)
     (s,) = detect_spikes(y, sharpness=sharp)
-    assert s.sharpness == 5.0
+    assert s.sharpness == 5.0 and s.sharpness_step == 500
+    # only a measurement within spike_context rows of the peak is attached
+    far = np.full(1000, np.nan)
+    far[[470, 530]] = [1.0, 2.0]
+    (s,) = detect_spikes(y, sharpness=far, config=SignalsConfig(spike_context=12))
+    assert s.sharpness is None and s.sharpness_step is None
+    (s,) = detect_spikes(y, sharpness=far, config=SignalsConfig(spike_context=30))
+    assert s.sharpness in (1.0, 2.0) and abs(s.sharpness_step - 500) == 30
 
 
 def test_top_k_and_statistics():

@@ -41,3 +41,18 @@ def test_run_with_the_wrong_dataset(planted, recorded):
         find_signals_in_run(recorded, dataset=ds.take(np.arange(500)))
     with pytest.raises(SignalsError, match="no oppsig config"):
         find_signals_in_run(recorded)
+
+
+def test_spike_sharpness_carries_the_recorded_bound_and_flag():
+    from oppsig.signals import SignalsResult, Spike
+    from oppsig.signals.api import _with_sharpness_bounds
+
+    spikes = (Spike(row=5, step=50, onset_row=3, onset_step=30, loss=1.0, trend=0.5, height=1.0, z=5.0,
+                    sharpness=19.5, sharpness_step=50),
+              Spike(row=9, step=90, onset_row=8, onset_step=80, loss=1.0, trend=0.5, height=1.0, z=5.0))
+    res = SignalsResult(n_rows=10, n_examples=2, steps=np.arange(0, 100, 10), total_loss=np.ones(10), spikes=spikes)
+    metrics = {"step": np.array([40, 50]), "sharpness": np.array([19.0, 19.5]),
+               "err/sharpness": np.array([0.01, 0.02]), "converged/sharpness": np.array([1.0, 0.0])}
+    a, b = _with_sharpness_bounds(res, metrics).spikes
+    assert a.sharpness_error == 0.02 and a.sharpness_converged is False
+    assert b.sharpness is None and b.sharpness_error is None and b.sharpness_converged is None

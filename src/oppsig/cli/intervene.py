@@ -36,6 +36,9 @@ def run(args) -> int:
     print(f"{'branch':24s}" + "".join(f"{k:>26s}" for k in keys))
     for label, row in res.table.items():
         print(f"{label:24s}" + "".join(f"{row.get(k, float('nan')):>26.4g}" for k in keys))
+    for label, row in res.table.items():
+        if "spikes not counted" in row:
+            print(f"{label}: spikes not counted: {row['spikes not counted']}")
     if res.report:
         print(f"report: {res.report}")
     return 0

@@ -23,12 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"oppsig {__version__}")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error (anywhere on the line)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f".{name}", __package__)
-        except ImportError:
-            continue
-        mod.add_parser(sub)
+    for name in COMMANDS:  # the command modules import only the standard library at the top: a failure is a bug
+        importlib.import_module(f".{name}", __package__).add_parser(sub)
     return p
 
 

@@ -24,6 +24,10 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", help="comma-separated steps (default: every kept checkpoint)")
     p.add_argument("--top-k", type=int, default=1, help="eigenvalues per step (default 1)")
     p.add_argument("--tol", type=float, default=1e-3, help="relative accuracy of each eigenvalue (default 1e-3)")
+    p.add_argument("--max-iter", type=int, help="most Hessian-vector products per solve (default: as in training, "
+                   "at least 60); a solve that needs more is printed as not converged")
+    p.add_argument("--device", help="replay and measure on this device (default: the one the run was trained on; "
+                   "another one is not a bit-exact replay, and says so)")
     p.add_argument("--n", type=int, help="use the first n training examples (default: as in training)")
     p.add_argument("--layerwise", action="store_true", help="also each module's diagonal Hessian block (default: off)")
     p.add_argument("--out", help="write the results to this JSON file (default: printed only)")
@@ -34,21 +38,36 @@ def run(args) -> int:
     from ..experiments.sharpness import run_curvature
 
     steps = None if args.steps is None else _steps(args.steps)
+    from ..curvature.lanczos import UNCONVERGED_MARK
+    from ..experiments.sharpness import OPTIM_NOTE
+
     k = args.top_k
-    eig_cols = "".join(f"{f'eig {i}':>12}" for i in range(2, k + 1))
-    print(f"{'step':>7}{'sharpness':>12}{eig_cols}{'threshold':>11}{'ratio':>7}{'HVPs':>7}{'seconds':>9}", flush=True)
+    eig_cols = "".join(f"{f'eig {i}':>12}{'+-':>9}" for i in range(2, k + 1))
+    print(f"{'step':>7}{'sharpness':>12}{'+-':>9}{eig_cols}{'threshold':>11}{'ratio':>7}{'HVPs':>7}{'seconds':>9}",
+          flush=True)
 
     def row(r) -> None:  # one table row per step, printed as soon as it is measured
-        more = "".join(f"{x:>12.4f}" for x in r.eigenvalues[1:]) + " " * 12 * (k - len(r.eigenvalues))
-        print(f"{r.step:>7}{r.sharpness:>12.4f}{more}{r.threshold:>11.4g}{r.sharpness / r.threshold:>7.2f}"
-              f"{r.hvps:>7.1f}{r.seconds:>9.1f}", flush=True)
+        more = "".join(f"{x:>12.4f}{e:>9.2g}" for x, e in zip(r.eigenvalues[1:], r.error_bounds[1:]))
+        more += " " * 21 * (k - len(r.eigenvalues))
+        ratio = "–" if r.ratio is None else f"{r.ratio:.2f}"
+        mark = "" if r.converged else f"  {UNCONVERGED_MARK}"
+        print(f"{r.step:>7}{r.sharpness:>12.4f}{r.error_bounds[0]:>9.2g}{more}{r.threshold:>11.4g}{ratio:>7}"
+              f"{r.hvps:>7.1f}{r.seconds:>9.1f}{mark}", flush=True)
         if r.layers:
-            print(" " * 9 + "layers: " + ", ".join(f"{g} {v:.4g}" for g, v in r.layers.items()), flush=True)
+            print(" " * 9 + "layers: " + ", ".join(
+                f"{g} {v:.4g} +- {e:.2g}{'' if c else ' ' + UNCONVERGED_MARK}" for g, (v, e, c) in r.layers.items()),
+                flush=True)
 
-    res = run_curvature(args.run, steps, k=k, tol=args.tol, n=args.n, layerwise=args.layerwise, on_step=row)
+    res = run_curvature(args.run, steps, k=k, tol=args.tol, n=args.n, layerwise=args.layerwise,
+                        max_iter=args.max_iter, device=args.device, on_step=row)
     nxt = "" if k == 1 else f"; eig 2{'' if k == 2 else f'..{k}'}: the next eigenvalue{'s' if k > 2 else ''}"
-    print(f"sharpness: top Hessian eigenvalue{nxt}; threshold: the optimiser's stability threshold; "
-          "ratio: sharpness / threshold; HVPs: Hessian-vector products used")
+    print(f"sharpness: top Hessian eigenvalue{nxt}; +-: its error bound; threshold: the optimiser's stability "
+          "threshold; ratio: sharpness / threshold; HVPs: Hessian-vector products used")
+    if any(r.preconditioned_threshold for r in res):
+        print(f"(ratio –: {OPTIM_NOTE}; track it during training with curvature.preconditioned)")
+    if not all(r.converged for r in res):
+        print(f"{UNCONVERGED_MARK}: the solve ran out of iterations; the value is within its residual bound of "
+              "some eigenvalue, not certified to --tol")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"run": str(args.run), "steps": [r.to_dict() for r in res]}, f, indent=1)

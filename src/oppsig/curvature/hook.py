@@ -3,8 +3,8 @@
 Every ``cfg.every`` steps, :class:`CurvatureHook` measures at ``on_step_start``
 the top-``k`` Hessian eigenvalues of the mean loss at theta_t over the first
 ``cfg.n`` training examples, to ``cfg.tol`` by ``cfg.criterion``,
-warm-started from the eigenvectors and gap of the previous measurement (one or
-two Hessian-vector products when the eigenvectors moved little; the first
+warm-started from the eigenvectors of the previous measurement (a few
+Hessian-vector products when the eigenvectors moved little; the first
 measurement starts from a ``cfg.presample`` fraction of the examples, see
 :func:`~oppsig.curvature.quantities.top_hessian_eigs`), and at ``on_step_end``
 of the same step adds its metrics. A warm start explores little beyond the
@@ -18,7 +18,12 @@ four products with the presample). Metrics:
   :func:`~oppsig.curvature.quantities.optimizer_threshold`; for Adam compare it
   with ``precond_sharpness``);
 - ``eig_residual``: largest relative residual ``||Hv - lambda v|| / |lambda|`` of the top-k;
-- ``eig_error``: largest estimated relative error of the top-k eigenvalues;
+- ``eig_error``: largest relative error bound of the top-k eigenvalues;
+- for every eigenvalue stored under a key ``K`` (``sharpness``, ``sharpness_2``,
+  ``precond_sharpness``, ``layer/<module>``): ``err/K``, its error bound
+  (absolute, see :func:`~oppsig.curvature.lanczos.lanczos`), and
+  ``converged/K``, 1.0 when its solve met ``cfg.tol`` and 0.0 when it ran out of
+  ``cfg.max_iter`` (the value is then not certified; reports mark it);
 - ``hvps``: Hessian-vector products spent at this step (all solves; a
   presample's products count by their share of the rows);
 - ``update_proj``: ``<theta_{t+1} - theta_t, u>`` for the unit top eigenvector u at theta_t;
@@ -49,7 +54,7 @@ import torch
 from ..distributed import exact_math
 from ..errors import OppsigError
 from .hvp import make_batches, make_hvp
-from .lanczos import lanczos
+from .lanczos import eigen_metrics, lanczos, warm_start
 from .operators import HessianOperator, PreconditionedOperator, all_reduced
 from .quantities import (adam_preconditioner, layer_eigs, optimizer_threshold, parameter_groups,
                          top_hessian_eigs, update_projection)
@@ -74,11 +79,8 @@ class CurvatureHook:
     def __init__(self, cfg):
         self.cfg = cfg
         self._vecs: torch.Tensor | None = None  # (d, k) warm start
-        self._gap: float | None = None  # below the k-th eigenvalue, for the warm start's error bound
         self._layer_vecs: dict[str, torch.Tensor] = {}
-        self._layer_gaps: dict[str, float | None] = {}
         self._precond_vec: torch.Tensor | None = None
-        self._precond_gap: float | None = None
         self._last_step: int | None = None
         self._count = 0  # measurements taken
         self._pending: dict[str, Any] | None = None
@@ -114,16 +116,15 @@ class CurvatureHook:
         warm = _vec_ok(self._vecs, d) and not cold_due
         self._count += 1
         res = top_hessian_eigs(hvp, k=min(cfg.top_k, d), tol=cfg.tol, max_iter=cfg.max_iter,
-                               v0=self._vecs if warm else None, gap=self._gap if warm else None, seed=seed,
+                               v0=self._vecs if warm else None, seed=seed,
                                criterion=cfg.criterion, presample=cfg.presample,
                                shards=dctx.shards(n) if dist else None, rank=dctx.rank if dist else 0, wrap=wrap)
-        self._vecs = res.eigenvectors.detach()
-        self._gap = res.gap
-        metrics: dict[str, float] = {"sharpness": float(res.eigenvalues[0])}
-        for i in range(1, res.eigenvalues.shape[0]):
-            metrics[f"sharpness_{i + 1}"] = float(res.eigenvalues[i])
+        self._vecs = warm_start(res, cfg.criterion).detach()  # with the next Ritz vector: the gap settles in a few products
+        metrics: dict[str, float] = {}
+        for i in range(res.eigenvalues.shape[0]):
+            metrics.update(eigen_metrics("sharpness" if i == 0 else f"sharpness_{i + 1}", res, i))
         metrics["eig_residual"] = float(res.relative_residuals.max())
-        metrics["eig_error"] = float((res.error_bounds / res.eigenvalues.abs().clamp_min(1e-30)).max())
+        metrics["eig_error"] = res.max_relative_error
         hvps = res.work
 
         optim_name = state.config.optim.name
@@ -137,21 +138,18 @@ class CurvatureHook:
                 prev = self._precond_vec
                 ok = _vec_ok(prev, d)
                 r = lanczos(op, k=1, tol=cfg.tol, max_iter=cfg.max_iter, v0=prev if ok else None, seed=seed,
-                            criterion=cfg.criterion, gap=self._precond_gap if ok else None)
-                self._precond_vec = r.eigenvectors.detach()
-                self._precond_gap = r.gap
-                metrics["precond_sharpness"] = float(r.eigenvalues[0])
+                            criterion=cfg.criterion)
+                self._precond_vec = warm_start(r, cfg.criterion).detach()
+                metrics.update(eigen_metrics("precond_sharpness", r))
                 hvps += r.num_matvecs
 
         hvp.release()  # each layer's block builds its own graph: do not hold two at once
         if cfg.layerwise:
             layers = layer_eigs(hvp, parameter_groups(model), tol=cfg.tol, max_iter=cfg.max_iter,
-                                v0=self._layer_vecs, gaps=self._layer_gaps, seed=seed, criterion=cfg.criterion,
-                                wrap=wrap)
+                                v0=self._layer_vecs, seed=seed, criterion=cfg.criterion, wrap=wrap)
             for g, r in layers.items():
-                self._layer_vecs[g] = r.eigenvectors.detach()
-                self._layer_gaps[g] = r.gap
-                metrics[f"layer/{g}"] = float(r.eigenvalues[0])
+                self._layer_vecs[g] = warm_start(r, cfg.criterion).detach()
+                metrics.update(eigen_metrics(f"layer/{g}", r))
                 hvps += r.num_matvecs
 
         metrics["hvps"] = float(hvps)
@@ -186,11 +184,8 @@ class CurvatureHook:
         cpu = lambda v: None if v is None else v.detach().cpu().clone()  # noqa: E731
         return {
             "vecs": cpu(self._vecs),
-            "gap": self._gap,
             "layer_vecs": {g: cpu(v) for g, v in self._layer_vecs.items()},
-            "layer_gaps": dict(self._layer_gaps),
             "precond_vec": cpu(self._precond_vec),
-            "precond_gap": self._precond_gap,
             "last_step": self._last_step,
             "count": self._count,
         }
@@ -204,11 +199,8 @@ class CurvatureHook:
         if not isinstance(d, dict) or "vecs" not in d:
             raise OppsigError("not a CurvatureHook state dict; pass what CurvatureHook.state_dict() returned")
         self._vecs = d["vecs"]
-        self._gap = d.get("gap")
         self._layer_vecs = dict(d.get("layer_vecs") or {})
-        self._layer_gaps = dict(d.get("layer_gaps") or {})
         self._precond_vec = d.get("precond_vec")
-        self._precond_gap = d.get("precond_gap")
         self._last_step = d.get("last_step")
         self._count = int(d.get("count") or 0)
         self._pending = None

@@ -23,8 +23,15 @@ Two ways to compute ``H v``:
   when the data spans several physical batches (lower memory; run
   ``benchmarks/bench_sharpness.py --device cuda`` to compare there, and pass
   ``method=`` to choose). Forward-mode AD is missing for some operations (e.g.
-  custom autograd Functions without ``jvp``); ``auto`` then falls back to
-  ``rev_rev``, while an explicit ``fwd_rev`` raises.
+  custom autograd Functions without ``jvp``); ``auto`` then switches to
+  ``rev_rev`` with a warning and records why (:attr:`HVP.switched`), while an
+  explicit ``fwd_rev`` raises.
+
+The products themselves are pure functions of a scalar function of a parameter
+dict: :func:`hvp_fwd_rev` (``torch.func.jvp`` of ``torch.func.grad``),
+:func:`hvp_rev_rev` (double backprop) and :func:`ggn_vp` (Gauss-Newton);
+:class:`HVP` is the wrapper that sums them over physical batches, caches the
+graph and restricts or subsamples the problem.
 
 Graph cache. With ``rev_rev`` the forward pass and the first backward pass
 (``grad L`` with its graph) depend only on theta, not on ``v``. With
@@ -64,6 +71,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import warnings
 from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -74,6 +82,9 @@ from ..errors import ConfigError, OppsigError
 from .operators import ParamLayout
 
 __all__ = [
+    "hvp_fwd_rev",
+    "hvp_rev_rev",
+    "ggn_vp",
     "HVP",
     "make_hvp",
     "make_batches",
@@ -168,6 +179,78 @@ def _second_order_kernels():
     return sdpa_kernel(SDPBackend.MATH)
 
 
+Params = Mapping[str, torch.Tensor]
+
+
+def hvp_fwd_rev(f: Callable[[Params], torch.Tensor], params: Params, v: Params) -> dict[str, torch.Tensor]:
+    """``H v`` for the Hessian ``H`` of the scalar ``f`` at ``params``: forward-mode over reverse-mode.
+
+    A pure :mod:`torch.func` function (``jvp`` of ``grad``); nothing is stored
+    between calls.
+
+    Args:
+        f: a scalar function of a parameter dict, e.g. ``lambda p: loss(functional_call(model, p, x), y)``.
+        params, v: dicts ``name -> tensor`` of the same shapes.
+
+    Returns:
+        ``{name: (H v)[name]}``.
+
+    Raises:
+        NotImplementedError: when forward-mode AD is missing for an operation of ``f``.
+
+    Example:
+        >>> f = lambda p: (p["w"] ** 3).sum()
+        >>> hvp_fwd_rev(f, {"w": torch.tensor([1.0, 2.0])}, {"w": torch.tensor([1.0, 1.0])})["w"].tolist()
+        [6.0, 12.0]
+    """
+    _, hv = torch.func.jvp(torch.func.grad(f), (dict(params),), (dict(v),))
+    return hv
+
+
+def hvp_rev_rev(f: Callable[[Params], torch.Tensor], params: Params, v: Params) -> dict[str, torch.Tensor]:
+    """``H v`` for the Hessian of the scalar ``f`` at ``params``: double backprop (``grad`` of ``<grad f, v>``).
+
+    Same arguments and result as :func:`hvp_fwd_rev`; works for every
+    differentiable operation (no forward-mode AD needed).
+
+    Example:
+        >>> f = lambda p: (p["w"] ** 3).sum()
+        >>> hvp_rev_rev(f, {"w": torch.tensor([1.0, 2.0])}, {"w": torch.tensor([1.0, 1.0])})["w"].tolist()
+        [6.0, 12.0]
+    """
+    names = list(params)
+    with torch.enable_grad():
+        p = [params[n].detach().requires_grad_(True) for n in names]
+        g = torch.autograd.grad(f(dict(zip(names, p))), p, create_graph=True, allow_unused=True,
+                                materialize_grads=True)
+        acc = [torch.zeros_like(t) for t in p]
+        HVP._accumulate_vjp(p, g, [v[n] for n in names], acc, retain=False)
+    return dict(zip(names, acc))
+
+
+def ggn_vp(forward: Callable[[Params], torch.Tensor], out_loss: Callable[[torch.Tensor], torch.Tensor],
+           params: Params, v: Params) -> dict[str, torch.Tensor]:
+    """Generalised Gauss-Newton product ``J^T H_out J v`` of ``out_loss(forward(params))``.
+
+    ``J`` is the Jacobian of the network outputs ``forward(params)`` and
+    ``H_out`` the Hessian of the scalar ``out_loss`` in those outputs; pure
+    :mod:`torch.func` (``jvp``, then ``jvp`` of ``grad``, then ``vjp``).
+
+    Raises:
+        NotImplementedError: when forward-mode AD is missing for an operation of ``forward``.
+
+    Example:
+        >>> fwd = lambda p: p["w"] * 2.0
+        >>> ggn_vp(fwd, lambda z: (z ** 2).sum() / 2, {"w": torch.ones(2)}, {"w": torch.ones(2)})["w"].tolist()
+        [4.0, 4.0]
+    """
+    out, jv = torch.func.jvp(forward, (dict(params),), (dict(v),))
+    _, hjv = torch.func.jvp(torch.func.grad(out_loss), (out.detach(),), (jv,))
+    _, vjp_fn = torch.func.vjp(forward, dict(params))
+    (gv,) = vjp_fn(hjv)
+    return gv
+
+
 def _trainable(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
@@ -187,7 +270,9 @@ class HVP:
         num_examples: N, the divisor of the summed loss.
         method: ``rev_rev`` or ``fwd_rev``.
         fallback: switch from ``fwd_rev`` to ``rev_rev`` when forward-mode AD is
-            not implemented for an operation of the model (set for ``auto``).
+            not implemented for an operation of the model (set for ``auto``);
+            the switch warns once and is recorded in ``switched``.
+        switched: None, or why the method was switched (``"fwd_rev -> rev_rev: ..."``).
         cache_graph: ``auto``, True or False (see the module docstring).
         num_hvps: products computed so far (columns of a matmat count one each).
     """
@@ -208,6 +293,7 @@ class HVP:
         self.batchnorm = batchnorm
         self.fallback = fallback
         self.cache_graph = cache_graph
+        self.switched: str | None = None
         self.num_hvps = 0
         self._buffers = self._buffer_dict()
         self._graph: tuple[list[torch.Tensor], list[tuple[torch.Tensor, tuple[torch.Tensor, ...]]]] | None = None
@@ -320,9 +406,8 @@ class HVP:
         pd = {n: t.detach() for n, t in self.params.items()}
         acc = [self._zeros() for _ in cols]
         for x, y in self.batches:
-            grad_fn = torch.func.grad(lambda q: self._batch_loss(q, x, y))
             for j, vs in enumerate(cols):
-                _, hv = torch.func.jvp(grad_fn, (pd,), (dict(zip(names, vs)),))
+                hv = hvp_fwd_rev(lambda q: self._batch_loss(q, x, y), pd, dict(zip(names, vs)))
                 for a, n in zip(acc[j], names):
                     a.add_(hv[n])
         return acc
@@ -334,10 +419,15 @@ class HVP:
                 try:
                     return self._fwd_rev(cols)
                 except NotImplementedError as e:
+                    reason = str(e).splitlines()[0][:120]
                     if not self.fallback:
                         raise OppsigError(f"forward-mode AD is not implemented for an operation of this model "
-                                          f"({str(e).splitlines()[0][:120]}); pass method='rev_rev'") from None
+                                          f"({reason}); pass method='rev_rev'") from None
                     self.method = "rev_rev"
+                    self.switched = f"fwd_rev -> rev_rev: forward-mode AD not implemented ({reason})"
+                    warnings.warn(f"Hessian-vector products switched from fwd_rev to rev_rev for this problem: "
+                                  f"forward-mode AD is not implemented for an operation of the model ({reason}); "
+                                  "pass method='rev_rev' to choose it", RuntimeWarning, stacklevel=3)
             return self._rev_rev(cols)
 
     def __call__(self, v: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -382,17 +472,11 @@ class HVP:
     def _ggn_accumulate(self, pd, vs, acc) -> None:
         names = self.layout.names
         for x, y in self.batches:
-            fwd = lambda q: self._forward(q, x)  # noqa: E731
             try:
-                out, jv = torch.func.jvp(fwd, (pd,), (vs,))
+                gv = ggn_vp(lambda q: self._forward(q, x), lambda z: self._summed_loss(z, y), pd, vs)
             except NotImplementedError as e:
                 raise OppsigError(f"Gauss-Newton products need forward-mode AD, not implemented for an operation of "
                                   f"this model ({str(e).splitlines()[0][:120]}); use the Hessian instead") from None
-            out = out.detach()
-            lz = torch.func.grad(lambda z: self._summed_loss(z, y))
-            _, hjv = torch.func.jvp(lz, (out,), (jv,))
-            _, vjp_fn = torch.func.vjp(fwd, pd)
-            (gv,) = vjp_fn(hjv)
             for a, n in zip(acc, names):
                 a.add_(gv[n])
 

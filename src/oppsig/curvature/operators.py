@@ -1,10 +1,14 @@
-"""Symmetric linear operators over flat parameter vectors.
+"""Linear operators over flat parameter vectors, each declaring whether it is symmetric.
 
 Curvature matrices of a network (Hessian, Gauss-Newton, their preconditioned or
 restricted versions) are never formed; they are :class:`LinearOperator` objects
 that multiply a flat vector ``(d,)`` or a block of vectors ``(d, k)``. Operators
 compose (``A @ B``, ``A + B``, ``c * A``) and convert to SciPy
-(:meth:`LinearOperator.to_scipy`) for cross-checks with ``eigsh``.
+(:meth:`LinearOperator.to_scipy`) for cross-checks with ``eigsh``. Every operator
+says whether it is symmetric (:attr:`LinearOperator.symmetric`): the curvature
+matrices, their sums and multiples are; a product ``A @ B`` is not in general,
+and the symmetric eigensolvers (:func:`~oppsig.curvature.lanczos.lanczos`) and
+:meth:`~LinearOperator.to_scipy` refuse it.
 
 Parameter dicts ``name -> tensor`` map to flat vectors through a
 :class:`ParamLayout` (the names in a fixed order and their shapes).
@@ -160,7 +164,11 @@ class LinearOperator:
     Attributes:
         shape: ``(d, d)``.
         dtype, device: where the operator computes.
+        symmetric: whether ``A = A^T`` (declared by each subclass; True for
+            curvature matrices, False for a product of two operators).
     """
+
+    symmetric: bool = True
 
     def __init__(self, dim: int, dtype: torch.dtype, device: torch.device | str):
         self.shape = (int(dim), int(dim))
@@ -239,11 +247,28 @@ class LinearOperator:
         """The full ``(d, d)`` matrix (``d`` products; for small operators and tests)."""
         return self.matmat(torch.eye(self.dim, dtype=self.dtype, device=self.device))
 
+    def require_symmetric(self, what: str) -> None:
+        """Raise unless this operator is symmetric.
+
+        Raises:
+            OppsigError: naming ``what`` needs symmetry and what to pass instead.
+        """
+        if not self.symmetric:
+            raise OppsigError(
+                f"{what} needs a symmetric operator, but {type(self).__name__.lstrip('_')} is not symmetric "
+                "(a product A @ B of symmetric operators is not, in general); pass a symmetric one, e.g. "
+                "B^(1/2) A B^(1/2) as PreconditionedOperator(A, diag) instead of B @ A"
+            )
+
     def to_scipy(self):
         """This operator as a :class:`scipy.sparse.linalg.LinearOperator` in float64 NumPy.
 
         Vectors are converted to the operator's device and dtype, multiplied, and
         returned as float64 arrays, so SciPy's solvers (``eigsh``) can run on it.
+        The transpose product is the same product, so the operator must be symmetric.
+
+        Raises:
+            OppsigError: for an operator that is not symmetric.
 
         Example:
             >>> from scipy.sparse.linalg import eigsh
@@ -251,6 +276,7 @@ class LinearOperator:
             >>> round(float(eigsh(A.to_scipy(), k=1, which="LA")[0][0]), 4)
             4.0
         """
+        self.require_symmetric("to_scipy")
         from scipy.sparse.linalg import LinearOperator as SciPyOperator
 
         def mv(x):
@@ -285,6 +311,7 @@ class _SumOperator(LinearOperator):
         _check_compatible(a, b)
         super().__init__(a.dim, a.dtype, a.device)
         self.a, self.b, self.sign = a, b, sign
+        self.symmetric = a.symmetric and b.symmetric
 
     def _matvec(self, v):
         return self.a.matvec(v) + self.sign * self.b.matvec(v)
@@ -297,6 +324,7 @@ class _ScaledOperator(LinearOperator):
     def __init__(self, a: LinearOperator, c: float):
         super().__init__(a.dim, a.dtype, a.device)
         self.a, self.c = a, c
+        self.symmetric = a.symmetric
 
     def _matvec(self, v):
         return self.c * self.a.matvec(v)
@@ -306,6 +334,10 @@ class _ScaledOperator(LinearOperator):
 
 
 class _ProductOperator(LinearOperator):
+    """``A B``: not symmetric in general, even when ``A`` and ``B`` are."""
+
+    symmetric = False
+
     def __init__(self, a: LinearOperator, b: LinearOperator):
         _check_compatible(a, b)
         super().__init__(a.dim, a.dtype, a.device)
@@ -321,12 +353,16 @@ class _ProductOperator(LinearOperator):
 class DenseOperator(LinearOperator):
     """An explicit ``(d, d)`` matrix as an operator (tests, small problems).
 
+    ``symmetric`` is measured: ``|M - M^T| <= 100 eps max|M|`` entrywise.
+
     Raises:
         OppsigError: when ``matrix`` is not square.
 
     Example:
         >>> DenseOperator(torch.eye(3)).shape
         (3, 3)
+        >>> DenseOperator(torch.tensor([[1.0, 2.0], [0.0, 1.0]])).symmetric
+        False
     """
 
     def __init__(self, matrix: torch.Tensor):
@@ -335,6 +371,9 @@ class DenseOperator(LinearOperator):
             raise OppsigError(f"DenseOperator needs a square (d, d) matrix, got shape {tuple(matrix.shape)}")
         super().__init__(matrix.shape[0], matrix.dtype, matrix.device)
         self.matrix = matrix
+        scale = float(matrix.abs().max()) if matrix.numel() else 0.0
+        eps = torch.finfo(matrix.dtype).eps if matrix.is_floating_point() else 0.0
+        self.symmetric = bool(((matrix - matrix.mT).abs() <= 100 * eps * scale).all())
 
     def _matvec(self, v):
         return self.matrix @ v
@@ -346,6 +385,9 @@ class DenseOperator(LinearOperator):
 class CallableOperator(LinearOperator):
     """Wrap a function ``v (d,) -> A v (d,)`` as an operator of size ``dim``.
 
+    ``symmetric`` is the caller's declaration (default True: the function is
+    taken to be a symmetric matrix's product, as the eigensolvers need).
+
     Example:
         >>> op = CallableOperator(lambda v: 2 * v, dim=4)
         >>> (op @ torch.ones(4)).tolist()
@@ -353,9 +395,10 @@ class CallableOperator(LinearOperator):
     """
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], dim: int,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", *, symmetric: bool = True):
         super().__init__(dim, dtype, device)
         self.fn = fn
+        self.symmetric = bool(symmetric)
 
     def _matvec(self, v):
         return self.fn(v)
@@ -504,6 +547,7 @@ class PreconditionedOperator(LinearOperator):
         self.op = op
         self.diag = diag.to(device=op.device, dtype=op.dtype)
         self.scale = self.diag.rsqrt()
+        self.symmetric = op.symmetric
 
     def _matvec(self, v):
         return self.scale * self.op.matvec(self.scale * v)
@@ -527,6 +571,7 @@ def all_reduced(op, ctx: DistContext):
     class AllReduced(LinearOperator):
         def __init__(self) -> None:
             super().__init__(op.dim, op.dtype, op.device)
+            self.symmetric = op.symmetric
 
         def _matvec(self, v):
             return ctx.all_reduce_(op.matvec(v).clone())

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..errors import OppsigError
 from .hvp import HVP, LossFn, make_hvp
-from .lanczos import EigResult, lanczos
+from .lanczos import EigResult, lanczos, warm_start
 from .operators import HessianOperator, LinearOperator, ParamLayout, PreconditionedOperator, as_operator
 
 __all__ = [
@@ -110,7 +110,6 @@ def top_hessian_eigs(
     tol: float = 1e-3,
     max_iter: int = 100,
     v0: torch.Tensor | None = None,
-    gap: float | None = None,
     seed: int = 0,
     criterion: str = "eigenvalue",
     presample: float = 0.1,
@@ -123,14 +122,15 @@ def top_hessian_eigs(
     Without ``v0`` (a cold solve), Lanczos first runs on a random ``presample``
     fraction of the rows (:func:`presample_hvp`; skipped when that is fewer than
     64 rows) to the same tolerance; the full solve starts from its eigenvectors
-    with its gap as the ``gap`` hint (a loose presample solve saves little: its
-    products are cheap, and a poorer start costs full products). The result's
-    ``extra_work`` counts the presample's products in units of full products
-    (rows / all rows).
+    (a loose presample solve saves little: its products are cheap, and a poorer
+    start costs full products). The presample is another matrix: only its
+    vectors are used, never its eigenvalues or gap, so every bound of the result
+    comes from the full operator's own Ritz values. The result's ``extra_work``
+    counts the presample's products in units of full products (rows / all rows).
 
     Args:
         hvp: the full problem (:func:`~oppsig.curvature.hvp.make_hvp`).
-        k, tol, max_iter, v0, gap, seed, criterion: as in
+        k, tol, max_iter, v0, seed, criterion: as in
             :func:`~oppsig.curvature.lanczos.lanczos`.
         presample: fraction of the rows for a cold start (0: random start).
         shards, rank: where this process's rows lie among all (see :func:`presample_hvp`).
@@ -156,9 +156,9 @@ def top_hessian_eigs(
         c = lanczos(wrap(HessianOperator(coarse)), k=k, tol=tol, max_iter=max_iter, seed=seed,
                     criterion=criterion)
         extra = c.num_matvecs * coarse.num_rows / hvp.num_rows
-        v0, gap = c.eigenvectors, c.gap
+        v0 = warm_start(c, criterion)  # a start only: the presample's gap is not this matrix's
     r = lanczos(wrap(HessianOperator(hvp)), k=k, tol=tol, max_iter=max_iter, v0=v0, seed=seed,
-                criterion=criterion, gap=gap)
+                criterion=criterion)
     r.extra_work = extra
     return r
 
@@ -181,7 +181,7 @@ def sharpness(
     Args:
         model, batches, loss_fn, params, method, num_examples, dtype, device,
             batchnorm: as in :func:`~oppsig.curvature.hvp.make_hvp`.
-        solve: ``k``, ``tol``, ``max_iter``, ``v0``, ``gap``, ``seed``,
+        solve: ``k``, ``tol``, ``max_iter``, ``v0``, ``seed``,
             ``criterion``, ``presample`` of :func:`top_hessian_eigs` (by default
             ``tol=1e-3`` bounds each eigenvalue's relative error; pass
             ``criterion="residual"`` for accurate eigenvectors too).
@@ -276,20 +276,19 @@ def layer_eigs(
     tol: float = 1e-3,
     max_iter: int = 100,
     v0: Mapping[str, torch.Tensor] | None = None,
-    gaps: Mapping[str, float | None] | None = None,
     seed: int = 0,
     criterion: str = "residual",
     wrap: Callable[[LinearOperator], LinearOperator] | None = None,
 ) -> dict[str, EigResult]:
     """Top eigenpairs of each parameter group's diagonal block of ``hvp``'s Hessian.
 
-    A group's start ``v0[g]`` is used (with its gap ``gaps[g]``) when it has the
-    block's size and is finite; otherwise that group starts from a random vector.
+    A group's start ``v0[g]`` is used when it has the block's size and is
+    finite; otherwise that group starts from a random vector.
 
     Args:
         groups: ``{group: [parameter names]}`` (default: :func:`parameter_groups` of ``hvp``'s parameters).
         k, tol, max_iter, seed, criterion: as in :func:`~oppsig.curvature.lanczos.lanczos`.
-        v0, gaps: warm starts and their gaps by group (e.g. the previous results').
+        v0: warm starts by group (e.g. the previous results' eigenvectors).
         wrap: applied to every operator (e.g. summing products over processes).
 
     Returns:
@@ -301,12 +300,12 @@ def layer_eigs(
     wrap = wrap or (lambda op: op)
     groups = parameter_groups(hvp.model, hvp.layout.names) if groups is None else groups
     out = {}
-    for g, names in groups.items():
+    for g, names in groups.items():  # v0[g]: a group's eigenvectors, or warm_start() of its result
         op = wrap(HessianOperator(hvp.restrict(list(names))))
         start = None if v0 is None else v0.get(g)
         warm = start is not None and start.shape[0] == op.dim and bool(torch.isfinite(start).all())
         out[g] = lanczos(op, k=min(k, op.dim), tol=tol, max_iter=max_iter, v0=start if warm else None, seed=seed,
-                         criterion=criterion, gap=(gaps or {}).get(g) if warm else None)
+                         criterion=criterion)
     return out
 
 
@@ -369,6 +368,7 @@ def preconditioned_sharpness(
     max_iter: int = 100,
     v0: torch.Tensor | None = None,
     seed: int = 0,
+    criterion: str = "eigenvalue",
     method: str = "auto",
     num_examples: int | None = None,
     dtype: torch.dtype | None = None,
@@ -397,7 +397,7 @@ def preconditioned_sharpness(
                    batchnorm=batchnorm)
     diag = adam_preconditioner(optimizer, model, hvp.layout.names, dtype=hvp.dtype).to(hvp.device)
     op = PreconditionedOperator(HessianOperator(hvp), diag)
-    return lanczos(op, k=k, tol=tol, max_iter=max_iter, v0=v0, seed=seed)
+    return lanczos(op, k=k, tol=tol, max_iter=max_iter, v0=v0, seed=seed, criterion=criterion)
 
 
 # ----------------------------------------------------------------------------- thresholds

@@ -4,10 +4,14 @@
 (:func:`~oppsig.signals.find_signals_in_run`), and checks the strongest pairs
 on the model itself: it rebuilds the parameters at the onset of each pair's
 largest spike by replaying training from the nearest earlier kept checkpoint
-(full-batch GD is deterministic, so the replay is exact), measures the top
-Hessian eigenvector there, and computes the groups' gradient cosine and their
-alignment with it. It then writes ``signals.json`` and one image grid per
-group (``signals/group_<id>.png``) into the run directory.
+on the run's own device and precision (:func:`~oppsig.training.replay.model_at`:
+exact, or refused with the reason), measures the top Hessian eigenpair there
+(with its error bound and convergence flag), and computes the groups' gradient
+cosine and their alignment with the eigenvector. A check that cannot run (no
+spike of the pair, no checkpoint before it, the run's device missing here, an
+eigensolve error) is recorded as failed with its cause and printed, never
+skipped silently. It then writes ``signals.json`` and one image grid per group
+(``signals/group_<id>.png``) into the run directory.
 """
 
 from __future__ import annotations
@@ -17,13 +21,40 @@ import time
 from pathlib import Path
 
 
-from ..errors import StoreError
+from ..errors import OppsigError, StoreError
 from ..training.replay import model_at
 from ..signals.api import find_signals_in_run
 from ..signals.config import SignalsConfig
 from ..report.grids import save_group_grids
-from ..signals.result import SignalsResult, pair_name, write_signals_json
+from ..signals.api import verification_text
+from ..signals.result import SignalsResult, Verification, pair_name, write_signals_json
 from ..signals.verify import verify_pair
+
+
+def _verify_at_spike(run, data, examples, cfg, loss_fn, pair, groups, spikes, progress: bool = False) -> Verification:
+    """Check ``pair`` at the onset of its largest spike; a check that cannot run is returned failed, with its cause."""
+    from ..curvature import make_batches, sharpness
+
+    rows = [r for r in pair.spikes if r in spikes]
+    if not rows:
+        return Verification.failed(pair.a, pair.b, "the pair has no loss spike to verify at")
+    step = int(spikes[max(rows, key=lambda r: spikes[r].height)].onset_step)
+    try:
+        model, train_set = model_at(run, step, data, progress=progress)
+    except StoreError as e:
+        return Verification.failed(pair.a, pair.b, f"replay failed: {e}", step)
+    n = min(cfg.curvature.n or len(train_set), len(train_set))
+    eig, extra = None, {}
+    try:
+        er = sharpness(model, make_batches(train_set.x, train_set.y, cfg.train.physical_batch_size, n),
+                       loss_fn, k=1, tol=1e-3, max_iter=60, criterion="residual")  # the vector is used
+        eig = er.eigenvectors[:, 0]
+        extra = {"sharpness": er.top, "sharpness_error": float(er.error_bounds[0]),
+                 "eig_converged": bool(er.converged)}
+    except OppsigError as e:  # e.g. a model whose products are not deterministic: the gradients are still checked
+        extra = {"error": f"top Hessian eigenvector not measured: {e}"}
+    v = verify_pair(model, examples, loss_fn, [groups[pair.a], groups[pair.b]], eig, step=step)
+    return dataclasses.replace(v, **extra)
 
 
 def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), verify: int = 3, grids: bool = True,
@@ -50,40 +81,28 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
     cfg = run.config
     data = build_datasets(cfg.data, seed=cfg.seed) if hasattr(cfg, "data") else None  # built once, passed down
     examples = None if data is None else run_dataset(run, data[0])
-    if data is not None and examples.meta.get("unit") == "token":
-        verify = 0  # gradient checks need whole sequences: not done per token
+    if verify and data is not None and examples.meta.get("unit") == "token":
+        say("pairs not verified: gradient checks need whole sequences, and this run records tokens")
+        verify = 0
+    if verify and data is None:
+        say("pairs not verified: the run has no oppsig config to rebuild its model from")
+        verify = 0
     t0 = time.perf_counter()
     say(f"searching {run.rows} steps x {len(run.index)} examples")
     res = find_signals_in_run(run, examples, config)
     say(f"found {len(res.groups)} groups and {len(res.pairs)} significant pairs in {time.perf_counter() - t0:.1f} s")
     t_verify = time.perf_counter()
-    if verify and res.pairs and data is not None and run.checkpoint is not None:
+    if verify and res.pairs:
         verifications = list(res.verifications)
         spikes = {s.row: s for s in res.spikes}
         groups = {g.id: g for g in res.groups}
         loss_fn = get_loss(cfg.train.loss)
         for i, pair in enumerate(res.pairs[:verify]):
-            rows = [r for r in pair.spikes if r in spikes] or ([max(spikes, key=lambda r: spikes[r].height)] if spikes else [])
-            step = int(spikes[rows[0]].onset_step) if rows else int(run.steps[len(run.steps) // 2])
-            say(f"checking {pair_name(i, pair)} on the model at step {step} (replayed from the last kept checkpoint)")
-            try:
-                model, train_set = model_at(run, step, data, progress=progress)
-            except StoreError as e:
-                say(f"not verified: {e}")
-                break
-            eig = None
-            try:
-                from ..curvature import make_batches, sharpness
-
-                n = min(cfg.curvature.n or len(train_set), len(train_set))
-                er = sharpness(model, make_batches(train_set.x, train_set.y, cfg.train.physical_batch_size, n),
-                               loss_fn, k=1, tol=1e-3, max_iter=40, criterion="residual")  # the vector is used
-                eig = er.eigenvectors[:, 0]
-            except Exception as e:  # the check still runs without the eigenvector
-                say(f"top eigenvector not measured: {e}")
-            v = verify_pair(model, examples, loss_fn, [groups[pair.a], groups[pair.b]], eig, step=step)
+            say(f"checking {pair_name(i, pair)} on the model at the onset of its largest spike "
+                "(replayed from the last kept checkpoint)")
+            v = _verify_at_spike(run, data, examples, cfg, loss_fn, pair, groups, spikes, progress)
             verifications.append(v)
-            say(f"{pair_name(i, pair)} at step {step}: gradient cosine {v.grad_cosine:.2f}")
+            say(f"{pair_name(i, pair)}: {verification_text(v)}")
         res = dataclasses.replace(res, verifications=tuple(verifications),
                                   timings={**res.timings, "verification": time.perf_counter() - t_verify})
     path = Path(run_dir)

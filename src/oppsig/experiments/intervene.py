@@ -78,7 +78,7 @@ def apply(dataset: ArrayDataset, rows: np.ndarray, mode: str, weight: float = 0.
 
 def _spike_stats(run_dir: Path) -> dict:
     from ..report.summary import run_summary
-    from ..signals import SignalsConfig, detect_spikes
+    from ..signals import SignalsConfig, SignalsError, detect_spikes
     from ..store import open_run
 
     run = open_run(run_dir)
@@ -89,8 +89,9 @@ def _spike_stats(run_dir: Path) -> dict:
         spikes = detect_spikes(np.asarray(m["loss"], dtype=float), np.asarray(m["step"]), SignalsConfig())
         out["spikes"] = len(spikes)
         out["largest spike"] = max((s.height for s in spikes), default=0.0)
-    except Exception:
-        out["spikes"], out["largest spike"] = 0, 0.0
+    except SignalsError as e:  # too few steps, or a non-finite loss (a diverged branch): no count, and why
+        out["spikes"], out["largest spike"] = float("nan"), float("nan")
+        out["spikes not counted"] = str(e)
     out["mean sharpness"] = s["mean sharpness"]
     out["max sharpness / threshold"] = s["max sharpness / threshold"]
     return out

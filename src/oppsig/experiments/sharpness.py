@@ -20,9 +20,13 @@ import torch
 
 from ..errors import OppsigError, StoreError
 from ..curvature.hvp import make_batches, make_hvp
+from ..curvature.lanczos import UNCONVERGED_MARK, warm_start
 from ..curvature.quantities import layer_eigs, optimizer_threshold, top_hessian_eigs
 
 __all__ = ["StepCurvature", "run_curvature"]
+
+
+ADAPTIVE = ("adam", "adamw")  # their threshold applies to the preconditioned sharpness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,30 +36,60 @@ class StepCurvature:
     Attributes:
         step: the step (parameters before that step's update).
         eigenvalues: the top-k Hessian eigenvalues, descending.
-        error_bound: largest estimated relative error of them.
-        threshold: the optimiser's stability threshold at this step's lr
-            (for Adam it applies to the preconditioned sharpness, not measured here).
+        error_bounds: the absolute error bound of each (see :func:`~oppsig.curvature.lanczos.lanczos`).
+        converged: whether the solve met ``tol`` (False: it ran out of
+            iterations and the values are not certified).
+        threshold: the optimiser's stability threshold at this step's lr.
+        preconditioned_threshold: True for Adam/AdamW, whose threshold applies to
+            the preconditioned sharpness (not measured here): no ratio is given.
         hvps: Hessian-vector products spent (in full products).
         seconds: time of the measurement, replay excluded.
-        layers: top eigenvalue of each module's diagonal Hessian block (when asked).
+        layers: ``{module: (top eigenvalue of its diagonal block, error bound, converged)}`` (when asked).
     """
 
     step: int
     eigenvalues: tuple[float, ...]
-    error_bound: float
+    error_bounds: tuple[float, ...]
+    converged: bool
     threshold: float
     hvps: float
     seconds: float
-    layers: dict[str, float] = dataclasses.field(default_factory=dict)
+    preconditioned_threshold: bool = False
+    layers: dict[str, tuple[float, float, bool]] = dataclasses.field(default_factory=dict)
 
     @property
     def sharpness(self) -> float:
         """The top eigenvalue."""
         return self.eigenvalues[0]
 
+    @property
+    def error_bound(self) -> float:
+        """The largest relative error bound of the eigenvalues."""
+        return max(b / max(abs(v), 1e-30) for v, b in zip(self.eigenvalues, self.error_bounds))
+
+    @property
+    def ratio(self) -> float | None:
+        """``sharpness / threshold``, None when the threshold is for the preconditioned sharpness."""
+        return None if self.preconditioned_threshold else self.sharpness / self.threshold
+
     def to_dict(self) -> dict:
-        """A JSON-ready dict."""
-        return {**dataclasses.asdict(self), "eigenvalues": list(self.eigenvalues)}
+        """A JSON-ready dict (with ``error_bound``, the largest relative bound, and ``ratio``)."""
+        d = dataclasses.asdict(self)
+        d["eigenvalues"], d["error_bounds"] = list(self.eigenvalues), list(self.error_bounds)
+        d["layers"] = {g: {"eigenvalue": v, "error_bound": e, "converged": c} for g, (v, e, c) in self.layers.items()}
+        return {**d, "error_bound": self.error_bound, "ratio": self.ratio}
+
+    def describe(self) -> str:
+        """One line: the sharpness with its bound, marked when not converged, against the threshold."""
+        mark = "" if self.converged else f" {UNCONVERGED_MARK}"
+        if self.preconditioned_threshold:
+            against = f"{OPTIM_NOTE}"
+        else:
+            against = f"threshold {self.threshold:.4g}, {self.ratio:.2f}x"
+        return f"sharpness {self.sharpness:.4g} +- {self.error_bounds[0]:.2g}{mark} ({against})"
+
+
+OPTIM_NOTE = "Adam's threshold applies to the preconditioned sharpness, not measured here"
 
 
 def run_curvature(
@@ -66,6 +100,8 @@ def run_curvature(
     tol: float = 1e-3,
     n: int | None = None,
     layerwise: bool = False,
+    max_iter: int | None = None,
+    device: str | None = None,
     log: Callable[[str], None] | None = None,
     on_step: Callable[[StepCurvature], None] | None = None,
 ) -> list[StepCurvature]:
@@ -75,10 +111,16 @@ def run_curvature(
         run_dir: a run directory written by ``oppsig train``.
         steps: the steps to measure (default: every kept checkpoint).
         k: eigenvalues per step.
-        tol: relative accuracy of each eigenvalue (Lanczos' eigenvalue rule).
+        tol: relative accuracy of each eigenvalue (Lanczos' eigenvalue rule);
+            a solve that cannot reach it within its iterations is returned with
+            ``converged=False`` and its residual bounds.
         n: use the first ``n`` training examples (default: the run's
             ``curvature.n``, else all of them).
         layerwise: also the top eigenvalue of each module's diagonal block.
+        max_iter: most products per solve (default: the run's
+            ``curvature.max_iter``, at least 60).
+        device: replay and measure there (default: the device the run was
+            trained on; another one warns that the replay is not bit-exact).
         log: a function taking a progress line per step (e.g. ``print``), or None.
         on_step: a function called with each step's :class:`StepCurvature` as soon as it is measured
             (e.g. to print a table row by row), or None.
@@ -103,8 +145,8 @@ def run_curvature(
     from ..training.checkpoint import list_checkpoints
     from ..optim import lr_at
 
-    if k < 1 or not tol > 0:
-        raise OppsigError(f"need k >= 1 and tol > 0 (got k={k}, tol={tol})")
+    if k < 1 or not tol > 0 or (max_iter is not None and max_iter < k):
+        raise OppsigError(f"need k >= 1, tol > 0 and max_iter >= k (got k={k}, tol={tol}, max_iter={max_iter})")
     run = open_run(run_dir)
     cfg = run.config
     if not hasattr(cfg, "data"):
@@ -121,37 +163,37 @@ def run_curvature(
     loss_fn = get_loss(cfg.train.loss)
     say = log or (lambda *_: None)
     out: list[StepCurvature] = []
-    vecs = gap = None
+    vecs = None
     layer_vecs: dict[str, torch.Tensor] = {}
-    max_iter = max(cfg.curvature.max_iter, 60)
+    max_iter = int(max_iter) if max_iter is not None else max(cfg.curvature.max_iter, 60)
     for s in wanted:
-        model, train_set = model_at(run, s, data)
+        model, train_set = model_at(run, s, data, device=device)
         m = min(n or cfg.curvature.n or len(train_set), len(train_set))
         t0 = time.perf_counter()
         batches = make_batches(train_set.x, train_set.y, cfg.train.physical_batch_size, m)
         hvp = make_hvp(model, batches, loss_fn, method=cfg.curvature.hvp)
         warm = vecs is not None and vecs.shape[0] == hvp.layout.dim
         res = top_hessian_eigs(hvp, k=min(k, hvp.layout.dim), tol=tol, max_iter=max_iter,
-                               v0=vecs if warm else None, gap=gap if warm else None, seed=cfg.seed + s)
-        vecs, gap = res.eigenvectors, res.gap
+                               v0=vecs if warm else None, seed=cfg.seed + s)
+        vecs = warm_start(res)
         hvps = res.work
         layers = {}
         hvp.release()  # each layer's block builds its own graph
         if layerwise:
             for g, r in layer_eigs(hvp, tol=tol, max_iter=max_iter, v0=layer_vecs, seed=cfg.seed + s,
                                    criterion="eigenvalue").items():
-                layer_vecs[g] = r.eigenvectors
-                layers[g] = float(r.eigenvalues[0])
+                layer_vecs[g] = warm_start(r)
+                layers[g] = (float(r.eigenvalues[0]), float(r.error_bounds[0]), bool(r.converged))
                 hvps += r.num_matvecs
         o = cfg.optim
         thr = optimizer_threshold(o.name, lr_at(o, s), momentum=o.momentum, dampening=o.dampening,
                                   nesterov=o.nesterov, betas=o.betas)
-        bound = float((res.error_bounds / res.eigenvalues.abs().clamp_min(1e-30)).max())
-        sc = StepCurvature(step=s, eigenvalues=tuple(float(x) for x in res.eigenvalues), error_bound=bound,
-                           threshold=thr, hvps=float(hvps), seconds=time.perf_counter() - t0, layers=layers)
+        sc = StepCurvature(step=s, eigenvalues=tuple(float(x) for x in res.eigenvalues),
+                           error_bounds=tuple(float(x) for x in res.error_bounds), converged=bool(res.converged),
+                           threshold=thr, hvps=float(hvps), seconds=time.perf_counter() - t0,
+                           preconditioned_threshold=o.name in ADAPTIVE, layers=layers)
         out.append(sc)
         if on_step is not None:
             on_step(sc)
-        say(f"step {s}: sharpness {sc.sharpness:.4g} (threshold {thr:.4g}, {sc.sharpness / thr:.2f}x), "
-            f"{hvps:.1f} HVPs, {sc.seconds:.1f} s")
+        say(f"step {s}: {sc.describe()}, {hvps:.1f} HVPs, {sc.seconds:.1f} s")
     return out

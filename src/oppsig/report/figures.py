@@ -31,6 +31,20 @@ def _metric(run, key: str) -> tuple[np.ndarray, np.ndarray]:
     return s[ok], v[ok]
 
 
+def _unconverged(run, keys) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of the eigenvalues under ``keys`` whose solve did not converge (``converged/<key>`` = 0)."""
+    m = run.metrics
+    ss, vv = [], []
+    for k in keys:
+        if k not in m or f"converged/{k}" not in m or "step" not in m:
+            continue
+        c, v = np.asarray(m[f"converged/{k}"], dtype=float), np.asarray(m[k], dtype=float)
+        bad = (c == 0) & np.isfinite(v)
+        ss.append(np.asarray(m["step"])[bad])
+        vv.append(v[bad])
+    return (np.concatenate(ss), np.concatenate(vv)) if ss else (np.zeros(0, np.int64), np.zeros(0))
+
+
 def _spike_steps(signals) -> list[int]:
     if signals is None:
         return []
@@ -84,7 +98,12 @@ def plot_sharpness(run, title: str | None = None) -> Figure:
         ax.plot(s, v, "s-", ms=3, lw=1, color="#ff7f0e", label="preconditioned")
     s, v = _metric(run, "threshold")
     if len(s):
-        ax.plot(s, v, color=UP, lw=1.2, ls="--", label="stability threshold")
+        label = "stability threshold" + (" (of the preconditioned sharpness)" if len(_metric(run, "precond_sharpness")[0])
+                                         else "")
+        ax.plot(s, v, color=UP, lw=1.2, ls="--", label=label)
+    bad = _unconverged(run, ["sharpness", "precond_sharpness", *keys[1:]])
+    if len(bad[0]):
+        ax.plot(*bad, "x", color="red", ms=7, mew=1.5, label="not converged (not certified)")
     if not drawn:
         ax.text(0.5, 0.5, "sharpness not recorded (set curvature.every)", ha="center", va="center",
                 transform=ax.transAxes)

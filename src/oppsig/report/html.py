@@ -156,11 +156,19 @@ def _pair_section(k: int, pair, run, sig, data) -> str:
     ver = next((v for v in getattr(sig, "verifications", ()) if {v.a, v.b} == {pair.a, pair.b}), None)
     facts = [f"anti-phase correlation of loss changes: <b>{esc(_fmt(pair.corr, 3))}</b> "
              f"(random examples split the same way: {esc(_fmt(pair.null_corr, 3))})"]
-    if ver is not None:
+    if ver is not None and not math.isfinite(ver.grad_cosine):
+        facts.append(f"<b>not verified</b>: {esc(ver.error)}")
+    elif ver is not None:
         facts.append(f"gradient cosine at step {esc(ver.step)}: <b>{esc(_fmt(ver.grad_cosine, 3))}</b>")
         if ver.eig_cosine_a is not None:
             facts.append(f"|cosine| with the top Hessian eigenvector: {esc(_fmt(ver.eig_cosine_a, 2))} / "
                          f"{esc(_fmt(ver.eig_cosine_b, 2))}")
+        if ver.sharpness is not None:
+            flag = "" if ver.eig_converged else " <b>(not converged: not certified)</b>"
+            facts.append(f"sharpness there {esc(_fmt(ver.sharpness, 4))} &plusmn; {esc(_fmt(ver.sharpness_error, 2))}"
+                         + flag)
+        if ver.error:
+            facts.append(esc(ver.error))
     facts.append(f"p-value against the null: {esc(_fmt(pair.p_value, 2))}")
     facts.append(f"share of the spikes' loss change per example: {esc(_fmt(pair.spike_share, 3))}x its size")
     if pair.spike_rise_share:
@@ -233,6 +241,11 @@ def run_section(run, sig, title: str) -> str:
         "loss": getattr(getattr(cfg, "train", None), "loss", ""),
         "wall time": f"{meta.get('wall_time', float('nan')):.0f} s" if "wall_time" in meta else "",
         "final train loss / accuracy": f"{_fmt(summ['final loss'])} / {_fmt(summ['final accuracy'], 3)}",
+        "max sharpness / threshold": (f"{_fmt(summ['max sharpness / threshold'], 3)} ({summ['sharpness measure']} "
+                                      "sharpness; time at EoS " + _fmt(summ['time at EoS'], 2) + ")")
+        if math.isfinite(summ["max sharpness / threshold"]) else "",
+        "sharpness not converged": (f"{summ['unconverged sharpness']} measurements (their values are not certified; "
+                                    "marked in the figure)") if summ["unconverged sharpness"] else "",
         "test accuracy": _fmt(summ["test accuracy"], 3),
         "device / torch": f"{meta.get('device', '')} / {meta.get('torch', '')}",
         "oppsig / revision": f"{meta.get('oppsig_version', '')} / {meta.get('code_revision', '')}",
@@ -278,14 +291,18 @@ def run_section(run, sig, title: str) -> str:
 def comparison_section(runs: Sequence, sigs: Sequence, names: Sequence[str]) -> str:
     parts = ["<h2>Comparison</h2>"]
     cols = ["run", "steps", "final loss", "final accuracy", "test accuracy", "spikes", "pairs", "group oscillation",
-            "max sharpness / threshold", "time at EoS"]
+            "max sharpness (raw)", "max preconditioned sharpness", "sharpness measure", "max sharpness / threshold",
+            "time at EoS", "unconverged sharpness"]
     rows = []
     for run, sig, name in zip(runs, sigs, names):
         d = {"run": name, **run_summary(run), **signals_summary(sig)}
         rows.append("<tr>" + "".join(f"<td>{esc(_fmt(d.get(c, '–'), 3))}</td>" for c in cols) + "</tr>")
     parts.append("<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in cols) + "</tr>" + "".join(rows) + "</table>")
     parts.append("<p class='small'>time at EoS: fraction of sharpness measurements at or above 90% of the optimiser's "
-                 "stability threshold.</p>")
+                 "stability threshold. The ratio and the time at EoS compare the sharpness the threshold is for "
+                 "(sharpness measure): the raw top Hessian eigenvalue for GD/SGD, the preconditioned one "
+                 "(P^-1/2 H P^-1/2) against Adam's preconditioned threshold for Adam/AdamW. unconverged sharpness: "
+                 "measurements whose eigensolve ran out of iterations (not certified).</p>")
     parts.append(fig_to_img(figures.plot_comparison(runs, names, "loss"), "loss of every run"))
     if any("sharpness" in r.metrics for r in runs):
         parts.append(fig_to_img(figures.plot_comparison(runs, names, "sharpness", log=False), "sharpness of every run"))

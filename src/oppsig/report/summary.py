@@ -6,8 +6,8 @@ Example:
     ...                "threshold": [20.0, 20.0]}
     ...     meta = {}
     >>> s = run_summary(Run())
-    >>> s["final loss"], s["max sharpness / threshold"], s["time at EoS"]
-    (0.5, 1.25, 0.5)
+    >>> s["final loss"], s["max sharpness / threshold"], s["time at EoS"], s["sharpness measure"]
+    (0.5, 1.25, 0.5, 'raw')
 """
 
 from __future__ import annotations
@@ -41,12 +41,20 @@ def _ratio(m: dict, key: str) -> np.ndarray:
     return a[ok] / t[ok]
 
 
+ADAPTIVE = ("adam", "adamw")  # their stability threshold applies to the preconditioned sharpness
+
+
 def run_summary(run) -> dict[str, Any]:
     """Figures of one run from its metrics: final loss/accuracy, sharpness against the threshold.
 
-    ``max sharpness / threshold`` and ``median sharpness / threshold`` use the raw top eigenvalue;
-    ``median precond / threshold`` the preconditioned one (Adam); ``time at EoS`` is the fraction of
-    sharpness measurements at or above 90% of the optimiser's stability threshold.
+    ``max sharpness / threshold``, ``median sharpness / threshold`` and ``time at
+    EoS`` (the fraction of measurements at or above 90% of the optimiser's
+    stability threshold) compare the sharpness that the threshold is for: the raw
+    top eigenvalue for GD/SGD (``sharpness measure`` = ``raw``), the
+    preconditioned one for Adam/AdamW (``preconditioned``; NaN when the run did
+    not track it, ``curvature.preconditioned``). ``max sharpness (raw)`` and
+    ``max preconditioned sharpness`` are both given; ``unconverged sharpness``
+    counts the measurements whose solve did not meet its tolerance.
     """
     m = run.metrics
     out: dict[str, Any] = {}
@@ -61,7 +69,16 @@ def run_summary(run) -> dict[str, Any]:
     out["test accuracy"] = float(final.get("test_accuracy", ta[-1] if len(ta) else float("nan")))
     s = np.asarray(m.get("sharpness", []), dtype=float)
     out["mean sharpness"] = float(np.nanmean(s)) if np.isfinite(s).any() else float("nan")
-    r = _ratio(m, "sharpness")
+    out["max sharpness (raw)"] = float(np.nanmax(s)) if np.isfinite(s).any() else float("nan")
+    ps = np.asarray(m.get("precond_sharpness", []), dtype=float)
+    out["max preconditioned sharpness"] = float(np.nanmax(ps)) if np.isfinite(ps).any() else float("nan")
+    optim = getattr(getattr(getattr(run, "config", None), "optim", None), "name", None)
+    key = "precond_sharpness" if optim in ADAPTIVE else "sharpness"
+    out["sharpness measure"] = "preconditioned" if optim in ADAPTIVE else "raw"
+    conv = [np.asarray(m[f"converged/{k}"], dtype=float) for k in ("sharpness", "precond_sharpness")
+            if f"converged/{k}" in m]
+    out["unconverged sharpness"] = int(sum(int((c == 0).sum()) for c in conv))
+    r = _ratio(m, key)
     out["max sharpness / threshold"] = float(r.max()) if len(r) else float("nan")
     out["median sharpness / threshold"] = float(np.median(r)) if len(r) else float("nan")
     out["time at EoS"] = float(np.mean(r >= 0.9)) if len(r) else float("nan")

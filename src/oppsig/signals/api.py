@@ -10,6 +10,8 @@ Stages, each testable and replaceable alone:
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -348,7 +350,28 @@ def find_signals_in_run(run: Any, dataset: Any = None, config: SignalsConfig = S
         sharpness = np.array([by_step.get(int(st), np.nan) for st in steps])
         if not np.isfinite(sharpness).any():
             sharpness = None
-    return find_signals(run.losses, steps, dataset, sharpness=sharpness, config=config)
+    res = find_signals(run.losses, steps, dataset, sharpness=sharpness, config=config)
+    return _with_sharpness_bounds(res, metrics)
+
+
+def _with_sharpness_bounds(res: SignalsResult, metrics: dict) -> SignalsResult:
+    """Spikes' sharpness with the bound and converged flag the run recorded for that measurement (when it did)."""
+    if not any(s.sharpness_step is not None for s in res.spikes) or "step" not in metrics:
+        return res
+    at = {int(st): i for i, st in enumerate(metrics["step"])}
+
+    def get(key, step):
+        v = metrics.get(key)
+        return None if v is None or step not in at or not np.isfinite(v[at[step]]) else float(v[at[step]])
+
+    spikes = []
+    for s in res.spikes:
+        if s.sharpness_step is not None:
+            conv = get("converged/sharpness", s.sharpness_step)
+            s = dataclasses.replace(s, sharpness_error=get("err/sharpness", s.sharpness_step),
+                                    sharpness_converged=None if conv is None else conv == 1.0)
+        spikes.append(s)
+    return dataclasses.replace(res, spikes=tuple(spikes))
 
 
 def _split_columns(series: np.ndarray, rows: list[np.ndarray]) -> list[np.ndarray]:
@@ -395,6 +418,23 @@ def _with_spikes(p: Pair, series: list[np.ndarray], det: Detection, config: Sign
     best = [det.spikes[i] for i in np.argsort(-np.asarray(shares), kind="stable")[:top]]
     rise = rise_shares(ser, det.total, best, det.lm.shape[1])
     return Pair(**{**p.__dict__, "spikes": tuple(s.row for s in best), "spike_rise_share": tuple(rise)})
+
+
+def verification_text(v) -> str:
+    """One line for a :class:`~oppsig.signals.result.Verification`: the cosines, the sharpness with its bound
+    (marked when not converged), or why the check failed."""
+    if not np.isfinite(v.grad_cosine):
+        return f"groups {v.a} and {v.b} not verified: {v.error}"
+    e = ""
+    if v.eig_cosine_a is not None and v.eig_cosine_b is not None:
+        e = f", |cos| with the top Hessian eigenvector {v.eig_cosine_a:.2f} / {v.eig_cosine_b:.2f}"
+    if v.sharpness is not None:
+        mark = "" if v.eig_converged else " (not converged: not certified)"
+        e += f" (sharpness {v.sharpness:.4g} +- {v.sharpness_error:.2g}{mark})"
+    if v.error:
+        e += f"; {v.error}"
+    at = f" at step {v.step}" if v.step is not None else ""
+    return f"gradients of groups {v.a} and {v.b}{at}: cosine {v.grad_cosine:+.2f}{e}"
 
 
 def summary_text(result: SignalsResult, max_groups: int = 6) -> str:
@@ -445,11 +485,7 @@ def summary_text(result: SignalsResult, max_groups: int = 6) -> str:
                 lines.append(f"  share of the total-loss rise: {sh}")
         v = verified.get((p.a, p.b)) or verified.get((p.b, p.a))
         if v is not None:
-            e = ""
-            if v.eig_cosine_a is not None and v.eig_cosine_b is not None:
-                e = f", |cos| with the top Hessian eigenvector {v.eig_cosine_a:.2f} / {v.eig_cosine_b:.2f}"
-            at = f" at step {v.step}" if v.step is not None else ""
-            lines.append(f"  gradients of the two groups{at}: cosine {v.grad_cosine:+.2f}{e}")
+            lines.append("  " + verification_text(v))
     shown = {p.a for p in result.pairs} | {p.b for p in result.pairs}
     others = [g for g in result.groups if g.id not in shown][: max(0, max_groups - len(shown))]
     for g in others:

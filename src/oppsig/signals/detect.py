@@ -172,7 +172,9 @@ def detect_spikes(
         total_loss: (R,) total (mean) training loss per recorded step, positive.
         steps: (R,) training step of each row (default ``arange(R)``).
         config: thresholds (see :class:`SignalsConfig`).
-        sharpness: optional (R,) sharpness per row (NaN where not measured).
+        sharpness: optional (R,) sharpness per row (NaN where not measured); a
+            spike gets the measurement nearest its peak when it lies within
+            ``config.spike_context`` rows, else none.
 
     Returns:
         The spikes, by row (top-k fields empty; :func:`find_signals` fills them).
@@ -207,12 +209,14 @@ def detect_spikes(
     for p in sorted(peaks):
         lo = max(0, p - config.spike_context)
         onset = lo + int(np.argmin(y[lo : p + 1]))
-        sh = None
+        sh = sh_step = None
         if sharpness is not None:
             s = np.asarray(sharpness, dtype=np.float64)
             ok = np.flatnonzero(np.isfinite(s))
             if len(ok):
-                sh = float(s[ok[np.argmin(np.abs(ok - p))]])
+                near = int(ok[np.argmin(np.abs(ok - p))])
+                if abs(near - p) <= config.spike_context:  # a distant measurement says nothing of this spike
+                    sh, sh_step = float(s[near]), int(steps[near])
         out.append(
             Spike(
                 row=p,
@@ -224,6 +228,7 @@ def detect_spikes(
                 height=float(np.expm1(res[p])),
                 z=float(res[p] / scale),
                 sharpness=sh,
+                sharpness_step=sh_step,
             )
         )
     return out

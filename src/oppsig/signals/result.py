@@ -58,7 +58,12 @@ class Spike:
         trend: the slow trend of the total loss at the peak (rolling median).
         height: relative rise above the trend, ``loss / trend - 1``.
         z: the rise in robust standard deviations of the log-loss residual.
-        sharpness: sharpness recorded nearest to the peak (``None`` if not given).
+        sharpness: sharpness recorded nearest to the peak, only when that
+            measurement lies within ``spike_context`` rows of it (``None`` when
+            not given or farther: a distant value says nothing of the spike).
+        sharpness_step: the training step of that measurement (``None`` with it).
+        sharpness_error, sharpness_converged: that measurement's error bound and
+            converged flag, as the run recorded them (``None`` when it did not).
         top_up: rows of the ``k`` examples whose loss rose most in the step into the peak.
         top_down: rows of the ``k`` examples whose loss fell most in that step.
     """
@@ -74,6 +79,9 @@ class Spike:
     sharpness: float | None = None
     top_up: tuple[int, ...] = ()
     top_down: tuple[int, ...] = ()
+    sharpness_step: int | None = None
+    sharpness_error: float | None = None
+    sharpness_converged: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -213,6 +221,12 @@ class Verification:
         eig_cosine_a, eig_cosine_b: cosine of each gradient with the top Hessian
             eigenvector (``None`` when no eigenvector was given).
         step: training step of the parameters used (``None`` if unknown).
+        sharpness: the top Hessian eigenvalue there (``None`` when not measured).
+        sharpness_error: its error bound (absolute).
+        eig_converged: whether that eigensolve met its tolerance (``False``: the
+            eigenvalue and the eigenvector cosines are not certified).
+        error: why the check failed or is incomplete (``None`` when it ran in full);
+            a failed check has NaN cosines.
     """
 
     a: int
@@ -223,6 +237,16 @@ class Verification:
     eig_cosine_a: float | None = None
     eig_cosine_b: float | None = None
     step: int | None = None
+    sharpness: float | None = None
+    sharpness_error: float | None = None
+    eig_converged: bool | None = None
+    error: str | None = None
+
+    @classmethod
+    def failed(cls, a: int, b: int, cause: str, step: int | None = None) -> "Verification":
+        """A check that could not run, recorded with its cause (NaN cosines)."""
+        nan = float("nan")
+        return cls(a=int(a), b=int(b), grad_cosine=nan, grad_norm_a=nan, grad_norm_b=nan, step=step, error=cause)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import numpy as np
 import yaml
 import zarr
 
-from ..errors import OppsigWarning, StoreError
+from ..errors import ConfigError, OppsigWarning, StoreError
 from .format import (CHECKPOINTS, CONFIG, FORMAT_VERSION, META, METRICS, PROGRESS, STORE, ZARR_FORMAT,
                      check_zarr_format, read_json)
 from .integrity import Gap, find_gaps
@@ -28,6 +28,11 @@ def _check_steps(steps: np.ndarray, path: Path) -> None:
     if len(down):
         raise StoreError(f"{path / STORE}/steps is not increasing at row {down[0] + 1} (step {steps[down[0]]} then "
                          f"{steps[down[0] + 1]}); the store is damaged: restore it or re-create the run")
+
+
+def _is_oppsig_config(d: Any) -> bool:
+    """Whether a config dict was written by ``oppsig train`` (it has the train/data/model sections)."""
+    return isinstance(d, dict) and all(isinstance(d.get(k), dict) for k in ("data", "model", "train"))
 
 
 class RowBounded:
@@ -285,16 +290,16 @@ class Run:
             raise StoreError(f"{p} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''}); "
                              "restore it from a backup (the config is also stored in checkpoints/last.pt)") from None
         from ..config import from_dict
-        from ..errors import ConfigError
 
-        if self.attrs.get("writer") == "Recorder":
-            return d  # a free-form config from a user's own loop
+        if self.attrs.get("writer") == "Recorder" or (isinstance(d, dict) and not _is_oppsig_config(d)):
+            return d  # a free-form config from a user's own loop (Recorder(config=...)): a dict
         if not isinstance(d, dict):
             raise StoreError(f"{p} is damaged (holds a {type(d).__name__}, not a config); restore it from a backup")
-        try:
+        try:  # an oppsig config that does not load is an error, not a dict that later code misreads
             return from_dict(d)
         except ConfigError as e:
-            raise StoreError(f"{p} is not a valid config of this oppsig ({e}); restore it from a backup") from None
+            raise ConfigError(f"{p} does not load: {e} (written by another oppsig version? "
+                              "fix the key in the file, or read it with yaml.safe_load)") from None
 
     @property
     def metrics(self) -> dict[str, np.ndarray]:

@@ -49,6 +49,10 @@ class Recorder:
         config: any YAML-able dict describing the run (saved beside the record).
         overwrite: replace an existing run in ``run_dir``.
         dtype: ``"float32"`` or ``"float16"``.
+        live: an object with ``bind(run_dir, index)``, ``observe(step, ids, losses)`` and
+            ``flush()``, e.g. :class:`oppsig.LiveAttribution`: each logged batch goes through
+            it, and a loss spike prints one line and appends an event to ``events.jsonl``
+            within the same ``log`` call.
 
     Several ``log`` calls may fill parts of one step (one per mini-batch); a
     step's row is complete when a later step is logged or on :meth:`close`.
@@ -77,6 +81,7 @@ class Recorder:
         overwrite: bool = False,
         dtype: str = "float32",
         chunk_steps: int = 32,
+        live=None,
     ) -> None:
         if index is None:
             if num_examples is None or num_examples <= 0:
@@ -102,9 +107,15 @@ class Recorder:
         self._row = np.full(self._w.n, np.nan, dtype=self._w.dtype)
         self._row_correct = np.zeros(self._w.n, dtype=bool)
         self._step: int | None = None
+        self.live = live
+        if live is not None:
+            live.bind(self.run_dir, _numpy(index))
 
-    def log(self, step: int, indices, losses, correct=None) -> None:
-        """Log per-example ``losses`` (B,) of the examples with ids ``indices`` (B,) at ``step``."""
+    def log(self, step: int, indices, losses, correct=None):
+        """Log per-example ``losses`` (B,) of the examples with ids ``indices`` (B,) at ``step``.
+
+        Returns the live spike event of this step, if ``live`` is set and the step spikes, else None.
+        """
         step = int(step)
         if step % self.every:
             return
@@ -117,9 +128,17 @@ class Recorder:
         self._row[cols] = _numpy(losses).reshape(-1)
         if correct is not None:
             self._row_correct[cols] = _numpy(correct).reshape(-1)
+        if self.live is not None:
+            return self.live.observe(step, _numpy(indices).reshape(-1), _numpy(losses).reshape(-1))
+        return None
 
     def log_metrics(self, step: int, **scalars: float) -> None:
-        """Log scalars of ``step`` (loss, accuracy, lr, ...) into ``metrics.jsonl``."""
+        """Log scalars of ``step`` (loss, accuracy, lr, ...) into ``metrics.jsonl``.
+
+        ``sharpness`` and ``threshold`` also go to ``live`` (shown in its spike messages).
+        """
+        if "sharpness" in scalars and hasattr(self.live, "set_sharpness"):
+            self.live.set_sharpness(scalars["sharpness"], scalars.get("threshold"))
         self._metrics.write({"step": int(step), **{k: float(v) for k, v in scalars.items()}})
 
     def _close_row(self) -> None:
@@ -139,6 +158,8 @@ class Recorder:
                 self._close_row()
             self._w.flush()
             self._metrics.close()
+            if self.live is not None:
+                self.live.flush()
         finally:
             self._lock.release()
 

@@ -29,7 +29,7 @@ RUN_MANIFEST: dict[str, str] = {
     STORE: "dir", CHECKPOINTS: "dir",
     # written later by detect, report and export
     "signals.json": "file", "signals": "dir", "report.html": "file", "tb": "dir",
-    "examples.csv": "file", "examples.parquet": "file",
+    "examples.csv": "file", "examples.parquet": "file", "events.jsonl": "file",  # events: live attribution
 }
 _TMP = re.compile(r"^\..+\.tmp$")  # an atomic write cut short (see format.atomic_write)
 

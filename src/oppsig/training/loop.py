@@ -419,7 +419,7 @@ class Trainer:
         self._shard()
         state = TrainState(step=start, model=self.model, optimizer=self.optimizer, config=cfg,
                            train_data=self.train_set, loss_fn=self.loss_fn, device=self.device, run_dir=self.run_dir,
-                           extras={"dist": self.dist})
+                           extras={"dist": self.dist, "example_weights": W})
         hook_api.call(self.hooks, "on_train_start", state)
         self._t0 = time.perf_counter()
         stopped, metrics, step = "max_steps", {}, start
@@ -601,8 +601,11 @@ class Trainer:
             bar.update(1)
             return
         post = {"loss": f"{m['loss']:.4f}", "acc": f"{m['accuracy']:.3f}"}
-        if "sharpness" in m and "threshold" in m:
-            post["sharp"] = f"{m['sharpness']:.1f}/{m['threshold']:.1f}"
+        key = "precond_sharpness" if "precond_sharpness" in m else "sharpness"  # the one the threshold is for
+        if key in m and "threshold" in m:
+            unconverged = m.get(f"converged/{key}") == 0.0
+            post["precond" if key != "sharpness" else "sharp"] = (f"{m[key]:.1f}/{m['threshold']:.1f}"
+                                                                 + (" (not converged)" if unconverged else ""))
         if not getattr(bar, "warmed_up", False):
             # the first step of a process carries the warm-up (data on the device, the first sharpness
             # measurement with its presample): counted without a rate sample, and the clock restarts after it,
