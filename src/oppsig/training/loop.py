@@ -419,7 +419,7 @@ class Trainer:
         self._shard()
         state = TrainState(step=start, model=self.model, optimizer=self.optimizer, config=cfg,
                            train_data=self.train_set, loss_fn=self.loss_fn, device=self.device, run_dir=self.run_dir,
-                           extras={"dist": self.dist, "example_weights": W})
+                           extras={"dist": self.dist, "example_weights": self._full[2]})
         hook_api.call(self.hooks, "on_train_start", state)
         self._t0 = time.perf_counter()
         stopped, metrics, step = "max_steps", {}, start
