@@ -291,9 +291,9 @@ class Run:
                              "restore it from a backup (the config is also stored in checkpoints/last.pt)") from None
         from ..config import from_dict
 
-        if self.attrs.get("writer") == "Recorder" or (isinstance(d, dict) and not _is_oppsig_config(d)):
-            return d  # a free-form config from a user's own loop (Recorder(config=...)): a dict
-        if not isinstance(d, dict):
+        if not _is_oppsig_config(d):
+            if isinstance(d, dict) or self.attrs.get("writer") == "Recorder":
+                return d  # a free-form config from a user's own loop (Recorder(config=...))
             raise StoreError(f"{p} is damaged (holds a {type(d).__name__}, not a config); restore it from a backup")
         try:  # an oppsig config that does not load is an error, not a dict that later code misreads
             return from_dict(d)
