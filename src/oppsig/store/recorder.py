@@ -75,6 +75,10 @@ class Recorder:
         config: any YAML-able dict describing the run (saved beside the record).
         overwrite: replace an existing run in ``run_dir``.
         dtype: ``"float32"`` or ``"float16"``.
+        sparse: keep each logged loss as one ``(step, example, loss)`` entry of the
+            sparse record (``run.batches``) instead of a dense row of N values:
+            for logging each mini-batch's own losses, where a dense row would be
+            mostly NaN. ``every`` still selects the steps.
 
     Several ``log`` calls may fill parts of one step (one per mini-batch); a
     step's row is complete when a later step is logged or on :meth:`close`.
@@ -99,6 +103,7 @@ class Recorder:
         overwrite: bool = False,
         dtype: str = "float32",
         chunk_steps: int = 32,
+        sparse: bool = False,
     ) -> None:
         if index is None:
             if num_examples is None or num_examples <= 0:
@@ -116,6 +121,11 @@ class Recorder:
         self._w = StoreWriter(self.run_dir, _numpy(index), dtype=dtype, chunk_steps=chunk_steps,
                               attrs={"config": config, "writer": "Recorder"})
         self._metrics = MetricsWriter(self.run_dir)
+        self._batches = None
+        if sparse:
+            from .batches import BatchWriter
+
+            self._batches = BatchWriter(self.run_dir, _numpy(index), dtype=dtype)
         self._row = np.full(self._w.n, np.nan, dtype=self._w.dtype)
         self._row_correct = np.zeros(self._w.n, dtype=bool)
         self._step: int | None = None
@@ -124,6 +134,11 @@ class Recorder:
         """Log per-example ``losses`` (B,) of the examples with ids ``indices`` (B,) at ``step``."""
         step = int(step)
         if step % self.every:
+            return
+        if self._batches is not None:
+            ids = _numpy(indices).astype(np.int64).reshape(-1)
+            self._batches.append(step, self._batches.columns(ids), _numpy(losses).reshape(-1),
+                                 None if correct is None else _numpy(correct).reshape(-1))
             return
         if self._step is not None and step != self._step:
             if step < self._step:
@@ -148,12 +163,16 @@ class Recorder:
     def flush(self) -> None:
         """Write every complete step to disk."""
         self._w.flush()
+        if self._batches is not None:
+            self._batches.flush()
 
     def close(self) -> None:
         """Complete the current step and write everything."""
         if self._step is not None:
             self._close_row()
         self._w.flush()
+        if self._batches is not None:
+            self._batches.flush()
         self._metrics.close()
 
     def __enter__(self) -> "Recorder":
