@@ -116,3 +116,35 @@ def test_batch_mode_refused_under_full_batch(tiny_cfg):
         train(tiny_cfg("record.mode=batch", steps=2), progress=False)
     with pytest.raises(ConfigError, match="record.mode"):
         tiny_cfg("record.mode=sparse")
+
+
+def test_batch_summary_matches_a_dense_reference(tmp_path):
+    from oppsig.store.export import batch_summary_table, write_summary
+
+    n, bs = 23, 5
+    StoreWriter(tmp_path, np.arange(n)).close()
+    w = BatchWriter(tmp_path, np.arange(n), chunk=7)
+    order, per = _epochs(n, bs, 6)
+    rng = np.random.default_rng(1)
+    obs = {j: [] for j in range(n)}
+    for s, rows in order:
+        loss = rng.random(len(rows)).astype(np.float32)
+        corr = rng.random(len(rows)) > 0.4
+        w.append(s, rows, loss, corr)
+        for j, l, c in zip(rows, loss, corr):
+            obs[int(j)].append((float(l), bool(c)))
+    w.close()
+    rec = open_run(tmp_path).batches
+    for block in (4, 1 << 20):  # an example's observations split across blocks, or all in one
+        t = batch_summary_table(rec, block=block)
+        for j in range(n):
+            l = np.array([o[0] for o in obs[j]])
+            c = np.array([o[1] for o in obs[j]])
+            assert np.isclose(t["mean_loss"][j], l.mean()) and np.isclose(t["loss_std"][j], l.std())
+            assert np.isclose(t["mean_abs_change"][j], np.abs(np.diff(l)).mean())
+            assert np.isclose(t["final_loss"][j], l[-1]) and np.isclose(t["accuracy"][j], c.mean())
+            assert t["forgetting"][j] == int((c[:-1] & ~c[1:]).sum())
+    out = write_summary(open_run(tmp_path))  # auto: no dense row, so the batch record
+    assert out.read_text().count("\n") == n + 1
+    with pytest.raises(StoreError, match="no recorded step"):
+        write_summary(open_run(tmp_path), tmp_path / "d.csv", source="dense")

@@ -9,6 +9,11 @@ def add_parser(sub) -> None:
     p.add_argument("--k", type=int, help="examples per step among the largest loss increases/decreases (default 20)")
     p.add_argument("--verify", type=int, default=3, help="check this many pairs on the model (0: none)")
     p.add_argument("--no-grids", action="store_true", help="do not write image grids")
+    p.add_argument("--source", choices=("auto", "dense", "batch"), default="auto",
+                   help="the record to read: dense (every example at recorded steps), batch (each example's loss in "
+                        "its own mini-batch, one row per epoch), auto (dense when it has 8+ rows, else batch)")
+    p.add_argument("--max-memory-mb", type=float,
+                   help="hold the loss matrix in memory up to this size, else stream it in row blocks (default 2048)")
     p.set_defaults(func=run)
 
 
@@ -16,8 +21,10 @@ def run(args) -> int:
     from ..signals import SignalsConfig, summary_text
     from ..experiments.detect import detect_run
 
-    cfg = SignalsConfig() if args.k is None else SignalsConfig(k=args.k)
-    res = detect_run(args.run, cfg, verify=args.verify, grids=not args.no_grids, log=lambda m: print(f"  {m}"))
+    over = {k: v for k, v in (("k", args.k), ("max_memory_mb", args.max_memory_mb)) if v is not None}
+    cfg = SignalsConfig(**over)
+    res = detect_run(args.run, cfg, verify=args.verify, grids=not args.no_grids, log=lambda m: print(f"  {m}"),
+                     source=args.source)
     print(summary_text(res))
     print(f"saved: {args.run}/signals.json")
     return 0

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import StoreError
 from ..training.replay import model_at
-from ..signals.api import find_signals_in_run
+from ..signals.api import find_signals_in_run, record_source
 from ..signals.config import SignalsConfig
 from ..report.grids import save_group_grids
 from ..signals.result import SignalsResult, write_signals_json
@@ -27,7 +27,7 @@ from ..signals.verify import verify_pair
 
 
 def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), verify: int = 3, grids: bool = True,
-               log=None) -> SignalsResult:
+               log=None, source: str = "auto") -> SignalsResult:
     """Find, verify and save the opposing signals of a recorded run.
 
     Args:
@@ -36,6 +36,8 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
         verify: check this many of the strongest pairs on the model (0: none).
         grids: write one PNG image grid per group (image data only).
         log: a function taking progress messages (e.g. ``print``), or None.
+        source: which record to read: ``dense``, ``batch`` (the sparse mini-batch record,
+            one row per epoch) or ``auto`` (see :func:`~oppsig.signals.find_signals_in_run`).
 
     Returns:
         The :class:`SignalsResult`, also written to ``<run_dir>/signals.json``.
@@ -48,12 +50,17 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
     run = open_run(run_dir)
     cfg = run.config
     data = build_datasets(cfg.data, seed=cfg.seed) if hasattr(cfg, "data") else None  # built once, passed down
-    examples = None if data is None else run_dataset(run, data[0])
+    source = record_source(run, source)
+    batch_index = run.batches.index if source == "batch" and run.batches is not None else None
+    examples = None if data is None else run_dataset(run, data[0], index=batch_index)
     if data is not None and examples.meta.get("unit") == "token":
         verify = 0  # gradient checks need whole sequences: not done per token
     t0 = time.perf_counter()
-    say(f"searching {run.rows} steps x {len(run.index)} examples")
-    res = find_signals_in_run(run, examples, config)
+    if source == "batch" and batch_index is not None:
+        say(f"searching the mini-batch record: {run.batches.entries} losses of {len(batch_index)} examples")
+    else:
+        say(f"searching {run.rows} steps x {len(run.index)} examples")
+    res = find_signals_in_run(run, examples, config, source=source)
     say(f"found {len(res.groups)} groups and {len(res.pairs)} significant pairs in {time.perf_counter() - t0:.1f} s")
     if verify and res.pairs and data is not None and run.checkpoint is not None:
         verifications = list(res.verifications)
