@@ -69,7 +69,9 @@ def find_signals(
     Args:
         losses: (R, N) array-like of per-example losses; row ``r`` is recorded
             step ``steps[r]``, column ``i`` is row ``i`` of ``dataset``. May be a
-            lazy array (zarr); it is read in blocks of ``config.block_rows`` rows.
+            lazy array (zarr); it is read in blocks of ``config.block_rows`` rows, held in
+            memory only within ``config.max_memory_mb``. A :class:`~oppsig.signals.detect.LossMatrix`
+            is used as it is (e.g. one with a Dask scheduler).
         steps: (R,) strictly increasing training steps of the rows.
         dataset: :class:`~oppsig.data.ArrayDataset` with N examples (``x``,
             ``y``, ``index``, ``classes``; ``raw`` images for descriptors if present).
@@ -99,7 +101,7 @@ def find_signals(
         raise SignalsError(f"config must be a SignalsConfig, got {type(config).__name__}")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    m = LossMatrix(losses, config.block_rows, config.max_memory_mb)
+    m = losses if isinstance(losses, LossMatrix) else LossMatrix(losses, config.block_rows, config.max_memory_mb)
     r, n = m.shape
     steps, total_loss, sharpness = _check_inputs(m, steps, dataset, total_loss, sharpness)
     scan = scan_losses(m, config.k)
@@ -241,6 +243,7 @@ def find_signals_in_run(
     config: SignalsConfig = SignalsConfig(),
     source: str = "auto",
     steps_per_epoch: int | None = None,
+    scheduler: Any = None,
 ) -> SignalsResult:
     """:func:`find_signals` on a recorded run (``oppsig.open_run(path)``).
 
@@ -260,6 +263,10 @@ def find_signals_in_run(
             ``"auto"``: dense when it has at least 8 rows, else batch.
         steps_per_epoch: the epoch length of the batch record (default: from the
             run's ``train.batch_size``, else read off the record).
+        scheduler: ``None`` (here) or a Dask scheduler / ``distributed.Client`` that
+            computes the passes over the dense record block by block, reading the
+            store in its tasks (:class:`~oppsig.signals.detect.LossMatrix`); the same
+            result as here.
 
     Returns:
         :class:`SignalsResult`; the total loss is the row mean of the recorded
@@ -288,7 +295,10 @@ def find_signals_in_run(
         sharpness = np.array([by_step.get(int(st), np.nan) for st in steps])
         if not np.isfinite(sharpness).any():
             sharpness = None
-    return find_signals(run.losses, steps, dataset, sharpness=sharpness, config=config)
+    losses = run.losses
+    if scheduler is not None:
+        losses = LossMatrix(losses, config.block_rows, config.max_memory_mb, scheduler=scheduler)
+    return find_signals(losses, steps, dataset, sharpness=sharpness, config=config)
 
 
 def record_source(run: Any, source: str = "auto") -> str:

@@ -25,6 +25,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import pdist, squareform
@@ -158,10 +160,7 @@ def template_fit(m, mean: np.ndarray, std: np.ndarray, templates: np.ndarray) ->
     t = np.asarray(templates, dtype=np.float64)
     t = t - t.mean(axis=0)
     t_n = t.shape[0]
-    acc = np.zeros((m.shape[1], t.shape[1]))
-    t32 = t.astype(np.float32)
-    for t0, d in m.diff_blocks():
-        acc += (d.T @ t32[t0 : t0 + len(d)]).astype(np.float64)
+    acc = m.sum_blocks(functools.partial(_dt_block, t32=t.astype(np.float32)))
     cov = acc / t_n  # the template is centred, so the examples' means drop out
     var_t = (t * t).mean(axis=0)
     sd_t = np.sqrt(var_t)
@@ -171,6 +170,12 @@ def template_fit(m, mean: np.ndarray, std: np.ndarray, templates: np.ndarray) ->
     corr[~np.isfinite(corr)] = 0.0
     beta[~np.isfinite(beta)] = 0.0
     return corr, beta
+
+
+def _dt_block(t0: int, blk: np.ndarray, t32: np.ndarray) -> np.ndarray:
+    """``D[t0 : t0 + B]^T t[t0 : t0 + B]`` of one block: (N, G) float64."""
+    d = np.diff(blk, axis=0)
+    return (d.T @ t32[t0 : t0 + len(d)]).astype(np.float64)
 
 
 def refine_groups(
