@@ -14,17 +14,32 @@ def add_parser(sub) -> None:
                         "its own mini-batch, one row per epoch), auto (dense when it has 8+ rows, else batch)")
     p.add_argument("--max-memory-mb", type=float,
                    help="hold the loss matrix in memory up to this size, else stream it in row blocks (default 2048)")
+    p.add_argument("--dask", metavar="SCHEDULER",
+                   help="run the passes over the store on Dask: threads, processes, or a scheduler address "
+                        "(tcp://host:8786); needs pip install 'oppsig[dask]'")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from ..errors import OppsigError
     from ..signals import SignalsConfig, summary_text
     from ..experiments.detect import detect_run
 
     over = {k: v for k, v in (("k", args.k), ("max_memory_mb", args.max_memory_mb)) if v is not None}
     cfg = SignalsConfig(**over)
-    res = detect_run(args.run, cfg, verify=args.verify, grids=not args.no_grids, log=lambda m: print(f"  {m}"),
-                     source=args.source)
+    scheduler, client = args.dask, None
+    if scheduler is not None and scheduler not in ("threads", "processes", "synchronous"):
+        try:
+            from distributed import Client
+        except ImportError:
+            raise OppsigError("--dask with a scheduler address needs distributed: pip install 'oppsig[dask]'") from None
+        scheduler = client = Client(args.dask)
+    try:
+        res = detect_run(args.run, cfg, verify=args.verify, grids=not args.no_grids, log=lambda m: print(f"  {m}"),
+                         source=args.source, scheduler=scheduler)
+    finally:
+        if client is not None:
+            client.close()
     print(summary_text(res))
     print(f"saved: {args.run}/signals.json")
     return 0

@@ -27,7 +27,7 @@ from ..signals.verify import verify_pair
 
 
 def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), verify: int = 3, grids: bool = True,
-               log=None, source: str = "auto") -> SignalsResult:
+               log=None, source: str = "auto", scheduler=None) -> SignalsResult:
     """Find, verify and save the opposing signals of a recorded run.
 
     Args:
@@ -38,6 +38,7 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
         log: a function taking progress messages (e.g. ``print``), or None.
         source: which record to read: ``dense``, ``batch`` (the sparse mini-batch record,
             one row per epoch) or ``auto`` (see :func:`~oppsig.signals.find_signals_in_run`).
+        scheduler: a Dask scheduler or ``distributed.Client`` for the passes over the dense record (None: here).
 
     Returns:
         The :class:`SignalsResult`, also written to ``<run_dir>/signals.json``.
@@ -60,7 +61,7 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
         say(f"searching the mini-batch record: {run.batches.entries} losses of {len(batch_index)} examples")
     else:
         say(f"searching {run.rows} steps x {len(run.index)} examples")
-    res = find_signals_in_run(run, examples, config, source=source)
+    res = find_signals_in_run(run, examples, config, source=source, scheduler=scheduler)
     say(f"found {len(res.groups)} groups and {len(res.pairs)} significant pairs in {time.perf_counter() - t0:.1f} s")
     if verify and res.pairs and data is not None and run.checkpoint is not None:
         verifications = list(res.verifications)

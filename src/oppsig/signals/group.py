@@ -225,10 +225,13 @@ def refine_groups(
         has = np.isfinite(score[np.arange(len(best)), best])
         groups = [np.flatnonzero(has & (best == g)) for g in range(templates.shape[1])]
         if it + 1 < iterations:
-            new = []
-            for g, rows in enumerate(groups):
-                new.append(m.diff_columns(rows).mean(axis=1) if len(rows) else templates[:, g])
-            templates = np.stack(new, axis=1)
+            kept = [g for g, rows in enumerate(groups) if len(rows)]
+            if kept:  # one pass over the matrix for every group's mean
+                series = m.diff_columns(np.concatenate([groups[g] for g in kept]))
+                bounds = np.cumsum([0] + [len(groups[g]) for g in kept])
+                templates = templates.copy()
+                for i, g in enumerate(kept):
+                    templates[:, g] = series[:, bounds[i] : bounds[i + 1]].mean(axis=1)
     return [g for g in groups if len(g) >= min_group_size]
 
 
