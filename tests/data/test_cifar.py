@@ -8,7 +8,6 @@ import torch
 from oppsig.data import cifar10, safe_load_pickle
 from oppsig.data.cifar import load_cifar10_arrays
 from oppsig.errors import DataFormatError, DataNotFoundError, UnsafePickleError
-from tests.conftest import requires_cifar
 
 
 def write_fake_cifar(root, n=40, batches=("data_batch_1", "test_batch"), seed=0):
@@ -103,7 +102,7 @@ def test_env_var_is_used(tmp_path, monkeypatch):
     assert len(cifar10(n=5)) == 5
 
 
-@requires_cifar
+@pytest.mark.shared_data
 def test_real_cifar_first_5k():
     ds = cifar10(n=5000)
     assert ds.x.shape == (5000, 3, 32, 32) and ds.raw.dtype == torch.uint8

@@ -39,3 +39,17 @@ def test_bad_ids_and_missing_file(seqs, tmp_path):
         token_examples(seqs, np.array([10_000 * 8]))
     with pytest.raises(DataNotFoundError, match="text file"):
         char_dataset(tmp_path / "none.txt")
+
+
+@pytest.mark.shared_data("tinyshakespeare")
+def test_tinyshakespeare_is_found_through_oppsig_data(monkeypatch, tmp_path):
+    """The shared copy: 1,115,394 characters over a 65-character vocabulary, found without a path."""
+    import os
+    from pathlib import Path
+
+    p = Path(os.environ["OPPSIG_DATA"]) / "tinyshakespeare" / "input.txt"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # only $OPPSIG_DATA can supply it
+    ds = char_dataset(block_size=64, n=100)
+    text = p.read_text(encoding="utf-8")
+    assert len(ds.classes) == len(set(text)) == 65 and ds.meta["path"] == str(p)
+    assert "".join(ds.classes[i] for i in ds.x[1].tolist()) == text[65 : 65 + 64]  # the second window

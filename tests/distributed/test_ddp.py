@@ -26,6 +26,7 @@ def launch(tmp_path, name, nproc, extra=()):
     return tmp_path / name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [
     # 701 examples: cold solves start from a presample of 70 rows drawn over all ranks' shards
     ("--optim.name=gd", "--train.steps=12", "--train.loss=mse", "--curvature.every=4", "--curvature.top_k=2",

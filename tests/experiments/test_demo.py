@@ -1,8 +1,11 @@
 """The demo end to end on the embedded synthetic default (shortened)."""
 
+import pytest
+
 from oppsig.experiments.demo import run_demo
 
 
+@pytest.mark.slow
 def test_demo_on_synthetic_data(tmp_path, monkeypatch):
     monkeypatch.delenv("OPPSIG_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no CIFAR-10 anywhere

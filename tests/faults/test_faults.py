@@ -111,6 +111,7 @@ def test_corrupted_store_chunk_is_named(tiny_cfg):
         np.asarray(run.losses)
 
 
+@pytest.mark.slow
 def test_second_writer_is_refused(tiny_cfg, tmp_path):
     cfg = tiny_cfg(steps=400)
     script = tmp_path / "w.py"

@@ -58,13 +58,43 @@ def add_fake_signals(run_dir):
     write_signals_json(res, run_dir / "signals.json")
 
 
-def test_figures_are_pure_functions(tiny_run):
+def test_figures_plot_the_run_data(tiny_run):
+    """Each figure draws the run's own numbers: metrics at their steps, the heat map's losses, the images."""
+    import matplotlib.pyplot as plt
+
     from oppsig.store import open_run
 
     run = open_run(tiny_run)
-    for fig in (plot_loss(run), plot_sharpness(run), plot_heatmap(run, [0, 5, 7]),
-                plot_image_grid(np.zeros((4, 3, 32, 32), np.uint8), "t")):
-        assert fig.axes
+    m = run.metrics
+    step = np.asarray(m["step"])
+
+    def finite(key):
+        v = np.asarray(m[key], dtype=float)
+        return step[np.isfinite(v)], v[np.isfinite(v)]
+
+    def xy(line):
+        return np.asarray(line.get_xdata()), np.asarray(line.get_ydata(), dtype=float)
+
+    fig = plot_loss(run)
+    for ax, key in zip(fig.axes[:2], ("loss", "accuracy")):
+        x, y = xy(ax.get_lines()[0])
+        assert np.array_equal(x, finite(key)[0]) and np.allclose(y, finite(key)[1])
+    fig = plot_sharpness(run)
+    lines = {ln.get_label(): xy(ln) for ln in fig.axes[0].get_lines()}
+    x, y = lines["top eigenvalue"]
+    assert np.array_equal(x, [0, 4, 8]) and np.allclose(y, finite("sharpness")[1])  # curvature.every=4
+    assert np.allclose(lines["stability threshold"][1], 2 / run.config.optim.lr)  # GD: 2/lr
+    cols = [0, 5, 7]
+    fig = plot_heatmap(run, [7, 0, 5])  # in the order given, not sorted
+    img = np.asarray(fig.axes[0].images[0].get_array())
+    L = np.asarray(run.losses, dtype=np.float64)
+    assert np.allclose(img, np.log10(np.maximum(L[:, [7, 0, 5]].T, 1e-4)))
+    assert img.shape == (len(cols), run.rows)
+    imgs = np.random.default_rng(0).integers(0, 256, (4, 3, 8, 8), dtype=np.uint8)
+    fig = plot_image_grid(imgs, "t", ncols=3)
+    shown = [np.asarray(ax.images[0].get_array()) for ax in fig.axes if ax.images]
+    assert len(shown) == 4 and all(np.array_equal(s, i.transpose(1, 2, 0)) for s, i in zip(shown, imgs))
+    plt.close("all")
 
 
 def test_report_escapes_names(tiny_run):
@@ -79,6 +109,7 @@ def test_report_escapes_names(tiny_run):
     assert "http://" not in text and "https://" not in text  # nothing to fetch
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
     add_fake_signals(tiny_run)

@@ -181,6 +181,7 @@ def test_reader_while_writer_runs(tmp_path):
     assert open_run(rd).rows == 60
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     steps = 40

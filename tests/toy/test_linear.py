@@ -255,16 +255,45 @@ def test_phase_diagram_small_grid():
 # ----------------------------------------------------------------------------- figures and CLI
 
 
-def test_figures_return_figures():
-    from matplotlib.figure import Figure
+def test_figures_plot_the_trajectories():
+    """Each figure draws the trajectory's own numbers (sharpness, group losses, weights, phases)."""
+    from matplotlib.collections import QuadMesh
+
+    def xy(line):
+        return np.asarray(line.get_xdata(), dtype=float), np.asarray(line.get_ydata(), dtype=float)
 
     data = tl.make_data(n=64)
     tr = tl.train(data, config=tl.TrainConfig(lr=0.1, steps=30))
     ad = tl.train(data, config=tl.TrainConfig(lr=0.01, steps=30, optimizer="adam"))
     pd = tl.phase_diagram([0.0, 4.0], [0.1, 1.0], tl.OpposingDataConfig(n=64), time=5.0)
-    for fig in (figures.trajectory_figure(tr), figures.trajectory_figure(ad), figures.antiphase_figure(tr),
-                figures.comparison_figure({"a": tr, "b": ad}), figures.phase_diagram_figure(pd)):
-        assert isinstance(fig, Figure) and fig.axes
+
+    fig = figures.trajectory_figure(tr)
+    ok = np.isfinite(tr.sharpness)
+    x, y = xy(fig.axes[0].get_lines()[0])
+    assert np.array_equal(x, tr.steps[ok]) and np.allclose(y, tr.sharpness[ok])
+    assert np.allclose(xy(fig.axes[0].get_lines()[2])[1], 2 / 0.1)  # the 2/lr line
+    for line, want in zip(fig.axes[1].get_lines(), (tr.loss_a, tr.loss_b, tr.loss)):
+        assert np.allclose(xy(line)[1], want)
+    assert np.allclose(xy(fig.axes[2].get_lines()[0])[1], tr.u_opposing)
+    fig = figures.trajectory_figure(ad)  # Adam: the preconditioned sharpness on its own axis
+    ok = np.isfinite(ad.precond_sharpness)
+    assert any(np.allclose(xy(ln)[1], ad.precond_sharpness[ok]) for a in fig.axes for ln in a.get_lines()
+               if len(xy(ln)[1]) == ok.sum())
+
+    w = np.arange(5, 15)
+    fig = figures.antiphase_figure(tr, length=10, window=w)
+    a, b = (xy(ln) for ln in fig.axes[0].get_lines()[:2])
+    assert np.array_equal(a[0], tr.steps[5:15])
+    assert np.allclose(a[1], tr.loss_a[5:15] - tr.loss_a[5:15].mean())
+    assert np.allclose(b[1], tr.loss_b[5:15] - tr.loss_b[5:15].mean())
+
+    fig = figures.comparison_figure({"a": tr, "b": ad})
+    gaps = [xy(ln)[1] for ln in fig.axes[1].get_lines()]
+    assert np.allclose(gaps[0], tr.loss_a - tr.loss_b) and np.allclose(gaps[1], ad.loss_a - ad.loss_b)
+
+    fig = figures.phase_diagram_figure(pd)
+    mesh = next(c for c in fig.axes[0].collections if isinstance(c, QuadMesh))
+    assert np.array_equal(np.asarray(mesh.get_array()).reshape(2, 2), pd.observed.T)
 
 
 def _cli(*argv):

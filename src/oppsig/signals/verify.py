@@ -12,15 +12,23 @@ train/eval mode are left as they were. The model is evaluated in whatever mode
 it is in.
 
 Example:
+    A linear model ``f(x) = w . x`` at ``w = 0`` under the loss ``(f(x) - y)^2 / 2`` has the
+    per-example gradient ``-y x``. Group A (two copies of ``x = (1, 0)``, ``y = 1``) pulls
+    along ``(-1, 0)``, group B (``x = (1, 1)``, ``y = -1``) along ``(1, 1)``: their cosine is
+    ``-1/sqrt(2)``; against the direction ``(1, 0)`` the sign-free cosines are 1 and ``1/sqrt(2)``.
+
     >>> import torch
-    >>> from oppsig.data import opposing_signals
-    >>> from oppsig.models import build_model
-    >>> from oppsig.losses import get_loss
-    >>> ds = opposing_signals(n=200, seed=0)
-    >>> model = build_model("mlp", (3, 32, 32), 10, widths=(16,))
-    >>> v = verify_pair(model, ds, get_loss("ce"), (np.flatnonzero(ds.groups == 0), np.flatnonzero(ds.groups == 1)))
-    >>> -1.0 <= v.grad_cosine <= 1.0
-    True
+    >>> from oppsig.data import ArrayDataset
+    >>> model = torch.nn.Linear(2, 1, bias=False)
+    >>> _ = torch.nn.init.zeros_(model.weight)
+    >>> ds = ArrayDataset(x=torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 1.0]]), y=torch.tensor([1.0, 1.0, -1.0]),
+    ...                   index=torch.arange(3), classes=("y",))
+    >>> half_squared = lambda out, y: 0.5 * (out[:, 0] - y) ** 2
+    >>> v = verify_pair(model, ds, half_squared, ([0, 1], [2]), eigvec=torch.tensor([1.0, 0.0]))
+    >>> [round(c, 4) for c in (v.grad_cosine, v.eig_cosine_a, v.eig_cosine_b)], round(-(0.5**0.5), 4)
+    ([-0.7071, 1.0, 0.7071], -0.7071)
+    >>> round(v.grad_norm_a, 4), round(v.grad_norm_b, 4)  # |(-1, 0)|, |(1, 1)|
+    (1.0, 1.4142)
 """
 
 from __future__ import annotations
