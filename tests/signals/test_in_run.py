@@ -66,6 +66,12 @@ def test_batch_record_read_per_epoch_gives_the_same_result(planted, tmp_path):
     assert [(p.a, p.b) for p in got.pairs] == [(p.a, p.b) for p in res.pairs] and len(got.pairs) >= 1
     # the epoch length is read off the record when there is no oppsig config to give it
     assert find_signals_in_run(run, dataset=ds).n_rows == len(losses)
+    # the report draws the run per epoch, as detection read it
+    from oppsig.report.html import write_report
+    from oppsig.signals import write_signals_json
+
+    write_signals_json(got, tmp_path / "sgd" / "signals.json")
+    assert write_report([tmp_path / "sgd"]).stat().st_size > 10_000
     with pytest.raises(SignalsError, match="no mini-batch record"):
         find_signals_in_run(recorded_dense_only(tmp_path, ds), dataset=ds, source="batch")
     with pytest.raises(SignalsError, match="source must be"):

@@ -294,3 +294,32 @@ def open_batches(run_dir: Path, root_group) -> BatchRecord | None:
     if BATCH not in root_group or not (Path(run_dir) / BATCH_PROGRESS).exists():
         return None
     return BatchRecord(root_group[BATCH], run_dir)
+
+
+class EpochRun:
+    """A mini-batch run seen through its sparse record: one row per complete epoch (what detection read).
+
+    ``losses`` (epochs, N) and ``steps`` (each epoch's first step) replace the dense record's, ``index`` is
+    the batch record's; everything else (``metrics``, ``config``, ``path``, ...) is the run's. Figures and
+    the report read a run with ``source: batch`` signals through it.
+
+    Args:
+        run: a :class:`~oppsig.store.Run` with a batch record.
+        steps_per_epoch: the epoch length detection used (``signals.dataset["record"]["steps_per_epoch"]``).
+
+    Raises:
+        StoreError: when the run has no batch record.
+    """
+
+    def __init__(self, run, steps_per_epoch: int) -> None:
+        rec = run.batches
+        if rec is None:
+            raise StoreError(f"{run.path} has no mini-batch record (store.zarr/batch)")
+        self._run = run
+        self.losses, seen = rec.epoch_matrix(int(steps_per_epoch))
+        self.steps = (seen[:, 0] // steps_per_epoch) * steps_per_epoch if len(seen) else np.zeros(0, np.int64)
+        self.index = rec.index
+        self.rows = len(self.losses)
+
+    def __getattr__(self, name: str):
+        return getattr(self._run, name)
