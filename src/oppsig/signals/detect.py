@@ -132,23 +132,32 @@ class LossMatrix:
 
         ``fn`` must be a pure function of its arguments (it may run in another
         thread or process under Dask); ``np.diff`` of the block gives the changes
-        ``D[t0 : t0 + B]``.
+        ``D[t0 : t0 + B]``. Its results should be small (copies, not views of the block).
         """
+        return list(self.iter_blocks(fn))
+
+    def iter_blocks(self, fn, batch: int = 16) -> Iterator:
+        """:meth:`map_blocks` as an iterator: here one block at a time; under Dask ``batch`` blocks per compute,
+        so that only that many partial results are held at once."""
         starts = self.block_starts()
         if self.scheduler is None:
-            return [fn(t0, self._block(t0)) for t0 in starts]
+            for t0 in starts:
+                yield fn(t0, self._block(t0))
+            return
         try:
             import dask
         except ImportError:
             raise SignalsError("a Dask scheduler needs dask: pip install 'oppsig[dask]'") from None
         r, n = self.shape
         src, f = dask.delayed(self._src, pure=True), dask.delayed(fn, pure=True)
-        parts = [dask.delayed(_block_task, pure=True)(f, src, t0, min(r, t0 + self.block_rows + 1), n)
-                 for t0 in starts]
         scheduler = self.scheduler
         if not isinstance(scheduler, str):  # a distributed.Client
             scheduler = getattr(scheduler, "get", scheduler)
-        return list(dask.compute(*parts, scheduler=scheduler))
+        starts = list(starts)
+        for i in range(0, len(starts), batch):
+            parts = [dask.delayed(_block_task, pure=True)(f, src, t0, min(r, t0 + self.block_rows + 1), n)
+                     for t0 in starts[i : i + batch]]
+            yield from dask.compute(*parts, scheduler=scheduler)
 
     def row_blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """``(first_row, L[first_row : first_row + b])`` for consecutive blocks, float32 (read here)."""
@@ -187,10 +196,9 @@ class LossMatrix:
 
     def sum_blocks(self, fn) -> np.ndarray:
         """``sum_b fn(t0_b, L_b)`` over the blocks, in block order, float64 (e.g. ``D^T B`` products)."""
-        parts = self.map_blocks(fn)
-        out = np.zeros_like(np.asarray(parts[0], dtype=np.float64))
-        for p in parts:
-            out += p
+        out = None
+        for p in self.iter_blocks(fn):
+            out = np.array(p, dtype=np.float64) if out is None else out + p
         return out
 
 
@@ -380,8 +388,9 @@ class Scan:
 def _scan_block(t0: int, blk: np.ndarray, k: int) -> dict:
     """:func:`scan_losses`'s partial results for one block of rows ``L[t0 : t0 + b + 1]``."""
     d = np.diff(blk, axis=0)
-    up = np.argpartition(-d, k - 1, axis=1)[:, :k]
-    dn = np.argpartition(d, k - 1, axis=1)[:, :k]
+    # copies, not views: a partial must not keep its block's (b, N) temporaries alive
+    up = np.argpartition(-d, k - 1, axis=1)[:, :k].copy()
+    dn = np.argpartition(d, k - 1, axis=1)[:, :k].copy()
     ad = np.abs(d)
     d64 = d.astype(np.float64)
     return {
@@ -391,7 +400,7 @@ def _scan_block(t0: int, blk: np.ndarray, k: int) -> dict:
         "top_abs": (np.take_along_axis(ad, up, 1).sum(1, dtype=np.float64)
                     + np.take_along_axis(ad, dn, 1).sum(1, dtype=np.float64)),
         "s1": d64.sum(0), "s2": (d64 * d64).sum(0), "lag": (d64[1:] * d64[:-1]).sum(0),
-        "first": d64[0], "last": d64[-1],
+        "first": d64[0].copy(), "last": d64[-1].copy(),
     }
 
 
@@ -421,7 +430,7 @@ def scan_losses(m: LossMatrix, k: int) -> Scan:
     abs_row = np.empty(t_n)
     top_abs = np.empty(t_n)
     prev = None
-    for t0, p in zip(m.block_starts(), m.map_blocks(functools.partial(_scan_block, k=k))):
+    for t0, p in zip(m.block_starts(), m.iter_blocks(functools.partial(_scan_block, k=k))):
         b = len(p["up"])
         total[t0 : t0 + b + 1] = p["total"]
         top_up[t0 : t0 + b] = p["up"]
