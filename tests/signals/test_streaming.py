@@ -47,3 +47,18 @@ def test_columns_and_diff_columns_streamed_equal_in_memory(planted):
     assert m.block_rows == 2  # the smallest block: the budget is below one row
     assert np.array_equal(m.columns(cols), losses[:, cols])
     assert np.array_equal(m.diff_columns(cols), np.diff(losses[:, cols], axis=0))
+
+
+def test_block_partials_do_not_keep_their_block_alive():
+    """A streamed pass holds one block at a time only if no partial result is a view into a block's temporaries."""
+    from oppsig.signals.detect import _scan_block, _z_block, _zt_block
+    from oppsig.signals.group import _dt_block
+
+    blk = np.random.default_rng(0).random((9, 50)).astype(np.float32)
+    mu, inv = np.zeros(50, np.float32), np.ones(50, np.float32)
+    parts = [_scan_block(0, blk, k=3), {"zt": _zt_block(0, blk, mu, inv, np.ones((8, 2))),
+                                         "z": _z_block(0, blk, mu, inv, np.ones((50, 2), np.float32)),
+                                         "dt": _dt_block(0, blk, np.ones((8, 2), np.float32))}]
+    for p in parts:
+        for name, a in p.items():
+            assert a.base is None or a.base.size <= a.size, name  # owns its data (or a view of no more than itself)
