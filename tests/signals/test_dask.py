@@ -51,3 +51,15 @@ def test_local_dask_cluster_gives_the_same_result(recorded_spikes):
             distributed.Client(cl) as client:
         remote = find_signals_in_run(run, ds, cfg, scheduler=client)
     _same(find_signals_in_run(run, ds, cfg), remote)
+
+
+def test_batch_record_on_dask(planted, tmp_path):
+    ds, losses, _ = planted
+    ids = ds.index.numpy()
+    with store.Recorder(tmp_path / "sgd", index=ids, sparse=True) as rec:
+        for e, row in enumerate(losses[:40]):
+            rec.log(2 * e, ids[::2], row[::2])
+            rec.log(2 * e + 1, ids[1::2], row[1::2])
+    run = store.open_run(tmp_path / "sgd")
+    _same(find_signals_in_run(run, ds, steps_per_epoch=2), find_signals_in_run(run, ds, steps_per_epoch=2,
+                                                                                scheduler="synchronous"))

@@ -282,7 +282,7 @@ def find_signals_in_run(
     from ..store import run_dataset
 
     if record_source(run, source) == "batch":
-        return _find_in_batches(run, run.batches, dataset, config, steps_per_epoch)
+        return _find_in_batches(run, run.batches, dataset, config, steps_per_epoch, scheduler)
     try:
         dataset = run_dataset(run, dataset)
     except (DataFormatError, StoreError) as e:
@@ -337,7 +337,7 @@ def epoch_length(run: Any, batches: Any) -> int:
     raise SignalsError(f"cannot tell the epoch length of {run.path}'s mini-batch record; pass steps_per_epoch")
 
 
-def _find_in_batches(run, batches, dataset, config, steps_per_epoch) -> SignalsResult:
+def _find_in_batches(run, batches, dataset, config, steps_per_epoch, scheduler=None) -> SignalsResult:
     from ..errors import DataFormatError, StoreError
     from ..store import run_dataset
 
@@ -352,8 +352,10 @@ def _find_in_batches(run, batches, dataset, config, steps_per_epoch) -> SignalsR
     except (DataFormatError, StoreError) as e:
         raise SignalsError(str(e)) from None
     steps = (S[:, 0] // per) * per if len(S) else np.zeros(0, np.int64)
+    if scheduler is not None and len(L) >= 8:  # the (epochs, N) matrix, its passes on Dask as asked
+        L = LossMatrix(L, config.block_rows, config.max_memory_mb, scheduler=scheduler)
     res = find_signals(L, steps, dataset, config=config)
-    record = {"source": "batch", "steps_per_epoch": int(per), "epochs": int(len(L)),
+    record = {"source": "batch", "steps_per_epoch": int(per), "epochs": int(len(S)),
               "what": "each example's loss from the training forward of its own mini-batch, one row per epoch"}
     return dataclasses.replace(res, dataset={**res.dataset, "record": record})
 
