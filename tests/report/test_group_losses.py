@@ -28,9 +28,10 @@ def test_plotted_data_are_the_groups_mean_losses(run_and_signals):
     L = np.asarray(run.losses, dtype=np.float64)
     fig = plot_group_losses(run, sig)  # the pair's spike at step 6; window [6 - 30, 6 + 10] -> steps 0..16
     top, bottom = fig.axes[:2]
-    (x, total), (spike_x, _) = drawn(top)  # the total loss, and the spike marked
+    (x, total), (spike_x, _), (peak_x, peak_y) = drawn(top)  # the total loss, the spike, the largest loss in view
     assert np.array_equal(x, np.arange(17)) and np.allclose(total, L[:17].mean(1))
     assert set(spike_x.tolist()) == {6}
+    assert peak_x.tolist() == [int(np.argmax(total))] and np.allclose(peak_y, total.max())
     (xa, a), (xb, b) = drawn(bottom)
     assert np.array_equal(xa, x) and np.array_equal(xb, x)
     assert np.allclose(a, L[:17, 0:10].mean(1)) and np.allclose(b, L[:17, 10:20].mean(1))
@@ -50,6 +51,6 @@ def test_window_pair_and_no_pair(run_and_signals):
     assert np.allclose(a, L[4:10, 10:20].mean(1)) and np.allclose(b, L[4:10, :10].mean(1))
     # no pair: the whole run's total loss, no group curve
     fig = plot_group_losses(run, dataclasses.replace(sig, pairs=(), spikes=()))
-    (x, total), = drawn(fig.axes[0])
+    (x, total), _peak = drawn(fig.axes[0])
     assert np.array_equal(x, run.steps) and np.allclose(total, L.mean(1))
     assert drawn(fig.axes[1]) == []

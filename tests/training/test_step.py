@@ -36,3 +36,36 @@ def test_rows_select_a_minibatch():
     l, _, _ = full_batch_backward(m, x, y, get_loss("ce"), 3, rows=rows)
     ref = get_loss("ce")(m(x[rows]), y[rows])
     assert torch.allclose(l, ref.detach())
+
+
+class _FixedLogits(torch.nn.Module):
+    """Sequence model whose logits are x itself (B, T, C) plus a zero bias, so predictions are known."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(c))
+
+    def forward(self, x):
+        return x + self.bias
+
+
+def test_sequence_accuracy_is_the_share_of_tokens_predicted_right():
+    # 4 sequences of 5 tokens over 3 classes; sequence i has exactly i tokens right (a majority rule gives 0 or 1)
+    T, C = 5, 3
+    y = torch.zeros(4, T, dtype=torch.long)
+    x = torch.full((4, T, C), -5.0)
+    for i in range(4):
+        x[i, :i, 0] = 5.0  # argmax 0 = target
+        x[i, i:, 1] = 5.0  # argmax 1 != target
+    _, acc, _ = full_batch_backward(_FixedLogits(C), x, y, get_loss("ce"), physical_batch_size=3)
+    assert acc.dtype == torch.float32
+    assert torch.allclose(acc, torch.tensor([0.0, 0.2, 0.4, 0.6]))
+    assert abs(float(acc.mean()) - 6 / 20) < 1e-7  # token accuracy over all 20 targets
+
+
+def test_classification_accuracy_is_zero_or_one():
+    torch.manual_seed(0)
+    x, y = torch.randn(30, 4), torch.randint(0, 3, (30,))
+    m = build_model("mlp", (4,), 3, widths=(5,))
+    _, acc, _ = full_batch_backward(m, x, y, get_loss("ce"), 7)
+    assert torch.equal(acc, (m(x).argmax(-1) == y).float())

@@ -10,12 +10,13 @@ def add_parser(sub) -> None:
                        description="Branch specs: NAME[:key=value;key=value], e.g. adam:optim.lr=0.001. "
                                    "Extra --section.key=value arguments override the config of every run.")
     p.add_argument("config", nargs="?", help="YAML config of the base run (default: built-in synthetic run)")
-    p.add_argument("--optimizers", default="gd,sgd,adam,splitsgd", help="branches (default gd,sgd,adam,splitsgd)")
+    p.add_argument("--optimizers", default="gd,sgd,adam,splitsgd", help="comma-separated branch specs NAME[:key=value;...] (default gd,sgd,adam,splitsgd)")
     p.add_argument("--branch-at", type=int, required=True, help="step at which the branches start")
     p.add_argument("--steps", type=int, help="total steps of each branch (default: the config's train.steps)")
-    p.add_argument("--no-detect", action="store_true", help="do not run signal detection on the branches")
-    p.add_argument("--overwrite", action="store_true", help="replace existing runs of the same names")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-detect", action="store_true",
+                   help="do not run signal detection on the branches (default: detected)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing runs of the same names (default: refuse)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
     p.set_defaults(func=run, accepts_overrides=True)
 
 

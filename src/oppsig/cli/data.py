@@ -4,9 +4,11 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("data", help="download data sets (needs internet)")
-    p.add_argument("action", choices=["download"])
-    p.add_argument("dataset", choices=["cifar10"])
+    p = sub.add_parser("data", help="download data sets (needs internet)",
+                       description="oppsig data download cifar10: fetch the python version of CIFAR-10, check its "
+                                   "MD5 and unpack it where oppsig looks for it.")
+    p.add_argument("action", choices=["download"], metavar="ACTION", help="what to do: download")
+    p.add_argument("dataset", choices=["cifar10"], metavar="DATASET", help="which data set: cifar10")
     p.add_argument("--dest", help="where to put it (default ~/.cache/oppsig)")
     p.set_defaults(func=run)
 

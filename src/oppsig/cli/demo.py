@@ -4,12 +4,18 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="the whole pipeline in one command (CIFAR-10 if found, else synthetic data)")
-    p.add_argument("--data-dir", help="folder holding cifar-10-batches-py (else $OPPSIG_DATA, else the cache)")
+    p = sub.add_parser(
+        "demo", help="the whole pipeline in one command (CIFAR-10 if found, else synthetic data)",
+        description="Train fc-tanh with full-batch GD at the edge of stability, record every example's loss at every "
+                    "step, track the sharpness, detect the opposing groups, check them on the model and write the "
+                    "HTML report. Uses CIFAR-10 when found (--data-dir, else $OPPSIG_DATA, else ~/.cache/oppsig), "
+                    "otherwise synthetic images with two planted opposing pairs, and says which.")
+    p.add_argument("--data-dir", help="folder holding cifar-10-batches-py; an error if it holds none "
+                                      "(default: $OPPSIG_DATA, else ~/.cache/oppsig, else synthetic data)")
     p.add_argument("--out-dir", default="runs", help="parent folder of the run directory (default runs)")
-    p.add_argument("--steps", type=int, help="training steps (default 800 on CIFAR-10, 600 on synthetic data)")
+    p.add_argument("--steps", type=int, help="training steps, at least 8 (default 800 on CIFAR-10, 600 on synthetic data)")
     p.add_argument("--n", type=int, help="training examples (default 5000)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
     p.set_defaults(func=run)
 
 
@@ -26,4 +32,8 @@ def run(args) -> int:
         print(f"report: {res.report}")
     for n in res.notes:
         print(f"note: {n}")
+    t = res.timings
+    if t:
+        parts = ", ".join(f"{k} {v:.0f} s" for k, v in t.items() if k != "total")
+        print(f"time: {t.get('total', float('nan')):.0f} s ({parts}); CPU time {res.cpu_seconds:.0f} s")
     return 0

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("detect", help="find opposing signals in a recorded run (writes signals.json and image grids)")
+    p = sub.add_parser(
+        "detect", help="find opposing signals in a recorded run (writes signals.json and image grids)",
+        description="Find the loss spikes, the recurring extreme examples, the groups that move together and the "
+                    "pairs of groups in anti-phase that beat a null of random examples; check the strongest pairs "
+                    "on the model (gradient cosine at their spike); write <run>/signals.json and one image grid per "
+                    "group in <run>/signals/.")
     p.add_argument("run", help="run directory")
     p.add_argument("--k", type=int, help="examples per step among the largest loss increases/decreases (default 20)")
-    p.add_argument("--verify", type=int, default=3, help="check this many pairs on the model (0: none)")
-    p.add_argument("--no-grids", action="store_true", help="do not write image grids")
+    p.add_argument("--verify", type=int, default=3, help="check this many pairs on the model, 0: none (default 3)")
+    p.add_argument("--no-grids", action="store_true", help="do not write image grids (default: written)")
     p.add_argument("--source", choices=("auto", "dense", "batch"), default="auto",
                    help="the record to read: dense (every example at recorded steps), batch (each example's loss in "
                         "its own mini-batch, one row per epoch), auto (dense when it has 8+ rows, else batch)")
@@ -42,4 +47,10 @@ def run(args) -> int:
             client.close()
     print(summary_text(res))
     print(f"saved: {args.run}/signals.json")
+    from pathlib import Path
+
+    if not args.no_grids and any(Path(args.run, "signals").glob("group_*.png")):
+        print(f"image grids: {Path(args.run, 'signals')}/group_NN.png (one per group; NN is the group id)")
+    elif not args.no_grids:
+        print("image grids: none (the data are not images)")
     return 0

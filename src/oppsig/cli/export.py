@@ -4,7 +4,10 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="write the per-example summary table of a run (CSV or Parquet)")
+    p = sub.add_parser(
+        "export", help="write the per-example summary table of a run (CSV or Parquet)",
+        description="One row per recorded example: stable id, class, the opposing group it belongs to (when "
+                    "signals.json exists), mean and final loss, loss variability and forgetting events.")
     p.add_argument("run", help="run directory")
     p.add_argument("--out", help="output file, .csv or .parquet (default <run>/examples.csv)")
     p.add_argument("--source", choices=("auto", "dense", "batch"), default="auto",
@@ -13,9 +16,18 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..report.summary import example_columns
     from ..store import open_run
-    from ..store.export import write_summary
+    from ..store.batches import EpochRun
+    from ..store.export import uses_batches, write_summary
 
-    path = write_summary(open_run(args.run), args.out, source=args.source)
+    run = open_run(args.run)
+    view = EpochRun(run) if uses_batches(run, args.source) else run
+    extra, why = example_columns(view)
+    path = write_summary(run, args.out, extra, source=args.source)
     print(f"per-example summary: {path}")
+    if why:
+        print(f"no class column: {why}")
+    if not (run.path / "signals.json").exists():
+        print("group column empty: the run has no signals.json (run oppsig detect RUN first)")
     return 0

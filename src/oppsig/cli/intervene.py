@@ -4,17 +4,25 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("intervene", help="branch a run with its detected groups removed, down-weighted or attenuated")
+    p = sub.add_parser(
+        "intervene", help="branch a run with its detected groups removed, down-weighted or attenuated",
+        description="Branch a detected run from a checkpoint before its first spike three times: untouched, with "
+                    "the groups changed, and with a random control of the same size and class mix; tabulate "
+                    "spikes and sharpness.")
     p.add_argument("run", help="run directory with signals.json and kept checkpoints")
-    p.add_argument("--mode", choices=["remove", "downweight", "attenuate"], default="remove")
+    p.add_argument("--mode", choices=["remove", "downweight", "attenuate"], default="remove",
+                   help="remove the groups' examples, down-weight their loss, or attenuate their shared feature "
+                        "(default remove)")
     p.add_argument("--group", type=int, action="append", help="group id (repeat; default: the top pair's two groups)")
-    p.add_argument("--from-step", type=int, help="branch from the checkpoint at this step")
+    p.add_argument("--from-step", type=int,
+                   help="branch from the checkpoint at this step (default: the last kept one at least 20 steps before the first spike)")
     p.add_argument("--steps", type=int, help="total steps of the branches (default: the run's)")
-    p.add_argument("--weight", type=float, default=0.1, help="downweight: the groups' loss weight")
-    p.add_argument("--attenuation", type=float, default=0.1, help="attenuate: scale of the shared feature")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random control")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--weight", type=float, default=0.1, help="downweight: the groups' loss weight (default 0.1)")
+    p.add_argument("--attenuation", type=float, default=0.1,
+                   help="attenuate: scale of the shared feature (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random control (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing branch runs (default: refuse)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
     p.set_defaults(func=run)
 
 

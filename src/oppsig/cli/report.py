@@ -4,10 +4,16 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("report", help="write report.html for a run, or a comparison of several runs")
+    p = sub.add_parser(
+        "report", help="write report.html for a run, or a comparison of several runs",
+        description="Write one self-contained HTML page (figures embedded, no network needed): loss, sharpness "
+                    "against the stability threshold and, when <run>/signals.json exists (oppsig detect), every "
+                    "significant opposing pair with its anti-phase losses and images. Several runs: a comparison.")
     p.add_argument("runs", nargs="+", help="run directories")
-    p.add_argument("--out", help="the HTML file to write (default: <run>/report.html or comparison.html)")
-    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files (needs tensorboard)")
+    p.add_argument("--out", help="the HTML file to write (default: <run>/report.html, or comparison.html beside the "
+                                 "first run for several)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files, needs tensorboard (default: not written)")
     p.set_defaults(func=run)
 
 

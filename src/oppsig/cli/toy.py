@@ -6,26 +6,37 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("toy", help="small exactly solvable models of the opposing-signals mechanism")
+    p = sub.add_parser("toy", help="small exactly solvable models of the opposing-signals mechanism",
+                       description="oppsig toy linear: a two-layer linear network with an opposing feature "
+                                   "(closed-form Hessian); oppsig toy valley: optimisers in a 2-D narrow valley.")
     models = p.add_subparsers(dest="toy_model", metavar="MODEL")
     p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
-    lp = models.add_parser("linear", help="two-layer linear network: sharpening, edge of stability, phase diagram")
+    lp = models.add_parser(
+        "linear", help="two-layer linear network: sharpening, edge of stability, phase diagram",
+        description="Train a two-layer linear network on data with two groups that share a large opposing "
+                    "feature (+alpha in one, -alpha in the other) and a small genuine signal, in float64 with "
+                    "the closed-form Hessian; print the predicted and observed phase and the groups' anti-phase "
+                    "oscillation, and draw the figures.")
     lp.add_argument("--alpha", type=float, default=4.0, help="opposing feature magnitude (default 4; 0 removes it)")
     lp.add_argument("--lr", type=float, default=0.15, help="step size (default 0.15)")
     lp.add_argument("--steps", type=int, default=3000, help="training steps (default 3000)")
     lp.add_argument("--seed", type=int, default=0, help="seed of the data and the initialisation (default 0)")
-    lp.add_argument("--optimizer", choices=("gd", "adam"), default="gd", help="gd (default) or adam")
+    lp.add_argument("--optimizer", choices=("gd", "adam"), default="gd", help="optimiser (default gd)")
     lp.add_argument("--signal", type=float, default=0.05, help="genuine signal magnitude (default 0.05)")
     lp.add_argument("--width", type=int, default=6, help="hidden width (default 6)")
     lp.add_argument("--out-dir", default="toy_linear", help="folder for the PNG figures (default toy_linear)")
     lp.add_argument("--phase-diagram", action="store_true",
-                    help="also run the (alpha, lr) phase diagram and compare it with the prediction (~20 s)")
-    lp.add_argument("--no-figures", action="store_true", help="print the numbers only")
+                    help="also run the (alpha, lr) phase diagram and compare it with the prediction, ~20 s (default: off)")
+    lp.add_argument("--no-figures", action="store_true", help="print the numbers only (default: figures written)")
     lp.set_defaults(func=run)
-    vp = models.add_parser("valley", help="GD vs Adam vs SplitSGD in a 2-D narrow valley, drawn over its contours")
+    vp = models.add_parser(
+        "valley", help="GD vs Adam vs SplitSGD in a 2-D narrow valley, drawn over its contours",
+        description="Run each optimiser from the same start in a 2-D valley that is narrow across and shallow "
+                    "along its floor; print how far each got along the floor and how much it bounced across, "
+                    "and draw the paths over the contours.")
     vp.add_argument("--lr", type=float, default=0.019, help="step size of every optimiser (default 0.019)")
     vp.add_argument("--steps", type=int, default=100, help="steps (default 100)")
-    vp.add_argument("--optimizers", default="gd,adam,splitsgd", help="comma-separated (gd, adam, splitsgd, signsgd)")
+    vp.add_argument("--optimizers", default="gd,adam,splitsgd", help="comma-separated, from gd, adam, splitsgd, signsgd (default gd,adam,splitsgd)")
     vp.add_argument("--out", default="valley.png", help="the PNG figure (default valley.png)")
     vp.set_defaults(func=run_valley)
 
@@ -44,6 +55,10 @@ def run_valley(args) -> int:
     fig.savefig(args.out, dpi=100)
     for name, row in valley_summary(traj, valley).items():
         print(f"{name:10s} " + "  ".join(f"{k} {v:.3g}" for k, v in row.items()))
+    print("cross_oscillation: travel across the valley beyond the net displacement, halved (0: no bounce); "
+          "cross_reversals: times the motion across turns back; cross_amplitude_late: largest distance from the "
+          "floor in the second half; along_progress: fraction of the way along the floor to the minimum "
+          "(1: arrived); final_loss: the loss at the end; diverged: 1 if the run blew up")
     print(f"figure: {args.out}")
     return 0
 
@@ -106,6 +121,10 @@ def run(args) -> int:
             from ..toy import figures
 
             figures.phase_diagram_figure(pd).savefig(out / "phase_diagram.png", dpi=120)
+    print("S_bal: sharpness of the balanced minimum that GD reaches from a small start (predicted phase: smooth "
+          "if lr*S_bal < 2, edge of stability (eos) if < 4, else diverges); S_flat: the least sharpness of any "
+          "global minimum; u_opposing, u_signal: the output weights along the opposing feature and along the "
+          "genuine signal")
     if out is not None:
         print(f"figures: {out}")
     return 0

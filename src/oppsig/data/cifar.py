@@ -140,12 +140,20 @@ def cache_dir() -> Path:
     return Path(base) / "oppsig"
 
 
+def _holds_cifar10(d: Path) -> bool:
+    return d.is_dir() and any((d / f).is_file() for f in TRAIN_FILES)
+
+
 def find_cifar10(data_dir: str | os.PathLike | None = None) -> Path | None:
     """The first folder holding CIFAR-10 batches, or None."""
-    for d in candidate_dirs(data_dir):
-        if d.is_dir() and any((d / f).is_file() for f in TRAIN_FILES):
-            return d
-    return None
+    return next((d for d in candidate_dirs(data_dir) if _holds_cifar10(d)), None)
+
+
+def find_cifar10_in(data_dir: str | os.PathLike) -> Path | None:
+    """The CIFAR-10 batch folder inside ``data_dir`` only (no fallback to ``$OPPSIG_DATA`` or the cache), or None."""
+    r = Path(data_dir).expanduser()
+    here = ([r] if r.name == LAYOUT else []) + [r / LAYOUT, r / "cifar10" / LAYOUT]
+    return next((d for d in here if _holds_cifar10(d)), None)
 
 
 def load_cifar10_arrays(

@@ -22,12 +22,12 @@ from ..training.replay import model_at
 from ..signals.api import find_signals_in_run, record_source
 from ..signals.config import SignalsConfig
 from ..report.grids import save_group_grids
-from ..signals.result import SignalsResult, write_signals_json
+from ..signals.result import SignalsResult, pair_name, write_signals_json
 from ..signals.verify import verify_pair
 
 
 def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), verify: int = 3, grids: bool = True,
-               log=None, source: str = "auto", scheduler=None) -> SignalsResult:
+               log=None, progress: bool = False, source: str = "auto", scheduler=None) -> SignalsResult:
     """Find, verify and save the opposing signals of a recorded run.
 
     Args:
@@ -36,6 +36,7 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
         verify: check this many of the strongest pairs on the model (0: none).
         grids: write one PNG image grid per group (image data only).
         log: a function taking progress messages (e.g. ``print``), or None.
+        progress: show a progress bar over the steps replayed to reach a spike.
         source: which record to read: ``dense``, ``batch`` (the sparse mini-batch record,
             one row per epoch) or ``auto`` (see :func:`~oppsig.signals.find_signals_in_run`).
         scheduler: a Dask scheduler or ``distributed.Client`` for the passes over the dense record (None: here).
@@ -63,16 +64,18 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
         say(f"searching {run.rows} steps x {len(run.index)} examples")
     res = find_signals_in_run(run, examples, config, source=source, scheduler=scheduler)
     say(f"found {len(res.groups)} groups and {len(res.pairs)} significant pairs in {time.perf_counter() - t0:.1f} s")
+    t_verify = time.perf_counter()
     if verify and res.pairs and data is not None and run.checkpoint is not None:
         verifications = list(res.verifications)
         spikes = {s.row: s for s in res.spikes}
         groups = {g.id: g for g in res.groups}
         loss_fn = get_loss(cfg.train.loss)
-        for pair in res.pairs[:verify]:
+        for i, pair in enumerate(res.pairs[:verify]):
             rows = [r for r in pair.spikes if r in spikes] or ([max(spikes, key=lambda r: spikes[r].height)] if spikes else [])
             step = int(spikes[rows[0]].onset_step) if rows else int(run.steps[len(run.steps) // 2])
+            say(f"checking {pair_name(i, pair)} on the model at step {step} (replayed from the last kept checkpoint)")
             try:
-                model, train_set = model_at(run, step, data)
+                model, train_set = model_at(run, step, data, progress=progress)
             except StoreError as e:
                 say(f"not verified: {e}")
                 break
@@ -88,10 +91,15 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
                 say(f"top eigenvector not measured: {e}")
             v = verify_pair(model, examples, loss_fn, [groups[pair.a], groups[pair.b]], eig, step=step)
             verifications.append(v)
-            say(f"pair {pair.a}/{pair.b} at step {step}: gradient cosine {v.grad_cosine:.2f}")
-        res = dataclasses.replace(res, verifications=tuple(verifications))
+            say(f"{pair_name(i, pair)} at step {step}: gradient cosine {v.grad_cosine:.2f}")
+        res = dataclasses.replace(res, verifications=tuple(verifications),
+                                  timings={**res.timings, "verification": time.perf_counter() - t_verify})
     path = Path(run_dir)
-    write_signals_json(res, path / "signals.json")
     if grids and examples is not None and examples.raw is not None and res.groups:
-        save_group_grids(res, examples, path / "signals")
+        t_grids = time.perf_counter()
+        say(f"drawing {len(res.groups)} group image grids")
+        written = save_group_grids(res, examples, path / "signals")
+        res = dataclasses.replace(res, timings={**res.timings, "grids": time.perf_counter() - t_grids})
+        say(f"image grids: {path / 'signals'}/group_NN.png ({len(written)} files, one per group)")
+    write_signals_json(res, path / "signals.json")
     return res

@@ -67,6 +67,7 @@ def run_curvature(
     n: int | None = None,
     layerwise: bool = False,
     log: Callable[[str], None] | None = None,
+    on_step: Callable[[StepCurvature], None] | None = None,
 ) -> list[StepCurvature]:
     """Top Hessian eigenvalues of a recorded run at ``steps``.
 
@@ -79,6 +80,8 @@ def run_curvature(
             ``curvature.n``, else all of them).
         layerwise: also the top eigenvalue of each module's diagonal block.
         log: a function taking a progress line per step (e.g. ``print``), or None.
+        on_step: a function called with each step's :class:`StepCurvature` as soon as it is measured
+            (e.g. to print a table row by row), or None.
 
     Returns:
         one :class:`StepCurvature` per step, in increasing step order.
@@ -147,6 +150,8 @@ def run_curvature(
         sc = StepCurvature(step=s, eigenvalues=tuple(float(x) for x in res.eigenvalues), error_bound=bound,
                            threshold=thr, hvps=float(hvps), seconds=time.perf_counter() - t0, layers=layers)
         out.append(sc)
+        if on_step is not None:
+            on_step(sc)
         say(f"step {s}: sharpness {sc.sharpness:.4g} (threshold {thr:.4g}, {sc.sharpness / thr:.2f}x), "
             f"{hvps:.1f} HVPs, {sc.seconds:.1f} s")
     return out

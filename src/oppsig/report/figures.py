@@ -126,11 +126,15 @@ def _group_mean_loss(run, rows: np.ndarray, members: Sequence[int]) -> np.ndarra
 def plot_group_losses(run, signals, pair: Any = None, spike: Any = None, before: int = 30, after: int = 10) -> Figure:
     """The paper's anti-phase figure: total loss around a spike (top) and the two groups' mean losses (bottom).
 
+    Every detected spike in view is marked, and the largest total loss in view is marked and labelled
+    with its step. Each group's legend entry says what sets it apart from the other group
+    (:func:`pair_contrast`).
+
     Args:
         run: an opened run.
         signals: the detection result (groups, pairs, spikes).
         pair: which pair (default: the strongest); its two groups are drawn.
-        spike: which spike (default: the largest one; else the whole run).
+        spike: which spike (default: the one the pair carries most, else the largest; else the whole run).
     """
     groups = {g.id: g for g in getattr(signals, "groups", ())}
     pairs = list(getattr(signals, "pairs", ()))
@@ -152,15 +156,22 @@ def plot_group_losses(run, signals, pair: Any = None, spike: Any = None, before:
     total = np.asarray(run.losses[rows[0] : rows[-1] + 1], dtype=np.float64).mean(1)
     a1.plot(steps[rows], total, "o-", ms=3, color=TOTAL, lw=1)
     a1.set_ylabel("total train loss")
+    lo, hi = int(steps[rows[0]]), int(steps[rows[-1]])
+    shown = [s for s in spikes if lo <= int(s.step) <= hi]
+    for k, s in enumerate(shown):
+        a1.axvline(int(s.step), color=UP, alpha=0.35, lw=1, label="detected spike" if k == 0 else None)
+    top = int(np.argmax(total))
+    a1.plot([steps[rows][top]], [total[top]], "o", ms=7, mfc="none", mec=UP, mew=1.5,
+            label=f"largest loss in view (step {int(steps[rows][top])})")
     if spike is not None:
-        a1.axvline(int(spike.step), color=UP, alpha=0.4)
         a1.set_title(f"around the spike at step {int(spike.step)}")
+    a1.legend(fontsize=7, loc="upper left")
     if pair is not None:
         ga, gb = _pair_groups(pair, groups)
-        for g, col in ((ga, UP), (gb, DOWN)):
+        labels = pair_contrast(ga, gb) if ga is not None and gb is not None else ("", "")
+        for g, col, lab in ((ga, UP, labels[0]), (gb, DOWN, labels[1])):
             if g is None:
                 continue
-            lab = f"group {g.id} ({len(g.members)}): " + (g.shared[0] if getattr(g, "shared", ()) else _top_class(g))
             a2.plot(steps[rows], _group_mean_loss(run, rows, g.members), "o-", ms=3, lw=1.2, color=col, label=lab)
         a2.legend(fontsize=8)
     else:
@@ -170,24 +181,60 @@ def plot_group_losses(run, signals, pair: Any = None, spike: Any = None, before:
     return fig
 
 
+def _class_words(g) -> str:
+    cc = getattr(g, "class_counts", {}) or {}
+    if not cc:
+        return f"{len(g.members)} examples"
+    name, cnt = next(iter(cc.items()))
+    return f"{len(g.members)} {name}" if cnt == len(g.members) else f"{cnt}/{len(g.members)} {name}"
+
+
+def pair_contrast(ga, gb) -> tuple[str, str]:
+    """A legend label for each group of a pair saying what differs between them.
+
+    The descriptor whose effect sizes differ most between the two groups is named for each group by
+    its own side (e.g. ``"bright background (+1.6 sd)"`` vs ``"dark background (-1.3 sd)"``); the
+    classes are named too. A descriptor both groups share says nothing about what opposes them.
+
+    Example:
+        >>> from oppsig.signals.result import Group
+        >>> a = Group(0, (1, 2), (1, 2), class_counts={"frog": 2}, descriptors={"background": 1.6, "norm": 0.2})
+        >>> b = Group(1, (3,), (3,), class_counts={"frog": 1}, descriptors={"background": -1.3, "norm": 0.1})
+        >>> pair_contrast(a, b)
+        ('group 0 (2 frog): bright background (+1.6 sd)', 'group 1 (1 frog): dark background (-1.3 sd)')
+    """
+    from ..signals.explain import DESCRIPTORS
+
+    words = {name: (hi, lo) for name, hi, lo in DESCRIPTORS}
+    da, db = dict(getattr(ga, "descriptors", {}) or {}), dict(getattr(gb, "descriptors", {}) or {})
+    common = [k for k in da if k in db and np.isfinite(da[k]) and np.isfinite(db[k])]
+    out = []
+    if common:
+        key = max(common, key=lambda k: abs(da[k] - db[k]))
+        hi, lo = words.get(key, (f"high {key}", f"low {key}"))
+        a_high = da[key] >= db[key]
+        out = [f"{hi if a_high else lo} ({da[key]:+.1f} sd)", f"{lo if a_high else hi} ({db[key]:+.1f} sd)"]
+    else:  # no descriptors: what each group says of itself, if it differs
+        sa, sb = tuple(getattr(ga, "shared", ())), tuple(getattr(gb, "shared", ()))
+        out = [next((w for w in sa if w not in sb), ""), next((w for w in sb if w not in sa), "")]
+    return tuple(f"group {g.id} ({_class_words(g)})" + (f": {w}" if w else "") for g, w in zip((ga, gb), out))
+
+
 def _pair_groups(pair, groups: dict) -> tuple[Any, Any]:
     """The two :class:`~oppsig.signals.Group` objects of a pair (``pair.a``, ``pair.b`` are group ids)."""
     return groups.get(pair.a), groups.get(pair.b)
 
 
-def _top_class(g) -> str:
-    cc = getattr(g, "class_counts", {}) or {}
-    if not cc:
-        return ""
-    name, cnt = next(iter(cc.items()))
-    return f"{cnt}/{len(g.members)} {name}"
-
-
 def plot_heatmap(run, examples: Sequence[int], labels: Sequence[str] | None = None, rows: np.ndarray | None = None,
-                 title: str | None = None) -> Figure:
-    """Per-example loss over time (rows: examples, columns: recorded steps), for the given example columns."""
+                 title: str | None = None, blocks: Sequence[int] = ()) -> Figure:
+    """Per-example loss over time (rows: examples, columns: recorded steps), for the given example columns.
+
+    Args:
+        labels: one label per example (e.g. ``"g3 #1234"``: group and stable id), drawn at a legible size.
+        blocks: row positions where a new block (e.g. group) starts; a line is drawn above each.
+    """
     examples = np.asarray(examples, dtype=int)
-    fig, ax = plt.subplots(figsize=(8, max(2.2, 0.09 * len(examples) + 1.2)), layout="constrained")
+    fig, ax = plt.subplots(figsize=(8, max(2.2, 0.13 * len(examples) + 1.2)), layout="constrained")
     if len(examples) == 0:
         ax.text(0.5, 0.5, "no examples", ha="center", va="center", transform=ax.transAxes)
         return fig
@@ -199,35 +246,70 @@ def plot_heatmap(run, examples: Sequence[int], labels: Sequence[str] | None = No
     im = ax.imshow(np.log10(np.maximum(block.T, 1e-4)), aspect="auto", cmap="magma", interpolation="nearest",
                    extent=(run.steps[rows[0]], run.steps[rows[-1]], len(examples) - 0.5, -0.5))
     fig.colorbar(im, ax=ax, label="log10 loss", fraction=0.03)
-    if labels is not None and len(labels) <= 60:
-        ax.set_yticks(range(len(examples)), labels, fontsize=5)
+    if labels is not None:
+        ax.set_yticks(range(len(examples)), labels, fontsize=7)
+    for b in blocks:
+        if b > 0:
+            ax.axhline(b - 0.5, color="white", lw=1)
     ax.set_xlabel("step")
-    ax.set_ylabel("example")
+    ax.set_ylabel("example (group, id)" if labels is not None else "example")
     if title:
         ax.set_title(title)
     return fig
 
 
-def plot_image_grid(images: np.ndarray, title: str = "", ncols: int = 10, captions: Sequence[str] | None = None) -> Figure:
-    """A grid of uint8 images (N, 3, H, W) (or (N, H, W, 3))."""
+def image_mosaic(images: np.ndarray, ncols: int = 10, gap: int = 2, scale: int = 2) -> np.ndarray:
+    """uint8 images (N, 3, H, W) or (N, H, W, 3) tiled into one (rows*H', cols*W', 3) uint8 array, white gaps.
+
+    Each image is enlarged ``scale`` times (nearest neighbour), so 32 px CIFAR images show at 64 px.
+    """
     images = np.asarray(images)
     if images.ndim == 4 and images.shape[1] in (1, 3):
         images = images.transpose(0, 2, 3, 1)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    if images.dtype != np.uint8:
+        images = np.clip(np.asarray(images, dtype=np.float64) * 255, 0, 255).astype(np.uint8)
+    n, h, w = images.shape[:3]
+    h, w = h * scale, w * scale
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, -(-n // ncols))
+    out = np.full((nrows * (h + gap) - gap, ncols * (w + gap) - gap, 3), 255, np.uint8)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        tile = images[i].repeat(scale, 0).repeat(scale, 1)
+        out[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = tile[..., :3]
+    return out
+
+
+def plot_image_grid(images: np.ndarray, title: str = "", ncols: int = 10, captions: Sequence[str] | None = None) -> Figure:
+    """A grid of uint8 images (N, 3, H, W) (or (N, H, W, 3)), drawn as one mosaic; captions at 7 pt under each."""
+    images = np.asarray(images)
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = max(1, -(-n // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 0.85, nrows * 0.85 + (0.35 if title else 0)), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < n:
-            img = images[i]
-            ax.imshow(img.squeeze() if img.shape[-1] == 1 else img, interpolation="nearest")
-            if captions is not None:
-                ax.set_title(captions[i], fontsize=5, pad=1)
+    cap = 0.18 if captions is not None else 0.0
+    fig = plt.figure(figsize=(ncols * 0.8, nrows * (0.8 + cap) + (0.3 if title else 0.05)))
+    ax = fig.add_axes((0.005, 0.005, 0.99, 0.99 - (0.3 / fig.get_figheight() if title else 0.0)))
+    ax.axis("off")
+    if n == 0:
+        return fig
+    mos = image_mosaic(images, ncols, gap=2, scale=1)
+    h = images.shape[2] if images.shape[1] in (1, 3) else images.shape[1]
+    if captions is not None:  # room under every row for its captions
+        rows = [mos[r * (h + 2): r * (h + 2) + h] for r in range(nrows)]
+        pad = np.full((int(round(h * cap / 0.8)) + 2, mos.shape[1], 3), 255, np.uint8)
+        mos = np.concatenate([np.concatenate([r, pad]) for r in rows])
+        step = h + pad.shape[0]
+        w = (mos.shape[1] + 2) / ncols
+        for i, c in enumerate(captions[:n]):
+            r, k = divmod(i, ncols)
+            ax.text((k + 0.5) * w - 1, r * step + h + 1, c, ha="center", va="top", fontsize=7)
+    ax.imshow(mos, interpolation="nearest")
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(wspace=0.05, hspace=0.25 if captions is not None else 0.05, left=0.01, right=0.99, bottom=0.01,
-                        top=0.88 if title else 0.99)
+        fig.suptitle(title, fontsize=9, y=0.995, va="top")
     return fig
 
 

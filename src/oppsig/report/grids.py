@@ -51,6 +51,11 @@ def _direction_image(direction: np.ndarray) -> np.ndarray:
     return np.clip(img[..., :3], 0.0, 1.0)
 
 
+def _class_name(classes: tuple, y: np.ndarray, r: int) -> str:
+    c = int(y[r]) if y.ndim == 1 else -1
+    return classes[c] if 0 <= c < len(classes) else str(c)
+
+
 def save_group_grids(
     result: SignalsResult,
     dataset,
@@ -95,29 +100,28 @@ def save_group_grids(
             continue
         rows = np.asarray(g.members[:max_images], dtype=np.int64)
         imgs = _images(dataset, rows)
-        panels = len(rows) + (1 if g.direction is not None else 0)
-        ncol = max(1, min(cols, panels))
-        nrow = int(np.ceil(panels / ncol))
-        fig = Figure(figsize=(1.35 * ncol, 1.45 * nrow + 0.6), dpi=dpi)
+        tiles = ([_direction_image(g.direction)] if g.direction is not None else []) + list(imgs)
+        caps = (["mean - data mean"] if g.direction is not None else []) + [
+            f"{_class_name(classes, y, r)} {int(dataset.index[r])}" for r in rows]
+        ncol = max(1, min(cols, len(tiles)))
+        nrow = int(np.ceil(len(tiles) / ncol))
         mix = ", ".join(f"{k} {v}" for k, v in list(g.class_counts.items())[:3])
         words = "; ".join(g.shared) if g.shared else "no descriptor stands out"
-        fig.suptitle(f"group {g.id}: {g.size} examples ({mix})\n{words}", fontsize=8)
-        k = 0
-        if g.direction is not None:
-            ax = fig.add_subplot(nrow, ncol, 1)
-            ax.imshow(_direction_image(g.direction), interpolation="nearest")
-            ax.set_title("mean - data mean", fontsize=6)
-            ax.axis("off")
-            k = 1
-        for i, (r, img) in enumerate(zip(rows, imgs)):
-            ax = fig.add_subplot(nrow, ncol, k + i + 1)
-            ax.imshow(img, interpolation="nearest")
-            c = int(y[r]) if y.ndim == 1 else -1
-            name = classes[c] if 0 <= c < len(classes) else str(c)
-            ax.set_title(f"{name} {int(dataset.index[r])}", fontsize=6)
-            ax.axis("off")
-        top = 1 - 0.6 / (1.45 * nrow + 0.6)
-        fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=top, wspace=0.05, hspace=0.3)
+        # one mosaic in one axes (one subplot per image took ~4 s a group): 1.2 in per tile, 7 pt captions
+        h, w = tiles[0].shape[:2]
+        cap, gap = int(round(0.35 * h)), 2
+        mos = np.ones((nrow * (h + cap), ncol * (w + gap) - gap, 3), np.float32)
+        for i, t in enumerate(tiles):
+            r, c = divmod(i, ncol)
+            mos[r * (h + cap): r * (h + cap) + h, c * (w + gap): c * (w + gap) + w] = t
+        fig = Figure(figsize=(1.2 * ncol, 1.2 * nrow * (h + cap) / w + 0.5), dpi=dpi)
+        ax = fig.add_axes((0.005, 0.005, 0.99, 1 - 0.5 / fig.get_figheight()))
+        ax.imshow(mos, interpolation="nearest", aspect="auto")
+        ax.axis("off")
+        for i, text in enumerate(caps):
+            r, c = divmod(i, ncol)
+            ax.text(c * (w + gap) + w / 2, r * (h + cap) + h + 1, text, ha="center", va="top", fontsize=7)
+        fig.suptitle(f"group {g.id}: {g.size} examples ({mix})\n{words}", fontsize=8, y=0.995, va="top")
         p = out / f"group_{g.id:02d}.png"
         fig.savefig(p)
         paths.append(p)

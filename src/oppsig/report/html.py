@@ -26,7 +26,8 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:0 auto;padding:1rem 1.5rem;
 color:#222;line-height:1.45}
 h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.25rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
-h3{font-size:1.05rem;margin-bottom:.3rem} .sub{color:#666;margin-top:0}
+h3{font-size:1.05rem;margin-bottom:.3rem} h4{font-size:.98rem;margin:.4rem 0 .2rem}
+details.pair{border:1px solid #ddd;padding:.3rem .6rem;margin:.5rem 0} section.pair{margin-bottom:1.2rem} .sub{color:#666;margin-top:0}
 table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0} td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left}
 th{background:#f6f6f6} img{max-width:100%;height:auto;display:block;margin:.4rem 0}
 .grid2{display:grid;grid-template-columns:1fr 1fr;gap:.8rem} .side{display:grid;grid-auto-flow:column;grid-auto-columns:1fr;gap:.6rem}
@@ -85,72 +86,135 @@ def _dataset_for(run):
         return None, f"images not shown: {e}"
 
 
-def _group_section(run, sig, data, note) -> str:
-    parts = []
+def array_to_img(arr: np.ndarray, alt: str) -> str:
+    """An (H, W, 3) uint8 image as an embedded ``<img>`` tag (no figure: fast)."""
+    import matplotlib.image as mpimg
+
+    buf = io.BytesIO()
+    mpimg.imsave(buf, arr, format="png")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{data}" style="image-rendering:pixelated">'
+
+
+OPEN_PAIRS = 3  # pairs shown open; the later ones are collapsed (click to open), never left out
+
+
+def _shared_words(g) -> str:
+    """The group's shared descriptors in words with their effect sizes, strongest first (each once)."""
+    shared = list(getattr(g, "shared", ()) or ())
+    eff = dict(getattr(g, "descriptors", {}) or {})
+    strongest = sorted(eff, key=lambda k: -abs(eff[k]))[: len(shared)]
+    if len(strongest) == len(shared):
+        return ", ".join(f"{w} ({eff[k]:+.1f} sd)" for w, k in zip(shared, strongest))
+    return ", ".join(shared)
+
+
+def _group_column(g, data) -> str:
+    tokens = data is not None and data.meta.get("unit") == "token"
+    col = [f"<h4>group {esc(g.id)}: {len(g.members)} examples</h4><ul class='small'>"]
+    cc = getattr(g, "class_counts", {}) or {}
+    if cc:
+        what = "targets" if tokens else "classes"
+        more = f", +{len(cc) - 6} more" if len(cc) > 6 else ""
+        col.append(f"<li>{what}: " + esc(", ".join(f"{n} {c}" for n, c in list(cc.items())[:6]) + more) + "</li>")
+    words = _shared_words(g)
+    col.append("<li>shared: " + esc(words or "no descriptor stands out") + "</li>")
+    ratio = getattr(g, "direction_ratio", float("nan"))
+    if not tokens and getattr(g, "direction", None) is not None and np.ndim(g.direction) == 3 and math.isfinite(ratio):
+        col.append(f"<li>mean image - data mean: norm {ratio:.2f}x a typical image's distance from the mean</li>")
+    col.append("</ul>")
+    if tokens:
+        from ..data.text import show_context
+
+        ex = [show_context(data, int(i)) for i in list(g.members)[:12]]
+        col.append("<p class='small'>first 12 examples (context⟨target⟩):</p><pre class='small' "
+                   "style='white-space:pre-wrap'>" + esc("\n".join(ex)) + "</pre>")
+    elif data is not None and data.raw is not None and data.raw.dim() == 4:
+        mem = np.asarray(g.members[:30], dtype=int)
+        tiles = data.raw[mem].numpy()
+        if getattr(g, "direction", None) is not None and np.ndim(g.direction) == 3:
+            from .grids import _direction_image
+
+            tiles = np.concatenate([(255 * _direction_image(g.direction)).astype(np.uint8).transpose(2, 0, 1)[None],
+                                    tiles])
+            cap = "first tile: the mean image minus the data mean (grey is zero); then "
+        else:
+            cap = ""
+        col.append(array_to_img(F.image_mosaic(tiles, ncols=8, scale=2), f"images of group {g.id}"))
+        col.append(f"<p class='small'>{esc(cap)}the first {len(mem)} of {len(g.members)} members, largest loss "
+                   "swing first</p>")
+    return "<div>" + "".join(col) + "</div>"
+
+
+def _pair_section(k: int, pair, run, sig, data) -> str:
+    from ..signals import pair_name
+
     groups = {g.id: g for g in getattr(sig, "groups", ())}
+    ga, gb = F._pair_groups(pair, groups)
+    name = pair_name(k, pair)
+    ver = next((v for v in getattr(sig, "verifications", ()) if {v.a, v.b} == {pair.a, pair.b}), None)
+    facts = [f"anti-phase correlation of loss changes: <b>{esc(_fmt(pair.corr, 3))}</b> "
+             f"(random examples split the same way: {esc(_fmt(pair.null_corr, 3))})"]
+    if ver is not None:
+        facts.append(f"gradient cosine at step {esc(ver.step)}: <b>{esc(_fmt(ver.grad_cosine, 3))}</b>")
+        if ver.eig_cosine_a is not None:
+            facts.append(f"|cosine| with the top Hessian eigenvector: {esc(_fmt(ver.eig_cosine_a, 2))} / "
+                         f"{esc(_fmt(ver.eig_cosine_b, 2))}")
+    facts.append(f"p-value against the null: {esc(_fmt(pair.p_value, 2))}")
+    facts.append(f"share of the spikes' loss change per example: {esc(_fmt(pair.spike_share, 3))}x its size")
+    if pair.spike_rise_share:
+        steps = getattr(sig, "steps", ())
+        facts.append("share of the net rise at its spikes: " + esc(", ".join(
+            (f"step {int(steps[r])}: " if r < len(steps) else "") + f"{100 * v:.0f}%"
+            for r, v in zip(pair.spikes, pair.spike_rise_share) if math.isfinite(v))))
+    contrast = " vs ".join(F.pair_contrast(ga, gb)) if ga is not None and gb is not None else ""
+    body = [f"<p><b>{esc(contrast)}</b></p>" if contrast else "", "<p>" + "; ".join(facts) + "</p>",
+            fig_to_img(F.plot_group_losses(run, sig, pair=pair), f"group losses of {name}"),
+            "<div class='grid2'>" + "".join(_group_column(g, data) for g in (ga, gb) if g is not None) + "</div>"]
+    if k < OPEN_PAIRS:
+        return (f"<section class='pair' id='pair-{k}' data-pair='{k}'><h3>{esc(name)}</h3>" + "".join(body)
+                + "</section>")
+    return (f"<details class='pair' id='pair-{k}' data-pair='{k}'><summary><b>{esc(name)}</b>: {esc(contrast)}"
+            f"</summary>" + "".join(body) + "</details>")
+
+
+def _group_section(run, sig, data, note) -> str:
+    from ..signals import pair_name
+
+    parts = []
     pairs = list(getattr(sig, "pairs", ()))
     if not pairs:
         parts.append("<div class='finding'>No significant opposing pair was found in this run at the default threshold.</div>")
-    for k, pair in enumerate(pairs[:3]):
-        ga, gb = F._pair_groups(pair, groups)
-        ver = next((v for v in getattr(sig, "verifications", ()) if {v.a, v.b} == {pair.a, pair.b}), None)
-        parts.append(f"<h3>Pair {k + 1}: group {esc(pair.a)} vs group {esc(pair.b)}</h3>")
-        facts = [f"anti-phase correlation of loss changes: <b>{esc(_fmt(pair.corr, 3))}</b> "
-                 f"(random examples split the same way: {esc(_fmt(pair.null_corr, 3))})"]
-        if ver is not None:
-            facts.append(f"gradient cosine at step {esc(ver.step)}: <b>{esc(_fmt(ver.grad_cosine, 3))}</b>")
-            if ver.eig_cosine_a is not None:
-                facts.append(f"|cosine| with the top Hessian eigenvector: {esc(_fmt(ver.eig_cosine_a, 2))} / "
-                             f"{esc(_fmt(ver.eig_cosine_b, 2))}")
-        facts.append(f"p-value against the null: {esc(_fmt(pair.p_value, 2))}")
-        facts.append(f"share of the spikes' loss change per example: {esc(_fmt(pair.spike_share, 3))}x its size")
-        if pair.spike_rise_share:
-            facts.append("share of the net rise at its spikes: " + esc(", ".join(f"{100 * v:.0f}%" for v in pair.spike_rise_share)))
-        parts.append("<p>" + "; ".join(facts) + "</p>")
-        parts.append(fig_to_img(F.plot_group_losses(run, sig, pair=pair), f"group losses pair {k + 1}"))
-        cols = []
-        for g in (ga, gb):
-            if g is None:
-                continue
-            col = [f"<h3>Group {esc(g.id)} ({len(g.members)} examples)</h3>"]
-            if getattr(g, "explanation", ""):
-                col.append(f"<p>{esc(g.explanation)}</p>")
-            cc = getattr(g, "class_counts", {}) or {}
-            if cc:
-                col.append("<p class='small'>classes: " + esc(", ".join(f"{n} {c}" for n, c in list(cc.items())[:5])) + "</p>")
-            if getattr(g, "shared", ()):
-                col.append("<p class='small'>shared: " + esc("; ".join(g.shared[:4])) + "</p>")
-            if data is not None and data.raw is not None:
-                mem = np.asarray(g.members[:30], dtype=int)
-                caps = [data.classes[int(data.y[i])] for i in mem]
-                col.append(fig_to_img(F.plot_image_grid(data.raw[mem].numpy(), f"group {g.id}", ncols=10, captions=caps),
-                                      f"images of group {g.id}"))
-            if data is not None and data.meta.get("unit") == "token":
-                from ..data.text import show_context
-
-                ex = [show_context(data, int(i)) for i in list(g.members)[:12]]
-                col.append("<p class='small'>examples (context⟨target⟩):</p><pre class='small' "
-                           "style='white-space:pre-wrap'>" + esc("\n".join(ex)) + "</pre>")
-            elif getattr(g, "direction", None) is not None:
-                col.append(fig_to_img(F.plot_direction(g.direction, "mean image - data mean"), f"direction of group {g.id}"))
-            cols.append("<div>" + "".join(col) + "</div>")
-        parts.append("<div class='grid2'>" + "".join(cols) + "</div>")
+    else:
+        later = (f" Pairs {OPEN_PAIRS} to {len(pairs) - 1} are collapsed below the first {OPEN_PAIRS}: click one to "
+                 "open it." if len(pairs) > OPEN_PAIRS else "")
+        links = ", ".join(f"<a href='#pair-{k}'>{esc(pair_name(k, p))}</a>" for k, p in enumerate(pairs))
+        parts.append(f"<p>{len(pairs)} significant pair{'s' if len(pairs) != 1 else ''}, strongest first: {links}."
+                     f"{esc(later)}</p>")
+    for k, pair in enumerate(pairs):
+        parts.append(_pair_section(k, pair, run, sig, data))
     if note:
         parts.append(f"<p class='small'>{esc(note)}</p>")
     return "".join(parts)
 
 
-def _heatmap_examples(sig) -> tuple[list[int], list[str]]:
-    ex, lab = [], []
-    for g in list(getattr(sig, "groups", ()))[:6]:
-        for r in list(g.members)[:12]:
+def _heatmap_examples(sig, per_group: int = 8, max_groups: int = 6) -> tuple[list[int], list[str], list[int]]:
+    """Rows, labels (group and stable id) and block starts of the heat map: the pairs' groups first."""
+    groups = {g.id: g for g in getattr(sig, "groups", ())}
+    order = [gid for p in getattr(sig, "pairs", ()) for gid in (p.a, p.b) if gid in groups]
+    order += [gid for gid in groups if gid not in order]
+    ex, lab, blocks = [], [], []
+    for gid in order[:max_groups]:
+        g = groups[gid]
+        blocks.append(len(ex))
+        for r, i in list(zip(g.members, g.ids))[:per_group]:
             ex.append(int(r))
-            lab.append(f"g{g.id}")
+            lab.append(f"g{g.id} #{int(i)}")
     if not ex:
         for r in list(getattr(sig, "recurring", ()))[:40]:
             ex.append(int(r.row))
-            lab.append("")
-    return ex, lab
+            lab.append(f"#{int(getattr(r, 'id', r.row))}")
+    return ex, lab, blocks
 
 
 def run_section(run, sig, title: str) -> str:
@@ -179,24 +243,31 @@ def run_section(run, sig, title: str) -> str:
 
         text = summary_text(sig)
         n_pairs = len(sig.pairs)
+        n_sp = len(sig.spikes)
         lead = (f"{n_pairs} opposing pair{'s' if n_pairs != 1 else ''} found" if n_pairs else
-                "no significant opposing pair found") + f"; {len(sig.spikes)} loss spikes detected."
+                "no significant opposing pair found") + f"; {n_sp} loss spike{'s' if n_sp != 1 else ''} detected."
         parts.append(f"<div class='finding'><b>{esc(lead)}</b><details><summary>detection summary</summary>"
                      f"<pre style='white-space:pre-wrap;margin:0'>{esc(text)}</pre></details></div>")
     parts.append("<h3>Loss and accuracy</h3>")
     parts.append(fig_to_img(F.plot_loss(run, sig), "loss and accuracy"))
     parts.append("<h3>Sharpness against the stability threshold</h3>")
-    parts.append(fig_to_img(F.plot_sharpness(run), "sharpness"))
+    if np.isfinite(np.asarray(run.metrics.get("sharpness", []), dtype=float)).any():
+        parts.append(fig_to_img(F.plot_sharpness(run), "sharpness"))
+    else:
+        parts.append("<p class='small'>Sharpness was not measured in this run (set <code>curvature.every</code>, or "
+                     "measure it afterwards with <code>oppsig sharpness RUN</code>).</p>")
     if "update_proj" in run.metrics:
         parts.append("<h3>The update's projection on the top eigenvector</h3>")
         parts.append(fig_to_img(F.plot_update_projection(run), "update projection"))
     if sig is not None:
         parts.append("<h3>Opposing groups</h3>")
         parts.append(_group_section(run, sig, data, note))
-        ex, lab = _heatmap_examples(sig)
+        ex, lab, blocks = _heatmap_examples(sig)
         if ex:
-            parts.append("<h3>Per-example loss of the top outliers</h3>")
-            parts.append(fig_to_img(F.plot_heatmap(run, ex, lab), "per-example loss heat map"))
+            parts.append("<h3>Per-example loss of the pairs' groups</h3>")
+            parts.append("<p class='small'>rows: the first examples of each group (g: group, #: stable example id), "
+                         "the groups of the strongest pairs first, separated by white lines</p>")
+            parts.append(fig_to_img(F.plot_heatmap(run, ex, lab, blocks=blocks), "per-example loss heat map"))
     else:
         parts.append("<p class='small'>No signals.json in this run: run <code>oppsig detect RUN</code> to find the "
                      "opposing groups.</p>")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["run_summary", "load_signals", "signals_summary"]
+__all__ = ["run_summary", "load_signals", "signals_summary", "example_columns"]
 
 
 def load_signals(run_dir: str | Path):
@@ -77,3 +77,24 @@ def signals_summary(sig) -> dict[str, Any]:
     pairs = list(sig.pairs)
     return {"spikes": len(sig.spikes), "largest spike": max((s.height for s in sig.spikes), default=0.0),
             "pairs": len(pairs), "group oscillation": max((float(p.swing) for p in pairs), default=float("nan"))}
+
+
+def example_columns(run) -> tuple[dict, str | None]:
+    """The ``class`` and ``group`` columns of a run's examples (in its column order), and why one is missing."""
+    from .html import _dataset_for
+
+    cols: dict = {}
+    data, note = _dataset_for(run)
+    if data is not None and len(getattr(data, "classes", ())):
+        cols["class"] = [data.classes[int(y)] for y in data.y]
+    sig = load_signals(run.path)
+    group: list = [None] * len(run.index)
+    # groups name columns of the record detection read: the sparse one (source batch) or the dense one
+    sig_batch = sig is not None and (sig.dataset or {}).get("record", {}).get("source") == "batch"
+    same = sig is not None and sig_batch == getattr(run, "is_epoch_view", False) and sig.n_examples == len(run.index)
+    for g in getattr(sig, "groups", ()) if same else ():
+        for r in g.members:
+            if group[int(r)] is None:
+                group[int(r)] = int(g.id)
+    cols["group"] = group
+    return cols, (note if "class" not in cols else None)

@@ -41,6 +41,7 @@ from .result import (
     SignalsResult,
     Spike,
     Verification,
+    pair_name,
     read_signals_json,
     write_signals_json,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "SignalsError",
     "FORMAT_VERSION",
     "write_signals_json",
+    "pair_name",
     "read_signals_json",
     "detect_spikes",
     "extremes",

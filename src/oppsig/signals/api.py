@@ -21,7 +21,7 @@ from .detect import (
 from .explain import InputSpace, explain_group, input_descriptors
 from .group import cluster_series, cohesion, merge_with_tails, refine_groups
 from .pair import NullModel, PairContext, find_pairs, spike_rise_shares
-from .result import Group, Pair, Recurring, SignalsError, SignalsResult, Spike
+from .result import Group, Pair, Recurring, SignalsError, SignalsResult, Spike, pair_name
 
 
 def _check_inputs(m: LossMatrix, steps: Any, dataset: Any, total_loss: Any, sharpness: Any):
@@ -424,10 +424,11 @@ def summary_text(result: SignalsResult, max_groups: int = 6) -> str:
         extra = (f" (best candidate corr {best.corr:.2f}, p={best.p_value:.2g} > {best.threshold:.2g})"
                  if best is not None else "")
         lines.append(f"no significant opposing pair{extra}; generic null halves correlate at {result.null_corr:.2f}")
-    for p in result.pairs:
+    verified = {(v.a, v.b): v for v in result.verifications}
+    for i, p in enumerate(result.pairs):
         ga, gb = result.group(p.a), result.group(p.b)
         lines.append(
-            f"pair {p.a} vs {p.b}: corr {p.corr:.2f} (null {p.null_corr:.2f}), swing z {p.z_swing:.1f}, "
+            f"{pair_name(i, p)}: corr {p.corr:.2f} (null {p.null_corr:.2f}), swing z {p.z_swing:.1f}, "
             f"spike share {p.spike_share:.1f}x (z {p.z_spike:.1f}), coherence z {p.z_coherence:.1f}, p={p.p_value:.2g}"
         )
         for g in (ga, gb):
@@ -437,11 +438,13 @@ def summary_text(result: SignalsResult, max_groups: int = 6) -> str:
                            if np.isfinite(s))
             if sh:
                 lines.append(f"  share of the total-loss rise: {sh}")
-    for v in result.verifications:
-        e = ""
-        if v.eig_cosine_a is not None and v.eig_cosine_b is not None:
-            e = f", |cos| with the top Hessian eigenvector {v.eig_cosine_a:.2f} / {v.eig_cosine_b:.2f}"
-        lines.append(f"  gradients of groups {v.a} and {v.b}: cosine {v.grad_cosine:+.2f}{e}")
+        v = verified.get((p.a, p.b)) or verified.get((p.b, p.a))
+        if v is not None:
+            e = ""
+            if v.eig_cosine_a is not None and v.eig_cosine_b is not None:
+                e = f", |cos| with the top Hessian eigenvector {v.eig_cosine_a:.2f} / {v.eig_cosine_b:.2f}"
+            at = f" at step {v.step}" if v.step is not None else ""
+            lines.append(f"  gradients of the two groups{at}: cosine {v.grad_cosine:+.2f}{e}")
     shown = {p.a for p in result.pairs} | {p.b for p in result.pairs}
     others = [g for g in result.groups if g.id not in shown][: max(0, max_groups - len(shown))]
     for g in others:

@@ -277,6 +277,16 @@ class SignalsResult:
         raise KeyError(f"no group {gid}; groups are {[g.id for g in self.groups]}")
 
 
+def pair_name(index: int, pair: Pair) -> str:
+    """The one name of a pair used everywhere (summary, report, CLI, ``signals.json``): its rank and its groups.
+
+    Example:
+        >>> pair_name(0, Pair(0, 12, -0.9, 1, 1, 1, 1, -0.5, 1, 1, 1, 1e-6, 1e-3, True))
+        'pair 0 (group 0 vs group 12)'
+    """
+    return f"pair {index} (group {pair.a} vs group {pair.b})"
+
+
 # ----------------------------------------------------------------------------- JSON
 
 
@@ -316,6 +326,8 @@ def result_to_dict(result: SignalsResult) -> dict[str, Any]:
         v = getattr(result, f.name)
         if f.name == "groups":
             v = [_group_dict(g) for g in v]
+        elif f.name == "pairs":
+            v = [{"name": pair_name(i, p), **dataclasses.asdict(p)} for i, p in enumerate(v)]
         elif isinstance(v, tuple) and v and dataclasses.is_dataclass(v[0]):
             v = [dataclasses.asdict(x) for x in v]
         out[f.name] = v

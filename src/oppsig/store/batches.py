@@ -25,6 +25,7 @@ can and cannot be compared with is in docs/findings.md ("Scale").
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -299,27 +300,47 @@ def open_batches(run_dir: Path, root_group) -> BatchRecord | None:
 class EpochRun:
     """A mini-batch run seen through its sparse record: one row per complete epoch (what detection read).
 
-    ``losses`` (epochs, N) and ``steps`` (each epoch's first step) replace the dense record's, ``index`` is
-    the batch record's; everything else (``metrics``, ``config``, ``path``, ...) is the run's. Figures and
-    the report read a run with ``source: batch`` signals through it.
+    ``losses`` (epochs, N) and ``steps`` (each epoch's first step) replace the dense record's (built when first
+    read), ``index`` is the batch record's; everything else (``metrics``, ``config``, ``path``, ...) is the
+    run's. Figures, the report and the export's columns read a run with ``source: batch`` through it.
 
     Args:
         run: a :class:`~oppsig.store.Run` with a batch record.
-        steps_per_epoch: the epoch length detection used (``signals.dataset["record"]["steps_per_epoch"]``).
+        steps_per_epoch: the epoch length detection used (``signals.dataset["record"]["steps_per_epoch"]``);
+            needed only to read ``losses`` / ``steps``.
 
     Raises:
-        StoreError: when the run has no batch record.
+        StoreError: when the run has no batch record, or ``losses`` is read without ``steps_per_epoch``.
     """
 
-    def __init__(self, run, steps_per_epoch: int) -> None:
+    is_epoch_view = True
+
+    def __init__(self, run, steps_per_epoch: int | None = None) -> None:
         rec = run.batches
         if rec is None:
             raise StoreError(f"{run.path} has no mini-batch record (store.zarr/batch)")
-        self._run = run
-        self.losses, seen = rec.epoch_matrix(int(steps_per_epoch))
-        self.steps = (seen[:, 0] // steps_per_epoch) * steps_per_epoch if len(seen) else np.zeros(0, np.int64)
+        self._run, self._rec, self._per = run, rec, steps_per_epoch
         self.index = rec.index
-        self.rows = len(self.losses)
+
+    @functools.cached_property
+    def _matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self._per:
+            raise StoreError(f"reading {self._run.path} per epoch needs its steps_per_epoch")
+        losses, seen = self._rec.epoch_matrix(int(self._per))
+        steps = (seen[:, 0] // self._per) * self._per if len(seen) else np.zeros(0, np.int64)
+        return losses, steps
+
+    @property
+    def losses(self) -> np.ndarray:
+        return self._matrix[0]
+
+    @property
+    def steps(self) -> np.ndarray:
+        return self._matrix[1]
+
+    @property
+    def rows(self) -> int:
+        return len(self._matrix[1])
 
     def __getattr__(self, name: str):
         return getattr(self._run, name)

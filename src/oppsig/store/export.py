@@ -8,6 +8,9 @@ Columns, one row per example:
     final_loss    loss at the last recorded step
     accuracy      fraction of steps at which it was classified correctly (confidence proxy)
     forgetting    number of forgetting events (correct at one recorded step, wrong at the next)
+
+``oppsig export`` adds ``class`` (the example's class name, or target character) and ``group`` (the opposing
+group of ``signals.json`` it belongs to, empty if none) through ``extra`` columns.
 """
 
 from __future__ import annotations
@@ -113,22 +116,40 @@ def batch_summary_table(batches, block: int = 1 << 20) -> dict[str, np.ndarray]:
     }
 
 
-def write_summary(run, path: str | os.PathLike | None = None, source: str = "auto") -> Path:
-    """Write :func:`summary_table` as CSV (``.csv``) or Parquet (``.parquet``, needs pyarrow); default ``<run>/examples.csv``.
+def uses_batches(run, source: str = "auto") -> bool:
+    """Whether the per-example table of ``run`` comes from its sparse mini-batch record.
 
-    ``source``: ``dense`` (the dense record), ``batch`` (the sparse mini-batch record,
-    :func:`batch_summary_table`) or ``auto`` (dense when it has a row, else batch).
+    ``source``: ``dense``, ``batch``, or ``auto`` (the batch record when the dense one has no row).
 
     Raises:
-        StoreError: when the asked record is missing or empty.
+        StoreError: for an unknown source, or ``batch`` on a run without a mini-batch record.
     """
     if source not in ("auto", "dense", "batch"):
         raise StoreError(f"source must be auto, dense or batch, got {source!r}")
     batches = run.batches if source != "dense" else None
     if source == "batch" and batches is None:
         raise StoreError(f"{run.path} has no mini-batch record (store.zarr/batch); use --source dense")
-    use_batches = batches is not None and (source == "batch" or run.losses.shape[0] == 0)
-    table = batch_summary_table(batches) if use_batches else summary_table(run)
+    return batches is not None and (source == "batch" or run.losses.shape[0] == 0)
+
+
+def write_summary(run, path: str | os.PathLike | None = None, extra: dict | None = None, source: str = "auto") -> Path:
+    """Write :func:`summary_table` as CSV (``.csv``) or Parquet (``.parquet``, needs pyarrow); default ``<run>/examples.csv``.
+
+    Args:
+        extra: more columns, ``{name: (N,) values}`` in the run's example order, written after the others
+            (``None`` values are written as empty cells).
+        source: ``dense`` (the dense record), ``batch`` (the sparse mini-batch record,
+            :func:`batch_summary_table`) or ``auto`` (dense when it has a row, else batch); see :func:`uses_batches`.
+
+    Raises:
+        StoreError: when an extra column does not have one value per example, pyarrow is missing, or the
+            asked record is missing or empty.
+    """
+    table = batch_summary_table(run.batches) if uses_batches(run, source) else summary_table(run)
+    extra = dict(extra or {})
+    for k, v in extra.items():
+        if len(v) != len(table["id"]):
+            raise StoreError(f"column {k!r} has {len(v)} values for {len(table['id'])} examples")
     path = Path(path) if path is not None else Path(run.path) / "examples.csv"
     if path.suffix == ".parquet":
         try:
@@ -136,11 +157,12 @@ def write_summary(run, path: str | os.PathLike | None = None, source: str = "aut
             import pyarrow.parquet as pq
         except ImportError:
             raise StoreError("writing Parquet needs pyarrow (pip install pyarrow); or write .csv") from None
-        pq.write_table(pa.table(table), path)
+        pq.write_table(pa.table({**table, **{k: list(v) for k, v in extra.items()}}), path)
         return path
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(COLUMNS)
+        w.writerow(COLUMNS + tuple(extra))
         for i in range(len(table["id"])):
-            w.writerow([int(table["id"][i])] + [f"{table[c][i]:.6g}" for c in COLUMNS[1:-1]] + [int(table["forgetting"][i])])
+            w.writerow([int(table["id"][i])] + [f"{table[c][i]:.6g}" for c in COLUMNS[1:-1]] + [int(table["forgetting"][i])]
+                       + ["" if v[i] is None else v[i] for v in extra.values()])
     return path

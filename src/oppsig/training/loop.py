@@ -268,7 +268,9 @@ class Trainer:
         was = self.model.training
         self.model.eval()
         try:
-            _, losses, correct = probe_losses(self.model, data, self.loss_fn, self.cfg.train.physical_batch_size)
+            # per token for sequences: the mean over every target token (all sequences have the same length)
+            _, losses, correct = probe_losses(self.model, data, self.loss_fn, self.cfg.train.physical_batch_size,
+                                              per_token=True)
         finally:
             self.model.train(was)
         return float(losses.mean()), float(correct.mean())
@@ -363,13 +365,13 @@ class Trainer:
                     amp = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and self.device.type == "cuda"
                            else nullcontext())
                     with amp:
-                        losses, correct, logits = full_batch_backward(
+                        losses, accuracy, logits = full_batch_backward(
                             self.forward_model, xs, ys, self.loss_fn, cfg.train.physical_batch_size, rows=rows,
                             want_logits=logits_now and not self.probe_record, denominator=b_global / D.world,
                             sync=sync, weights=ws)
                     if D.enabled:
                         losses = D.gather_rows(losses, b_global)
-                        correct = D.gather_rows(correct, b_global)
+                        accuracy = D.gather_rows(accuracy, b_global)
                         if logits is not None:
                             logits = D.gather_rows(logits, b_global)
                     loss = float(losses.mean())
@@ -382,7 +384,8 @@ class Trainer:
                         self.optimizer.second_step()
                     else:
                         self.optimizer.step()
-                    acc = float(correct.float().mean())
+                    acc = float(accuracy.mean())  # per target: per token for sequences of equal length
+                    correct = accuracy > 0.5  # the record's per-example correctness: most of its targets right
                     state.per_example_loss, state.per_example_correct = losses, correct
                     metrics = {"step": step, "loss": loss, "accuracy": acc, "lr": lr}
                     state.metrics.update(metrics)
@@ -469,6 +472,16 @@ class Trainer:
         post = {"loss": f"{m['loss']:.4f}", "acc": f"{m['accuracy']:.3f}"}
         if "sharpness" in m and "threshold" in m:
             post["sharp"] = f"{m['sharpness']:.1f}/{m['threshold']:.1f}"
+        if not getattr(bar, "warmed_up", False):
+            # the first step of a process carries the warm-up (data on the device, the first sharpness
+            # measurement with its presample): counted without a rate sample, and the clock restarts after it,
+            # so the rate and the time left describe ordinary steps
+            bar.n += 1
+            bar.initial = bar.last_print_n = bar.n  # no rate until ordinary steps are timed
+            bar.warmed_up = True
+            bar.unpause()
+            bar.set_postfix(post, refresh=True)
+            return
         bar.set_postfix(post, refresh=False)
         bar.update(1)
 

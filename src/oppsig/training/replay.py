@@ -14,8 +14,11 @@ from .loop import train
 __all__ = ["model_at"]
 
 
-def model_at(run, step: int, data=None):
+def model_at(run, step: int, data=None, progress: bool = False):
     """The run's model at parameters theta_step, replayed from the last kept checkpoint at or before ``step``.
+
+    Args:
+        progress: show a progress bar over the replayed steps.
 
     Returns:
         ``(model, train_set)``; the model is on the CPU in train mode.
@@ -45,5 +48,5 @@ def model_at(run, step: int, data=None):
         return model, train_set
     replay = cfg.replace([f"train.steps={step}", "record.enabled=false", "curvature.every=0",
                           "device=cpu", "train.checkpoint_every=0"])
-    res = train(replay, run_dir=None, progress=False, data=data, branch_from=ckpt)
+    res = train(replay, run_dir=None, progress=progress, data=data, branch_from=ckpt)
     return res.model, data[0]

@@ -43,13 +43,14 @@ def full_batch_backward(
     gradient (interventions); the returned losses stay unweighted.
 
     Returns:
-        per-example losses (B,) detached, per-example correctness bool (B,), and the
-        logits (B, C) when ``want_logits``.
+        per-example losses (B,) detached, per-example accuracy float (B,) (the fraction
+        of its targets predicted right: 0 or 1 for a classification, the share of
+        tokens for a sequence), and the logits (B, C) when ``want_logits``.
     """
     n = x.shape[0] if rows is None else rows.shape[0]
     bs = physical_batch_size if physical_batch_size and physical_batch_size > 0 else n
     losses = torch.empty(n, device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
-    correct = torch.empty(n, device=x.device, dtype=torch.bool)
+    accuracy = torch.empty(n, device=x.device, dtype=torch.float32)
     logits = [] if want_logits else None
     denom = n if denominator is None else denominator
     starts = list(range(0, n, bs))
@@ -69,8 +70,8 @@ def full_batch_backward(
             ((per if wb is None else per * wb).sum() / denom).backward()
         with torch.no_grad():
             losses[s : s + bs] = per.detach()
-            hit = out.argmax(-1) == yb
-            correct[s : s + bs] = hit if hit.dim() == 1 else hit.flatten(1).float().mean(1) > 0.5
+            hit = (out.argmax(-1) == yb).float()
+            accuracy[s : s + bs] = hit if hit.dim() == 1 else hit.flatten(1).mean(1)
             if want_logits:
                 logits.append(out.detach())
-    return losses, correct, (torch.cat(logits) if want_logits else None)
+    return losses, accuracy, (torch.cat(logits) if want_logits else None)
