@@ -11,7 +11,7 @@ def add_parser(sub) -> None:
     p.add_argument("run", help="run directory")
     p.add_argument("--out", help="output file, .csv or .parquet (default <run>/examples.csv)")
     p.add_argument("--source", choices=("auto", "dense", "batch"), default="auto",
-                   help="dense record, the sparse mini-batch record, or auto (dense when it has a row)")
+                   help="dense record, the sparse mini-batch record, or auto (dense when it has a row; default)")
     p.set_defaults(func=run)
 
 
