@@ -18,8 +18,8 @@ def add_parser(sub) -> None:
                    help="the record to read: dense (every example at recorded steps), batch (each example's loss in "
                         "its own mini-batch, one row per epoch), auto (dense when it has 8+ rows, else batch; default)")
     p.add_argument("--max-memory-mb", type=float,
-                   help="memory budget (MB) of the loss matrix: held whole when it fits, else streamed in row blocks sized to fit "
-                        "(default 2048)")
+                   help="memory budget (MB) of the loss matrix: held whole when it fits, else streamed in row "
+                        "blocks sized to fit (default 2048)")
     p.add_argument("--dask", metavar="SCHEDULER",
                    help="run the passes over the store on Dask: threads, processes, or a scheduler address "
                         "(tcp://host:8786); needs pip install 'oppsig[dask]' (default: none, computed here)")
