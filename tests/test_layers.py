@@ -23,7 +23,7 @@ LAYERS = [
     {"signals"},
     {"report"},
     {"toy"},
-    {"experiments"},
+    {"experiments", "integrations"},
     {"cli", ""},  # "" is oppsig/__init__.py, the public API
     {"__main__"},
 ]

@@ -214,6 +214,44 @@ class CurvatureConfig:
 
 
 @dataclass(frozen=True)
+class LiveConfig:
+    """Live spike attribution while training (see :mod:`oppsig.signals.live`); actions are off by default."""
+
+    enabled: bool = False
+    groups: str | None = None  # signals.json of an earlier `oppsig detect` (this or another run); None: online groups
+    window: int = 31  # previous steps of the detector's baseline (median + trend)
+    z: float = 4.0  # rise over the baseline in robust standard deviations
+    min_rise: float = 0.2  # and at least this relative rise (0.2: 20 %)
+    gap: int = 5  # quiet steps after a spike ends
+    context: int = 12  # steps back searched for the spike's onset
+    history: int = 24  # per-example loss rows kept (> context)
+    max_share_examples: int = 200  # largest online group / list of examples carrying the rise
+    tensorboard: bool = False  # also write events to <run>/tb
+    skip_update: bool = False  # action: undo the update of a spiking step
+    rollback: bool = False  # action: go back to the last checkpoint at or before the onset, skipping the batches since
+    checkpoint_every: int = 100  # callbacks: keep an in-memory rollback point every k steps
+    lr_factor: float = 1.0  # action: multiply the lr by this for lr_steps steps after a spike
+    lr_steps: int = 0
+    downweight_group: int | None = None  # action: weight this group of `groups` by `downweight` once it spikes
+    downweight: float = 1.0
+
+    def validate(self, key: str) -> None:
+        check(self.window >= 3, f"{key}.window", "must be >= 3", self.window)
+        check(self.z > 0, f"{key}.z", "must be > 0", self.z)
+        check(self.min_rise >= 0, f"{key}.min_rise", "must be >= 0", self.min_rise)
+        check(self.gap >= 0, f"{key}.gap", "must be >= 0", self.gap)
+        check(self.context >= 1, f"{key}.context", "must be >= 1", self.context)
+        check(self.history > self.context, f"{key}.history", f"must exceed live.context ({self.context})", self.history)
+        check(self.max_share_examples >= 1, f"{key}.max_share_examples", "must be >= 1", self.max_share_examples)
+        check(self.checkpoint_every >= 1, f"{key}.checkpoint_every", "must be >= 1", self.checkpoint_every)
+        check(0 < self.lr_factor <= 1, f"{key}.lr_factor", "must lie in (0, 1]", self.lr_factor)
+        check(self.lr_steps >= 0, f"{key}.lr_steps", "must be >= 0", self.lr_steps)
+        check(0 <= self.downweight <= 1, f"{key}.downweight", "must lie in [0, 1]", self.downweight)
+        check(self.downweight_group is None or self.groups is not None, f"{key}.downweight_group",
+               "needs live.groups (the signals.json that names the group)", self.downweight_group)
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole run."""
 
@@ -231,6 +269,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
     curvature: CurvatureConfig = field(default_factory=CurvatureConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
 
     def validate(self, key: str = "") -> None:
         check(bool(self.name) and "/" not in self.name and self.name not in (".", ".."), "name",

@@ -53,7 +53,7 @@ def add_fake_signals(run_dir, n_pairs=1):
     groups += tuple(Group(g, tuple(range(6 + 7 * g, 13 + 7 * g)), tuple(range(6 + 7 * g, 13 + 7 * g)),
                           shared=(f"word{g}",)) for g in range(2, 2 * n_pairs))
     pairs = tuple(Pair(2 * k, 2 * k + 1, corr=-0.9, strength=3.0 - k / 10, swing=0.2, spike_share=2.0, coherence=1.5,
-                       null_corr=-0.5, z_swing=5, z_spike=4, z_coherence=6, p_value=1e-6, threshold=1e-3,
+                       null_corr=-0.5, p_value=1e-6, threshold=1e-3,
                        significant=True, spikes=(6,), spike_rise_share=(0.4,)) for k in range(n_pairs))
     spike = Spike(row=6, step=int(run.steps[6]), onset_row=3, onset_step=int(run.steps[3]), loss=float(total[6]),
                   trend=float(total[6]) * 0.8, height=0.25, z=4.0)

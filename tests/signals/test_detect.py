@@ -96,16 +96,50 @@ def test_streamed_blocks_match_memory():
     np.testing.assert_allclose(a.energy, b.energy, rtol=1e-6)
 
 
-def test_component_tail_finds_coherent_block():
+def test_component_seed_finds_coherent_block():
+    from oppsig.signals.group import component_seeds
+
     rng = np.random.default_rng(2)
     d = 0.01 * rng.standard_normal((120, 400))
     d[:, 10:30] += 0.01 * np.sin(np.arange(120) / 4.0)[:, None]  # 20 examples move together, each modestly
     loss = 1.0 + np.concatenate([np.zeros((1, 400)), d.cumsum(axis=0)])
-    m = LossMatrix(loss)
-    comps = coherent_components(m, scan_losses(m, 5), SignalsConfig(n_components=4, component_z=4))
+    lm = LossMatrix(loss)
+    comps = coherent_components(lm, scan_losses(lm, 5), SignalsConfig(n_components=4))
     block = set(range(10, 30))
-    best = max(comps.tails, key=lambda t: len(block & set(t.tolist())))
-    assert len(block & set(best.tolist())) >= 18 and len(set(best.tolist()) - block) <= 2
+    best = max(component_seeds(comps, 20), key=lambda t: len(block & set(t.tolist())))
+    assert len(block & set(best.tolist())) >= 18
+
+
+def test_components_match_dense_svd():
+    rng = np.random.default_rng(3)
+    d = rng.standard_normal((60, 3)) @ rng.standard_normal((3, 80)) + 0.01 * rng.standard_normal((60, 80))
+    loss = np.concatenate([np.zeros((1, 80)), d.cumsum(axis=0)])
+    lm = LossMatrix(loss)
+    comps = coherent_components(lm, scan_losses(lm, 5), SignalsConfig(n_components=3))
+    z = np.diff(loss.astype(np.float32), axis=0)
+    z = (z - z.mean(0)) / z.std(0)
+    s = np.linalg.svd(z, compute_uv=False)
+    np.testing.assert_allclose(comps.values, s[:3], rtol=1e-3)
+
+
+def test_one_spike_window_and_share():
+    from oppsig.signals import Spike, rise_shares, spike_window
+    from oppsig.signals.detect import spike_rows
+
+    s = Spike(row=20, step=20, onset_row=17, onset_step=17, loss=2.0, trend=1.0, height=1.0, z=9.0)
+    assert spike_window(s, 100, 5) == (12, 21)
+    assert spike_window(s, 19, 5) == (12, 19)  # clipped
+    assert spike_rows([s], 100, 5).tolist() == list(range(12, 21))
+    rng = np.random.default_rng(0)
+    loss = 1.0 + rng.random((30, 6))
+    d = np.diff(loss, axis=0)
+    total = loss.mean(axis=1)
+    total[20] = total[17] + 1.0  # a rise of 1 from onset to peak
+    # columns 0 and 1 carry (L[20] - L[17]) / 6 of the total's rise
+    want = (loss[20, :2] - loss[17, :2]).sum() / 6 / 1.0
+    assert rise_shares(d[:, :2], total, [s], 6) == [pytest.approx(want)]
+    total[20] = total[17] - 0.5
+    assert np.isnan(rise_shares(d[:, :2], total, [s], 6)[0])
 
 
 def test_bad_series():

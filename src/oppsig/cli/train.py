@@ -20,6 +20,23 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run, accepts_overrides=True)
 
 
+def _live(cfg) -> dict:
+    """The live-attribution hook (``live.enabled``), and the example weights its down-weight action changes."""
+    if not cfg.live.enabled:
+        return {}
+    from ..integrations.live_hook import LiveHook
+
+    kw: dict = {"hooks": [LiveHook(cfg.live)]}
+    if cfg.live.downweight_group is not None:
+        import torch
+
+        from ..data import build_datasets
+
+        kw["data"] = build_datasets(cfg.data, seed=cfg.seed)
+        kw["example_weights"] = torch.ones(len(kw["data"][0]))
+    return kw
+
+
 def run(args) -> int:
     from ..config import load_config
     from ..errors import ConfigError
@@ -37,10 +54,10 @@ def run(args) -> int:
         if not (rd / "config.yaml").exists():
             raise ConfigError(f"cannot resume {rd}: it has no config.yaml (is it a run directory?)")
         cfg = load_config(rd / "config.yaml", overrides)
-        result = train(cfg, run_dir=rd, resume=True, progress=not args.no_progress)
+        result = train(cfg, run_dir=rd, resume=True, progress=not args.no_progress, **_live(cfg))
     else:
         cfg = load_config(args.config, overrides)  # no file: the built-in defaults (synthetic data)
-        result = train(cfg, overwrite=args.overwrite, progress=not args.no_progress)
+        result = train(cfg, overwrite=args.overwrite, progress=not args.no_progress, **_live(cfg))
     m = result.metrics
     print(f"{result.run_dir}: {result.next_step} steps ({result.stopped}), loss {m.get('loss', float('nan')):.4f}, "
           f"accuracy {m.get('accuracy', float('nan')):.3f}, {result.wall_time:.1f} s")

@@ -167,7 +167,7 @@ def plot_group_losses(run, signals, pair: Any = None, spike: Any = None, before:
         a1.set_title(f"around the spike at step {int(spike.step)}")
     a1.legend(fontsize=7, loc="upper left")
     if pair is not None:
-        ga, gb = _pair_groups(pair, groups)
+        ga, gb = pair_groups(pair, groups)
         labels = pair_contrast(ga, gb) if ga is not None and gb is not None else ("", "")
         for g, col, lab in ((ga, UP, labels[0]), (gb, DOWN, labels[1])):
             if g is None:
@@ -220,7 +220,7 @@ def pair_contrast(ga, gb) -> tuple[str, str]:
     return tuple(f"group {g.id} ({_class_words(g)})" + (f": {w}" if w else "") for g, w in zip((ga, gb), out))
 
 
-def _pair_groups(pair, groups: dict) -> tuple[Any, Any]:
+def pair_groups(pair, groups: dict) -> tuple[Any, Any]:
     """The two :class:`~oppsig.signals.Group` objects of a pair (``pair.a``, ``pair.b`` are group ids)."""
     return groups.get(pair.a), groups.get(pair.b)
 

@@ -65,10 +65,11 @@ def save_group_grids(
     groups: list[int] | None = None,
     dpi: int = 100,
 ) -> list[Path]:
-    """Write one PNG grid per group: its examples, and its mean input minus the data mean.
+    """Write one PNG grid per group: its examples, and its mean input minus its classes' mean.
 
-    The first panel shows the signal direction (mean image of the group minus
-    the data mean; grey is zero, bright is above the mean); the others show up
+    The first panel shows the direction image (mean image of the group minus the
+    mean image of its classes, each member's class weighted by its count; grey is
+    zero, bright is above the mean); the others show up
     to ``max_images`` members (largest loss swing first, the order of
     ``Group.members``), each titled with its class and stable id.
 
@@ -101,12 +102,13 @@ def save_group_grids(
         rows = np.asarray(g.members[:max_images], dtype=np.int64)
         imgs = _images(dataset, rows)
         tiles = ([_direction_image(g.direction)] if g.direction is not None else []) + list(imgs)
-        caps = (["mean - data mean"] if g.direction is not None else []) + [
+        caps = (["mean - its classes' mean"] if g.direction is not None else []) + [
             f"{_class_name(classes, y, r)} {int(dataset.index[r])}" for r in rows]
         ncol = max(1, min(cols, len(tiles)))
         nrow = int(np.ceil(len(tiles) / ncol))
         mix = ", ".join(f"{k} {v}" for k, v in list(g.class_counts.items())[:3])
-        words = "; ".join(g.shared) if g.shared else "no descriptor stands out"
+        words = ("against its classes: " + "; ".join(g.shared) if g.shared
+                 else "no descriptor separates it from its classes; what does: the direction image (first tile)")
         # one mosaic in one axes (one subplot per image took ~4 s a group): 1.2 in per tile, 7 pt captions
         h, w = tiles[0].shape[:2]
         cap, gap = int(round(0.35 * h)), 2

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import StoreError
-from . import figures as F
+from . import figures
 from .summary import load_signals, run_summary, signals_summary
 
 CSS = """
@@ -118,7 +118,7 @@ def _group_column(g, data) -> str:
         more = f", +{len(cc) - 6} more" if len(cc) > 6 else ""
         col.append(f"<li>{what}: " + esc(", ".join(f"{n} {c}" for n, c in list(cc.items())[:6]) + more) + "</li>")
     words = _shared_words(g)
-    col.append("<li>shared: " + esc(words or "no descriptor stands out") + "</li>")
+    col.append("<li>shared: " + esc(words or "no descriptor separates it from its classes; see the direction image") + "</li>")
     ratio = getattr(g, "direction_ratio", float("nan"))
     if not tokens and getattr(g, "direction", None) is not None and np.ndim(g.direction) == 3 and math.isfinite(ratio):
         col.append(f"<li>mean image - data mean: norm {ratio:.2f}x a typical image's distance from the mean</li>")
@@ -140,7 +140,7 @@ def _group_column(g, data) -> str:
             cap = "first tile: the mean image minus the data mean (grey is zero); then "
         else:
             cap = ""
-        col.append(array_to_img(F.image_mosaic(tiles, ncols=8, scale=2), f"images of group {g.id}"))
+        col.append(array_to_img(figures.image_mosaic(tiles, ncols=8, scale=2), f"images of group {g.id}"))
         col.append(f"<p class='small'>{esc(cap)}the first {len(mem)} of {len(g.members)} members, largest loss "
                    "swing first</p>")
     return "<div>" + "".join(col) + "</div>"
@@ -150,7 +150,7 @@ def _pair_section(k: int, pair, run, sig, data) -> str:
     from ..signals import pair_name
 
     groups = {g.id: g for g in getattr(sig, "groups", ())}
-    ga, gb = F._pair_groups(pair, groups)
+    ga, gb = figures.pair_groups(pair, groups)
     name = pair_name(k, pair)
     ver = next((v for v in getattr(sig, "verifications", ()) if {v.a, v.b} == {pair.a, pair.b}), None)
     facts = [f"anti-phase correlation of loss changes: <b>{esc(_fmt(pair.corr, 3))}</b> "
@@ -167,9 +167,9 @@ def _pair_section(k: int, pair, run, sig, data) -> str:
         facts.append("share of the net rise at its spikes: " + esc(", ".join(
             (f"step {int(steps[r])}: " if r < len(steps) else "") + f"{100 * v:.0f}%"
             for r, v in zip(pair.spikes, pair.spike_rise_share) if math.isfinite(v))))
-    contrast = " vs ".join(F.pair_contrast(ga, gb)) if ga is not None and gb is not None else ""
+    contrast = " vs ".join(figures.pair_contrast(ga, gb)) if ga is not None and gb is not None else ""
     body = [f"<p><b>{esc(contrast)}</b></p>" if contrast else "", "<p>" + "; ".join(facts) + "</p>",
-            fig_to_img(F.plot_group_losses(run, sig, pair=pair), f"group losses of {name}"),
+            fig_to_img(figures.plot_group_losses(run, sig, pair=pair), f"group losses of {name}"),
             "<div class='grid2'>" + "".join(_group_column(g, data) for g in (ga, gb) if g is not None) + "</div>"]
     if k < OPEN_PAIRS:
         return (f"<section class='pair' id='pair-{k}' data-pair='{k}'><h3>{esc(name)}</h3>" + "".join(body)
@@ -249,16 +249,16 @@ def run_section(run, sig, title: str) -> str:
         parts.append(f"<div class='finding'><b>{esc(lead)}</b><details><summary>detection summary</summary>"
                      f"<pre style='white-space:pre-wrap;margin:0'>{esc(text)}</pre></details></div>")
     parts.append("<h3>Loss and accuracy</h3>")
-    parts.append(fig_to_img(F.plot_loss(run, sig), "loss and accuracy"))
+    parts.append(fig_to_img(figures.plot_loss(run, sig), "loss and accuracy"))
     parts.append("<h3>Sharpness against the stability threshold</h3>")
     if np.isfinite(np.asarray(run.metrics.get("sharpness", []), dtype=float)).any():
-        parts.append(fig_to_img(F.plot_sharpness(run), "sharpness"))
+        parts.append(fig_to_img(figures.plot_sharpness(run), "sharpness"))
     else:
         parts.append("<p class='small'>Sharpness was not measured in this run (set <code>curvature.every</code>, or "
                      "measure it afterwards with <code>oppsig sharpness RUN</code>).</p>")
     if "update_proj" in run.metrics:
         parts.append("<h3>The update's projection on the top eigenvector</h3>")
-        parts.append(fig_to_img(F.plot_update_projection(run), "update projection"))
+        parts.append(fig_to_img(figures.plot_update_projection(run), "update projection"))
     if sig is not None:
         parts.append("<h3>Opposing groups</h3>")
         parts.append(_group_section(run, sig, data, note))
@@ -267,7 +267,7 @@ def run_section(run, sig, title: str) -> str:
             parts.append("<h3>Per-example loss of the pairs' groups</h3>")
             parts.append("<p class='small'>rows: the first examples of each group (g: group, #: stable example id), "
                          "the groups of the strongest pairs first, separated by white lines</p>")
-            parts.append(fig_to_img(F.plot_heatmap(run, ex, lab, blocks=blocks), "per-example loss heat map"))
+            parts.append(fig_to_img(figures.plot_heatmap(run, ex, lab, blocks=blocks), "per-example loss heat map"))
     else:
         parts.append("<p class='small'>No signals.json in this run: run <code>oppsig detect RUN</code> to find the "
                      "opposing groups.</p>")
@@ -285,9 +285,9 @@ def comparison_section(runs: Sequence, sigs: Sequence, names: Sequence[str]) -> 
     parts.append("<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in cols) + "</tr>" + "".join(rows) + "</table>")
     parts.append("<p class='small'>time at EoS: fraction of sharpness measurements at or above 90% of the optimiser's "
                  "stability threshold.</p>")
-    parts.append(fig_to_img(F.plot_comparison(runs, names, "loss"), "loss of every run"))
+    parts.append(fig_to_img(figures.plot_comparison(runs, names, "loss"), "loss of every run"))
     if any("sharpness" in r.metrics for r in runs):
-        parts.append(fig_to_img(F.plot_comparison(runs, names, "sharpness", log=False), "sharpness of every run"))
+        parts.append(fig_to_img(figures.plot_comparison(runs, names, "sharpness", log=False), "sharpness of every run"))
     return "".join(parts)
 
 

@@ -7,14 +7,15 @@ oscillate in anti-phase with growing amplitude, and the total loss spikes
 when the oscillation grows. This package finds them in a per-example loss
 record:
 
-- :mod:`~oppsig.signals.detect`: loss spikes, per-step top-k extremes,
-  recurring examples, coherent components;
-- :mod:`~oppsig.signals.group`: groups that move together (loss-change
-  correlation plus input descriptors);
-- :mod:`~oppsig.signals.pair`: anti-phase pairs, tested against the generic
-  edge-of-stability null;
-- :mod:`~oppsig.signals.explain`: class mix, shared descriptors in words,
-  signal direction;
+- :mod:`~oppsig.signals.detect`: loss spikes (one spike window, one spike
+  share), per-step top-k extremes, recurring examples, leading components;
+- :mod:`~oppsig.signals.group`: groups of examples that move together, found by
+  coherence (no member needs to be extreme);
+- :mod:`~oppsig.signals.pair`: anti-phase pairs, each group's input coherence
+  tested against the same pipeline on the loss record permuted within classes
+  (family-wise error rate);
+- :mod:`~oppsig.signals.explain`: class mix, descriptors (brightness, colour of
+  background and object) against the group's own classes, direction image;
 - :mod:`~oppsig.signals.verify`: gradient cosine, Hessian alignment, spike shares;
 - :mod:`~oppsig.signals.result`: dataclasses and the versioned ``signals.json``.
 
@@ -28,9 +29,9 @@ Example:
     0
 """
 
-from .api import find_signals, find_signals_in_run, summary_text
+from .api import detect_stage, explain_stage, find_signals, find_signals_in_run, group_stage, pair_stage, summary_text
 from .config import SignalsConfig
-from .detect import MIN_ROWS, LossMatrix, detect_spikes, extremes
+from .detect import MIN_ROWS, LossMatrix, detect_spikes, extremes, rise_shares, spike_window
 from .explain import Descriptors, explain_group, input_descriptors
 from .result import (
     FORMAT_VERSION,
@@ -51,6 +52,12 @@ __all__ = [
     "find_signals",
     "find_signals_in_run",
     "summary_text",
+    "detect_stage",
+    "group_stage",
+    "pair_stage",
+    "explain_stage",
+    "spike_window",
+    "rise_shares",
     "SignalsConfig",
     "SignalsResult",
     "Spike",

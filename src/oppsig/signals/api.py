@@ -1,31 +1,50 @@
-"""The one-call search: :func:`find_signals` and its text summary."""
+"""The one-call search: :func:`find_signals` (one small function per stage) and its text summary.
+
+Stages, each testable and replaceable alone:
+
+- :func:`detect_stage`: read and check the matrix, one scan, spikes, components;
+- :func:`group_stage`: groups of examples that move together (:mod:`~oppsig.signals.group`);
+- :func:`pair_stage`: anti-phase pairs and their test (:mod:`~oppsig.signals.pair`);
+- :func:`explain_stage`: what each group shares against its own classes (:mod:`~oppsig.signals.explain`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .config import SignalsConfig
 from .detect import (
+    Components,
     LossMatrix,
+    Scan,
     coherent_components,
     detect_spikes,
-    recurring_rows,
+    recurring_examples,
+    rise_shares,
     scan_losses,
-    select_candidates,
     spike_rows,
+    spike_window,
 )
-from .explain import InputSpace, explain_group, input_descriptors
-from .group import cluster_series, cohesion, merge_with_tails, refine_groups
-from .pair import NullModel, PairContext, find_pairs, spike_rise_shares
+from .explain import Descriptors, InputSpace, coherence_features, explain_group, input_descriptors
+from .group import cohesion, find_groups
+from .pair import (
+    CoherenceTest,
+    anti_phase_candidates,
+    assess_pairs,
+    draws_needed,
+    pair_correlation,
+    split_null_corr,
+)
 from .result import Group, Pair, Recurring, SignalsError, SignalsResult, Spike, pair_name
 
 
-def _check_inputs(m: LossMatrix, steps: Any, dataset: Any, total_loss: Any, sharpness: Any):
-    r, n = m.shape
+def _check_inputs(lm: LossMatrix, steps: Any, dataset: Any, total_loss: Any, sharpness: Any):
+    r, n = lm.shape
     steps = np.asarray(steps)
     if steps.shape != (r,):
         raise SignalsError(f"steps must have shape ({r},) (one per loss row), got {steps.shape}")
@@ -50,6 +69,149 @@ def _check_inputs(m: LossMatrix, steps: Any, dataset: Any, total_loss: Any, shar
     return steps.astype(np.int64), total_loss, sharpness
 
 
+GENERIC_CORR = 0.9
+"""A pair whose group-mean difference correlates at least this (in absolute value) with the leading component's
+time profile is the run's generic oscillation itself (any examples split by their sign along the top direction
+give it) and is not reported: a gate after the test, which can only remove pairs."""
+
+
+def _size_bin(size: int) -> int:
+    """Pair sizes rounded to two significant digits, so that similar sizes share their random splits."""
+    if size < 100:
+        return max(1, size)
+    k = 10 ** (len(str(size)) - 2)
+    return int(round(size / k) * k)
+
+
+@dataclass
+class Detection:
+    """What :func:`detect_stage` finds: the matrix, its scan, the spikes and the leading components."""
+
+    lm: LossMatrix
+    scan: Scan
+    steps: np.ndarray
+    total: np.ndarray
+    spikes: list[Spike]
+    comps: Components
+
+
+def detect_stage(losses: Any, steps: Any, dataset: Any, total_loss: Any, sharpness: Any,
+                 config: SignalsConfig) -> Detection:
+    """Read and check the loss matrix, scan it once, find the spikes (with their top-k) and the components."""
+    lm = losses if isinstance(losses, LossMatrix) else LossMatrix(losses, config.block_rows, config.max_memory_mb)
+    steps, total_loss, sharpness = _check_inputs(lm, steps, dataset, total_loss, sharpness)
+    scan = scan_losses(lm, config.k)
+    total = scan.total if total_loss is None else total_loss
+    spikes = [_with_top(s, scan, lm) for s in detect_spikes(total, steps, config, sharpness)]
+    return Detection(lm, scan, steps, np.asarray(total, dtype=np.float64), spikes,
+                     coherent_components(lm, scan, config))
+
+
+def group_stage(det: Detection, config: SignalsConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The groups (rows, largest swing first) and each group's loss changes (R-1, m_g)."""
+    rows = find_groups(det.lm, det.scan, det.comps, config)
+    series = _split_columns(det.lm.diff_columns(np.concatenate(rows)), rows) if rows else []
+    return rows, series
+
+
+@dataclass
+class Inputs:
+    """The data set's input view, computed once: descriptors, class-mean space and the coherence test."""
+
+    descriptors: Descriptors
+    space: InputSpace
+    test: CoherenceTest
+
+    @classmethod
+    def build(cls, dataset: Any, config: SignalsConfig) -> "Inputs":
+        desc = input_descriptors(dataset)
+        labels = dataset.y.numpy() if dataset.y.ndim == 1 else None
+        feats = coherence_features(dataset, desc, config.n_pcs, config.seed)
+        return cls(desc, InputSpace(dataset, seed=config.seed), CoherenceTest(feats, labels))
+
+
+def pair_stage(det: Detection, rows: list[np.ndarray], series: list[np.ndarray], inputs: Inputs,
+               config: SignalsConfig) -> tuple[list[Pair], float, dict]:
+    """Anti-phase pairs of groups, tested against the within-class permutation null.
+
+    Returns:
+        ``(pairs, null_corr, test)``: the ``max_pairs`` strongest significant and the
+        ``max_pairs`` strongest other tested pairs (significant first, then by
+        strength; spikes and rise shares attached), the mean correlation of random
+        20-vs-20 halves split by their co-movement, and the test's description.
+    """
+    r, n = det.lm.shape
+    rng = np.random.default_rng(config.seed)
+    pool = np.sort(rng.choice(n, size=min(n, 2000), replace=False))
+    pool_series = det.lm.diff_columns(pool).astype(np.float64)
+    reference = det.comps.time[:, 0] if det.comps.time.shape[1] else np.diff(det.total)
+    null_corr = split_null_corr(pool_series, reference, 20, 50, rng)
+    total_swing = float(np.diff(det.total).std())
+    means = np.stack([s.mean(axis=1) for s in series], axis=1) if series else np.zeros((r - 1, 0))
+    swings = means.std(axis=0)
+    cands = anti_phase_candidates(means, swings, config.max_pair_corr)
+    window = spike_rows(det.spikes, r - 1, config.spike_context)
+    shares = [_spike_enrichment(np.concatenate([series[a], series[b]], axis=1), det.scan.abs_row, window, n)
+              for a, b, _ in cands]
+    ratio = swings / total_swing if total_swing > 0 else np.full(len(swings), np.inf)
+    tested = sorted({i for a, b, _ in cands for i in (a, b)})
+    visible = np.zeros(len(rows), dtype=bool)
+    for g in tested:
+        visible[g] = inputs.space.direction(rows[g])["ratio"] >= config.min_direction_ratio
+    # a pair that is the leading oscillation itself (every example split by its sign along it) is no pair
+    beyond = [abs(pair_correlation(means[:, a] - means[:, b], reference)) < GENERIC_CORR for a, b, _ in cands]
+    pairs = assess_pairs(cands, rows, ratio, shares, inputs.test, config.alpha, config.n_null, config.seed,
+                         config.max_pair_corr, visible, beyond)
+    kept = ([p for p in pairs if p.significant][: config.max_pairs]
+            + [p for p in pairs if not p.significant][: config.max_pairs])
+    cache: dict[int, float] = {}
+    out = []
+    for p in kept:
+        size = _size_bin((len(rows[p.a]) + len(rows[p.b])) // 2)
+        if size not in cache:
+            cache[size] = split_null_corr(pool_series, reference, size, 20, rng)
+        out.append(_with_spikes(Pair(**{**p.__dict__, "null_corr": cache[size]}), series, det, config))
+    n_tested = len({i for a, b, _ in cands for i in (a, b)})
+    n_perm = draws_needed(config.n_null, config.alpha)
+    test = {
+        "method": "the pipeline's groups on the loss record permuted among the examples of each class: "
+                  f"input coherence (descriptors and {config.n_pcs} input PCs, whitened within class)",
+        "error": "family-wise error rate over the groups in tested pairs (single-step max-T)",
+        "alpha": config.alpha,
+        "groups_tested": n_tested,
+        "threshold": config.alpha,
+        "n_null": n_perm,
+        "resolution": 1.0 / (n_perm + 1),
+        "features": inputs.test.dims,
+        "min_direction_ratio": config.min_direction_ratio,
+        "max_leading_corr": GENERIC_CORR,
+    }
+    return out, null_corr, test
+
+
+def explain_stage(dataset: Any, rows: list[np.ndarray], series: list[np.ndarray], inputs: Inputs,
+                  config: SignalsConfig) -> tuple[Group, ...]:
+    """One :class:`Group` per group: members by swing, class mix, descriptors against their classes, direction."""
+    ids = dataset.index.numpy()
+    total_swing = None
+    groups = []
+    for gid, (rr, ser) in enumerate(zip(rows, series)):
+        by_swing = np.argsort(-ser.std(axis=0), kind="stable")
+        rr, ser = rr[by_swing], ser[:, by_swing]
+        e = explain_group(dataset, rr, inputs.descriptors, config.min_effect, config.max_words, inputs.space)
+        groups.append(
+            Group(
+                id=gid, members=tuple(int(i) for i in rr), ids=tuple(int(i) for i in ids[rr]),
+                cohesion=cohesion(ser), swing=float(ser.mean(axis=1).std()),
+                class_counts=e["class_counts"], descriptors=e["descriptors"], shared=e["shared"],
+                direction_norm=e["direction_norm"], direction_ratio=e["direction_ratio"],
+                projection_ratio=e["projection_ratio"], direction=e["direction"], explanation=e["explanation"],
+            )
+        )
+    del total_swing
+    return tuple(groups)
+
+
 def find_signals(
     losses: Any,
     steps: Any,
@@ -60,11 +222,13 @@ def find_signals(
 ) -> SignalsResult:
     """Find opposing signals in a per-example loss record.
 
-    Pipeline: detect (spikes of the total loss, per-step top-k extremes,
-    recurring examples, coherent components) -> group (correlation of loss
-    changes, input descriptors as a second view) -> pair (anti-phase groups
-    tested against the generic edge-of-stability null) -> explain (class mix,
-    shared descriptors in words, signal direction).
+    Pipeline: :func:`detect_stage` (spikes of the total loss, per-step top-k
+    extremes, recurring examples, leading components) -> :func:`group_stage`
+    (examples whose losses move together, found by coherence) -> :func:`pair_stage`
+    (anti-phase pairs; each group's input coherence tested against the same
+    procedure on the loss record permuted within classes, family-wise error
+    ``alpha``) -> :func:`explain_stage` (class mix, descriptors against the
+    group's own classes, direction image).
 
     Args:
         losses: (R, N) array-like of per-example losses; row ``r`` is recorded
@@ -82,7 +246,8 @@ def find_signals(
 
     Returns:
         :class:`SignalsResult`; ``result.pairs`` holds only the pairs that beat
-        the null (empty when none does), ``result.rejected_pairs`` the best others.
+        the null (empty when none does), ``result.rejected_pairs`` the best others,
+        ``result.test`` the null's size, resolution and the error it controls.
 
     Raises:
         SignalsError: for a matrix that is not 2-D, too short (fewer than 8
@@ -101,136 +266,54 @@ def find_signals(
         raise SignalsError(f"config must be a SignalsConfig, got {type(config).__name__}")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    m = losses if isinstance(losses, LossMatrix) else LossMatrix(losses, config.block_rows, config.max_memory_mb)
-    r, n = m.shape
-    steps, total_loss, sharpness = _check_inputs(m, steps, dataset, total_loss, sharpness)
-    scan = scan_losses(m, config.k)
-    total = scan.total if total_loss is None else total_loss
-    spikes = detect_spikes(total, steps, config, sharpness)
-    spikes = [_with_top(s, scan, m) for s in spikes]
-    timings["scan"] = time.perf_counter() - t0
-
-    t1 = time.perf_counter()
-    comps = coherent_components(m, scan, config)
-    cand = select_candidates(scan, comps, config)
-    rng = np.random.default_rng(config.seed)
-    pool = np.sort(rng.choice(n, size=min(n, config.null_pool), replace=False))
-    both = np.union1d(cand, pool)
-    series_all = m.diff_columns(both)
-    pos = {int(c): i for i, c in enumerate(both)}
-    cand_series = series_all[:, [pos[int(c)] for c in cand]]
-    pool_series = series_all[:, [pos[int(c)] for c in pool]]
-    timings["detect"] = time.perf_counter() - t1
-
-    t2 = time.perf_counter()
-    desc = input_descriptors(dataset)
-    labels = dataset.y.numpy() if dataset.y.ndim == 1 else None
-    # only outliers form groups: examples whose loss swings well above the typical example's,
-    # or that move together with others in a component of their own
-    eligible = scan.std >= config.min_swing_ratio * float(np.median(scan.std))
-    for tail in comps.tails:
-        eligible[tail] = True
-    keep = eligible[cand]
-    cand, cand_series = cand[keep], cand_series[:, keep]
-    groups_pos = []
-    if len(cand) >= 2 * config.min_group_size:
-        groups_pos = cluster_series(
-            cand_series,
-            desc.z[cand],
-            None if labels is None else labels[cand],
-            cut=config.cluster_distance,
-            feature_weight=config.feature_weight,
-            class_weight=config.class_weight,
-            min_group_size=config.min_group_size,
-        )
-    seeds = merge_with_tails(
-        [cand[gp] for gp in groups_pos], [t[eligible[t]] for t in comps.tails], desc.z, labels,
-        config.feature_weight, config.class_weight, config.min_group_size,
-    )
-    seed_series = _split_columns(m.diff_columns(np.concatenate(seeds)), seeds) if seeds else []
-    g_rows = refine_groups(
-        m, scan.mean, scan.std, seeds, seed_series,
-        min_corr=1.0 - config.cluster_distance, min_beta=config.min_beta, min_group_size=config.min_group_size,
-        eligible=eligible,
-    )
-    g_series = _split_columns(m.diff_columns(np.concatenate(g_rows)), g_rows) if g_rows else []
-    swings = [float(s.mean(axis=1).std()) for s in g_series]
-    order = np.argsort(-np.asarray(swings), kind="stable")[: config.max_groups]
-    g_series = [g_series[i] for i in order]
-    g_rows = [g_rows[i] for i in order]
-    timings["group"] = time.perf_counter() - t2
-
-    t3 = time.perf_counter()
-    ctx = PairContext(
-        spike_rows=spike_rows(spikes, r - 1, config.spike_context) if spikes else np.arange(r - 1),
-        abs_row=scan.abs_row,
-        n_examples=n,
-        desc_z=desc.z,
-        labels=labels,
-    )
-    if len(ctx.spike_rows) == 0:
-        ctx.spike_rows = np.arange(r - 1)
-    reference = comps.time[:, 0] if comps.time.shape[1] else np.diff(total)
-    null = NullModel.build(pool, pool_series, reference)
-    tested, null_corr = find_pairs(
-        g_series, g_rows, ctx, null, config.max_pair_corr, config.alpha, config.n_null, config.seed
-    )
-    tested = [_with_spikes(p, g_series, total, spikes, n, ctx) for p in tested]
+    det = detect_stage(losses, steps, dataset, total_loss, sharpness, config)
+    timings["detect"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    rows, series = group_stage(det, config)
+    timings["group"] = time.perf_counter() - t
+    t = time.perf_counter()
+    inputs = Inputs.build(dataset, config)
+    tested, null_corr, test = pair_stage(det, rows, series, inputs, config)
     sig = tuple(p for p in tested if p.significant)[: config.max_pairs]
     rejected = tuple(p for p in tested if not p.significant)[: config.max_pairs]
-    timings["pair"] = time.perf_counter() - t3
-
-    t4 = time.perf_counter()
-    ids = dataset.index.numpy()
-    space = InputSpace(dataset, seed=config.seed)
-    groups = []
-    for gid, (rows, ser) in enumerate(zip(g_rows, g_series)):
-        by_swing = np.argsort(-ser.std(axis=0), kind="stable")
-        rows, ser = rows[by_swing], ser[:, by_swing]
-        e = explain_group(dataset, rows, desc, config.min_effect, config.max_words, space)
-        groups.append(
-            Group(
-                id=gid,
-                members=tuple(int(i) for i in rows),
-                ids=tuple(int(i) for i in ids[rows]),
-                cohesion=cohesion(ser),
-                swing=float(ser.mean(axis=1).std()),
-                class_counts=e["class_counts"],
-                descriptors=e["descriptors"],
-                shared=e["shared"],
-                direction_norm=e["direction_norm"],
-                direction_ratio=e["direction_ratio"],
-                projection_ratio=e["projection_ratio"],
-                direction=e["direction"],
-                explanation=e["explanation"],
-            )
-        )
-    timings["explain"] = time.perf_counter() - t4
-    rec_rows = recurring_rows(scan, config.min_recurrence)[: config.max_candidates]
-    at_spikes = np.bincount(np.array([i for s in spikes for i in s.top_up + s.top_down], dtype=np.int64), minlength=n)
-    recurring = tuple(
-        Recurring(
-            row=int(i), id=int(ids[i]), n_up=int(scan.n_up[i]), n_down=int(scan.n_down[i]),
-            energy=float(scan.energy[i]), alternation=float(scan.alternation[i]), n_spikes=int(at_spikes[i]),
-        )
-        for i in rec_rows
-    )
+    timings["pair"] = time.perf_counter() - t
+    t = time.perf_counter()
+    groups = explain_stage(dataset, rows, series, inputs, config)
+    timings["explain"] = time.perf_counter() - t
+    recurring = _recurring(det, dataset, config)
     timings["total"] = time.perf_counter() - t0
+    r, n = det.lm.shape
     return SignalsResult(
         n_rows=r,
         n_examples=n,
-        steps=steps,
-        total_loss=np.asarray(total, dtype=np.float64),
-        spikes=tuple(spikes),
+        steps=det.steps,
+        total_loss=det.total,
+        spikes=tuple(det.spikes),
         recurring=recurring,
-        groups=tuple(groups),
+        groups=groups,
         pairs=sig,
         rejected_pairs=rejected,
         config=config.to_dict(),
         dataset={"name": getattr(dataset, "name", ""), "classes": list(getattr(dataset, "classes", ()))},
-        top_share=float(scan.top_share.mean()),
+        top_share=float(det.scan.top_share.mean()),
         null_corr=null_corr,
+        test=test,
         timings=timings,
+    )
+
+
+def _recurring(det: Detection, dataset: Any, config: SignalsConfig) -> tuple[Recurring, ...]:
+    scan, n = det.scan, det.lm.shape[1]
+    ids = dataset.index.numpy()
+    rows = recurring_examples(scan, config.min_recurrence)[: config.max_candidates]
+    at_spikes = np.bincount(np.array([i for s in det.spikes for i in s.top_up + s.top_down], dtype=np.int64),
+                            minlength=n)
+    return tuple(
+        Recurring(
+            row=int(i), id=int(ids[i]), n_up=int(scan.n_up[i]), n_down=int(scan.n_down[i]),
+            energy=float(scan.energy[i]), alternation=float(scan.alternation[i]), n_spikes=int(at_spikes[i]),
+        )
+        for i in rows
     )
 
 
@@ -369,30 +452,40 @@ def _split_columns(series: np.ndarray, rows: list[np.ndarray]) -> list[np.ndarra
     return out
 
 
-def _with_top(s: Spike, scan, m: LossMatrix) -> Spike:
+def _spike_enrichment(series: np.ndarray, abs_row: np.ndarray, window: np.ndarray, n: int) -> float:
+    """Share of the spike windows' |loss change| carried by the columns, over their share of the examples."""
+    tot = float(abs_row[window].sum()) if len(window) else 0.0
+    if tot <= 0:
+        return float("nan")
+    return (float(np.abs(series[window]).sum()) / tot) / (series.shape[1] / n)
+
+
+def _with_top(s: Spike, scan: Scan, lm: LossMatrix) -> Spike:
     """The spike with the top-k rows of the change into its peak (largest increase / decrease first)."""
     t = s.row - 1
     if t < 0:
         return s
-    d = m.row(s.row) - m.row(t)
+    d = lm.row(s.row) - lm.row(t)
     up, down = scan.top_up[t], scan.top_down[t]
     up = up[np.argsort(-d[up], kind="stable")]
     down = down[np.argsort(d[down], kind="stable")]
     return Spike(**{**s.__dict__, "top_up": tuple(int(i) for i in up), "top_down": tuple(int(i) for i in down)})
 
 
-def _with_spikes(p: Pair, g_series, total, spikes, n, ctx: PairContext, top: int = 3) -> Pair:
-    """The pair with the spikes where it carries most |loss change|, and its share of their rise."""
-    if not spikes:
+def _with_spikes(p: Pair, series: list[np.ndarray], det: Detection, config: SignalsConfig, top: int = 3) -> Pair:
+    """The pair with the spikes where it carries most |loss change| (in each :func:`spike_window`), and its
+    share of their rise (:func:`rise_shares`)."""
+    if not det.spikes:
         return p
-    ser = np.concatenate([g_series[p.a], g_series[p.b]], axis=1)
+    ser = np.concatenate([series[p.a], series[p.b]], axis=1)
+    n_changes = len(det.scan.abs_row)
     shares = []
-    for s in spikes:
-        w = np.arange(max(0, s.onset_row - 2), min(len(ctx.abs_row), s.row + 1))
-        tot = ctx.abs_row[w].sum()
-        shares.append(np.abs(ser[w]).sum() / tot if tot > 0 else 0.0)
-    best = [spikes[i] for i in np.argsort(-np.asarray(shares), kind="stable")[:top]]
-    rise = spike_rise_shares(ser, total, best, n)
+    for s in det.spikes:
+        lo, hi = spike_window(s, n_changes, config.spike_context)
+        tot = det.scan.abs_row[lo:hi].sum()
+        shares.append(np.abs(ser[lo:hi]).sum() / tot if tot > 0 else 0.0)
+    best = [det.spikes[i] for i in np.argsort(-np.asarray(shares), kind="stable")[:top]]
+    rise = rise_shares(ser, det.total, best, det.lm.shape[1])
     return Pair(**{**p.__dict__, "spikes": tuple(s.row for s in best), "spike_rise_share": tuple(rise)})
 
 
@@ -419,6 +512,13 @@ def summary_text(result: SignalsResult, max_groups: int = 6) -> str:
         f"top-{2 * k} examples carry {100 * result.top_share:.1f}% of the absolute loss change per step "
         f"(mean); recurring extremes: {len(result.recurring)}; groups: {len(result.groups)}"
     )
+    t = result.test
+    if t:
+        lines.append(
+            f"test: {t.get('groups_tested', 0)} groups in anti-phase pairs against {t.get('n_null', 0)} "
+            f"within-class permutations (p resolution {t.get('resolution', float('nan')):.1g}); "
+            f"{t.get('error', 'family-wise error')} at {t.get('alpha', float('nan')):g}"
+        )
     if not result.pairs:
         best = result.rejected_pairs[0] if result.rejected_pairs else None
         extra = (f" (best candidate corr {best.corr:.2f}, p={best.p_value:.2g} > {best.threshold:.2g})"
@@ -428,8 +528,9 @@ def summary_text(result: SignalsResult, max_groups: int = 6) -> str:
     for i, p in enumerate(result.pairs):
         ga, gb = result.group(p.a), result.group(p.b)
         lines.append(
-            f"{pair_name(i, p)}: corr {p.corr:.2f} (null {p.null_corr:.2f}), swing z {p.z_swing:.1f}, "
-            f"spike share {p.spike_share:.1f}x (z {p.z_spike:.1f}), coherence z {p.z_coherence:.1f}, p={p.p_value:.2g}"
+            f"{pair_name(i, p)}: corr {p.corr:.2f} (random halves split the same way {p.null_corr:.2f}), "
+            f"swing {p.swing:.1f}x the total loss's, spike share {p.spike_share:.1f}x its size, "
+            f"input coherence {p.coherence:.1f}x null, p={p.p_value:.2g} (family-wise, {p.n_null} permutations)"
         )
         for g in (ga, gb):
             lines.append(f"  group {g.id}: {g.explanation}")

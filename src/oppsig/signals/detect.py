@@ -75,8 +75,8 @@ class LossMatrix:
             message names the first bad row and column).
 
     Example:
-        >>> m = LossMatrix(np.ones((10, 3)))
-        >>> m.shape, sum(len(b) for _, b in m.diff_blocks())
+        >>> lm = LossMatrix(np.ones((10, 3)))
+        >>> lm.shape, sum(len(b) for _, b in lm.diff_blocks())
         ((10, 3), 9)
     """
 
@@ -309,16 +309,56 @@ def detect_spikes(
     return out
 
 
-def spike_rows(spikes: list[Spike] | tuple[Spike, ...], n_changes: int, context: int) -> np.ndarray:
-    """Rows of the loss-change matrix inside any spike window, ascending.
+def spike_window(spike: Spike, n_changes: int, context: int) -> tuple[int, int]:
+    """The rows ``[lo, hi)`` of the loss-change matrix that belong to ``spike``: the one spike window.
 
-    A spike's window covers the changes from ``context`` rows before its onset up to
-    two rows after its peak (the growing oscillation, the rise and the fall).
+    Change row ``t`` is ``L[t + 1] - L[t]``. The window runs from ``context`` rows
+    before the spike's onset (the growing oscillation) through the rise to the
+    change out of the peak (the fall), i.e. ``[onset_row - context, row + 1)``,
+    clipped to ``[0, n_changes)``.
+
+    Example:
+        >>> s = Spike(row=50, step=50, onset_row=45, onset_step=45, loss=2.0, trend=1.0, height=1.0, z=9.0)
+        >>> spike_window(s, 100, context=12)
+        (33, 51)
     """
+    return max(0, spike.onset_row - context), min(n_changes, spike.row + 1)
+
+
+def spike_rows(spikes: list[Spike] | tuple[Spike, ...], n_changes: int, context: int) -> np.ndarray:
+    """Rows of the loss-change matrix inside any :func:`spike_window`, ascending."""
     mask = np.zeros(n_changes, dtype=bool)
     for s in spikes:
-        mask[max(0, s.onset_row - context) : min(n_changes, s.row + 2)] = True
+        lo, hi = spike_window(s, n_changes, context)
+        mask[lo:hi] = True
     return np.flatnonzero(mask)
+
+
+def rise_shares(changes: np.ndarray, total: np.ndarray, spikes, n_examples: int) -> list[float]:
+    """Share of each spike's net total-loss rise (onset to peak) carried by some examples: the one spike share.
+
+    Args:
+        changes: (R-1, m) loss changes of the examples (``L[1:] - L[:-1]`` of their columns).
+        total: (R,) total (mean) loss.
+        spikes: :class:`~oppsig.signals.result.Spike` objects.
+        n_examples: N (the total loss is a mean over N examples).
+
+    Returns:
+        One share per spike: ``sum_i (L[peak, i] - L[onset, i]) / N`` over the
+        examples, divided by ``total[peak] - total[onset]`` (NaN when the total did not rise).
+
+    Example:
+        >>> L = np.array([[1.0, 1.0], [1.0, 1.0], [3.0, 1.0]])
+        >>> s = Spike(row=2, step=2, onset_row=1, onset_step=1, loss=2.0, trend=1.0, height=1.0, z=9.0)
+        >>> rise_shares(np.diff(L, axis=0)[:, :1], L.mean(axis=1), [s], 2)
+        [1.0]
+    """
+    out = []
+    for s in spikes:
+        rise = float(total[s.row] - total[s.onset_row])
+        part = float(np.asarray(changes)[s.onset_row : s.row].sum(dtype=np.float64)) / n_examples
+        out.append(part / rise if rise > 0 else float("nan"))
+    return out
 
 
 def extremes(losses: Any, row: int, k: int = 20, window: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -404,21 +444,21 @@ def _scan_block(t0: int, blk: np.ndarray, k: int) -> dict:
     }
 
 
-def scan_losses(m: LossMatrix, k: int) -> Scan:
-    """One pass over ``m``: per-step top-k extremes and per-example statistics.
+def scan_losses(lm: LossMatrix, k: int) -> Scan:
+    """One pass over ``lm``: per-step top-k extremes and per-example statistics.
 
     The pass is :meth:`LossMatrix.map_blocks` of one block kernel, combined in
     block order: the same figures whether the blocks are computed in memory,
     streamed, or on a Dask cluster.
 
     Args:
-        m: the loss matrix (R, N).
+        lm: the loss matrix (R, N).
         k: extremes per row and direction (clipped to N // 2).
 
     Returns:
         A :class:`Scan`.
     """
-    r, n = m.shape
+    r, n = lm.shape
     k = max(1, min(k, n // 2))
     t_n = r - 1
     total = np.empty(r)
@@ -430,7 +470,7 @@ def scan_losses(m: LossMatrix, k: int) -> Scan:
     abs_row = np.empty(t_n)
     top_abs = np.empty(t_n)
     prev = None
-    for t0, p in zip(m.block_starts(), m.iter_blocks(functools.partial(_scan_block, k=k))):
+    for t0, p in zip(lm.block_starts(), lm.iter_blocks(functools.partial(_scan_block, k=k))):
         b = len(p["up"])
         total[t0 : t0 + b + 1] = p["total"]
         top_up[t0 : t0 + b] = p["up"]
@@ -468,50 +508,46 @@ class Components:
         time: (R-1, c) unit time profiles (left singular vectors).
         values: (c,) singular values.
         loadings: (N, c) unit example loadings (right singular vectors).
-        tails: the non-empty tails of the components, one sign at a time: the
-            columns whose loading lies beyond ``component_z`` robust standard
-            deviations on that side (sorted columns).
     """
 
     time: np.ndarray
     values: np.ndarray
     loadings: np.ndarray
-    tails: list[np.ndarray]
 
 
-def coherent_components(m: LossMatrix, scan: Scan, config: SignalsConfig) -> Components:
-    """Find examples that swing together: tails of the leading principal components.
+def coherent_components(lm: LossMatrix, scan: Scan, config: SignalsConfig) -> Components:
+    """The leading principal components of the standardised loss changes.
 
     Each example's loss changes are standardised (zero mean, unit variance), so
     that a few dozen examples that move together form a component whatever
     their individual size; the leading components are found by a randomised
-    SVD (two power iterations) that reads the matrix in row blocks. An
-    example belongs to a component's tail when its loading lies more than
-    ``config.component_z`` robust standard deviations from the median.
+    SVD (two power iterations) that reads the matrix in row blocks: ``6`` passes
+    with ``c + 10`` vectors, time ``O(R N (c + 10))``. The examples loading most
+    on either side of a component seed the groups (:mod:`~oppsig.signals.group`).
 
     Args:
-        m: the loss matrix (R, N).
+        lm: the loss matrix (R, N).
         scan: its :func:`scan_losses` statistics.
-        config: ``n_components``, ``component_z``, ``max_component_members``, ``seed``.
+        config: ``n_components``, ``seed``.
 
     Returns:
         :class:`Components` (empty arrays when ``n_components`` is 0).
     """
-    r, n = m.shape
+    r, n = lm.shape
     t_n = r - 1
     c = min(config.n_components, t_n - 1, n - 1)
     if c <= 0:
-        return Components(np.zeros((t_n, 0)), np.zeros(0), np.zeros((n, 0)), [])
+        return Components(np.zeros((t_n, 0)), np.zeros(0), np.zeros((n, 0)))
     mu = scan.mean.astype(np.float32)
     inv = np.where(scan.std > 1e-12, 1.0 / np.maximum(scan.std, 1e-30), 0.0).astype(np.float32)
     rng = np.random.default_rng(config.seed)
     width = min(c + 10, t_n, n)
 
     def zt_times(b: np.ndarray) -> np.ndarray:  # Z^T b: (N, w)
-        return m.sum_blocks(functools.partial(_zt_block, mu=mu, inv=inv, b=b))
+        return lm.sum_blocks(functools.partial(_zt_block, mu=mu, inv=inv, b=b))
 
     def z_times(q: np.ndarray) -> np.ndarray:  # Z q: (R-1, w)
-        parts = m.map_blocks(functools.partial(_z_block, mu=mu, inv=inv, q32=q.astype(np.float32)))
+        parts = lm.map_blocks(functools.partial(_z_block, mu=mu, inv=inv, q32=q.astype(np.float32)))
         return np.concatenate(parts).astype(np.float64)
 
     omega = rng.standard_normal((t_n, width)).astype(np.float32)
@@ -523,20 +559,7 @@ def coherent_components(m: LossMatrix, scan: Scan, config: SignalsConfig) -> Com
     u, s, wt = np.linalg.svd(b, full_matrices=False)
     u, s = u[:, :c], s[:c]
     v = q @ wt[:c].T  # (N, c)
-    tails = []
-    for j in range(c):
-        x = v[:, j]
-        med = np.median(x)
-        mad = 1.4826 * np.median(np.abs(x - med))
-        if mad <= 0:
-            continue
-        z = (x - med) / mad
-        for sign in (1.0, -1.0):
-            idx = np.flatnonzero(sign * z >= config.component_z)
-            idx = idx[np.argsort(-sign * z[idx])][: config.max_component_members]
-            if len(idx):
-                tails.append(np.sort(idx).astype(np.int64))
-    return Components(u, s, v, tails)
+    return Components(u, s, v)
 
 
 def _zt_block(t0: int, blk: np.ndarray, mu, inv, b) -> np.ndarray:
@@ -550,30 +573,8 @@ def _z_block(t0: int, blk: np.ndarray, mu, inv, q32) -> np.ndarray:
     return ((np.diff(blk, axis=0) - mu) * inv) @ q32
 
 
-def recurring_rows(scan: Scan, min_recurrence: int) -> np.ndarray:
-    """Columns among the per-step extremes at least ``min_recurrence`` times, most energetic first."""
+def recurring_examples(scan: Scan, min_recurrence: int) -> np.ndarray:
+    """Examples (columns) among the per-step extremes at least ``min_recurrence`` times, most energetic first."""
     cnt = scan.n_up + scan.n_down
     idx = np.flatnonzero(cnt >= min_recurrence)
     return idx[np.argsort(-scan.energy[idx], kind="stable")]
-
-
-def select_candidates(scan: Scan, comps: Components, config: SignalsConfig) -> np.ndarray:
-    """The examples that enter grouping: component tails first, then recurring extremes.
-
-    Component-tail members (coherent groups) take at most half of
-    ``config.max_candidates``; recurring extremes, most energetic first, fill
-    the rest. Returns ascending columns.
-    """
-    cap = config.max_candidates
-    tail = np.unique(np.concatenate(comps.tails)) if comps.tails else np.zeros(0, dtype=np.int64)
-    if len(tail) > cap // 2:
-        tail = tail[np.argsort(-scan.energy[tail], kind="stable")][: cap // 2]
-    chosen = list(tail)
-    seen = set(int(i) for i in tail)
-    for i in recurring_rows(scan, config.min_recurrence):
-        if len(chosen) >= cap:
-            break
-        if int(i) not in seen:
-            chosen.append(int(i))
-            seen.add(int(i))
-    return np.array(sorted(chosen), dtype=np.int64)

@@ -5,14 +5,19 @@ Every example gets a vector of input descriptors computed from its image
 ``dataset.x``): overall brightness, brightness of the top/bottom/left/right
 borders, of the whole background frame and of the centre, colour tints,
 saturation, contrast, the dark- and bright-pixel fractions of the luminance
-histogram, the colour histogram's red/green/blue shares, and the input norm.
-A group's *effect size* for a descriptor is its mean minus the data mean, in
-data standard deviations; the largest ones are put into words ("bright top
-border", "dark background").
+histogram, the colour histogram's red/green/blue shares, the colour (red/green/blue tint
+and saturation) of the background frame and of the object in the centre, and
+the input norm.
 
-The group's mean input minus the data mean is the direction of its signal in
-input space; its norm is compared with the typical distance of an example
-from the mean.
+A group is compared with *its own classes*, not with the whole data set (a
+group of frogs against all frogs): a descriptor's *effect size* is the mean over
+the members of (value minus the mean of the member's class), in within-class
+standard deviations; the largest ones are put into words ("bright top border",
+"greenish background"). The group's mean input minus its classes' mean input
+(each member's class weighted by its count) is the *direction image* of its
+signal; its norm is compared with the typical distance of an example from its
+class mean. When no descriptor reaches ``min_effect``, the explanation says
+where the direction image lies (border or centre) and which colour it adds.
 
 Example:
     >>> from oppsig.data import opposing_signals
@@ -23,6 +28,8 @@ Example:
     >>> g = explain_group(ds, np.flatnonzero(ds.groups == 0), desc)
     >>> "bright top border" in g["shared"]
     True
+    >>> g["class_counts"]
+    {'class0': 5}
 """
 
 from __future__ import annotations
@@ -55,6 +62,14 @@ DESCRIPTORS: tuple[tuple[str, str, str], ...] = (
     ("red_pixels", "many red pixels", "few red pixels"),
     ("green_pixels", "many green pixels", "few green pixels"),
     ("blue_pixels", "many blue pixels", "few blue pixels"),
+    ("bg_red", "reddish background", "cyan-tinted background"),
+    ("bg_green", "greenish background", "magenta-tinted background"),
+    ("bg_blue", "bluish background", "yellowish background"),
+    ("bg_saturation", "colourful background", "grey background"),
+    ("obj_red", "reddish object (centre)", "cyan-tinted object (centre)"),
+    ("obj_green", "greenish object (centre)", "magenta-tinted object (centre)"),
+    ("obj_blue", "bluish object (centre)", "yellowish object (centre)"),
+    ("obj_saturation", "colourful object (centre)", "grey object (centre)"),
     ("norm", "large input norm", "small input norm"),
     # text: one example per target token (see oppsig.data.text.token_examples)
     ("after_newline", "after a newline", "not after a newline"),
@@ -85,9 +100,29 @@ class Descriptors:
     std: np.ndarray
     z: np.ndarray
 
-    def effect(self, rows: np.ndarray) -> np.ndarray:
-        """(F,) effect sizes of the examples ``rows``: their mean z per descriptor."""
-        return self.z[np.asarray(rows, dtype=np.int64)].mean(axis=0)
+    def effect(self, rows: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """(F,) effect sizes of the examples ``rows`` against their own classes.
+
+        With ``labels`` (N,): the mean over ``rows`` of (value minus the mean of
+        the example's class), in pooled within-class standard deviations. Without:
+        the mean z against the whole data set.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if labels is None or np.ndim(labels) != 1:
+            return self.z[rows].mean(axis=0)
+        w, sd = _within_class(self.values, np.asarray(labels))
+        return w[rows].mean(axis=0) / sd
+
+
+def _within_class(values: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values minus their class mean (N, F), and the pooled within-class standard deviation (F,)."""
+    _, inv = np.unique(labels, return_inverse=True)
+    counts = np.bincount(inv)
+    sums = np.zeros((len(counts), values.shape[1]))
+    np.add.at(sums, inv, values)
+    w = values - (sums / counts[:, None])[inv]
+    sd = np.sqrt((w * w).sum(axis=0) / max(1, len(values) - len(counts)))
+    return w, np.maximum(sd, 1e-9)
 
 
 def _image_descriptors(img: np.ndarray) -> dict[str, np.ndarray]:
@@ -131,6 +166,13 @@ def _image_descriptors(img: np.ndarray) -> dict[str, np.ndarray]:
         coloured = sat > 0.15
         for k, name in enumerate(("red_pixels", "green_pixels", "blue_pixels")):
             out[name] = ((dom == k) & coloured).mean(axis=(1, 2))
+        # hue and saturation of the background (border frame) and of the object (centre)
+        for part, mask in (("bg", frame), ("obj", centre)):
+            cm = img[:, :, mask].mean(axis=2)  # (n, 3) mean colour of the region
+            g = cm.mean(axis=1, keepdims=True)
+            for k, ch in enumerate(("red", "green", "blue")):
+                out[f"{part}_{ch}"] = cm[:, k] - g[:, 0]
+            out[f"{part}_saturation"] = sat[:, mask].mean(axis=1)
     return out
 
 
@@ -202,10 +244,10 @@ def describe_effects(
 
 
 class InputSpace:
-    """The data's mean input and typical spread, computed once for many groups.
+    """The data's class-mean inputs and typical spread, computed once for many groups.
 
     Args:
-        dataset: the data set (its standardised ``x``).
+        dataset: the data set (its standardised ``x``; ``y`` class labels when 1-D).
         sample: typical norms and projections use at most this many examples.
         seed: seed of that sample.
     """
@@ -216,11 +258,18 @@ class InputSpace:
         self.flat = x.reshape(len(x), -1)
         if not self.flat.is_floating_point():
             self.flat = self.flat.float()
-        self.mu = self.flat.double().mean(dim=0)
-        rng = np.random.default_rng(seed)
         n = len(x)
+        y = dataset.y.numpy() if dataset.y.ndim == 1 else np.zeros(n, dtype=np.int64)
+        _, self.labels = np.unique(y, return_inverse=True)
+        lab = torch.as_tensor(self.labels)
+        counts = torch.bincount(lab).double()
+        sums = torch.zeros((len(counts), self.flat.shape[1]), dtype=torch.float64)
+        sums.index_add_(0, lab, self.flat.double())
+        self.class_mean = sums / counts[:, None]  # (C, D)
+        rng = np.random.default_rng(seed)
         idx = np.arange(n) if n <= sample else np.sort(rng.choice(n, sample, replace=False))
-        self.cen = (self.flat[torch.as_tensor(idx)].double() - self.mu)
+        ti = torch.as_tensor(idx)
+        self.cen = self.flat[ti].double() - self.class_mean[lab[ti]]
         self.typical = float(torch.linalg.vector_norm(self.cen, dim=1).median())
 
     def direction(self, rows: np.ndarray) -> dict:
@@ -228,7 +277,8 @@ class InputSpace:
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
             raise SignalsError("cannot explain an empty group")
-        members = self.flat[torch.as_tensor(rows)].double() - self.mu
+        tr = torch.as_tensor(rows)
+        members = self.flat[tr].double() - self.class_mean[torch.as_tensor(self.labels[rows])]
         delta = members.mean(dim=0)
         norm = float(torch.linalg.vector_norm(delta))
         pr = float("nan")
@@ -246,23 +296,63 @@ class InputSpace:
 
 
 def signal_direction(dataset, rows: np.ndarray, sample: int = 5000, seed: int = 0) -> dict:
-    """The group's mean input minus the data mean, and how large it is.
+    """The group's mean input minus its classes' mean input, and how large it is.
 
     Args:
-        dataset: the data set (uses its standardised ``x``).
+        dataset: the data set (uses its standardised ``x`` and class labels ``y``).
         rows: the group's rows.
         sample: typical norms are measured on at most this many examples.
 
     Returns:
-        dict with ``direction`` (shape of one input, float32), ``norm`` (its
-        norm), ``ratio`` (norm over the median ``||x_i - mean||``) and
-        ``projection_ratio`` (median projection of the members on the unit
-        direction over the median absolute projection of all examples).
+        dict with ``direction`` (shape of one input, float32: the members' mean of
+        ``x_i - mean of x over class(i)``), ``norm`` (its norm), ``ratio`` (norm over
+        the median ``||x_i - class mean||``) and ``projection_ratio`` (median
+        projection of the members on the unit direction over the median absolute
+        projection of all examples).
 
     Raises:
         SignalsError: for an empty group.
     """
     return InputSpace(dataset, sample, seed).direction(rows)
+
+
+def describe_direction(direction: np.ndarray) -> str:
+    """Where a (C, H, W) direction image lies and which colour it adds, in words.
+
+    Example:
+        >>> d = np.zeros((3, 32, 32)); d[1, :4, :] = 1.0
+        >>> describe_direction(d)
+        'mostly in the border (100% of its energy), adding green'
+    """
+    d = np.asarray(direction, dtype=np.float64)
+    if d.ndim != 3 or d.shape[1] < 4 or d.shape[2] < 4:
+        return f"a direction of norm {np.linalg.norm(d):.2f}"
+    c, h, w = d.shape
+    b = max(1, min(h, w) // 8)
+    frame = np.zeros((h, w), dtype=bool)
+    frame[:b, :] = frame[-b:, :] = frame[:, :b] = frame[:, -b:] = True
+    e = (d**2).sum(axis=0)
+    tot = float(e.sum())
+    if tot <= 0:
+        return "no direction (the members match their classes' mean exactly)"
+    share = float(e[frame].sum()) / tot
+    area = float(frame.mean())
+    where = (f"mostly in the border ({100 * share:.0f}% of its energy)" if share > max(0.5, 1.5 * area)
+             else f"mostly in the centre ({100 * (1 - share):.0f}% of its energy)" if share < 0.5 * area
+             else "spread over the image")
+    if c != 3:
+        sign = "brighter" if d.mean() > 0 else "darker"
+        return f"{where}, {sign}"
+    m = d.mean(axis=(1, 2))
+    grey = m.mean()
+    tint = m - grey
+    names = {(1, 0, 0): "red", (0, 1, 0): "green", (0, 0, 1): "blue",
+             (1, 1, 0): "yellow", (0, 1, 1): "cyan", (1, 0, 1): "magenta"}
+    if np.abs(tint).max() < 0.25 * max(abs(grey), 1e-12):
+        return f"{where}, {'brighter' if grey > 0 else 'darker'}"
+    key = tuple(int(t > 0) for t in tint)
+    colour = names.get(key, "grey")
+    return f"{where}, adding {colour}"
 
 
 def class_counts(labels: np.ndarray, rows: np.ndarray, classes: tuple[str, ...]) -> dict[str, int]:
@@ -284,20 +374,22 @@ def explain_group(
     max_words: int = 3,
     space: InputSpace | None = None,
 ) -> dict:
-    """Class mix, shared descriptors (numbers and words) and signal direction of a group.
+    """Class mix, what sets the group apart from its own classes (numbers and words), and its direction image.
 
     Args:
         dataset: an :class:`~oppsig.data.ArrayDataset`.
         rows: (n,) the group's rows in the data set.
         descriptors: precomputed :func:`input_descriptors` (computed if ``None``).
-        min_effect: smallest |effect size| put into words.
+        min_effect: smallest |effect size| (within-class standard deviations) put into words.
         max_words: at most this many words.
         space: precomputed :class:`InputSpace` (computed if ``None``).
 
     Returns:
-        dict with ``class_counts``, ``descriptors`` ({name: effect size}),
-        ``shared`` (words), ``direction``, ``direction_norm``, ``direction_ratio``,
-        ``projection_ratio`` and ``explanation`` (one line).
+        dict with ``class_counts``, ``descriptors`` ({name: effect size against the
+        group's classes}), ``shared`` (words), ``direction`` (mean input minus its
+        classes' mean), ``direction_norm``, ``direction_ratio``, ``projection_ratio``
+        and ``explanation`` (one line; when no descriptor reaches ``min_effect`` it
+        says where the direction image lies and which colour it adds).
 
     Raises:
         SignalsError: for an empty group or rows outside the data set.
@@ -309,17 +401,22 @@ def explain_group(
     if rows.min() < 0 or rows.max() >= n:
         raise SignalsError(f"group rows must lie in 0..{n - 1}, got {rows.min()}..{rows.max()}")
     desc = descriptors if descriptors is not None else input_descriptors(dataset)
-    eff = desc.effect(rows)
+    labels = dataset.y.numpy()
+    eff = desc.effect(rows, labels if labels.ndim == 1 else None)
     shared = describe_effects(eff, desc.names, min_effect, max_words)
-    cc = class_counts(dataset.y.numpy(), rows, tuple(dataset.classes))
+    cc = class_counts(labels, rows, tuple(dataset.classes))
     dirn = (space or InputSpace(dataset)).direction(rows)
     mix = ", ".join(f"{k} {v}" for k, v in list(cc.items())[:3])
     strongest = np.argsort(-np.abs(eff), kind="stable")[: len(shared)]
-    words = ", ".join(f"{w} ({eff[j]:+.1f} sd)" for w, j in zip(shared, strongest)) or "no descriptor stands out"
-    line = (
-        f"{len(rows)} examples ({mix}); shared: {words}; mean input - data mean has norm "
-        f"{dirn['ratio']:.2f}x a typical example's distance from the mean"
-    )
+    size = (f"mean input - its classes' mean has norm {dirn['ratio']:.2f}x a typical example's distance "
+            "from its class mean")
+    if shared:
+        words = ", ".join(f"{w} ({eff[j]:+.1f} sd)" for w, j in zip(shared, strongest))
+        line = f"{len(rows)} examples ({mix}); against their classes: {words}; {size}"
+    else:
+        line = (f"{len(rows)} examples ({mix}); no descriptor separates them from their classes "
+                f"(all below {min_effect:g} sd); what does is the direction image (mean input - its classes' "
+                f"mean), {describe_direction(dirn['direction'])}; {size}")
     return {
         "class_counts": cc,
         "descriptors": {k: float(v) for k, v in zip(desc.names, eff)},
@@ -330,3 +427,27 @@ def explain_group(
         "projection_ratio": dirn["projection_ratio"],
         "explanation": line,
     }
+
+
+def coherence_features(dataset, descriptors: Descriptors, n_pcs: int = 16, seed: int = 0) -> np.ndarray:
+    """(N, F + n_pcs) input features for the coherence test: the descriptors and the leading input PCs.
+
+    The principal components of the flattened standardised inputs (randomised
+    SVD with two power iterations) catch shared input structure that no named
+    descriptor describes.
+    """
+    feats = [descriptors.values]
+    x = dataset.x
+    if n_pcs > 0 and x.is_floating_point() and len(x) > n_pcs + 1:
+        flat = x.reshape(len(x), -1).numpy().astype(np.float32)
+        flat = flat - flat.mean(axis=0)
+        q = min(n_pcs, flat.shape[1], len(x) - 1)
+        w = min(q + 8, flat.shape[1])
+        y = flat @ np.random.default_rng(seed).standard_normal((flat.shape[1], w)).astype(np.float32)
+        for _ in range(2):
+            y, _ = np.linalg.qr(y)
+            y = flat @ (flat.T @ y)
+        qm, _ = np.linalg.qr(y)
+        u, sv, _ = np.linalg.svd(qm.T @ flat, full_matrices=False)
+        feats.append(((qm @ u[:, :q]) * sv[:q]).astype(np.float64))
+    return np.concatenate(feats, axis=1)

@@ -1,26 +1,49 @@
-"""Group: cluster candidate examples into groups whose losses move together.
+"""Group: examples whose losses move together, found by coherence, not by extremeness.
 
-Two views of each candidate are combined into one distance:
+Input: the loss changes ``D = L[1:] - L[:-1]`` (R-1, N) of every example. A
+group is a set of examples that all follow one time profile (the group's mean
+loss change): each member correlates with it at least ``min_corr`` and swings
+with at least ``min_beta`` of its amplitude (regression slope). Nothing is
+asked of a member's own size: a member may swing less than the median example
+and still belong, since what makes a group is that its members move together.
 
-- its loss changes over the run: ``1 - corr`` between two examples' series
-  (0 when they move in lock-step, 2 when exactly opposite);
-- its input: the distance between standardised input descriptors (brightness,
-  border colour, colour histogram, input norm; see
-  :mod:`oppsig.signals.explain`), scaled to about 1 for two random examples and
-  weighted by ``feature_weight``, plus ``class_weight`` when the classes differ.
+How (all of it reads the matrix in row blocks; :func:`find_groups`):
 
-Average-linkage hierarchical clustering is cut at ``cluster_distance``, so the
-number of groups follows from the data: members of a group correlate at
-about ``1 - cluster_distance`` or more. Clusters smaller than
-``min_group_size`` are dropped.
+1. *Seeds*: the leading principal components of the standardised loss changes
+   (:func:`~oppsig.signals.detect.coherent_components`); for each component and
+   sign, the ``seed_size`` examples with the largest loading on that side, and
+   the clusters of the recurring per-step extremes (evidence, not a gate).
+2. *Templates*: each seed's mean loss change; every example joins the template
+   it correlates with best, if it passes ``min_corr`` and ``min_beta``;
+   repeated ``iterations`` times with the new groups' means.
+3. Where a shared oscillation dominates every example, groups of modest
+   swingers also show up in the components few examples carry
+   (:func:`sparse_groups`); those groups join the others.
+4. Groups whose mean loss changes correlate at least :data:`MERGE_CORR` are one
+   group split by two seeds: they are joined and grown twice more. Groups that
+   are mostly the same (Jaccard index above 0.5) keep only the one with more
+   members; groups under ``min_group_size`` are dropped.
+
+Only the loss record is used (never the inputs, and the class labels not at
+all), so a permutation of the loss columns among the examples of a class
+permutes the groups with it: this is what makes the null of
+:mod:`oppsig.signals.pair` exact.
+
+Cost: the components take ``2 (q + 1)`` passes over the matrix with ``c + 10``
+vectors (``q = 2`` power iterations, ``c`` components) and each template round
+one pass with ``G`` templates, so time grows as ``R x N x (c + G)``: linearly in
+steps and in examples. Memory holds the matrix (float32) plus ``N x G`` numbers.
 
 Example:
+    >>> from oppsig.signals.detect import LossMatrix, scan_losses, coherent_components
     >>> rng = np.random.default_rng(0)
-    >>> base = rng.standard_normal((200, 2))
-    >>> series = np.concatenate([base[:, :1] + 0.3 * rng.standard_normal((200, 10)),
-    ...                          base[:, 1:] + 0.3 * rng.standard_normal((200, 10))], axis=1)
-    >>> [len(g) for g in cluster_series(series, min_group_size=5)]
-    [10, 10]
+    >>> d = 0.05 * rng.standard_normal((200, 300))
+    >>> d[:, :20] += 0.1 * np.sin(np.arange(200) / 3.0)[:, None]   # 20 modest swingers in step
+    >>> lm = LossMatrix(np.concatenate([np.ones((1, 300)), 1 + d.cumsum(axis=0)]))
+    >>> sc = scan_losses(lm, 5)
+    >>> groups = find_groups(lm, sc, coherent_components(lm, sc, SignalsConfig(n_components=4)), SignalsConfig())
+    >>> [sorted(g.tolist()) == list(range(20)) for g in groups]
+    [True]
 """
 
 from __future__ import annotations
@@ -29,127 +52,35 @@ import functools
 
 import numpy as np
 from scipy.cluster import hierarchy
-from scipy.spatial.distance import pdist, squareform
+from scipy.spatial.distance import pdist
 
+from .config import SignalsConfig
+from .detect import Components, LossMatrix, Scan, recurring_examples
 from .result import SignalsError
 
 
-def correlation_matrix(series: np.ndarray) -> np.ndarray:
-    """Pearson correlation between the columns of ``series`` (T, M) -> (M, M).
-
-    Constant columns correlate 0 with everything (1 with themselves).
-
-    Raises:
-        SignalsError: for a non-2-D input or fewer than 3 rows.
-    """
-    x = np.asarray(series, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] < 3:
-        raise SignalsError(f"series must be (T >= 3, M), got shape {x.shape}")
-    x = x - x.mean(axis=0)
-    nrm = np.linalg.norm(x, axis=0)
-    x = x / np.where(nrm > 0, nrm, 1.0)
-    c = x.T @ x
-    np.fill_diagonal(c, 1.0)
-    return np.clip(c, -1.0, 1.0)
-
-
-def combined_distance(
-    series: np.ndarray,
-    features: np.ndarray | None = None,
-    labels: np.ndarray | None = None,
-    feature_weight: float = 0.15,
-    class_weight: float = 0.1,
-) -> np.ndarray:
-    """The (M, M) distance used for grouping (see the module docstring).
-
-    Args:
-        series: (T, M) loss changes of the M candidates.
-        features: (M, F) standardised input descriptors, or ``None``.
-        labels: (M,) class labels, or ``None``.
-
-    Raises:
-        SignalsError: when the sizes of ``series``, ``features`` and ``labels`` disagree.
-    """
-    m = series.shape[1]
-    d = 1.0 - correlation_matrix(series)
-    if features is not None and feature_weight > 0 and features.shape[1] > 0:
-        if features.shape[0] != m:
-            raise SignalsError(f"features has {features.shape[0]} rows, expected {m} (one per candidate)")
-        f = np.asarray(features, dtype=np.float64)
-        # two random examples with unit-variance descriptors lie sqrt(2 F) apart
-        e = squareform(pdist(f)) / np.sqrt(2.0 * f.shape[1])
-        d = d + feature_weight * np.minimum(e, 2.0)
-    if labels is not None and class_weight > 0:
-        lab = np.asarray(labels)
-        if lab.shape[0] != m:
-            raise SignalsError(f"labels has {lab.shape[0]} entries, expected {m} (one per candidate)")
-        if lab.ndim == 1:
-            d = d + class_weight * (lab[:, None] != lab[None, :])
-    np.fill_diagonal(d, 0.0)
-    return np.maximum(d, 0.0)
-
-
-def cluster_distance_matrix(dist: np.ndarray, cut: float, min_group_size: int = 5) -> list[np.ndarray]:
-    """Average-linkage clusters of a distance matrix, cut at ``cut``.
-
-    Returns:
-        Lists of column positions (ascending), one per cluster with at least
-        ``min_group_size`` members, largest first.
-    """
-    m = dist.shape[0]
-    if m < 2:
-        return []
-    z = hierarchy.linkage(squareform(dist, checks=False), method="average")
-    lab = hierarchy.fcluster(z, t=cut, criterion="distance")
-    out = [np.flatnonzero(lab == c) for c in np.unique(lab)]
-    out = [g for g in out if len(g) >= min_group_size]
-    out.sort(key=lambda g: (-len(g), g[0]))
-    return out
-
-
-def cluster_series(
-    series: np.ndarray,
-    features: np.ndarray | None = None,
-    labels: np.ndarray | None = None,
-    cut: float = 0.5,
-    feature_weight: float = 0.15,
-    class_weight: float = 0.1,
-    min_group_size: int = 5,
-) -> list[np.ndarray]:
-    """Group the columns of ``series`` (T, M) that move together.
-
-    Args:
-        series: (T, M) loss changes of M candidate examples.
-        features: optional (M, F) standardised input descriptors (second view).
-        labels: optional (M,) classes.
-        cut: average-linkage cut on the combined distance.
-        min_group_size: smaller clusters are dropped.
-
-    Returns:
-        Column positions of each group, largest first.
-
-    Raises:
-        SignalsError: for mismatched sizes or fewer than 3 rows.
-    """
-    d = combined_distance(series, features, labels, feature_weight, class_weight)
-    return cluster_distance_matrix(d, cut, min_group_size)
-
-
 def cohesion(series: np.ndarray) -> float:
-    """Mean off-diagonal correlation of the columns of ``series`` (T, m); NaN for m < 2."""
+    """Mean off-diagonal correlation of the columns of ``series`` (T, m); NaN for m < 2.
+
+    Example:
+        >>> t = np.arange(50.0)
+        >>> round(cohesion(np.stack([np.sin(t), 2 * np.sin(t) + 1], axis=1)), 6)
+        1.0
+    """
     m = series.shape[1]
     if m < 2:
         return float("nan")
-    c = correlation_matrix(series)
-    return float((c.sum() - m) / (m * (m - 1)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.nan_to_num(np.corrcoef(np.asarray(series, dtype=np.float64).T), nan=0.0)
+    return float((c.sum() - np.trace(c)) / (m * (m - 1)))
 
 
-def template_fit(m, mean: np.ndarray, std: np.ndarray, templates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def template_fit(lm: LossMatrix, scan: Scan, templates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Correlation and regression slope of every example's loss changes on each template.
 
     Args:
-        m: a :class:`~oppsig.signals.detect.LossMatrix` (R, N), read in row blocks.
-        mean, std: (N,) mean and standard deviation of each example's loss change.
+        lm: the loss matrix (R, N), read in row blocks.
+        scan: its :func:`~oppsig.signals.detect.scan_losses` (per-example standard deviations).
         templates: (R-1, G) template series (e.g. group-mean loss changes).
 
     Returns:
@@ -158,14 +89,14 @@ def template_fit(m, mean: np.ndarray, std: np.ndarray, templates: np.ndarray) ->
         moves with it only faintly.
     """
     t = np.asarray(templates, dtype=np.float64)
+    if t.ndim != 2 or t.shape[0] != lm.shape[0] - 1:
+        raise SignalsError(f"templates must be ({lm.shape[0] - 1}, G), got shape {t.shape}")
     t = t - t.mean(axis=0)
-    t_n = t.shape[0]
-    acc = m.sum_blocks(functools.partial(_dt_block, t32=t.astype(np.float32)))
-    cov = acc / t_n  # the template is centred, so the examples' means drop out
+    acc = lm.sum_blocks(functools.partial(_dt_block, t32=t.astype(np.float32)))
+    cov = acc / t.shape[0]  # the templates are centred, so the examples' means drop out
     var_t = (t * t).mean(axis=0)
-    sd_t = np.sqrt(var_t)
     with np.errstate(invalid="ignore", divide="ignore"):
-        corr = cov / (np.asarray(std)[:, None] * sd_t[None, :])
+        corr = cov / (scan.std[:, None] * np.sqrt(var_t)[None, :])
         beta = cov / var_t[None, :]
     corr[~np.isfinite(corr)] = 0.0
     beta[~np.isfinite(beta)] = 0.0
@@ -178,151 +109,194 @@ def _dt_block(t0: int, blk: np.ndarray, t32: np.ndarray) -> np.ndarray:
     return (d.T @ t32[t0 : t0 + len(d)]).astype(np.float64)
 
 
-def refine_groups(
-    m,
-    mean: np.ndarray,
-    std: np.ndarray,
-    seeds: list[np.ndarray],
-    seed_series: list[np.ndarray],
-    min_corr: float = 0.5,
-    min_beta: float = 0.3,
-    min_group_size: int = 5,
-    iterations: int = 2,
-    eligible: np.ndarray | None = None,
+def group_means(lm: LossMatrix, groups: list[np.ndarray]) -> np.ndarray:
+    """Each group's mean loss change, (R-1, G), in one pass over the matrix (not one per group)."""
+    series = lm.diff_columns(np.concatenate(groups))
+    bounds = np.cumsum([0] + [len(g) for g in groups])
+    return np.stack([series[:, bounds[i] : bounds[i + 1]].mean(axis=1) for i in range(len(groups))], axis=1)
+
+
+def component_seeds(comps: Components, seed_size: int) -> list[np.ndarray]:
+    """For each component and sign, the ``seed_size`` examples loading most on that side (sorted rows)."""
+    out = []
+    v = comps.loadings
+    k = min(seed_size, v.shape[0])
+    for j in range(v.shape[1]):
+        for sign in (1.0, -1.0):
+            out.append(np.sort(np.argpartition(-sign * v[:, j], k - 1)[:k]).astype(np.int64))
+    return out
+
+
+def extreme_seeds(lm: LossMatrix, scan: Scan, config: SignalsConfig) -> list[np.ndarray]:
+    """Clusters (average linkage on ``1 - corr``, cut at ``1 - min_corr``) of the recurring per-step extremes."""
+    rows = recurring_examples(scan, config.min_recurrence)[: config.max_candidates]
+    if len(rows) < 2 * config.min_group_size:
+        return []
+    series = lm.diff_columns(rows).astype(np.float64)
+    ok = series.std(axis=0) > 0
+    rows, series = rows[ok], series[:, ok]
+    if len(rows) < 2:
+        return []
+    z = hierarchy.linkage(pdist(series.T, "correlation"), method="average")
+    lab = hierarchy.fcluster(z, t=1.0 - config.min_corr, criterion="distance")
+    return [np.sort(rows[lab == c]) for c in np.unique(lab) if (lab == c).sum() >= config.min_group_size]
+
+
+def grow_groups(
+    lm: LossMatrix, scan: Scan, seeds: list[np.ndarray], min_corr: float, min_beta: float, iterations: int = 3
 ) -> list[np.ndarray]:
-    """Complete and clean groups against all examples, seeded by clusters of candidates.
-
-    Each group's mean loss change is a template; every example (candidates or
-    not) joins the template it correlates with best, provided the correlation
-    is at least ``min_corr`` and its regression slope on the template at least
-    ``min_beta`` (it swings with at least that fraction of the group's
-    amplitude: the many examples that follow the generic oscillation only
-    faintly stay out). Repeated ``iterations`` times with updated templates.
-
-    Args:
-        m: the loss matrix (:class:`~oppsig.signals.detect.LossMatrix`).
-        mean, std: (N,) per-example loss-change mean and standard deviation.
-        seeds: rows of each seed group.
-        seed_series: (R-1, m_g) loss changes of each seed group.
-        eligible: optional (N,) bool, the examples allowed to join a group (e.g.
-            those whose loss swings well above the typical example's).
+    """Every example joins the seed template it correlates with best (if ``corr >= min_corr`` and
+    ``beta >= min_beta``); repeated ``iterations`` times with the new groups' mean loss changes.
 
     Returns:
-        Rows of each group with at least ``min_group_size`` members (same order
-        as the seeds, emptied groups removed).
+        Rows of each group, in seed order (possibly empty).
     """
     if not seeds:
         return []
-    templates = np.stack([s.mean(axis=1) for s in seed_series], axis=1)
+    templates = group_means(lm, seeds)
     groups = [np.asarray(s) for s in seeds]
-    for it in range(iterations):
-        corr, beta = template_fit(m, mean, std, templates)
-        ok = (corr >= min_corr) & (beta >= min_beta)
-        if eligible is not None:
-            ok &= np.asarray(eligible, dtype=bool)[:, None]
-        score = np.where(ok, corr, -np.inf)
+    for _ in range(iterations):
+        corr, beta = template_fit(lm, scan, templates)
+        score = np.where((corr >= min_corr) & (beta >= min_beta), corr, -np.inf)
         best = np.argmax(score, axis=1)
         has = np.isfinite(score[np.arange(len(best)), best])
         groups = [np.flatnonzero(has & (best == g)) for g in range(templates.shape[1])]
-        if it + 1 < iterations:
-            kept = [g for g, rows in enumerate(groups) if len(rows)]
-            if kept:  # one pass over the matrix for every group's mean
-                series = m.diff_columns(np.concatenate([groups[g] for g in kept]))
-                bounds = np.cumsum([0] + [len(groups[g]) for g in kept])
-                templates = templates.copy()
-                for i, g in enumerate(kept):
-                    templates[:, g] = series[:, bounds[i] : bounds[i + 1]].mean(axis=1)
+        keep = [g for g, r in enumerate(groups) if len(r)]
+        if not keep:
+            return []
+        groups = [groups[g] for g in keep]
+        templates = group_means(lm, groups)
+    return groups
+
+
+def merge_overlaps(groups: list[np.ndarray], max_jaccard: float = 0.5) -> list[np.ndarray]:
+    """Drop every group whose Jaccard index with a larger kept group exceeds ``max_jaccard``.
+
+    Example:
+        >>> [g.tolist() for g in merge_overlaps([np.arange(10), np.arange(2, 12), np.arange(20, 25)])]
+        [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [20, 21, 22, 23, 24]]
+    """
+    out: list[np.ndarray] = []
+    for g in sorted(groups, key=len, reverse=True):
+        if all(len(np.intersect1d(g, h)) / len(np.union1d(g, h)) <= max_jaccard for h in out):
+            out.append(g)
+    return out
+
+
+MERGE_CORR = 0.9
+"""Groups whose mean loss changes correlate at least this are one group that two seeds split."""
+
+
+def merge_alike(lm: LossMatrix, groups: list[np.ndarray], min_corr: float) -> list[np.ndarray]:
+    """Join groups whose mean loss changes correlate at least ``min_corr`` (single linkage).
+
+    Example:
+        >>> t = np.arange(100.0)
+        >>> L = np.cumsum(np.stack([np.sin(t), np.sin(t), np.cos(t)], axis=1), axis=0)
+        >>> [g.tolist() for g in merge_alike(LossMatrix(L), [np.array([0]), np.array([1]), np.array([2])], 0.9)]
+        [[0, 1], [2]]
+    """
+    if len(groups) < 2:
+        return groups
+    means = group_means(lm, groups).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.nan_to_num(np.corrcoef(means.T), nan=0.0)
+    z = hierarchy.linkage(np.clip(1.0 - c[np.triu_indices(len(groups), 1)], 0.0, 2.0), method="single")
+    lab = hierarchy.fcluster(z, t=1.0 - min_corr, criterion="distance")
+    return [np.unique(np.concatenate([groups[i] for i in np.flatnonzero(lab == k)])) for k in np.unique(lab)]
+
+
+SPARSE_SHARE = 0.1
+"""A component is *sparse* when its participation ratio is at most this share of the examples."""
+SPARSE_Z = 6.0
+"""Robust z-score (median, 1.4826 MAD) an example's weight in the sparse subspace must reach."""
+SPARSE_COS = 0.6
+"""Smallest cosine between a member's sparse-subspace coordinates and its group's mean coordinates."""
+
+
+def _robust_z(x: np.ndarray) -> np.ndarray:
+    med = np.median(x, axis=0)
+    mad = 1.4826 * np.median(np.abs(x - med), axis=0)
+    return (x - med) / np.maximum(mad, 1e-12)
+
+
+def sparse_groups(comps: Components, min_group_size: int = 5, iterations: int = 3) -> list[np.ndarray]:
+    """Groups in the subspace of the *sparse* components, where the shared oscillation is left out.
+
+    When every example oscillates with the top direction (with its own sign and
+    size), the leading components are broad (participation ratio
+    ``(sum v^2)^2 / sum v^4`` near ``N``) and a group of modest swingers moves
+    together only in the components that few examples carry. In the coordinates
+    ``V S`` of the components with participation ratio at most
+    :data:`SPARSE_SHARE` ``x N``, the examples whose weight lies :data:`SPARSE_Z`
+    robust standard deviations out are clustered by cosine (average linkage, cut
+    0.5); each cluster then takes every example whose projection on its mean is
+    :data:`SPARSE_Z` out with cosine at least :data:`SPARSE_COS`.
+
+    Returns:
+        Rows of each group (possibly none).
+    """
+    v, sv = comps.loadings, comps.values
+    n = v.shape[0]
+    if v.shape[1] == 0:
+        return []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pr = (v**2).sum(axis=0) ** 2 / (v**4).sum(axis=0)
+    keep = np.isfinite(pr) & (pr <= SPARSE_SHARE * n)
+    if not keep.any():
+        return []
+    x = v[:, keep] * sv[keep]
+    r = np.linalg.norm(x, axis=1)
+    cand = np.flatnonzero(_robust_z(r) >= SPARSE_Z)
+    if len(cand) < min_group_size:
+        return []
+    if len(cand) > 1:
+        z = hierarchy.linkage(pdist(x[cand], "cosine"), method="average")
+        lab = hierarchy.fcluster(z, t=0.5, criterion="distance")
+    else:
+        lab = np.ones(1, dtype=int)
+    seeds = [cand[lab == c] for c in np.unique(lab) if (lab == c).sum() >= min_group_size]
+    if not seeds:
+        return []
+    w = np.stack([x[s].mean(axis=0) for s in seeds])
+    groups: list[np.ndarray] = []
+    for _ in range(iterations):
+        proj = x @ (w / np.linalg.norm(w, axis=1, keepdims=True)).T  # (N, G)
+        cos = proj / np.maximum(r[:, None], 1e-12)
+        score = np.where((_robust_z(proj) >= SPARSE_Z) & (cos >= SPARSE_COS), cos, -np.inf)
+        best = np.argmax(score, axis=1)
+        has = np.isfinite(score[np.arange(n), best])
+        groups = [np.flatnonzero(has & (best == g)) for g in range(len(w))]
+        w = np.stack([x[g].mean(axis=0) if len(g) else w[i] for i, g in enumerate(groups)])
     return [g for g in groups if len(g) >= min_group_size]
 
 
-def input_separation(
-    rows_a: np.ndarray,
-    rows_b: np.ndarray,
-    features: np.ndarray | None,
-    labels: np.ndarray | None,
-    feature_weight: float = 0.15,
-    class_weight: float = 0.1,
-) -> float:
-    """How much further apart two groups are in the input view than their members are within.
-
-    Uses the input part of :func:`combined_distance` (descriptor distance and
-    class mismatch): mean distance across the groups minus the mean of the two
-    within-group means. Near 0 when the input view does not tell them apart.
-    """
-
-    def view(ra: np.ndarray, rb: np.ndarray) -> np.ndarray:
-        d = np.zeros((len(ra), len(rb)))
-        if features is not None and feature_weight > 0 and features.shape[1] > 0:
-            f = np.asarray(features, dtype=np.float64)
-            diff = f[ra][:, None, :] - f[rb][None, :, :]
-            d += feature_weight * np.minimum(np.sqrt((diff**2).sum(-1)) / np.sqrt(2.0 * f.shape[1]), 2.0)
-        if labels is not None and class_weight > 0 and np.ndim(labels) == 1:
-            d += class_weight * (labels[ra][:, None] != labels[rb][None, :])
-        return d
-
-    def within(r: np.ndarray) -> float:
-        if len(r) < 2:
-            return 0.0
-        d = view(r, r)
-        return float((d.sum() - np.trace(d)) / (len(r) * (len(r) - 1)))
-
-    ra, rb = np.asarray(rows_a, dtype=np.int64), np.asarray(rows_b, dtype=np.int64)
-    return float(view(ra, rb).mean() - 0.5 * (within(ra) + within(rb)))
-
-
-def merge_with_tails(
-    clusters: list[np.ndarray],
-    tails: list[np.ndarray],
-    features: np.ndarray | None,
-    labels: np.ndarray | None,
-    feature_weight: float = 0.15,
-    class_weight: float = 0.1,
-    min_group_size: int = 5,
-    cover: float = 0.8,
-    max_separation: float = 0.05,
-) -> list[np.ndarray]:
-    """Seeds of the groups: clusters of candidates, reconciled with coherent-component tails.
-
-    Correlation clustering gives one group per example, but an example can
-    take part in two motions at once (its group's swing and the generic
-    oscillation with its own sign), so a coherent group may come out split in
-    two. A component tail sees the whole group. For every tail (in rows of the
-    data set):
-
-    - no cluster lies mostly (``cover``) inside it: the tail is a new seed (a
-      coherent group that clustering missed);
-    - several clusters lie inside it and the input view does not tell any two
-      of them apart (:func:`input_separation` at most ``max_separation``):
-      they are replaced by the tail;
-    - otherwise the clusters stand (the tail mixes groups with different inputs).
+def find_groups(lm: LossMatrix, scan: Scan, comps: Components, config: SignalsConfig) -> list[np.ndarray]:
+    """Groups of examples whose losses move together (see the module docstring).
 
     Args:
-        clusters: rows of each cluster.
-        tails: rows of each component tail.
-        features: (N, F) standardised descriptors of all examples (or ``None``).
-        labels: (N,) classes (or ``None``).
+        lm: the loss matrix (R, N).
+        scan: its :func:`~oppsig.signals.detect.scan_losses`.
+        comps: its :func:`~oppsig.signals.detect.coherent_components`.
+        config: ``seed_size``, ``min_corr``, ``min_beta``, ``min_group_size``,
+            ``min_recurrence``, ``max_candidates``, ``max_groups``.
 
     Returns:
-        Rows of each seed.
+        Rows of each group (ascending), at most ``max_groups``, largest swing of the
+        group-mean loss change first.
     """
-    seeds = [np.asarray(c) for c in clusters]
-    used_tails: list[np.ndarray] = []
-    for t in sorted((np.asarray(t) for t in tails if len(t) >= min_group_size), key=len, reverse=True):
-        if any(len(np.intersect1d(t, u)) > 0.5 * len(t) for u in used_tails):
-            continue
-        inside = [i for i, c in enumerate(seeds) if len(np.intersect1d(c, t)) >= cover * len(c)]
-        if not inside:
-            if not any(len(np.intersect1d(t, c)) > 0.5 * len(t) for c in seeds):
-                seeds.append(t)
-                used_tails.append(t)
-            continue
-        if len(inside) < 2:
-            continue
-        sep = max(
-            input_separation(seeds[i], seeds[j], features, labels, feature_weight, class_weight)
-            for a, i in enumerate(inside) for j in inside[a + 1 :]
-        )
-        if sep <= max_separation:
-            seeds = [c for i, c in enumerate(seeds) if i not in inside] + [t]
-            used_tails.append(t)
-    return seeds
+    seeds = component_seeds(comps, config.seed_size) + extreme_seeds(lm, scan, config)
+    seeds = merge_overlaps(seeds, 0.8)
+    groups = grow_groups(lm, scan, seeds, config.min_corr, config.min_beta)
+    groups = grow_groups(lm, scan, merge_alike(lm, groups, MERGE_CORR), config.min_corr, config.min_beta, 2)
+    groups = [g for g in merge_overlaps(sparse_groups(comps, config.min_group_size) + groups)
+              if len(g) >= config.min_group_size]
+    if not groups:
+        return []
+    swing = lm.diff_columns(np.concatenate(groups))
+    s, out = 0, []
+    for g in groups:
+        out.append(float(swing[:, s : s + len(g)].mean(axis=1).std()))
+        s += len(g)
+    order = np.argsort(-np.asarray(out), kind="stable")[: config.max_groups]
+    return [groups[i] for i in order]

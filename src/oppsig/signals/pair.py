@@ -1,261 +1,243 @@
-"""Pair: groups whose losses move in anti-phase, tested against the generic-oscillation null.
+"""Pair: groups whose losses move in anti-phase, tested with a permutation null of the same procedure.
 
 Near the edge of stability every example's loss oscillates along the top
 Hessian direction with some sign, so *any* examples split by the sign of their
-co-movement give anti-correlated halves. Anti-correlation alone is therefore
-no evidence. A candidate pair (group-mean loss changes correlating at most
-``max_pair_corr``) is compared with null pairs of the same sizes made by that
-splitting procedure from random examples (random examples split by their
-correlation with the dominant oscillation of the run), on what is specific to
-opposing signals, group by group:
+co-movement give anti-correlated halves: anti-correlation alone is no evidence,
+and neither is a large swing (the groups were chosen because they swing).
+Opposing signals are groups that share an input feature (Rosenfeld & Risteski,
+arXiv 2311.04163). The test therefore asks whether the groups that the
+detection found are more alike in their inputs than the same procedure finds
+on data where the loss record carries no information about the inputs beyond
+the class.
 
-- **swing**: the standard deviation of the group-mean loss change;
-- **spike share**: the group's share of the absolute loss change in the spike
-  windows, over its share of the examples;
-- **coherence**: class purity (fraction of the most common class) plus the rms
-  effect size of the input descriptors.
+**The null is the same procedure.** Grouping and pairing look only at the loss
+record and the class labels (:mod:`~oppsig.signals.group`), so running the whole
+group -> pair pipeline on the loss matrix with its columns permuted within each
+class gives the *same* groups, made of other examples of the same classes. The
+null distribution of a group's input coherence is therefore exact and cheap:
+random groups with the group's class counts, drawn without replacement.
 
-Each of the six statistics (three per group) gets a one-sided p-value from a
-normal fit to the null (log scale for swing and spike share); the pair's
-p-value is the largest of the six (both groups must beat the null on all
-three), and it is significant when that is at most ``alpha`` divided by the
-number of pairs tested. Each group is then kept in at most one significant
-pair, its strongest.
+**Statistic** (:class:`CoherenceTest`): a Hotelling-type ``m * ||mean of the
+members' whitened within-class features||^2``, over the input descriptors and
+the leading principal components of the inputs, each example taken minus its
+class mean and whitened with the pooled within-class covariance.
+
+**p-values and the error controlled.** Each permutation draw permutes the
+examples within every class at once, so it is one run of the whole pipeline on
+data without input-loss structure; all the groups that enter a tested pair get
+their statistic on each of ``n`` draws, and a group's p-value is the
+single-step max-T adjusted ``(1 + #{draws whose largest statistic over the
+groups >= its own}) / (n + 1)`` (Westfall & Young 1993): rejecting the groups
+with adjusted p <= ``alpha`` controls the **family-wise error rate** at
+``alpha`` over all groups tested. The resolution is ``1 / (n + 1)``; ``n`` is at
+least ``2 / alpha - 1``. A pair's p-value is the larger of its two groups'
+(both groups must be coherent: an intersection-union test), so the chance that
+any reported pair holds a group without input structure is at most ``alpha``.
 
 Example:
     >>> rng = np.random.default_rng(0)
-    >>> osc = (-1.0) ** np.arange(300) * np.linspace(0.1, 1, 300)
-    >>> a, b = osc[:, None] + 0.2 * rng.standard_normal((300, 8)), -osc[:, None] + 0.2 * rng.standard_normal((300, 8))
-    >>> pair_correlation(a.mean(1), b.mean(1)) < -0.9
-    True
+    >>> feats = rng.standard_normal((400, 5)); labels = np.arange(400) % 4
+    >>> feats[:20, 0] += 3.0          # 20 examples share a feature
+    >>> t = CoherenceTest(feats, labels)
+    >>> p, _ = maxt_pvalues(t, [np.arange(20), np.arange(100, 120)], 999, rng)
+    >>> bool(p[0] <= 0.001), bool(p[1] > 0.05)
+    (True, True)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
 
 import numpy as np
-from scipy.stats import norm
 
-from .result import Pair
+from .result import Pair, SignalsError
 
 
 def pair_correlation(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson correlation of two series (0 when either is constant)."""
-    x = np.asarray(x, dtype=np.float64) - np.mean(x)
-    y = np.asarray(y, dtype=np.float64) - np.mean(y)
-    d = np.linalg.norm(x) * np.linalg.norm(y)
-    return float(x @ y / d) if d > 0 else 0.0
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.std() == 0 or y.std() == 0:
+        return 0.0
+    return float(np.corrcoef(x, y)[0, 1])
 
 
-@dataclass
-class PairContext:
-    """What the group statistics need about the run and the data.
-
-    Attributes:
-        spike_rows: (W,) change rows inside spike windows (all rows when no spike).
-        abs_row: (R-1,) total absolute loss change per change row.
-        n_examples: N.
-        desc_z: (N, F) standardised input descriptors.
-        labels: (N,) classes (or ``None``).
-    """
-
-    spike_rows: np.ndarray
-    abs_row: np.ndarray
-    n_examples: int
-    desc_z: np.ndarray
-    labels: np.ndarray | None
-
-    @property
-    def spike_total(self) -> float:
-        return float(self.abs_row[self.spike_rows].sum())
-
-    def swing(self, series: np.ndarray) -> float:
-        """Std over time of the mean of ``series`` (T, m)."""
-        return float(series.mean(axis=1).std())
-
-    def spike_enrichment(self, series: np.ndarray) -> float:
-        """Share of the spike-window |loss change| carried by the columns, over their share of examples."""
-        tot = self.spike_total
-        if tot <= 0:
-            return float("nan")
-        share = float(np.abs(series[self.spike_rows]).sum()) / tot
-        return share / (series.shape[1] / self.n_examples)
-
-    def coherence(self, rows: np.ndarray) -> float:
-        """Class purity plus rms descriptor effect size of the examples ``rows``."""
-        rows = np.asarray(rows, dtype=np.int64)
-        pur = 0.0
-        if self.labels is not None and self.labels.ndim == 1:
-            pur = float(np.bincount(self.labels[rows]).max() / len(rows))
-        feat = 0.0
-        if self.desc_z.shape[1]:
-            feat = float(np.sqrt(np.mean(self.desc_z[rows].mean(axis=0) ** 2)))
-        return pur + feat
-
-    def group_stats(self, series: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """(3,) swing, spike enrichment and coherence of one group with loss changes ``series`` (T, m)."""
-        return np.array([self.swing(series), self.spike_enrichment(series), self.coherence(rows)])
-
-
-@dataclass
-class NullDraws:
-    """Null pairs of one pair of sizes.
-
-    Attributes:
-        corr: (n,) correlation of the two halves' mean loss changes.
-        a, b: (n, 3) swing, spike enrichment and coherence of each half.
-    """
-
-    corr: np.ndarray
-    a: np.ndarray
-    b: np.ndarray
-
-
-@dataclass
-class NullModel:
-    """The generic edge-of-stability null: random examples split by their co-movement.
-
-    A null pair of sizes (na, nb) takes na + nb random pool examples and splits
-    them by their correlation with the dominant oscillation of the run: the na
-    most positive and the nb most negative (a split by sign that always yields
-    the sizes asked for).
-
-    Attributes:
-        rows: (P,) pool of random example rows.
-        series: (T, P) their loss changes.
-        score: (P,) correlation of each pool example's loss changes with the
-            dominant oscillation (the leading component's time profile).
-    """
-
-    rows: np.ndarray
-    series: np.ndarray
-    score: np.ndarray
-    _cache: dict = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def build(cls, rows: np.ndarray, series: np.ndarray, reference: np.ndarray) -> "NullModel":
-        """The null of the pool ``rows`` / ``series`` (T, P) split along ``reference`` (T,)."""
-        x = series - series.mean(axis=0)
-        r = np.asarray(reference, dtype=np.float64)
-        r = r - r.mean()
-        den = np.linalg.norm(x, axis=0) * max(float(np.linalg.norm(r)), 1e-30)
-        score = np.where(den > 0, (x.T @ r) / np.where(den > 0, den, 1.0), 0.0)
-        return cls(np.asarray(rows), series, score)
-
-    def lean(self, mean_series: np.ndarray) -> int:
-        """+1 or -1: whether a group with this mean loss change moves with the positive or negative side."""
-        x = self.series - self.series.mean(axis=0)
-        m = mean_series - mean_series.mean()
-        return 1 if float((x.T @ m) @ self.score) >= 0 else -1
-
-    def draws(self, ctx: PairContext, na: int, nb: int, n: int, rng: np.random.Generator) -> NullDraws:
-        """``n`` null pairs: ``na`` examples from the positive end of a random sample, ``nb`` from its negative end."""
-        key = (na, nb, n)
-        if key not in self._cache:
-            p = len(self.rows)
-            k = min(na + nb, p)
-            ka = min(na, max(1, k - 1))
-            kb = k - ka
-            abs_spike = np.abs(self.series[ctx.spike_rows]).sum(axis=0)
-            tot = ctx.spike_total
-            corr = np.empty(n)
-            sa, sb = np.empty((n, 3)), np.empty((n, 3))
-            for i in range(n):
-                pick = rng.choice(p, size=k, replace=False)
-                pick = pick[np.argsort(-self.score[pick], kind="stable")]
-                out = []
-                for half in (pick[:ka], pick[ka:]):
-                    m = self.series[:, half].mean(axis=1)
-                    spike = (abs_spike[half].sum() / tot) / (len(half) / ctx.n_examples) if tot > 0 else np.nan
-                    out.append((m, (m.std(), spike, ctx.coherence(self.rows[half]))))
-                corr[i] = pair_correlation(out[0][0], out[1][0])
-                sa[i], sb[i] = out[0][1], out[1][1]
-            self._cache[key] = NullDraws(corr, sa, sb)
-        return self._cache[key]
-
-
-def _z(obs: float, null: np.ndarray, log: bool) -> float:
-    """One-sided z of ``obs`` against the null sample (log scale if ``log``); NaN if undefined."""
-    null = null[np.isfinite(null)]
-    if not np.isfinite(obs) or len(null) < 2:
-        return float("nan")
-    if log:
-        obs, null = np.log(max(obs, 1e-30)), np.log(np.maximum(null, 1e-30))
-    sd = float(null.std(ddof=1))
-    mu = float(null.mean())
-    if sd <= 1e-12:
-        return float("inf") if obs > mu else float("-inf") if obs < mu else 0.0
-    return (obs - mu) / sd
-
-
-def find_pairs(
-    group_series: list[np.ndarray],
-    group_rows: list[np.ndarray],
-    ctx: PairContext,
-    null: NullModel,
-    max_pair_corr: float = -0.3,
-    alpha: float = 0.01,
-    n_null: int = 200,
-    seed: int = 0,
-) -> tuple[list[Pair], float]:
-    """Test every pair of groups whose mean loss changes anti-correlate.
+def anti_phase_candidates(means: np.ndarray, swings: np.ndarray, max_pair_corr: float) -> list[tuple[int, int, float]]:
+    """Pairs of groups whose mean loss changes correlate at most ``max_pair_corr``.
 
     Args:
-        group_series: per group, its members' loss changes (T, m_g).
-        group_rows: per group, its members' rows in the data set.
-        ctx: run and data facts (:class:`PairContext`).
-        null: the generic-oscillation null (:class:`NullModel`).
-        max_pair_corr: pairs correlating above this are not tested.
-        alpha: family-wise level; each test uses ``alpha / n_tests``.
-        n_null: null pairs drawn per pair of sizes.
+        means: (T, G) group-mean loss changes.
+        swings: (G,) each group's swing; each pair is given as (larger swing, smaller swing).
 
     Returns:
-        (pairs, null_corr): every tested pair, significant ones first, then by
-        strength; and the mean correlation of 20-vs-20 null halves.
+        ``(a, b, corr)`` for every such pair.
     """
-    rng = np.random.default_rng(seed)
-    g = len(group_series)
-    means = [s.mean(axis=1) for s in group_series]
-    stats = [ctx.group_stats(s, r) for s, r in zip(group_series, group_rows)]
-    cands = []
+    g = means.shape[1]
+    if g < 2:
+        return []
+    sd = means.std(axis=0)
+    c = np.corrcoef(means.T) if (sd > 0).all() else np.array(
+        [[pair_correlation(means[:, i], means[:, j]) for j in range(g)] for i in range(g)])
+    out = []
     for i in range(g):
         for j in range(i + 1, g):
-            c = pair_correlation(means[i], means[j])
-            if c <= max_pair_corr:
-                # report each pair as (larger swing, smaller swing)
-                cands.append((i, j, c) if stats[i][0] >= stats[j][0] else (j, i, c))
-    null_corr = float(np.mean(null.draws(ctx, 20, 20, n_null, rng).corr)) if len(null.rows) >= 40 else float("nan")
-    thr = alpha / max(1, len(cands))
+            if c[i, j] <= max_pair_corr:
+                out.append((i, j, float(c[i, j])) if swings[i] >= swings[j] else (j, i, float(c[i, j])))
+    return out
+
+
+class CoherenceTest:
+    """Within-class permutation test of a group's input coherence.
+
+    Args:
+        features: (N, F) input features of every example (e.g. descriptors and
+            leading principal components of the inputs).
+        labels: (N,) classes, or ``None`` (one class).
+        ridge: directions of the within-class covariance with variance below
+            ``ridge`` times the largest are dropped before whitening.
+
+    Raises:
+        SignalsError: for sizes that disagree or fewer than 2 examples.
+    """
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray | None = None, ridge: float = 1e-6) -> None:
+        f = np.asarray(features, dtype=np.float64)
+        if f.ndim != 2 or len(f) < 2:
+            raise SignalsError(f"features must be (N >= 2, F), got shape {f.shape}")
+        f = (f - f.mean(axis=0)) / np.maximum(f.std(axis=0), 1e-12)  # one scale, so the ridge below is relative
+        lab = np.zeros(len(f), dtype=np.int64) if labels is None or np.ndim(labels) != 1 else np.asarray(labels)
+        if len(lab) != len(f):
+            raise SignalsError(f"labels has {len(lab)} entries, features {len(f)} rows")
+        _, self.labels = np.unique(lab, return_inverse=True)
+        counts = np.bincount(self.labels)
+        sums = np.zeros((len(counts), f.shape[1]))
+        np.add.at(sums, self.labels, f)
+        w = f - (sums / counts[:, None])[self.labels]
+        cov = w.T @ w / max(1, len(f) - len(counts))
+        ev, evec = np.linalg.eigh(cov) if f.shape[1] else (np.zeros(0), np.zeros((0, 0)))
+        keep = ev > ridge * max(float(ev.max()) if len(ev) else 0.0, 1e-300)
+        self.white = w @ (evec[:, keep] / np.sqrt(ev[keep]))  # (N, F'): within-class whitened
+        self.by_class = [np.flatnonzero(self.labels == c) for c in range(len(counts))]
+
+    @property
+    def dims(self) -> int:
+        """Whitened feature dimensions used by the statistic."""
+        return int(self.white.shape[1])
+
+    def statistic(self, rows: np.ndarray) -> float:
+        """``m * ||mean of the members' whitened within-class features||^2`` (about ``dims`` for a random group)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return float(len(rows) * (self.white[rows].mean(axis=0) ** 2).sum())
+
+    def permuted_statistics(self, groups: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
+        """(n, G) statistics of the groups under ``n`` random within-class permutations of the examples.
+
+        Each draw permutes the examples within every class at once, as if the loss
+        columns had been shuffled among the examples of each class before the whole
+        pipeline ran: the groups keep their columns (and class counts) and get other
+        examples' inputs.
+        """
+        from scipy.sparse import csr_matrix
+
+        n_ex = len(self.labels)
+        sizes = np.array([len(g) for g in groups], dtype=np.float64)
+        cols = np.concatenate([np.asarray(g, dtype=np.int64) for g in groups])
+        member = csr_matrix((np.ones(len(cols)), (np.repeat(np.arange(len(groups)), sizes.astype(int)), cols)),
+                            shape=(len(groups), n_ex))
+        by_class = np.argsort(self.labels, kind="stable")  # rows sorted by class
+        out = np.empty((n, len(groups)))
+        for i in range(n):
+            perm = np.empty(n_ex, dtype=np.int64)
+            perm[by_class] = np.lexsort((rng.random(n_ex), self.labels))  # a random order within each class
+            sums = member @ self.white[perm]
+            out[i] = (sums**2).sum(axis=1) / sizes
+        return out
+
+
+def draws_needed(n_null: int, alpha: float) -> int:
+    """Permutations: at least ``n_null``, and enough that the resolution ``1 / (n + 1)`` is at most ``alpha / 2``."""
+    return max(int(n_null), math.ceil(2 / alpha) - 1)
+
+
+def maxt_pvalues(test: CoherenceTest, groups: list[np.ndarray], n: int, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Family-wise adjusted p-values of the groups' coherence (single-step max-T, Westfall & Young 1993).
+
+    The statistic of every group is computed on ``n`` within-class permutations
+    of the examples; a group's adjusted p-value is ``(1 + #{permutations whose
+    largest statistic over all groups >= its own}) / (n + 1)``. Rejecting the
+    groups with adjusted p <= alpha controls the family-wise error rate at alpha
+    over all the groups tested. The statistic is about chi-square with ``dims``
+    degrees of freedom for a random group of any size, so the maximum treats
+    the groups alike.
+
+    Returns:
+        ``(adjusted p-values (G,), observed statistics (G,))``.
+    """
+    obs = np.array([test.statistic(g) for g in groups])
+    if not groups:
+        return np.zeros(0), obs
+    mx = test.permuted_statistics(groups, n, rng).max(axis=1)
+    return (1 + (mx[None, :] >= obs[:, None]).sum(axis=1)) / (n + 1), obs
+
+
+def assess_pairs(
+    candidates: list[tuple[int, int, float]],
+    group_rows: list[np.ndarray],
+    swing_ratio: np.ndarray,
+    spike_share: list[float],
+    test: CoherenceTest,
+    alpha: float = 0.01,
+    n_null: int = 999,
+    seed: int = 0,
+    max_pair_corr: float = -0.3,
+    visible: np.ndarray | None = None,
+    beyond_generic: list[bool] | None = None,
+) -> list[Pair]:
+    """Test every candidate pair against the within-class permutation null (see the module docstring).
+
+    Args:
+        candidates: ``(a, b, corr)`` from :func:`anti_phase_candidates`.
+        group_rows: rows of each group.
+        swing_ratio: (G,) each group's swing over the total loss's swing.
+        spike_share: per candidate pair, its share of the spike-window |loss change|
+            over its share of the examples (NaN when there is no spike).
+        test: the :class:`CoherenceTest` of the data set.
+        alpha: family-wise level over the groups that enter a tested pair.
+        n_null: fewest within-class permutations (see :func:`draws_needed`).
+        visible: (G,) bool, whether each group's inputs differ visibly from its
+            classes' (e.g. its direction image is large enough); a pair needs both.
+            A gate after the test: it can only remove pairs, so the error rate holds.
+        beyond_generic: per candidate, whether its anti-phase is more than the run's
+            leading oscillation (a gate as well).
+
+    Returns:
+        Every tested pair, significant ones first, then by strength
+        (``-corr`` times the geometric mean swing ratio); each group is kept in at
+        most one significant pair (:func:`match_pairs`).
+    """
+    rng = np.random.default_rng(seed)
+    tested = sorted({i for a, b, _ in candidates for i in (a, b)})
+    n = draws_needed(n_null, alpha)
+    adj, obs = maxt_pvalues(test, [group_rows[g] for g in tested], n, rng)
+    pvals = dict(zip(tested, adj))
+    stats = dict(zip(tested, obs))
     pairs = []
-    for i, j, c in cands:
-        na, nb = group_series[i].shape[1], group_series[j].shape[1]
-        # group a is compared with the half of the null on the side it moves with, b with the other
-        if null.lean(means[i]) > 0:
-            nd = null.draws(ctx, na, nb, n_null, rng)
-            da, db = nd.a, nd.b
-        else:
-            nd = null.draws(ctx, nb, na, n_null, rng)
-            da, db = nd.b, nd.a
-        z = np.array(
-            [_z(stats[i][k], da[:, k], log=k < 2) for k in range(3)]
-            + [_z(stats[j][k], db[:, k], log=k < 2) for k in range(3)]
-        )
-        p = 1.0 if np.isnan(z).any() else float(norm.sf(z.min()))
-        swing = float(np.sqrt(stats[i][0] * stats[j][0]))
-        null_swing = float(np.median(np.sqrt(da[:, 0] * db[:, 0])))
-        strength = -c * (swing / null_swing if null_swing > 0 else float("inf"))
-        spike = ctx.spike_enrichment(np.concatenate([group_series[i], group_series[j]], axis=1))
+    beyond = beyond_generic if beyond_generic is not None else [True] * len(candidates)
+    for (a, b, c), share, ok in zip(candidates, spike_share, beyond):
+        p = max(pvals[a], pvals[b])
+        sw = float(np.sqrt(swing_ratio[a] * swing_ratio[b]))
         pairs.append(
             Pair(
-                a=i, b=j, corr=float(c), strength=float(strength), swing=swing, spike_share=spike,
-                coherence=float(0.5 * (stats[i][2] + stats[j][2])), null_corr=float(np.mean(nd.corr)),
-                z_swing=float(min(z[0], z[3])), z_spike=float(min(z[1], z[4])), z_coherence=float(min(z[2], z[5])),
-                p_value=p, threshold=thr, significant=bool(p <= thr and c <= max_pair_corr),
+                a=a, b=b, corr=c, strength=-c * sw, swing=sw, spike_share=float(share),
+                coherence=float(0.5 * (stats[a] + stats[b]) / max(1, test.dims)),
+                null_corr=float("nan"), p_value=float(p), threshold=alpha,
+                significant=bool(p <= alpha and c <= max_pair_corr and ok
+                                 and (visible is None or (visible[a] and visible[b]))),
+                p_a=float(pvals[a]), p_b=float(pvals[b]), n_null=n, resolution=1.0 / (n + 1),
             )
         )
     pairs.sort(key=lambda p: (not p.significant, -p.strength))
-    return match_pairs(pairs), null_corr
+    return match_pairs(pairs)
 
 
 def match_pairs(pairs: list[Pair]) -> list[Pair]:
@@ -278,23 +260,32 @@ def match_pairs(pairs: list[Pair]) -> list[Pair]:
     return out
 
 
-def spike_rise_shares(
-    series: np.ndarray, total: np.ndarray, spikes, n_examples: int
-) -> list[float]:
-    """Share of each spike's net total-loss rise (onset to peak) carried by the columns of ``series``.
+def split_null_corr(series: np.ndarray, reference: np.ndarray, size: int, n: int, rng: np.random.Generator) -> float:
+    """Mean of :func:`split_null_corrs` (NaN when there are too few columns)."""
+    c = split_null_corrs(series, reference, size, n, rng)
+    return float(c.mean()) if len(c) else float("nan")
 
-    Args:
-        series: (R-1, m) loss changes of the examples.
-        total: (R,) total (mean) loss.
-        spikes: :class:`~oppsig.signals.result.Spike` objects.
-        n_examples: N (the total loss is a mean over N examples).
 
-    Returns:
-        One share per spike (NaN when the total loss did not rise).
+def split_null_corrs(series: np.ndarray, reference: np.ndarray, size: int, n: int, rng: np.random.Generator
+                     ) -> np.ndarray:
+    """Correlations of random halves split by their co-movement: what anti-phase alone looks like.
+
+    Draws ``2 * size`` random columns of ``series`` (T, P), splits them at the
+    median of their correlation with ``reference`` (T,) (e.g. the leading
+    component's time profile), and correlates the two halves' mean series;
+    ``n`` times. Empty when fewer than ``2 * size`` columns are given.
     """
+    p = series.shape[1]
+    size = min(size, p // 2)
+    if size < 1:
+        return np.zeros(0)
+    x = series - series.mean(axis=0)
+    r = np.asarray(reference, dtype=np.float64) - np.mean(reference)
+    den = np.linalg.norm(x, axis=0) * max(float(np.linalg.norm(r)), 1e-30)
+    score = (x.T @ r) / np.where(den > 0, den, 1.0)
     out = []
-    for s in spikes:
-        rise = float(total[s.row] - total[s.onset_row])
-        part = float(series[s.onset_row : s.row].sum()) / n_examples
-        out.append(part / rise if rise > 0 else float("nan"))
-    return out
+    for _ in range(n):
+        pick = rng.choice(p, size=2 * size, replace=False)
+        pick = pick[np.argsort(-score[pick], kind="stable")]
+        out.append(pair_correlation(series[:, pick[:size]].mean(axis=1), series[:, pick[size:]].mean(axis=1)))
+    return np.asarray(out)

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import DataFormatError, OppsigError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Version of the ``signals.json`` layout; bumped when a field changes meaning or is removed."""
 
 
@@ -143,34 +143,40 @@ class Group:
 
 @dataclass(frozen=True)
 class Pair:
-    """Two groups whose losses move in anti-phase, tested against the generic null.
+    """Two groups whose losses move in anti-phase, tested against a null of the same procedure.
 
-    The null draws random examples of the same sizes and splits them by the sign
-    of their co-movement with the dominant oscillation of the run, which gives
-    anti-correlated halves at the edge of stability for any data; a pair is
-    significant only when it beats those halves on swing size, spike share and
-    coherence (class and input feature).
+    Anti-phase and a large swing are what the detection selects for, so they are
+    reported as evidence, not tested. The test asks whether both groups share
+    more input structure than the groups the same pipeline finds when the loss
+    record is permuted among the examples of each class (see
+    :mod:`oppsig.signals.pair`); the error controlled is the family-wise error
+    over the groups that enter a tested pair.
 
     Attributes:
-        a, b: group ids.
+        a, b: group ids (``a`` the larger swing).
         corr: correlation of the two group-mean loss-change series.
-        strength: ``-corr`` times the pair's swing over the null's median swing.
-        swing: geometric mean of the two groups' swings (standard deviation of the
-            group-mean loss change).
+        strength: ``-corr`` times ``swing`` (orders the pairs).
+        swing: geometric mean over the two groups of the group-mean loss change's
+            standard deviation over the total loss's.
         spike_share: the pair's share of the absolute loss change in the spike
-            windows divided by its share of the examples (1: no more than its size).
-        coherence: mean over the two groups of class purity plus the rms effect size
-            of the input descriptors.
-        null_corr: mean correlation of the null halves of the same sizes.
-        z_swing, z_spike, z_coherence: each group's statistic in null standard
-            deviations (log scale for swing and spike share), the smaller of the
-            two groups' values.
-        p_value: the largest of the six one-sided p-values (three statistics, two
-            groups; normal approximation of the null), i.e. the p-value of "both
-            groups beat the null on all three".
-        threshold: the p-value needed after the Bonferroni correction for the pairs tested.
+            windows divided by its share of the examples (1: no more than its size;
+            NaN without spikes).
+        coherence: mean over the two groups of the coherence statistic divided by
+            its null expectation (about 1 for groups without input structure).
+        null_corr: mean correlation of random examples of the same sizes split by
+            their co-movement with the leading oscillation (what anti-phase alone gives).
+        p_value: ``max(p_a, p_b)``.
+        threshold: ``alpha`` over the number of groups tested (Bonferroni, family-wise).
         significant: ``p_value <= threshold``, ``corr`` at most the configured maximum,
+            both groups' direction images at least ``min_direction_ratio`` (a visible
+            difference from their classes), the difference of the group means not the run's
+            leading oscillation itself (|correlation with the leading component's time
+            profile| below 0.9),
             and no stronger significant pair holds either group.
+        p_a, p_b: each group's Monte Carlo p-value ``(1 + #null >= observed) / (n + 1)``.
+        n_null: null draws behind the larger p-value (fewer than planned when the
+            draws stopped early because the group could no longer reach the threshold).
+        resolution: ``1 / (n + 1)`` for the planned number of draws: the smallest p-value possible.
         spikes: rows of the spikes where the pair carries most of the loss change.
         spike_rise_share: for each of those spikes, the pair's share of the net total-loss rise.
     """
@@ -183,12 +189,13 @@ class Pair:
     spike_share: float
     coherence: float
     null_corr: float
-    z_swing: float
-    z_spike: float
-    z_coherence: float
     p_value: float
     threshold: float
     significant: bool
+    p_a: float = float("nan")
+    p_b: float = float("nan")
+    n_null: int = 0
+    resolution: float = float("nan")
     spikes: tuple[int, ...] = ()
     spike_rise_share: tuple[float, ...] = ()
 
@@ -238,6 +245,9 @@ class SignalsResult:
         top_share: mean over steps of the share of the total absolute loss change
             carried by the ``2k`` most extreme examples.
         null_corr: mean correlation of the generic-oscillation null halves (size 20 each).
+        test: how the pairs were tested: ``method``, ``error`` (the error rate
+            controlled), ``alpha``, ``groups_tested``, ``threshold``, ``n_null``
+            (planned null draws per group) and ``resolution`` (``1 / (n_null + 1)``).
         timings: seconds spent per stage.
         format_version, oppsig_version: of the writer.
     """
@@ -256,6 +266,7 @@ class SignalsResult:
     dataset: dict[str, Any] = field(default_factory=dict)
     top_share: float = float("nan")
     null_corr: float = float("nan")
+    test: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     oppsig_version: str = ""
@@ -432,6 +443,7 @@ def result_from_dict(d: dict[str, Any]) -> SignalsResult:
             dataset=dict(d.get("dataset", {})),
             top_share=_nan(d.get("top_share")),
             null_corr=_nan(d.get("null_corr")),
+            test=dict(d.get("test", {})),
             timings=dict(d.get("timings", {})),
             format_version=ver,
             oppsig_version=str(d.get("oppsig_version", "")),

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from .detect import LossMatrix
+from .detect import LossMatrix, rise_shares
 from .result import Group, SignalsError, Spike, Verification
 
 
@@ -181,19 +181,14 @@ def spike_shares(
     Raises:
         SignalsError: for a bad loss matrix or rows out of range.
     """
-    m = LossMatrix(losses)
-    r, n = m.shape
+    lm = LossMatrix(losses)
+    r, n = lm.shape
     cols = _rows(rows, n)
-    lc = m.columns(cols)
+    lc = lm.columns(cols)
     if total_loss is None:
         total = np.empty(r)
-        for s, blk in m.row_blocks():
+        for s, blk in lm.row_blocks():
             total[s : s + len(blk)] = blk.mean(axis=1, dtype=np.float64)
     else:
         total = np.asarray(total_loss, dtype=np.float64)
-    out = []
-    for sp in spikes:
-        rise = float(total[sp.row] - total[sp.onset_row])
-        part = float(lc[sp.row].sum() - lc[sp.onset_row].sum()) / n
-        out.append(part / rise if rise > 0 else float("nan"))
-    return out
+    return rise_shares(np.diff(lc.astype(np.float64), axis=0), total, spikes, n)

@@ -79,6 +79,10 @@ class Recorder:
             sparse record (``run.batches``) instead of a dense row of N values:
             for logging each mini-batch's own losses, where a dense row would be
             mostly NaN. ``every`` still selects the steps.
+        live: an object with ``bind(run_dir, index)``, ``observe(step, ids, losses)`` and
+            ``flush()``, e.g. :class:`oppsig.LiveAttribution`: each logged batch goes through
+            it, and a loss spike prints one line and appends an event to ``events.jsonl``
+            within the same ``log`` call.
 
     Several ``log`` calls may fill parts of one step (one per mini-batch); a
     step's row is complete when a later step is logged or on :meth:`close`.
@@ -104,6 +108,7 @@ class Recorder:
         dtype: str = "float32",
         chunk_steps: int = 32,
         sparse: bool = False,
+        live=None,
     ) -> None:
         if index is None:
             if num_examples is None or num_examples <= 0:
@@ -129,9 +134,15 @@ class Recorder:
         self._row = np.full(self._w.n, np.nan, dtype=self._w.dtype)
         self._row_correct = np.zeros(self._w.n, dtype=bool)
         self._step: int | None = None
+        self.live = live
+        if live is not None:
+            live.bind(self.run_dir, _numpy(index))
 
-    def log(self, step: int, indices, losses, correct=None) -> None:
-        """Log per-example ``losses`` (B,) of the examples with ids ``indices`` (B,) at ``step``."""
+    def log(self, step: int, indices, losses, correct=None):
+        """Log per-example ``losses`` (B,) of the examples with ids ``indices`` (B,) at ``step``.
+
+        Returns the live spike event of this step, if ``live`` is set and the step spikes, else None.
+        """
         step = int(step)
         if step % self.every:
             return
@@ -139,7 +150,13 @@ class Recorder:
             ids = _numpy(indices).astype(np.int64).reshape(-1)
             self._batches.append(step, self._batches.columns(ids), _numpy(losses).reshape(-1),
                                  None if correct is None else _numpy(correct).reshape(-1))
-            return
+        else:
+            self._log_dense(step, indices, losses, correct)
+        if self.live is not None:
+            return self.live.observe(step, _numpy(indices).reshape(-1), _numpy(losses).reshape(-1))
+        return None
+
+    def _log_dense(self, step: int, indices, losses, correct) -> None:
         if self._step is not None and step != self._step:
             if step < self._step:
                 raise StoreError(f"step {step} logged after step {self._step}: steps must increase")
@@ -151,7 +168,12 @@ class Recorder:
             self._row_correct[cols] = _numpy(correct).reshape(-1)
 
     def log_metrics(self, step: int, **scalars: float) -> None:
-        """Log scalars of ``step`` (loss, accuracy, lr, ...) into ``metrics.jsonl``."""
+        """Log scalars of ``step`` (loss, accuracy, lr, ...) into ``metrics.jsonl``.
+
+        ``sharpness`` and ``threshold`` also go to ``live`` (shown in its spike messages).
+        """
+        if "sharpness" in scalars and hasattr(self.live, "set_sharpness"):
+            self.live.set_sharpness(scalars["sharpness"], scalars.get("threshold"))
         self._metrics.write({"step": int(step), **{k: float(v) for k, v in scalars.items()}})
 
     def _close_row(self) -> None:
@@ -174,6 +196,8 @@ class Recorder:
         if self._batches is not None:
             self._batches.flush()
         self._metrics.close()
+        if self.live is not None:
+            self.live.flush()
 
     def __enter__(self) -> "Recorder":
         return self

@@ -48,7 +48,10 @@ class TrainState:
             ``train_data`` order (full-batch GD), or None when not computed at this step.
         per_example_correct: bool (N,) likewise.
         run_dir: the run directory, or None when running without one.
-        extras: free space for hooks to share results (e.g. the top eigenvector).
+        extras: free space for hooks to share results (e.g. the top eigenvector). The loop puts
+            ``extras["dist"]`` (its distributed context) and ``extras["example_weights"]``: the (N,)
+            loss weights the loop reads at every step (None when the run has none); a hook may
+            change them in place (the live hook's down-weight action does).
     """
 
     step: int

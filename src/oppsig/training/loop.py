@@ -316,7 +316,7 @@ class Trainer:
         rec = cfg.record
         state = TrainState(step=start, model=self.model, optimizer=self.optimizer, config=cfg,
                            train_data=self.train_set, loss_fn=self.loss_fn, device=self.device, run_dir=self.run_dir,
-                           extras={"dist": self.dist})
+                           extras={"dist": self.dist, "example_weights": W})
         hook_api.call(self.hooks, "on_train_start", state)
         t0 = time.perf_counter()
         stopped = "max_steps"

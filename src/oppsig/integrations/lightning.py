@@ -1,0 +1,159 @@
+"""oppsig in a PyTorch Lightning run: a ``lightning.pytorch.Callback`` (``pip install "oppsig[lightning]"``).
+
+The lines to add (the batch yields stable example ids ``idx``; ``training_step``
+returns its per-example losses beside the loss it trains on)::
+
+    from oppsig.integrations.lightning import OppsigCallback
+
+    class Net(L.LightningModule):
+        def training_step(self, batch, batch_idx):
+            idx, x, y = batch
+            losses = F.cross_entropy(self(x), y, reduction="none")          # per example
+            return {"loss": losses.mean(), "per_example_loss": losses}       # what oppsig records
+
+    cb = OppsigCallback("runs/mine", num_examples=len(train_set))
+    L.Trainer(callbacks=[cb], ...).fit(Net(), loader)
+
+Then ``oppsig detect runs/mine`` and ``oppsig report runs/mine`` as for any run.
+
+What it records, into the same run directory format as ``oppsig train``:
+
+- every step, the batch's own per-example losses from the user's forward pass
+  (no second forward), keyed by example id; under DDP the ranks' losses are
+  gathered by id and rank 0 writes;
+- with ``probe=loader, probe_every=k``: every example of a fixed probe set (a
+  loader of ``(idx, x, y)``) every k steps, by an extra no-grad forward (the
+  model's train/eval mode is left as it is);
+- with ``sharpness_every=k, sharpness_batch=(x, y)``: the top Hessian eigenvalue
+  on that batch every k steps, with the optimiser's threshold 2/lr, in ``metrics.jsonl``;
+- the loss and learning rate of each step (``metrics.jsonl``) and the run's
+  versions (``meta.json``);
+- live spike attribution (on by default): a one-line message and an event in
+  ``events.jsonl`` at each loss spike, and the actions of ``live`` (off by default).
+
+The callback never changes the model or optimiser unless an action is asked for;
+``enabled=False`` switches it off. Its live state is saved with Lightning's
+checkpoints (``state_dict``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..config import LiveConfig
+from ..errors import ConfigError
+from .core import callback_record, probe_pass, sharpness_on
+
+try:
+    from lightning.pytorch import Callback
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise ImportError('oppsig.integrations.lightning needs Lightning: pip install "oppsig[lightning]"') from e
+
+
+class OppsigCallback(Callback):
+    """Records per-example losses and attributes loss spikes live in a Lightning run.
+
+    Args:
+        run_dir: the run directory to write (rank 0).
+        num_examples: N, when example ids are ``0..N-1``; else pass ``index``.
+        index: the stable ids of the training examples (N,).
+        live: ``True`` (default settings), ``False``, a :class:`~oppsig.config.LiveConfig`
+            or a dict of its fields (e.g. ``{"groups": "runs/old/signals.json", "skip_update": True}``).
+        labels, classes: each example's class (N,) in ``index`` order and the class names, to name groups.
+        probe: a loader of ``(idx, x, y)`` batches recorded every ``probe_every`` steps.
+        probe_every: 0: record the training batches only.
+        loss_fn: per-example loss ``(out, y) -> (B,)`` for the probe and the sharpness (default cross-entropy).
+        sharpness_every: measure the top Hessian eigenvalue every k steps on ``sharpness_batch`` (0: never).
+        sharpness_batch: ``(x, y)`` tensors.
+        config: a YAML-able description of the run, saved as ``config.yaml``.
+        overwrite: replace a run already in ``run_dir``.
+        enabled: False: do nothing.
+    """
+
+    def __init__(self, run_dir, num_examples: int | None = None, index=None, *, live: Any = True,
+                 labels=None, classes=None, probe=None, probe_every: int = 0, loss_fn=None,
+                 sharpness_every: int = 0, sharpness_batch=None, config: dict | None = None,
+                 overwrite: bool = False, enabled: bool = True) -> None:
+        super().__init__()
+        self.enabled = enabled
+        self.core = callback_record(run_dir, num_examples, index, live, labels, classes, config, overwrite,
+                                    probe=probe, probe_every=probe_every, sharpness_every=sharpness_every,
+                                    sharpness_batch=sharpness_batch, batch_form="(x, y)")
+        self.probe, self.probe_every = probe, probe_every
+        self.loss_fn = loss_fn
+        self.sharpness_every, self.sharpness_batch = sharpness_every, sharpness_batch
+        self._buf: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._sharp: dict = {}
+        self._started = False
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_start(self, trainer, pl_module) -> None:
+        if not self.enabled:
+            return
+        self.core.start()
+        self._started = True
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if not self._started:
+            return
+        step = trainer.global_step
+        if self.sharpness_every and step % self.sharpness_every == 0:
+            self._sharp = sharpness_on(pl_module, self.sharpness_batch, self.loss_fn, optimizer)
+        self.core.before_update(step, pl_module, optimizer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self._started:
+            return
+        if not isinstance(outputs, dict) or "per_example_loss" not in outputs:
+            raise ConfigError("OppsigCallback needs the per-example losses: return "
+                              "{'loss': losses.mean(), 'per_example_loss': losses} from training_step")
+        ids = outputs.get("ids")
+        if ids is None:
+            if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+                raise ConfigError("OppsigCallback needs example ids: let the batch be (idx, x, y) or return "
+                                  "'ids' from training_step")
+            ids = batch[0]
+        self._buf.append((torch.as_tensor(ids).detach(), outputs["per_example_loss"].detach().float()))
+        # with gradient accumulation the update happens on the last micro-batch only
+        if trainer.global_step == getattr(self, "_last_global", -1):
+            return
+        self._last_global = trainer.global_step
+        step = trainer.global_step - 1
+        ids = torch.cat([b[0].reshape(-1) for b in self._buf])
+        losses = torch.cat([b[1].reshape(-1) for b in self._buf])
+        self._buf.clear()
+        opt = trainer.optimizers[0] if trainer.optimizers else None
+        metrics = {"loss": float(losses.mean())}
+        if opt is not None:
+            metrics["lr"] = opt.param_groups[0]["lr"]
+        metrics.update(self._sharp)
+        self._sharp = {}
+        self.core.after_update(step, ids, losses, pl_module, opt, metrics=metrics)
+        if self.probe_every and step % self.probe_every == 0:
+            i, v = probe_pass(pl_module, self.probe, self.loss_fn)
+            self.core.log_probe(step, i, v)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._started:
+            self.core.close()
+            self._started = False
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.on_train_end(trainer, pl_module)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return self.core.state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.core.load_state_dict(state_dict)
+
+    def weight_of(self, ids) -> torch.Tensor:
+        """Loss weights of examples ``ids`` (1 unless ``live.downweight_group`` was down-weighted): multiply
+        your per-example losses by them for the down-weight action to act."""
+        return self.core.weight_of(ids)
+
+
+__all__ = ["OppsigCallback", "LiveConfig"]

@@ -1,0 +1,108 @@
+"""Synthetic per-example loss records with known structure: for tests and for calibrating the search.
+
+:func:`eos_matrix` makes a loss matrix (steps, N) in which every example
+oscillates with the top direction (period 2, a slowly varying envelope), each
+with its own sign and size, plus noise; planted groups swing in anti-phase in
+episodes of their own. Its options give the null families of the calibration
+harness (``benchmarks/signals_calibration.py``): random or class-dependent
+signs, log-normal or heavy-tailed (Pareto) per-example amplitudes, and planted
+members whose own swing is no larger than the median example's.
+
+:func:`overlap_f1` scores a found group against a planted one.
+
+Example:
+    >>> L = eos_matrix(50, 30, seed=0)
+    >>> L.shape, bool((L > 0).all())
+    ((30, 50), True)
+    >>> overlap_f1([1, 2, 3], [2, 3, 4])
+    0.6666666666666666
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def overlap_f1(found, truth) -> float:
+    """F1 of a found set of examples against a true one: ``2 |A & B| / (|A| + |B|)`` (1 when both are empty)."""
+    found, truth = set(map(int, found)), set(map(int, truth))
+    tp = len(found & truth)
+    return 2 * tp / (len(found) + len(truth)) if found or truth else 1.0
+
+
+def eos_matrix(
+    n: int,
+    steps: int,
+    planted: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
+    generic: float = 0.02,
+    noise: float = 0.005,
+    amplitude: float = 0.4,
+    seed: int = 0,
+    spikes: tuple[int, ...] = (),
+    labels: np.ndarray | None = None,
+    tails: str = "lognormal",
+    ordinary: bool = False,
+) -> np.ndarray:
+    """Losses (steps, n): slow decay, generic period-2 oscillation, noise, and anti-phase planted groups.
+
+    Args:
+        n, steps: size of the matrix.
+        planted: pair number k -> (rows of group a, rows of group b); pair k swings
+            in its own episodes (growing oscillation that ends in a burst), group a
+            up when group b goes down.
+        generic: size of the generic oscillation (every example, its own sign and amplitude).
+        noise: standard deviation of independent noise per step and example.
+        amplitude: size of the planted swing.
+        seed: seed of every draw.
+        spikes: rows of total-loss spikes: every loss rises (+15 % of the total) and
+            pair i (cycling) overshoots, group a at the row and group b one row later.
+        labels: (n,) classes; when given, the sign of the generic oscillation is
+            the class's (class-dependent signs) instead of each example's own.
+        tails: per-example amplitude of the generic oscillation: ``"lognormal"``
+            (sigma 0.5) or ``"pareto"`` (heavy-tailed, shape 1.5).
+        ordinary: planted members get the 10th-percentile generic amplitude, so
+            their own swing stays near or below the median example's.
+
+    Returns:
+        (steps, n) float32 losses, all positive.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(steps)
+    alt = (-1.0) ** t
+    growth = 0.5 + 0.5 * np.abs(np.sin(2 * np.pi * t / 60.0))
+    sign = rng.choice([-1.0, 1.0], size=n)
+    if labels is not None:
+        cls_sign = rng.choice([-1.0, 1.0], size=int(np.max(labels)) + 1)
+        sign = cls_sign[np.asarray(labels)]
+    if tails == "pareto":
+        size = 1.0 + rng.pareto(1.5, size=n)
+    elif tails == "lognormal":
+        size = rng.lognormal(0.0, 0.5, size=n)
+    else:
+        raise ValueError(f"tails must be 'lognormal' or 'pareto', got {tails!r}")
+    if ordinary and planted:
+        members = np.concatenate([np.concatenate([a, b]) for a, b in planted.values()])
+        size[members] = np.quantile(size, 0.1)
+    c = sign * size
+    d = generic * (alt * growth)[:, None] * c[None, :]
+    d += noise * rng.standard_normal((steps, n))
+    for k, (a, b) in (planted or {}).items():
+        env = np.zeros(steps)
+        period = 70 + 23 * k
+        for start in range(10 + 17 * k, steps, period):
+            ramp = np.arange(min(25, steps - start))
+            env[start : start + len(ramp)] = np.exp(ramp / 8.0) / np.exp(24 / 8.0)
+        osc = amplitude * alt * (0.15 + env)
+        d[:, a] += osc[:, None] * rng.uniform(0.7, 1.3, size=len(a))
+        d[:, b] -= osc[:, None] * rng.uniform(0.7, 1.3, size=len(b))
+    loss = 1.0 + 0.5 * np.exp(-t / 80.0)[:, None] + np.cumsum(d, axis=0) - np.cumsum(d, axis=0).mean(0)
+    loss = np.maximum(loss, 0.01)
+    owners = [planted[k] for k in sorted(planted)] if planted else []
+    for i, s in enumerate(spikes):
+        loss[s] += 0.15 * float(loss[s].mean())
+        if owners:
+            first, second = owners[i % len(owners)]
+            loss[s, first] += 3 * amplitude
+            if s + 1 < steps:
+                loss[s + 1, second] += 3 * amplitude
+    return loss.astype(np.float32)

@@ -1,0 +1,72 @@
+"""Groups by coherence: planted groups of ordinary swingers, merging, and the building blocks."""
+
+import numpy as np
+
+from oppsig.data import opposing_signals
+from oppsig.signals import SignalsConfig, find_signals
+from oppsig.signals.detect import LossMatrix, coherent_components, scan_losses
+from oppsig.signals.group import find_groups, grow_groups, merge_alike, merge_overlaps, sparse_groups, template_fit
+
+from ._synth import eos_matrix, f1
+
+
+def _ordinary_pair(amplitude=0.015):
+    ds = opposing_signals(n=1000, frequency=0.2, seed=0)
+    g = ds.groups
+    truth = (np.flatnonzero(g == 0), np.flatnonzero(g == 1))
+    return ds, truth, eos_matrix(1000, 200, {0: truth}, seed=1, amplitude=amplitude, ordinary=True)
+
+
+def test_group_of_members_no_larger_than_the_median_is_found_and_paired():
+    """No planted member swings more than the median example, yet both groups are found and reported as a pair."""
+    ds, truth, losses = _ordinary_pair()
+    swing = np.diff(losses, axis=0).std(axis=0)
+    assert swing[np.concatenate(truth)].max() <= np.median(swing)  # every member is ordinary
+    res = find_signals(losses, np.arange(200), ds)
+    best = [max(res.groups, key=lambda gr: f1(gr.members, t)) for t in truth]
+    assert [f1(b.members, t) for b, t in zip(best, truth)] >= [0.9, 0.9]
+    assert any({p.a, p.b} == {best[0].id, best[1].id} for p in res.pairs)
+
+
+def test_without_the_planted_swing_the_same_examples_form_no_group():
+    ds, truth, losses = _ordinary_pair(amplitude=0.0)
+    res = find_signals(losses, np.arange(200), ds)
+    assert max((f1(gr.members, t) for gr in res.groups for t in truth), default=0.0) < 0.3
+    assert res.pairs == ()
+
+
+def test_grow_groups_admits_by_correlation_and_slope():
+    rng = np.random.default_rng(0)
+    t = np.sin(np.arange(100) / 2.0)
+    d = 0.1 * rng.standard_normal((100, 30))
+    d[:, :10] += t[:, None]          # follow the template closely
+    d[:, 10:15] += 0.2 * t[:, None]  # correlated, but swing with a fifth of its amplitude
+    lm = LossMatrix(np.concatenate([np.zeros((1, 30)), d.cumsum(axis=0)]))
+    sc = scan_losses(lm, 3)
+    corr, beta = template_fit(lm, sc, t[:, None])
+    assert corr[:10, 0].min() > 0.9 and abs(beta[:10, 0].mean() - 1.0) < 0.1
+    (g,) = grow_groups(lm, sc, [np.arange(3)], min_corr=0.5, min_beta=0.5)
+    assert g.tolist() == list(range(10))
+
+
+def test_merges():
+    assert [g.tolist() for g in merge_overlaps([np.arange(10), np.arange(1, 11), np.arange(5, 9)])] == [
+        list(range(10)), [5, 6, 7, 8]]  # 9 of 11 shared: one group; a subset of 4 in 10 is kept apart
+    t = np.arange(80.0)
+    cols = np.stack([np.sin(t), np.sin(t) + 0.01 * np.cos(3 * t), np.cos(t)], axis=1)
+    lm = LossMatrix(np.cumsum(cols, axis=0))
+    groups = merge_alike(lm, [np.array([0]), np.array([1]), np.array([2])], 0.9)
+    assert sorted(g.tolist() for g in groups) == [[0, 1], [2]]
+
+
+def test_sparse_groups_see_past_a_shared_oscillation():
+    ds = opposing_signals(n=1000, frequency=0.2, seed=0)
+    g = ds.groups
+    planted = {0: (np.flatnonzero(g == 0), np.flatnonzero(g == 1))}
+    lm = LossMatrix(eos_matrix(1000, 200, planted, seed=1, amplitude=0.04))
+    sc = scan_losses(lm, 20)
+    groups = sparse_groups(coherent_components(lm, sc, SignalsConfig()))
+    for truth in planted[0]:
+        assert max(f1(gr, truth) for gr in groups) >= 0.9
+    found = find_groups(lm, sc, coherent_components(lm, sc, SignalsConfig()), SignalsConfig())
+    assert all(len(gr) >= 5 for gr in found)
