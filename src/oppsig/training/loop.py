@@ -182,10 +182,17 @@ class Trainer:
             t = self.train_set.y.shape[1]
             ids = (ids[:, None] * t + np.arange(t)[None, :]).reshape(-1)
         self.record_ids = ids
+        # the sparse record of each mini-batch's own losses (no extra forward)
+        self.batch_record = cfg.record.enabled and cfg.record.mode in ("batch", "both")
+        self.dense_record = cfg.record.enabled and cfg.record.mode in ("dense", "both")
+        if self.batch_record and self.full_batch:
+            raise StoreError(f"record.mode={cfg.record.mode} records each mini-batch's losses, but this run trains on "
+                             f"the full batch ({cfg.optim.name}); use record.mode=dense, which records every example "
+                             "at every step from the training forward")
 
     def _open_outputs(self, start_step: int, resuming: bool) -> None:
         cfg, rd = self.cfg, self.run_dir
-        self.store = self.metrics_out = None
+        self.store = self.metrics_out = self.batches = None
         if not self.writes:
             return
         atomic_write_text(rd / CONFIG, cfg.to_yaml())
@@ -204,6 +211,13 @@ class Trainer:
             )
             if resuming:
                 self.store.truncate_before(start_step)
+            if self.batch_record:
+                from ..store.batches import BatchWriter
+
+                self.batches = BatchWriter(rd, self.train_set.index.cpu().numpy(), dtype=cfg.record.dtype,
+                                           resume=resuming)
+                if resuming:
+                    self.batches.truncate_before(start_step)
         self.metrics_out = MetricsWriter(rd, resume_before=start_step if resuming else None)
 
     def _checkpoint(self, next_step: int, wall: float) -> None:
@@ -211,6 +225,8 @@ class Trainer:
             return
         if self.store is not None:
             self.store.flush()
+        if self.batches is not None:
+            self.batches.flush()
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -325,7 +341,7 @@ class Trainer:
                     hook_api.call(self.hooks, "on_step_start", state)
                     # decided alike on every rank (collectives follow), written by rank 0 only
                     recording = rec.enabled and self.run_dir is not None
-                    record_now = recording and step % rec.every == 0
+                    record_now = recording and self.dense_record and step % rec.every == 0
                     logits_now = recording and rec.logits_every > 0 and step % rec.logits_every == 0
                     probe = None
                     if record_now and self.probe_record:
@@ -340,6 +356,7 @@ class Trainer:
                         rows, b_global = None, n
                     else:
                         rows = batch_rows(step, n, cfg.train.batch_size, cfg.seed, self.device)
+                        rows_global = rows
                         b_global = len(rows)
                         if D.enabled:
                             b_lo, b_hi = D.shard(b_global)
@@ -386,6 +403,9 @@ class Trainer:
                             self.store.append(step, probe[1], probe[2])
                             if logits_now:
                                 self.store.write_logits(step, probe[3])
+                    if self.batches is not None and not self.full_batch:
+                        self.batches.append(step, rows_global.cpu().numpy(), losses.cpu().numpy(),
+                                            correct.cpu().numpy())
                     if self.metrics_out is not None:
                         self.metrics_out.write(metrics)
                     self._bar(bar, metrics)
@@ -410,6 +430,8 @@ class Trainer:
             bar.close()
             if self.store is not None:
                 self.store.flush()
+            if self.batches is not None:
+                self.batches.flush()
         next_step = step + 1 if metrics else start
         wall = wall0 + time.perf_counter() - t0
         if self.test_set is not None:
