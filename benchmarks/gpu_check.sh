@@ -36,3 +36,34 @@ for cfg_path in ("configs/resnet18-gd-cifar10k.yaml", "configs/vgg11-gd-cifar10k
     }))
 PY
 python benchmarks/bench_sharpness.py --device cuda --seeds 3
+# The mini-batch record on the GPU: ResNet-18 under SGD (batch 128, momentum 0.9), each example's loss
+# from its own batch (record.mode=batch), and the record's share of the step time.
+python - "$STEPS" "$OUT" <<'PY'
+import json, sys, time
+from oppsig.config import load_config
+from oppsig.store import batches as B, open_run
+from oppsig.training import train
+
+steps, out = int(sys.argv[1]), sys.argv[2]
+spent = [0.0]
+def timed(fn):
+    def w(*a, **k):
+        t = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            spent[0] += time.perf_counter() - t
+    return w
+B.BatchWriter.append, B.BatchWriter.flush = timed(B.BatchWriter.append), timed(B.BatchWriter.flush)
+cfg = load_config("configs/resnet18-gd-cifar10k.yaml", [
+    "name=resnet18-sgd-minibatch", "optim.name=sgd", "optim.lr=0.05", "optim.momentum=0.9", "train.batch_size=128",
+    f"train.steps={4 * steps}", f"out_dir={out}", "device=cuda", "curvature.every=0", "train.checkpoint_every=0",
+    "data.test_n=0", "record.mode=batch"])
+t0 = time.perf_counter()
+res = train(cfg, overwrite=True, progress=False)
+wall = time.perf_counter() - t0
+rec = open_run(res.run_dir).batches
+print(json.dumps({"config": "resnet18 sgd batch 128, record.mode=batch", "steps": 4 * steps,
+                  "s_per_step": round(wall / (4 * steps), 4), "record_share": round(spent[0] / wall, 4),
+                  "entries": rec.entries}))
+PY

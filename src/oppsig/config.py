@@ -168,6 +168,10 @@ class RecordConfig:
     logits_every: int = 0  # also store logits every k steps (0: never)
     per_token: bool = False  # text: every target token of the probe sequences is one recorded example
     chunk_steps: int = 32  # rows per chunk and per flush
+    # dense: loss[step, example] (full batch: the training forward; sgd/adam: a probe forward every `every` steps)
+    # batch: sgd/adam: each example's loss from the training forward of its own mini-batch, at every step,
+    #        kept sparse (store.zarr/batch, run.batches): no extra forward; both: the two records
+    mode: str = "dense"
 
     def validate(self, key: str) -> None:
         check(self.every > 0, f"{key}.every", "must be > 0", self.every)
@@ -175,6 +179,7 @@ class RecordConfig:
         check(self.probe_n is None or self.probe_n > 0, f"{key}.probe_n", "must be > 0", self.probe_n)
         check(self.logits_every >= 0, f"{key}.logits_every", "must be >= 0", self.logits_every)
         check(self.chunk_steps > 0, f"{key}.chunk_steps", "must be > 0", self.chunk_steps)
+        check(self.mode in ("dense", "batch", "both"), f"{key}.mode", "must be dense, batch or both", self.mode)
 
 
 @dataclass(frozen=True)

@@ -56,3 +56,45 @@ def test_spike_sharpness_carries_the_recorded_bound_and_flag():
     a, b = _with_sharpness_bounds(res, metrics).spikes
     assert a.sharpness_error == 0.02 and a.sharpness_converged is False
     assert b.sharpness is None and b.sharpness_error is None and b.sharpness_converged is None
+
+
+def test_batch_record_read_per_epoch_gives_the_same_result(planted, tmp_path):
+    """A mini-batch record of the planted losses (row e = epoch e, each example logged at its own step of
+    the epoch, in shuffled batches of 100) is read back per epoch: the same groups and pairs."""
+    ds, losses, res = planted
+    ids = ds.index.numpy()
+    n, bs = len(ids), 100
+    per = n // bs
+    rng = np.random.default_rng(3)
+    with store.Recorder(tmp_path / "sgd", index=ids, sparse=True) as rec:
+        for e, row in enumerate(losses):
+            perm = rng.permutation(n)
+            for b in range(per):
+                cols = perm[b * bs : (b + 1) * bs]
+                rec.log(e * per + b, ids[cols], row[cols])
+    run = store.open_run(tmp_path / "sgd")
+    assert run.rows == 0 and run.batches.entries == losses.size
+    got = find_signals_in_run(run, dataset=ds, steps_per_epoch=per)  # auto: no dense rows, so the batch record
+    assert got.dataset["record"]["source"] == "batch" and got.n_rows == len(losses)
+    assert got.steps.tolist() == (np.arange(len(losses)) * per).tolist()
+    assert [g.members for g in got.groups] == [g.members for g in res.groups]
+    assert [(p.a, p.b) for p in got.pairs] == [(p.a, p.b) for p in res.pairs] and len(got.pairs) >= 1
+    # the epoch length is read off the record when there is no oppsig config to give it
+    assert find_signals_in_run(run, dataset=ds).n_rows == len(losses)
+    # the report draws the run per epoch, as detection read it
+    from oppsig.report.html import write_report
+    from oppsig.signals import write_signals_json
+
+    write_signals_json(got, tmp_path / "sgd" / "signals.json")
+    assert write_report([tmp_path / "sgd"]).stat().st_size > 10_000
+    with pytest.raises(SignalsError, match="no mini-batch record"):
+        find_signals_in_run(recorded_dense_only(tmp_path, ds), dataset=ds, source="batch")
+    with pytest.raises(SignalsError, match="source must be"):
+        find_signals_in_run(run, dataset=ds, source="sparse")
+
+
+def recorded_dense_only(tmp_path, ds):
+    with store.Recorder(tmp_path / "dense", index=ds.index.numpy()) as rec:
+        for s in range(8):
+            rec.log(s, ds.index.numpy(), np.ones(len(ds), np.float32))
+    return store.open_run(tmp_path / "dense")

@@ -14,15 +14,38 @@ def add_parser(sub) -> None:
     p.add_argument("--k", type=int, help="examples per step among the largest loss increases/decreases (default 20)")
     p.add_argument("--verify", type=int, default=3, help="check this many pairs on the model, 0: none (default 3)")
     p.add_argument("--no-grids", action="store_true", help="do not write image grids (default: written)")
+    p.add_argument("--source", choices=("auto", "dense", "batch"), default="auto",
+                   help="the record to read: dense (every example at recorded steps), batch (each example's loss in "
+                        "its own mini-batch, one row per epoch), auto (dense when it has 8+ rows, else batch; default)")
+    p.add_argument("--max-memory-mb", type=float,
+                   help="memory budget (MB) of the loss matrix: held whole when it fits, else streamed in row "
+                        "blocks sized to fit (default 2048)")
+    p.add_argument("--dask", metavar="SCHEDULER",
+                   help="run the passes over the store on Dask: threads, processes, or a scheduler address "
+                        "(tcp://host:8786); needs pip install 'oppsig[dask]' (default: none, computed here)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from ..errors import OppsigError
     from ..signals import SignalsConfig, summary_text
     from ..experiments.detect import detect_run
 
-    cfg = SignalsConfig() if args.k is None else SignalsConfig(k=args.k)
-    res = detect_run(args.run, cfg, verify=args.verify, grids=not args.no_grids, log=lambda m: print(f"  {m}"))
+    over = {k: v for k, v in (("k", args.k), ("max_memory_mb", args.max_memory_mb)) if v is not None}
+    cfg = SignalsConfig(**over)
+    scheduler, client = args.dask, None
+    if scheduler is not None and scheduler not in ("threads", "processes", "synchronous"):
+        try:
+            from distributed import Client
+        except ImportError:
+            raise OppsigError("--dask with a scheduler address needs distributed: pip install 'oppsig[dask]'") from None
+        scheduler = client = Client(args.dask)
+    try:
+        res = detect_run(args.run, cfg, verify=args.verify, grids=not args.no_grids, log=lambda m: print(f"  {m}"),
+                         source=args.source, scheduler=scheduler)
+    finally:
+        if client is not None:
+            client.close()
     print(summary_text(res))
     print(f"saved: {args.run}/signals.json")
     from pathlib import Path

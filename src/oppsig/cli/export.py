@@ -10,17 +10,21 @@ def add_parser(sub) -> None:
                     "signals.json exists), mean and final loss, loss variability and forgetting events.")
     p.add_argument("run", help="run directory")
     p.add_argument("--out", help="output file, .csv or .parquet (default <run>/examples.csv)")
+    p.add_argument("--source", choices=("auto", "dense", "batch"), default="auto",
+                   help="dense record, the sparse mini-batch record, or auto (dense when it has a row; default)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..report.summary import example_columns
     from ..store import open_run
-    from ..store.export import write_summary
+    from ..store.batches import EpochRun
+    from ..store.export import uses_batches, write_summary
 
     run = open_run(args.run)
-    extra, why = example_columns(run)
-    path = write_summary(run, args.out, extra)
+    view = EpochRun(run) if uses_batches(run, args.source) else run
+    extra, why = example_columns(view)
+    path = write_summary(run, args.out, extra, source=args.source)
     print(f"per-example summary: {path}")
     if why:
         print(f"no class column: {why}")

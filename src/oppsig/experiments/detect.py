@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import OppsigError, StoreError
 from ..training.replay import model_at
-from ..signals.api import find_signals_in_run
+from ..signals.api import find_signals_in_run, record_source
 from ..signals.config import SignalsConfig
 from ..report.grids import save_group_grids
 from ..signals.api import verification_text
@@ -58,7 +58,7 @@ def _verify_at_spike(run, data, examples, cfg, loss_fn, pair, groups, spikes, pr
 
 
 def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), verify: int = 3, grids: bool = True,
-               log=None, progress: bool = False) -> SignalsResult:
+               log=None, progress: bool = False, source: str = "auto", scheduler=None) -> SignalsResult:
     """Find, verify and save the opposing signals of a recorded run.
 
     Args:
@@ -68,6 +68,9 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
         grids: write one PNG image grid per group (image data only).
         log: a function taking progress messages (e.g. ``print``), or None.
         progress: show a progress bar over the steps replayed to reach a spike.
+        source: which record to read: ``dense``, ``batch`` (the sparse mini-batch record,
+            one row per epoch) or ``auto`` (see :func:`~oppsig.signals.find_signals_in_run`).
+        scheduler: a Dask scheduler or ``distributed.Client`` for the passes over the dense record (None: here).
 
     Returns:
         The :class:`SignalsResult`, also written to ``<run_dir>/signals.json``.
@@ -80,7 +83,9 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
     run = open_run(run_dir)
     cfg = run.config
     data = build_datasets(cfg.data, seed=cfg.seed) if hasattr(cfg, "data") else None  # built once, passed down
-    examples = None if data is None else run_dataset(run, data[0])
+    source = record_source(run, source)
+    batch_index = run.batches.index if source == "batch" and run.batches is not None else None
+    examples = None if data is None else run_dataset(run, data[0], index=batch_index)
     if verify and data is not None and examples.meta.get("unit") == "token":
         say("pairs not verified: gradient checks need whole sequences, and this run records tokens")
         verify = 0
@@ -88,8 +93,11 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
         say("pairs not verified: the run has no oppsig config to rebuild its model from")
         verify = 0
     t0 = time.perf_counter()
-    say(f"searching {run.rows} steps x {len(run.index)} examples")
-    res = find_signals_in_run(run, examples, config)
+    if source == "batch" and batch_index is not None:
+        say(f"searching the mini-batch record: {run.batches.entries} losses of {len(batch_index)} examples")
+    else:
+        say(f"searching {run.rows} steps x {len(run.index)} examples")
+    res = find_signals_in_run(run, examples, config, source=source, scheduler=scheduler)
     say(f"found {len(res.groups)} groups and {len(res.pairs)} significant pairs in {time.perf_counter() - t0:.1f} s")
     t_verify = time.perf_counter()
     if verify and res.pairs:

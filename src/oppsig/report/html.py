@@ -340,6 +340,11 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike |
     if len(runs) > 1:
         body.append(comparison_section(runs, sigs, names))
     for run, sig, name in zip(runs, sigs, names):
+        record = (getattr(sig, "dataset", None) or {}).get("record") if sig is not None else None
+        if record and record.get("source") == "batch":  # signals of the sparse record: figures read it per epoch
+            from ..store.batches import EpochRun
+
+            run = EpochRun(run, record["steps_per_epoch"])
         body.append(run_section(run, sig, name))
     doc = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
            "<meta name='viewport' content='width=device-width, initial-scale=1'>"

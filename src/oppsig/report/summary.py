@@ -106,7 +106,10 @@ def example_columns(run) -> tuple[dict, str | None]:
         cols["class"] = [data.classes[int(y)] for y in data.y]
     sig = load_signals(run.path)
     group: list = [None] * len(run.index)
-    for g in getattr(sig, "groups", ()):
+    # groups name columns of the record detection read: the sparse one (source batch) or the dense one
+    sig_batch = sig is not None and (sig.dataset or {}).get("record", {}).get("source") == "batch"
+    same = sig is not None and sig_batch == getattr(run, "is_epoch_view", False) and sig.n_examples == len(run.index)
+    for g in getattr(sig, "groups", ()) if same else ():
         for r in g.members:
             if group[int(r)] is None:
                 group[int(r)] = int(g.id)

@@ -11,7 +11,6 @@ Stages, each testable and replaceable alone:
 from __future__ import annotations
 
 import dataclasses
-
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -99,7 +98,7 @@ class Detection:
 def detect_stage(losses: Any, steps: Any, dataset: Any, total_loss: Any, sharpness: Any,
                  config: SignalsConfig) -> Detection:
     """Read and check the loss matrix, scan it once, find the spikes (with their top-k) and the components."""
-    lm = LossMatrix(losses, config.block_rows, config.max_memory_mb)
+    lm = losses if isinstance(losses, LossMatrix) else LossMatrix(losses, config.block_rows, config.max_memory_mb)
     steps, total_loss, sharpness = _check_inputs(lm, steps, dataset, total_loss, sharpness)
     scan = scan_losses(lm, config.k)
     total = scan.total if total_loss is None else total_loss
@@ -234,7 +233,9 @@ def find_signals(
     Args:
         losses: (R, N) array-like of per-example losses; row ``r`` is recorded
             step ``steps[r]``, column ``i`` is row ``i`` of ``dataset``. May be a
-            lazy array (zarr); it is read in blocks of ``config.block_rows`` rows.
+            lazy array (zarr); it is read in blocks of ``config.block_rows`` rows, held in
+            memory only within ``config.max_memory_mb``. A :class:`~oppsig.signals.detect.LossMatrix`
+            is used as it is (e.g. one with a Dask scheduler).
         steps: (R,) strictly increasing training steps of the rows.
         dataset: :class:`~oppsig.data.ArrayDataset` with N examples (``x``,
             ``y``, ``index``, ``classes``; ``raw`` images for descriptors if present).
@@ -316,28 +317,55 @@ def _recurring(det: Detection, dataset: Any, config: SignalsConfig) -> tuple[Rec
     )
 
 
-def find_signals_in_run(run: Any, dataset: Any = None, config: SignalsConfig = SignalsConfig()) -> SignalsResult:
+SOURCES = ("auto", "dense", "batch")
+
+
+def find_signals_in_run(
+    run: Any,
+    dataset: Any = None,
+    config: SignalsConfig = SignalsConfig(),
+    source: str = "auto",
+    steps_per_epoch: int | None = None,
+    scheduler: Any = None,
+) -> SignalsResult:
     """:func:`find_signals` on a recorded run (``oppsig.open_run(path)``).
 
     Args:
         run: a :class:`~oppsig.store.Run` (``losses`` lazy (R, N), ``steps``,
-            ``index`` stable ids of the columns, ``metrics``, ``config``).
+            ``index`` stable ids of the columns, ``metrics``, ``config``; ``batches``
+            for a mini-batch run's sparse record).
         dataset: the training data set; default: rebuilt from the run's config
             (:func:`oppsig.store.run_dataset`). Its rows are matched to the run's
             columns by stable id, so a run that recorded a subset (probe) works;
             a per-token record gets one example per recorded token.
         config: :class:`SignalsConfig`.
+        source: ``"dense"``: the dense record ``loss[step, example]`` (full-batch
+            training, or a probe set); ``"batch"``: the sparse mini-batch record,
+            read as one row per complete epoch holding each example's loss at its
+            visit in that epoch (:meth:`~oppsig.store.batches.BatchRecord.epoch_matrix`);
+            ``"auto"``: dense when it has at least 8 rows, else batch.
+        steps_per_epoch: the epoch length of the batch record (default: from the
+            run's ``train.batch_size``, else read off the record).
+        scheduler: ``None`` (here) or a Dask scheduler / ``distributed.Client`` that
+            computes the passes over the dense record block by block, reading the
+            store in its tasks (:class:`~oppsig.signals.detect.LossMatrix`); the same
+            result as here.
 
     Returns:
         :class:`SignalsResult`; the total loss is the row mean of the recorded
-        losses, and the sharpness comes from ``run.metrics["sharpness"]`` when recorded.
+        losses, and the sharpness comes from ``run.metrics["sharpness"]`` when recorded
+        (dense only). From the batch record, rows are epochs (``steps`` holds each
+        epoch's first step) and ``result.dataset["record"]`` says so.
 
     Raises:
-        SignalsError: when the data set cannot be rebuilt or lacks examples of the run.
+        SignalsError: when the data set cannot be rebuilt or lacks examples of the run,
+            or the asked record is missing.
     """
     from ..errors import DataFormatError, StoreError
     from ..store import run_dataset
 
+    if record_source(run, source) == "batch":
+        return _find_in_batches(run, run.batches, dataset, config, steps_per_epoch, scheduler)
     try:
         dataset = run_dataset(run, dataset)
     except (DataFormatError, StoreError) as e:
@@ -350,7 +378,10 @@ def find_signals_in_run(run: Any, dataset: Any = None, config: SignalsConfig = S
         sharpness = np.array([by_step.get(int(st), np.nan) for st in steps])
         if not np.isfinite(sharpness).any():
             sharpness = None
-    res = find_signals(run.losses, steps, dataset, sharpness=sharpness, config=config)
+    losses = run.losses
+    if scheduler is not None:
+        losses = LossMatrix(losses, config.block_rows, config.max_memory_mb, scheduler=scheduler)
+    res = find_signals(losses, steps, dataset, sharpness=sharpness, config=config)
     return _with_sharpness_bounds(res, metrics)
 
 
@@ -372,6 +403,66 @@ def _with_sharpness_bounds(res: SignalsResult, metrics: dict) -> SignalsResult:
                                     sharpness_converged=None if conv is None else conv == 1.0)
         spikes.append(s)
     return dataclasses.replace(res, spikes=tuple(spikes))
+
+
+
+def record_source(run: Any, source: str = "auto") -> str:
+    """Which record of ``run`` detection reads: ``"dense"`` or ``"batch"`` (``"auto"``: dense when it has
+    at least 8 rows, else the sparse mini-batch record when there is one).
+
+    Raises:
+        SignalsError: for an unknown ``source``.
+    """
+    from .detect import MIN_ROWS
+
+    if source not in SOURCES:
+        raise SignalsError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+    if source == "auto":
+        return "batch" if run.rows < MIN_ROWS and run.batches is not None else "dense"
+    return source
+
+
+def epoch_length(run: Any, batches: Any) -> int:
+    """Steps per epoch of a mini-batch run: ``ceil(N / train.batch_size)`` from its config, else read off
+    its sparse record (the step at which every example has been seen once, counted from the first step).
+
+    Raises:
+        SignalsError: when neither tells (pass ``steps_per_epoch``).
+    """
+    import math
+
+    bs = getattr(getattr(run.config, "train", None), "batch_size", None)
+    if bs:
+        return math.ceil(batches.n_examples / bs)
+    for s, c, _, _ in batches.blocks():
+        _, first = np.unique(c, return_index=True)
+        if len(first) == batches.n_examples:
+            return int(s[first.max()] - s[0] + 1)
+        break
+    raise SignalsError(f"cannot tell the epoch length of {run.path}'s mini-batch record; pass steps_per_epoch")
+
+
+def _find_in_batches(run, batches, dataset, config, steps_per_epoch, scheduler=None) -> SignalsResult:
+    from ..errors import DataFormatError, StoreError
+    from ..store import run_dataset
+
+    if batches is None:
+        raise SignalsError(f"{run.path} has no mini-batch record (store.zarr/batch); record one with "
+                           "record.mode=batch (or both), or Recorder(sparse=True), or use source='dense'")
+    per = steps_per_epoch or epoch_length(run, batches)
+    try:
+        L, S = batches.epoch_matrix(per)
+        if dataset is None or len(dataset) != batches.n_examples:
+            dataset = run_dataset(run, dataset, index=batches.index)
+    except (DataFormatError, StoreError) as e:
+        raise SignalsError(str(e)) from None
+    steps = (S[:, 0] // per) * per if len(S) else np.zeros(0, np.int64)
+    if scheduler is not None and len(L) >= 8:  # the (epochs, N) matrix, its passes on Dask as asked
+        L = LossMatrix(L, config.block_rows, config.max_memory_mb, scheduler=scheduler)
+    res = find_signals(L, steps, dataset, config=config)
+    record = {"source": "batch", "steps_per_epoch": int(per), "epochs": int(len(S)),
+              "what": "each example's loss from the training forward of its own mini-batch, one row per epoch"}
+    return dataclasses.replace(res, dataset={**res.dataset, "record": record})
 
 
 def _split_columns(series: np.ndarray, rows: list[np.ndarray]) -> list[np.ndarray]:
@@ -446,6 +537,10 @@ def summary_text(result: SignalsResult, max_groups: int = 6) -> str:
         ...
     """
     lines = [f"opposing signals: {result.n_rows} recorded steps x {result.n_examples} examples"]
+    rec = result.dataset.get("record") if isinstance(result.dataset, dict) else None
+    if rec and rec.get("source") == "batch":
+        lines[0] = (f"opposing signals: {result.n_rows} epochs ({rec['steps_per_epoch']} steps each) x "
+                    f"{result.n_examples} examples, each seen in its own mini-batch once an epoch")
     if result.spikes:
         sp = ", ".join(f"{s.step} (+{100 * s.height:.0f}%)" for s in sorted(result.spikes, key=lambda s: -s.height)[:5])
         lines.append(f"loss spikes: {len(result.spikes)}; largest at steps {sp}")

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -41,13 +42,32 @@ MIN_ROWS = 8
 # ----------------------------------------------------------------------------- reading
 
 
+WORKING_COPIES = 10
+"""A streamed block of B rows costs about this many times its float32 size at once (the block, its changes,
+their float64 copies and products); the block height is chosen so that this stays within the memory budget."""
+
+
 class LossMatrix:
     """Row-block access to an (R, N) loss matrix, checked for shape and finite values.
 
+    Every pass over the matrix goes through :meth:`map_blocks`: a pure function of
+    one block of rows ``L[t0 : t0 + B + 1]`` (the loss changes ``D[t0 : t0 + B]``
+    and the rows they join), with the blocks at ``t0 = 0, B, 2B, ...``. The partial
+    results come back in block order and are combined in that order, so the result
+    does not depend on where the blocks were computed: in memory, streamed from
+    the store one block at a time, or on a Dask cluster (``scheduler``).
+
     Args:
         losses: array-like (R, N) with ``.shape`` and row slicing (numpy, zarr, a run's lazy array).
-        block_rows: rows read at a time when the matrix is streamed.
-        max_memory_mb: the matrix is read once into memory (float32) when it is at most this large.
+        block_rows: rows per block B, at most (a streamed matrix may use fewer, see ``max_memory_mb``).
+        max_memory_mb: the memory budget of the loss matrix. A matrix of at most this
+            size (float32) is read once into memory; a larger one is streamed, in blocks
+            small enough that one block's working set (about :data:`WORKING_COPIES` copies
+            of the block) fits in it. Peak memory then follows this budget, not the run's size.
+        scheduler: ``None``: blocks are computed here, one after another. Otherwise a
+            Dask scheduler (``"threads"``, ``"synchronous"``, ``"processes"``, or a
+            ``distributed.Client``): each block is read from the store and reduced by a
+            Dask task (needs ``pip install oppsig[dask]``); the matrix is never held here.
 
     Raises:
         SignalsError: for a matrix that is not 2-D, has fewer than :data:`MIN_ROWS`
@@ -60,7 +80,8 @@ class LossMatrix:
         ((10, 3), 9)
     """
 
-    def __init__(self, losses: Any, block_rows: int = 256, max_memory_mb: float = 2048.0) -> None:
+    def __init__(self, losses: Any, block_rows: int = 256, max_memory_mb: float = 2048.0,
+                 scheduler: Any = None) -> None:
         shape = getattr(losses, "shape", None)
         if shape is None:
             losses = np.asarray(losses, dtype=np.float32)
@@ -75,34 +96,71 @@ class LossMatrix:
             raise SignalsError(f"losses has {n} example column(s); need at least 2")
         self.shape = (r, n)
         self.block_rows = max(2, int(block_rows))
+        self.scheduler = scheduler
         self._src = losses
         self._mem: np.ndarray | None = None
-        if isinstance(losses, np.ndarray) or r * n * 4 <= max_memory_mb * 2**20:
+        if scheduler is None and (isinstance(losses, np.ndarray) or r * n * 4 <= max_memory_mb * 2**20):
             self._mem = np.empty((r, n), dtype=np.float32)
             for s, blk in self._read_blocks():
                 self._mem[s : s + len(blk)] = blk
+        else:
+            fit = int(max_memory_mb * 2**20 / (WORKING_COPIES * 4 * n))
+            self.block_rows = max(2, min(self.block_rows, fit))
 
     @property
     def in_memory(self) -> bool:
         return self._mem is not None
 
     def _read_blocks(self) -> Iterator[tuple[int, np.ndarray]]:
-        r, n = self.shape
+        r = self.shape[0]
         for s in range(0, r, self.block_rows):
-            blk = np.asarray(self._src[s : min(r, s + self.block_rows)], dtype=np.float32)
-            if blk.shape != (min(r, s + self.block_rows) - s, n):
-                raise SignalsError(f"losses rows {s}.. read back with shape {blk.shape}, expected ({len(blk)}, {n})")
-            bad = ~np.isfinite(blk)
-            if bad.any():
-                i, j = np.argwhere(bad)[0]
-                raise SignalsError(
-                    f"losses holds a non-finite value ({blk[i, j]}) at row {s + i}, column {j}; "
-                    "a diverged run cannot be analysed: cut the rows before the divergence"
-                )
-            yield s, blk
+            yield s, _read_rows(self._src, s, min(r, s + self.block_rows), self.shape[1])
+
+    def _block(self, t0: int) -> np.ndarray:
+        """``L[t0 : t0 + B + 1]`` (fewer rows at the end), float32, checked."""
+        e = min(self.shape[0], t0 + self.block_rows + 1)
+        if self._mem is not None:
+            return self._mem[t0:e]
+        return _read_rows(self._src, t0, e, self.shape[1])
+
+    def block_starts(self) -> range:
+        """The first change row ``t0`` of each block: ``0, B, 2B, ... < R - 1``."""
+        return range(0, self.shape[0] - 1, self.block_rows)
+
+    def map_blocks(self, fn) -> list:
+        """``[fn(t0, L[t0 : t0 + B + 1]) for t0 in block_starts()]``, in block order.
+
+        ``fn`` must be a pure function of its arguments (it may run in another
+        thread or process under Dask); ``np.diff`` of the block gives the changes
+        ``D[t0 : t0 + B]``. Its results should be small (copies, not views of the block).
+        """
+        return list(self.iter_blocks(fn))
+
+    def iter_blocks(self, fn, batch: int = 16) -> Iterator:
+        """:meth:`map_blocks` as an iterator: here one block at a time; under Dask ``batch`` blocks per compute,
+        so that only that many partial results are held at once."""
+        starts = self.block_starts()
+        if self.scheduler is None:
+            for t0 in starts:
+                yield fn(t0, self._block(t0))
+            return
+        try:
+            import dask
+        except ImportError:
+            raise SignalsError("a Dask scheduler needs dask: pip install 'oppsig[dask]'") from None
+        r, n = self.shape
+        src, f = dask.delayed(self._src, pure=True), dask.delayed(fn, pure=True)
+        scheduler = self.scheduler
+        if not isinstance(scheduler, str):  # a distributed.Client
+            scheduler = getattr(scheduler, "get", scheduler)
+        starts = list(starts)
+        for i in range(0, len(starts), batch):
+            parts = [dask.delayed(_block_task, pure=True)(f, src, t0, min(r, t0 + self.block_rows + 1), n)
+                     for t0 in starts[i : i + batch]]
+            yield from dask.compute(*parts, scheduler=scheduler)
 
     def row_blocks(self) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first_row, L[first_row : first_row + b])`` for consecutive blocks, float32."""
+        """``(first_row, L[first_row : first_row + b])`` for consecutive blocks, float32 (read here)."""
         if self._mem is not None:
             for s in range(0, self.shape[0], self.block_rows):
                 yield s, self._mem[s : s + self.block_rows]
@@ -110,20 +168,9 @@ class LossMatrix:
             yield from self._read_blocks()
 
     def diff_blocks(self) -> Iterator[tuple[int, np.ndarray]]:
-        """``(t0, D[t0 : t0 + b])`` of the loss changes ``D = L[1:] - L[:-1]`` (R-1, N), float32."""
-        if self._mem is not None:
-            for s in range(0, self.shape[0] - 1, self.block_rows):
-                e = min(self.shape[0], s + self.block_rows + 1)
-                yield s, np.diff(self._mem[s:e], axis=0)
-            return
-        prev: np.ndarray | None = None
-        for s, blk in self._read_blocks():
-            if prev is not None:
-                blk = np.concatenate([prev, blk])
-                s -= 1
-            if len(blk) > 1:
-                yield s, np.diff(blk, axis=0)
-            prev = blk[-1:]
+        """``(t0, D[t0 : t0 + B])`` of the loss changes ``D = L[1:] - L[:-1]`` (R-1, N), float32 (read here)."""
+        for t0 in self.block_starts():
+            yield t0, np.diff(self._block(t0), axis=0)
 
     def row(self, i: int) -> np.ndarray:
         """Losses of row ``i``: (N,) float32."""
@@ -136,18 +183,51 @@ class LossMatrix:
         cols = np.asarray(cols, dtype=np.int64)
         if self._mem is not None:
             return np.diff(self._mem[:, cols], axis=0)
-        out = np.empty((self.shape[0] - 1, len(cols)), dtype=np.float32)
-        for t0, d in self.diff_blocks():
-            out[t0 : t0 + len(d)] = d[:, cols]
-        return out
+        parts = self.map_blocks(functools.partial(_diff_columns_block, cols=cols))
+        return np.concatenate(parts) if parts else np.zeros((0, len(cols)), np.float32)
 
     def columns(self, cols: np.ndarray) -> np.ndarray:
         """Losses of the columns ``cols``: (R, len(cols)) float32."""
         cols = np.asarray(cols, dtype=np.int64)
-        out = np.empty((self.shape[0], len(cols)), dtype=np.float32)
-        for s, blk in self.row_blocks():
-            out[s : s + len(blk)] = blk[:, cols]
+        if self._mem is not None:
+            return self._mem[:, cols]
+        parts = self.map_blocks(functools.partial(_columns_block, cols=cols))
+        return np.concatenate([p[:-1] for p in parts[:-1]] + [parts[-1]])
+
+    def sum_blocks(self, fn) -> np.ndarray:
+        """``sum_b fn(t0_b, L_b)`` over the blocks, in block order, float64 (e.g. ``D^T B`` products)."""
+        out = None
+        for p in self.iter_blocks(fn):
+            out = np.array(p, dtype=np.float64) if out is None else out + p
         return out
+
+
+def _read_rows(src: Any, s: int, e: int, n: int) -> np.ndarray:
+    """``src[s:e]`` as float32, checked for shape and finite values."""
+    blk = np.asarray(src[s:e], dtype=np.float32)
+    if blk.shape != (e - s, n):
+        raise SignalsError(f"losses rows {s}.. read back with shape {blk.shape}, expected ({e - s}, {n})")
+    bad = ~np.isfinite(blk)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise SignalsError(
+            f"losses holds a non-finite value ({blk[i, j]}) at row {s + i}, column {j}; "
+            "a diverged run cannot be analysed: cut the rows before the divergence"
+        )
+    return blk
+
+
+def _block_task(fn, src: Any, s: int, e: int, n: int):
+    """One Dask task: read ``L[s:e]`` from the store and reduce it with ``fn``."""
+    return fn(s, _read_rows(src, s, e, n))
+
+
+def _diff_columns_block(t0: int, blk: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    return np.diff(blk[:, cols], axis=0)
+
+
+def _columns_block(t0: int, blk: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    return blk[:, cols]
 
 
 # ----------------------------------------------------------------------------- spikes
@@ -350,8 +430,31 @@ class Scan:
     top_share: np.ndarray
 
 
+def _scan_block(t0: int, blk: np.ndarray, k: int) -> dict:
+    """:func:`scan_losses`'s partial results for one block of rows ``L[t0 : t0 + b + 1]``."""
+    d = np.diff(blk, axis=0)
+    # copies, not views: a partial must not keep its block's (b, N) temporaries alive
+    up = np.argpartition(-d, k - 1, axis=1)[:, :k].copy()
+    dn = np.argpartition(d, k - 1, axis=1)[:, :k].copy()
+    ad = np.abs(d)
+    d64 = d.astype(np.float64)
+    return {
+        "total": blk.mean(axis=1, dtype=np.float64),
+        "up": up, "down": dn,
+        "abs_row": ad.sum(axis=1, dtype=np.float64),
+        "top_abs": (np.take_along_axis(ad, up, 1).sum(1, dtype=np.float64)
+                    + np.take_along_axis(ad, dn, 1).sum(1, dtype=np.float64)),
+        "s1": d64.sum(0), "s2": (d64 * d64).sum(0), "lag": (d64[1:] * d64[:-1]).sum(0),
+        "first": d64[0].copy(), "last": d64[-1].copy(),
+    }
+
+
 def scan_losses(lm: LossMatrix, k: int) -> Scan:
     """One pass over ``lm``: per-step top-k extremes and per-example statistics.
+
+    The pass is :meth:`LossMatrix.map_blocks` of one block kernel, combined in
+    block order: the same figures whether the blocks are computed in memory,
+    streamed, or on a Dask cluster.
 
     Args:
         lm: the loss matrix (R, N).
@@ -364,8 +467,6 @@ def scan_losses(lm: LossMatrix, k: int) -> Scan:
     k = max(1, min(k, n // 2))
     t_n = r - 1
     total = np.empty(r)
-    for s, blk in lm.row_blocks():
-        total[s : s + len(blk)] = blk.mean(axis=1, dtype=np.float64)
     top_up = np.empty((t_n, k), dtype=np.int64)
     top_down = np.empty((t_n, k), dtype=np.int64)
     s1 = np.zeros(n)
@@ -374,23 +475,19 @@ def scan_losses(lm: LossMatrix, k: int) -> Scan:
     abs_row = np.empty(t_n)
     top_abs = np.empty(t_n)
     prev = None
-    for t0, d in lm.diff_blocks():
-        b = len(d)
-        up = np.argpartition(-d, k - 1, axis=1)[:, :k]
-        dn = np.argpartition(d, k - 1, axis=1)[:, :k]
-        top_up[t0 : t0 + b] = up
-        top_down[t0 : t0 + b] = dn
-        ad = np.abs(d)
-        abs_row[t0 : t0 + b] = ad.sum(axis=1, dtype=np.float64)
-        top_abs[t0 : t0 + b] = (np.take_along_axis(ad, up, 1).sum(1, dtype=np.float64)
-                                + np.take_along_axis(ad, dn, 1).sum(1, dtype=np.float64))
-        d64 = d.astype(np.float64)
-        s1 += d64.sum(0)
-        s2 += (d64 * d64).sum(0)
+    for t0, p in zip(lm.block_starts(), lm.iter_blocks(functools.partial(_scan_block, k=k))):
+        b = len(p["up"])
+        total[t0 : t0 + b + 1] = p["total"]
+        top_up[t0 : t0 + b] = p["up"]
+        top_down[t0 : t0 + b] = p["down"]
+        abs_row[t0 : t0 + b] = p["abs_row"]
+        top_abs[t0 : t0 + b] = p["top_abs"]
+        s1 += p["s1"]
+        s2 += p["s2"]
         if prev is not None:
-            lag += prev * d64[0]
-        lag += (d64[1:] * d64[:-1]).sum(0)
-        prev = d64[-1]
+            lag += prev * p["first"]
+        lag += p["lag"]
+        prev = p["last"]
     mean = s1 / t_n
     var = np.maximum(s2 / t_n - mean**2, 0.0)
     std = np.sqrt(var)
@@ -452,17 +549,11 @@ def coherent_components(lm: LossMatrix, scan: Scan, config: SignalsConfig) -> Co
     width = min(c + 10, t_n, n)
 
     def zt_times(b: np.ndarray) -> np.ndarray:  # Z^T b: (N, w)
-        out = np.zeros((n, b.shape[1]), dtype=np.float64)
-        for t0, d in lm.diff_blocks():
-            out += (((d - mu) * inv).T @ b[t0 : t0 + len(d)]).astype(np.float64)
-        return out
+        return lm.sum_blocks(functools.partial(_zt_block, mu=mu, inv=inv, b=b))
 
     def z_times(q: np.ndarray) -> np.ndarray:  # Z q: (R-1, w)
-        out = np.empty((t_n, q.shape[1]), dtype=np.float64)
-        q32 = q.astype(np.float32)
-        for t0, d in lm.diff_blocks():
-            out[t0 : t0 + len(d)] = ((d - mu) * inv) @ q32
-        return out
+        parts = lm.map_blocks(functools.partial(_z_block, mu=mu, inv=inv, q32=q.astype(np.float32)))
+        return np.concatenate(parts).astype(np.float64)
 
     omega = rng.standard_normal((t_n, width)).astype(np.float32)
     q, _ = np.linalg.qr(zt_times(omega))
@@ -474,6 +565,17 @@ def coherent_components(lm: LossMatrix, scan: Scan, config: SignalsConfig) -> Co
     u, s = u[:, :c], s[:c]
     v = q @ wt[:c].T  # (N, c)
     return Components(u, s, v)
+
+
+def _zt_block(t0: int, blk: np.ndarray, mu, inv, b) -> np.ndarray:
+    """``Z[t0 : t0 + B]^T b[t0 : t0 + B]`` of the standardised changes of one block: (N, w) float64."""
+    d = np.diff(blk, axis=0)
+    return (((d - mu) * inv).T @ b[t0 : t0 + len(d)]).astype(np.float64)
+
+
+def _z_block(t0: int, blk: np.ndarray, mu, inv, q32) -> np.ndarray:
+    """``Z[t0 : t0 + B] q`` of one block: (B, w) float32."""
+    return ((np.diff(blk, axis=0) - mu) * inv) @ q32
 
 
 def recurring_examples(scan: Scan, min_recurrence: int) -> np.ndarray:

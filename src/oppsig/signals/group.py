@@ -48,6 +48,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import pdist
@@ -90,10 +92,7 @@ def template_fit(lm: LossMatrix, scan: Scan, templates: np.ndarray) -> tuple[np.
     if t.ndim != 2 or t.shape[0] != lm.shape[0] - 1:
         raise SignalsError(f"templates must be ({lm.shape[0] - 1}, G), got shape {t.shape}")
     t = t - t.mean(axis=0)
-    acc = np.zeros((lm.shape[1], t.shape[1]))
-    t32 = t.astype(np.float32)
-    for t0, d in lm.diff_blocks():
-        acc += (d.T @ t32[t0 : t0 + len(d)]).astype(np.float64)
+    acc = lm.sum_blocks(functools.partial(_dt_block, t32=t.astype(np.float32)))
     cov = acc / t.shape[0]  # the templates are centred, so the examples' means drop out
     var_t = (t * t).mean(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -102,6 +101,19 @@ def template_fit(lm: LossMatrix, scan: Scan, templates: np.ndarray) -> tuple[np.
     corr[~np.isfinite(corr)] = 0.0
     beta[~np.isfinite(beta)] = 0.0
     return corr, beta
+
+
+def _dt_block(t0: int, blk: np.ndarray, t32: np.ndarray) -> np.ndarray:
+    """``D[t0 : t0 + B]^T t[t0 : t0 + B]`` of one block: (N, G) float64."""
+    d = np.diff(blk, axis=0)
+    return (d.T @ t32[t0 : t0 + len(d)]).astype(np.float64)
+
+
+def group_means(lm: LossMatrix, groups: list[np.ndarray]) -> np.ndarray:
+    """Each group's mean loss change, (R-1, G), in one pass over the matrix (not one per group)."""
+    series = lm.diff_columns(np.concatenate(groups))
+    bounds = np.cumsum([0] + [len(g) for g in groups])
+    return np.stack([series[:, bounds[i] : bounds[i + 1]].mean(axis=1) for i in range(len(groups))], axis=1)
 
 
 def component_seeds(comps: Components, seed_size: int) -> list[np.ndarray]:
@@ -141,7 +153,7 @@ def grow_groups(
     """
     if not seeds:
         return []
-    templates = np.stack([lm.diff_columns(s).mean(axis=1) for s in seeds], axis=1)
+    templates = group_means(lm, seeds)
     groups = [np.asarray(s) for s in seeds]
     for _ in range(iterations):
         corr, beta = template_fit(lm, scan, templates)
@@ -153,7 +165,7 @@ def grow_groups(
         if not keep:
             return []
         groups = [groups[g] for g in keep]
-        templates = np.stack([lm.diff_columns(r).mean(axis=1) for r in groups], axis=1)
+        templates = group_means(lm, groups)
     return groups
 
 
@@ -186,7 +198,7 @@ def merge_alike(lm: LossMatrix, groups: list[np.ndarray], min_corr: float) -> li
     """
     if len(groups) < 2:
         return groups
-    means = np.stack([lm.diff_columns(g).mean(axis=1) for g in groups], axis=1).astype(np.float64)
+    means = group_means(lm, groups).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         c = np.nan_to_num(np.corrcoef(means.T), nan=0.0)
     z = hierarchy.linkage(np.clip(1.0 - c[np.triu_indices(len(groups), 1)], 0.0, 2.0), method="single")

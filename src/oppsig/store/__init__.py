@@ -8,6 +8,7 @@ A run directory holds::
     store.zarr/      per-example arrays (zarr): loss[row, example], correct[row, example],
                      steps[row], index[example], optional logits[lrow, example, class]
     progress.json    how many rows are complete (readers never look past it)
+    batch_progress.json  mini-batch runs: how many entries of store.zarr/batch/ (the sparse record) are complete
     checkpoints/     last.pt (model, optimiser, step, RNG), written atomically
 
 Writers: :class:`StoreWriter` (used by the training loop) and :class:`Recorder`
@@ -16,10 +17,11 @@ own bookkeeping (:mod:`~oppsig.store.integrity`). Run directories (one writer at
 an overwrite that removes only what oppsig wrote): :mod:`~oppsig.store.rundir`.
 """
 
+from .batches import BatchRecord, BatchWriter
 from .dataset import run_dataset
 from .format import FORMAT_VERSION
 from .reader import Run, open_run
 from .recorder import Recorder, probe_losses
 from .writer import MetricsWriter, StoreWriter
 
-__all__ = ["FORMAT_VERSION", "Run", "open_run", "Recorder", "probe_losses", "StoreWriter", "MetricsWriter", "run_dataset"]
+__all__ = ["BatchRecord", "BatchWriter", "FORMAT_VERSION", "Run", "open_run", "Recorder", "probe_losses", "StoreWriter", "MetricsWriter", "run_dataset"]

@@ -9,13 +9,15 @@ from ..errors import StoreError
 __all__ = ["run_dataset"]
 
 
-def run_dataset(run: Any, train_set: Any = None):
+def run_dataset(run: Any, train_set: Any = None, index: Any = None):
     """The examples of ``run``'s columns, in column order.
 
     Args:
         run: a :class:`~oppsig.store.Run`.
         train_set: the run's training set when already built (``build_datasets(cfg.data)[0]``);
             default: rebuilt from the run's config.
+        index: the stable ids to match instead of the dense record's columns (e.g. the
+            sparse mini-batch record's ``run.batches.index``).
 
     Returns:
         An :class:`~oppsig.data.ArrayDataset` with one row per recorded column: the training set
@@ -33,6 +35,8 @@ def run_dataset(run: Any, train_set: Any = None):
         from ..data import build_datasets
 
         train_set, _ = build_datasets(cfg.data, seed=getattr(cfg, "seed", 0))
+    if index is not None:
+        return train_set.by_ids(index)
     record = getattr(cfg, "record", None)
     if record is not None and getattr(record, "per_token", False) and train_set.y.dim() > 1:
         from ..data.text import token_examples

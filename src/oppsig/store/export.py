@@ -83,7 +83,73 @@ def summary_table(run, block: int = 256) -> dict[str, np.ndarray]:
         }
 
 
-def write_summary(run, path: str | os.PathLike | None = None, extra: dict | None = None) -> Path:
+def batch_summary_table(batches, block: int = 1 << 20) -> dict[str, np.ndarray]:
+    """The per-example summary of a sparse mini-batch record (``run.batches``), streamed in blocks of entries.
+
+    The same columns as :func:`summary_table`, over each example's own observations
+    (about one an epoch): changes and forgetting events are between consecutive
+    observations of the example. Memory: a few (N,) arrays and one block.
+
+    Raises:
+        StoreError: when the record has no entry.
+    """
+    n = batches.n_examples
+    if batches.entries == 0:
+        raise StoreError(f"{batches.run_dir} has no recorded mini-batch loss to summarise")
+    cnt = np.zeros(n, np.int64)
+    s1 = np.zeros(n)
+    s2 = np.zeros(n)
+    acc = np.zeros(n)
+    abs_change = np.zeros(n)
+    forget = np.zeros(n, np.int64)
+    last = np.full(n, np.nan)
+    last_c = np.zeros(n, bool)
+    for _, c, loss, corr in batches.blocks(block):
+        order = np.argsort(c, kind="stable")  # entries are in step order: stable keeps each example's order
+        c, loss, corr = c[order].astype(np.int64), loss[order].astype(np.float64), corr[order]
+        cnt += np.bincount(c, minlength=n)
+        s1 += np.bincount(c, loss, minlength=n)
+        s2 += np.bincount(c, loss * loss, minlength=n)
+        acc += np.bincount(c, corr, minlength=n)
+        first = np.r_[True, c[1:] != c[:-1]]
+        prev = np.where(first, last[c], np.r_[np.nan, loss[:-1]])
+        prev_c = np.where(first, last_c[c], np.r_[False, corr[:-1]])
+        has = np.isfinite(prev)
+        abs_change += np.bincount(c[has], np.abs(loss[has] - prev[has]), minlength=n)
+        forget += np.bincount(c[has], prev_c[has] & ~corr[has], minlength=n).astype(np.int64)
+        end = np.r_[c[1:] != c[:-1], True]
+        last[c[end]] = loss[end]
+        last_c[c[end]] = corr[end]
+    seen = np.maximum(cnt, 1)
+    mean = np.where(cnt > 0, s1 / seen, np.nan)
+    return {
+        "id": np.asarray(batches.index),
+        "mean_loss": mean,
+        "loss_std": np.sqrt(np.maximum(s2 / seen - mean**2, 0.0)),
+        "mean_abs_change": np.where(cnt > 1, abs_change / np.maximum(cnt - 1, 1), np.nan),
+        "final_loss": last,
+        "accuracy": np.where(cnt > 0, acc / seen, np.nan),
+        "forgetting": forget,
+    }
+
+
+def uses_batches(run, source: str = "auto") -> bool:
+    """Whether the per-example table of ``run`` comes from its sparse mini-batch record.
+
+    ``source``: ``dense``, ``batch``, or ``auto`` (the batch record when the dense one has no row).
+
+    Raises:
+        StoreError: for an unknown source, or ``batch`` on a run without a mini-batch record.
+    """
+    if source not in ("auto", "dense", "batch"):
+        raise StoreError(f"source must be auto, dense or batch, got {source!r}")
+    batches = run.batches if source != "dense" else None
+    if source == "batch" and batches is None:
+        raise StoreError(f"{run.path} has no mini-batch record (store.zarr/batch); use --source dense")
+    return batches is not None and (source == "batch" or run.losses.shape[0] == 0)
+
+
+def write_summary(run, path: str | os.PathLike | None = None, extra: dict | None = None, source: str = "auto") -> Path:
     """Write :func:`summary_table` as CSV (``.csv``) or Parquet (``.parquet``, needs pyarrow); default ``<run>/examples.csv``.
 
     The file is written atomically (a failed write leaves no half file).
@@ -91,15 +157,17 @@ def write_summary(run, path: str | os.PathLike | None = None, extra: dict | None
     Args:
         extra: more columns, ``{name: (N,) values}`` in the run's example order, written after the others
             (``None`` values are written as empty cells).
+        source: ``dense`` (the dense record), ``batch`` (the sparse mini-batch record,
+            :func:`batch_summary_table`) or ``auto`` (dense when it has a row, else batch); see :func:`uses_batches`.
 
     Raises:
         StoreError: when an extra column does not have one value per example, pyarrow is missing, the
-            folder does not exist or the file cannot be written.
+            folder does not exist, the file cannot be written, or the asked record is missing or empty.
     """
     path = Path(path) if path is not None else Path(run.path) / "examples.csv"
     if not path.parent.is_dir():
         raise StoreError(f"cannot write {path}: the folder {path.parent} does not exist; create it first")
-    table = summary_table(run)
+    table = batch_summary_table(run.batches) if uses_batches(run, source) else summary_table(run)
     extra = dict(extra or {})
     for k, v in extra.items():
         if len(v) != len(table["id"]):

@@ -259,6 +259,13 @@ class Run:
         return RowBounded(self._group["logits"], self.logit_rows)
 
     @property
+    def batches(self):
+        """The sparse mini-batch record (:class:`~oppsig.store.batches.BatchRecord`), or None when not recorded."""
+        from .batches import open_batches
+
+        return open_batches(self.path, self._group)
+
+    @property
     def logit_steps(self) -> np.ndarray:
         if "logit_steps" not in self._group:
             return np.zeros(0, dtype=np.int64)

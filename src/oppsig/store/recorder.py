@@ -49,6 +49,10 @@ class Recorder:
         config: any YAML-able dict describing the run (saved beside the record).
         overwrite: replace an existing run in ``run_dir``.
         dtype: ``"float32"`` or ``"float16"``.
+        sparse: keep each logged loss as one ``(step, example, loss)`` entry of the
+            sparse record (``run.batches``) instead of a dense row of N values:
+            for logging each mini-batch's own losses, where a dense row would be
+            mostly NaN. ``every`` still selects the steps.
         live: an object with ``bind(run_dir, index)``, ``observe(step, ids, losses)`` and
             ``flush()``, e.g. :class:`oppsig.LiveAttribution`: each logged batch goes through
             it, and a loss spike prints one line and appends an event to ``events.jsonl``
@@ -81,6 +85,7 @@ class Recorder:
         overwrite: bool = False,
         dtype: str = "float32",
         chunk_steps: int = 32,
+        sparse: bool = False,
         live=None,
     ) -> None:
         if index is None:
@@ -101,6 +106,11 @@ class Recorder:
             self._w = StoreWriter(self.run_dir, _numpy(index), dtype=dtype, chunk_steps=chunk_steps,
                                   attrs={"config": config, "writer": "Recorder"})
             self._metrics = MetricsWriter(self.run_dir)
+            self._batches = None
+            if sparse:
+                from .batches import BatchWriter
+
+                self._batches = BatchWriter(self.run_dir, _numpy(index), dtype=dtype)
         except BaseException:
             self._lock.release()
             raise
@@ -119,6 +129,17 @@ class Recorder:
         step = int(step)
         if step % self.every:
             return
+        if self._batches is not None:
+            ids = _numpy(indices).astype(np.int64).reshape(-1)
+            self._batches.append(step, self._batches.columns(ids), _numpy(losses).reshape(-1),
+                                 None if correct is None else _numpy(correct).reshape(-1))
+        else:
+            self._log_dense(step, indices, losses, correct)
+        if self.live is not None:
+            return self.live.observe(step, _numpy(indices).reshape(-1), _numpy(losses).reshape(-1))
+        return None
+
+    def _log_dense(self, step: int, indices, losses, correct) -> None:
         if self._step is not None and step != self._step:
             if step < self._step:
                 raise StoreError(f"step {step} logged after step {self._step}: steps must increase")
@@ -128,9 +149,6 @@ class Recorder:
         self._row[cols] = _numpy(losses).reshape(-1)
         if correct is not None:
             self._row_correct[cols] = _numpy(correct).reshape(-1)
-        if self.live is not None:
-            return self.live.observe(step, _numpy(indices).reshape(-1), _numpy(losses).reshape(-1))
-        return None
 
     def log_metrics(self, step: int, **scalars: float) -> None:
         """Log scalars of ``step`` (loss, accuracy, lr, ...) into ``metrics.jsonl``.
@@ -150,6 +168,8 @@ class Recorder:
     def flush(self) -> None:
         """Write every complete step to disk."""
         self._w.flush()
+        if self._batches is not None:
+            self._batches.flush()
 
     def close(self) -> None:
         """Complete the current step and write everything."""
@@ -157,6 +177,8 @@ class Recorder:
             if self._step is not None:
                 self._close_row()
             self._w.flush()
+            if self._batches is not None:
+                self._batches.flush()
             self._metrics.close()
             if self.live is not None:
                 self.live.flush()

@@ -30,6 +30,7 @@ RUN_MANIFEST: dict[str, str] = {
     # written later by detect, report and export
     "signals.json": "file", "signals": "dir", "report.html": "file", "tb": "dir",
     "examples.csv": "file", "examples.parquet": "file", "events.jsonl": "file",  # events: live attribution
+    "batch_progress.json": "file",  # the sparse mini-batch record's bookkeeping (store.zarr/batch)
 }
 _TMP = re.compile(r"^\..+\.tmp$")  # an atomic write cut short (see format.atomic_write)
 

@@ -164,6 +164,7 @@ class _Batch(NamedTuple):
     x: torch.Tensor
     y: torch.Tensor
     w: torch.Tensor | None
+    all_rows: torch.Tensor | None = None  # the whole mini-batch's rows, before the split over ranks
 
 
 class Trainer:
@@ -232,6 +233,13 @@ class Trainer:
             t = self.train_set.y.shape[1]
             ids = (ids[:, None] * t + np.arange(t)[None, :]).reshape(-1)
         self.record_ids = ids
+        # the sparse record of each mini-batch's own losses (no extra forward)
+        self.batch_record = cfg.record.enabled and cfg.record.mode in ("batch", "both")
+        self.dense_record = cfg.record.enabled and cfg.record.mode in ("dense", "both")
+        if self.batch_record and self.full_batch:
+            raise StoreError(f"record.mode={cfg.record.mode} records each mini-batch's losses, but this run trains on "
+                             f"the full batch ({cfg.optim.name}); use record.mode=dense, which records every example "
+                             "at every step from the training forward")
 
     # ------------------------------------------------------------------ the run directory
     def _claim_run_dir(self) -> tuple[RunLock | None, int, float, bool]:
@@ -312,6 +320,7 @@ class Trainer:
     def _open_outputs(self, start_step: int, resuming: bool) -> None:
         """Write config.yaml and meta.json; open the store and metrics (cut back to ``start_step`` when resuming)."""
         cfg, rd = self.cfg, self.run_dir
+        self.store = self.metrics_out = self.batches = None
         if not self.writes:
             return
         atomic_write(rd / CONFIG, cfg.to_yaml())
@@ -334,6 +343,13 @@ class Trainer:
             )
             if resuming:
                 self.store.truncate_before(start_step)
+            if self.batch_record:
+                from ..store.batches import BatchWriter
+
+                self.batches = BatchWriter(rd, self.train_set.index.cpu().numpy(), dtype=cfg.record.dtype,
+                                           resume=resuming)
+                if resuming:
+                    self.batches.truncate_before(start_step)
         self.metrics_out = MetricsWriter(rd, resume_before=start_step if resuming else None)
 
     def _checkpoint(self, next_step: int, wall: float) -> None:
@@ -342,6 +358,8 @@ class Trainer:
             return
         if self.store is not None:
             self.store.flush()
+        if self.batches is not None:
+            self.batches.flush()
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -438,6 +456,8 @@ class Trainer:
             bar.close()
             if self.store is not None:
                 self.store.flush()
+            if self.batches is not None:
+                self.batches.flush()
         return self._finish(state, step + 1 if metrics else start, stopped, metrics, wall0)
 
     # ------------------------------------------------------------------ one step
@@ -464,7 +484,7 @@ class Trainer:
         hook_api.call(self.hooks, "on_step_start", state)
         # decided alike on every rank (collectives follow), written by rank 0 only
         recording = rec.enabled and self.run_dir is not None
-        record_now = recording and step % rec.every == 0
+        record_now = recording and self.dense_record and step % rec.every == 0
         logits_now = recording and rec.logits_every > 0 and step % rec.logits_every == 0
         probe = self._probe(logits_now) if record_now and self.probe_record else None
         self.optimizer.zero_grad(set_to_none=True)
@@ -484,6 +504,8 @@ class Trainer:
         state.metrics["wall_time"] = wall0 + time.perf_counter() - self._t0
         if record_now:
             self._record(step, probe if probe is not None else (None, losses, correct, logits), logits_now)
+        if self.batches is not None and batch.all_rows is not None:  # the sparse record: the batch's own losses
+            self.batches.append(step, _numpy(batch.all_rows), _numpy(losses), _numpy(correct))
         if self.metrics_out is not None:
             self.metrics_out.write(state.metrics)
         return state.metrics
@@ -502,12 +524,12 @@ class Trainer:
         """The rows of step ``step``: every example (full batch) or the seeded mini-batch, this rank's share."""
         if self.full_batch:
             return _Batch(None, len(self.train_set), *self._local)
-        rows = batch_rows(step, len(self.train_set), self.cfg.train.batch_size, self.cfg.seed, self.device)
-        size = len(rows)
+        all_rows = batch_rows(step, len(self.train_set), self.cfg.train.batch_size, self.cfg.seed, self.device)
+        rows, size = all_rows, len(all_rows)
         if self.dist.enabled:
             lo, hi = self.dist.shard(size)
             rows = rows[lo:hi]
-        return _Batch(rows, size, *self._full)
+        return _Batch(rows, size, *self._full, all_rows=all_rows)
 
     def _gradient(self, batch: _Batch, want_logits: bool = False):
         """Accumulate the mean-loss gradient of ``batch``; per-example losses, accuracy (and logits), over all ranks."""
