@@ -32,6 +32,7 @@ import torch
 from ..errors import OppsigError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..distributed import DistContext
     from .hvp import HVP
 
 __all__ = [
