@@ -27,3 +27,15 @@ def planted():
 def planted_spikes():
     """The same with total-loss spikes at rows 90 (driven by pair 0) and 150 (pair 1)."""
     return _planted((90, 150))
+
+
+def record_matrix(path, ds, losses, sharpness_every: int = 0):
+    """Write a (T, N) loss matrix of ``ds``'s examples as a run (one recorded step per row) and open it."""
+    from oppsig import store
+
+    with store.Recorder(path, index=ds.index.numpy(), chunk_steps=16) as rec:
+        for step, row in enumerate(losses):
+            rec.log(step, ds.index.numpy(), row)
+            if sharpness_every and step % sharpness_every == 0:
+                rec.log_metrics(step, loss=float(row.mean()), sharpness=19.5)
+    return store.open_run(path)

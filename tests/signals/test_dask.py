@@ -6,6 +6,8 @@ import pytest
 from oppsig.signals import SignalsConfig, find_signals_in_run
 from oppsig.signals.detect import LossMatrix, scan_losses
 
+from .conftest import record_matrix
+
 store = pytest.importorskip("oppsig.store")
 dask = pytest.importorskip("dask")
 
@@ -13,11 +15,7 @@ dask = pytest.importorskip("dask")
 @pytest.fixture(scope="module")
 def recorded_spikes(planted_spikes, tmp_path_factory):
     ds, losses, _ = planted_spikes
-    path = tmp_path_factory.mktemp("runs") / "planted"
-    with store.Recorder(path, index=ds.index.numpy(), chunk_steps=16) as rec:
-        for step, row in enumerate(losses):
-            rec.log(step, ds.index.numpy(), row)
-    return ds, store.open_run(path)
+    return ds, record_matrix(tmp_path_factory.mktemp("runs") / "planted", ds, losses)
 
 
 def _same(a, b):

@@ -5,19 +5,15 @@ import pytest
 
 from oppsig.signals import SignalsError, find_signals_in_run
 
+from .conftest import record_matrix
+
 store = pytest.importorskip("oppsig.store")
 
 
 @pytest.fixture(scope="module")
 def recorded(planted, tmp_path_factory):
     ds, losses, res = planted
-    path = tmp_path_factory.mktemp("runs") / "planted"
-    with store.Recorder(path, index=ds.index.numpy(), chunk_steps=16) as rec:
-        for step, row in enumerate(losses):
-            rec.log(step, ds.index.numpy(), row)
-            if step % 10 == 0:
-                rec.log_metrics(step, loss=float(row.mean()), sharpness=19.5)
-    return store.open_run(path)
+    return record_matrix(tmp_path_factory.mktemp("runs") / "planted", ds, losses, sharpness_every=10)
 
 
 def test_run_gives_same_result(planted, recorded):

@@ -143,7 +143,7 @@ def uses_batches(run, source: str = "auto") -> bool:
     """
     if source not in ("auto", "dense", "batch"):
         raise StoreError(f"source must be auto, dense or batch, got {source!r}")
-    batches = run.batches if source != "dense" else None
+    batches = getattr(run, "batches", None) if source != "dense" else None
     if source == "batch" and batches is None:
         raise StoreError(f"{run.path} has no mini-batch record (store.zarr/batch); use --source dense")
     return batches is not None and (source == "batch" or run.losses.shape[0] == 0)
