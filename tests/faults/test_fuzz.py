@@ -2,6 +2,8 @@
 ``benchmarks/fuzz_inputs.py``): no traceback, nothing outside the run directory touched, no wrong
 number without an error or a flag. See :mod:`tests.faults.fuzzing`."""
 
+import os
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 
@@ -12,7 +14,14 @@ COUNT = {"config": 12, "overrides": 12, "damaged": 20, "data": 12}
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
-    return Harness(tmp_path_factory.mktemp("fuzz"))
+    """The harness hides the data sets (it unsets $OPPSIG_DATA); the tests after it get them back."""
+    saved = {k: os.environ.get(k) for k in ("OPPSIG_DATA", "XDG_CACHE_HOME")}
+    yield Harness(tmp_path_factory.mktemp("fuzz"))
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.mark.parametrize("kind", KINDS)
