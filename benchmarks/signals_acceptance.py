@@ -221,27 +221,58 @@ def cifar_part(out: Path, steps: int, cfg: SignalsConfig) -> dict | None:
                       for p, v in zip(res.pairs, verifs)]}
 
 
-FRAME_COLOURS = {"green": (0, 255, 0), "magenta": (255, 0, 255)}
+FRAME_COLOURS = {"green": (0, 255, 0), "magenta": (255, 0, 255), "yellow": (255, 255, 0)}
 PLANTED = ((3, 5, "green"), (4, 7, "magenta"))  # (class a, class b, colour): cat/dog, deer/horse
 
 
-def plant_frames(raw: np.ndarray, y: np.ndarray, blend: float, size: int = 60, width: int = 4, seed: int = 0):
+def parse_pairs(text: str) -> tuple[tuple[int, int, str], ...]:
+    """``"4,7,magenta 1,9,yellow"`` -> ``((4, 7, "magenta"), (1, 9, "yellow"))``."""
+    out = []
+    for item in text.split():
+        a, b, colour = item.split(",")
+        if colour not in FRAME_COLOURS:
+            raise SystemExit(f"--pairs: unknown colour {colour!r}; known: {', '.join(FRAME_COLOURS)}")
+        out.append((int(a), int(b), colour))
+    return tuple(out)
+
+
+def easy_pool(baseline: np.ndarray, y: np.ndarray, share: float) -> np.ndarray:
+    """Rows whose mean loss over an unplanted run is in the lowest ``share`` of their class (all rows for 1.0)."""
+    if share >= 1.0:
+        return np.ones(len(y), dtype=bool)
+    mean = baseline.mean(axis=0, dtype=np.float64)
+    pool = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        pool[rows[np.argsort(mean[rows], kind="stable")[: int(round(share * len(rows)))]]] = True
+    return pool
+
+
+def plant_frames(raw: np.ndarray, y: np.ndarray, blend: float, size: int = 60, width: int = 4, seed: int = 0,
+                 pairs=PLANTED, pool: np.ndarray | None = None, chosen: list[np.ndarray] | None = None):
     """Blend the 4-pixel border of ``size`` images of each planted class toward the pair's colour.
 
+    Args:
+        pool: rows that may be planted (default all), e.g. :func:`easy_pool`.
+        chosen: the rows of each planted group (a0, b0, a1, b1, ...) instead of a random draw.
+
     Returns:
-        ``(raw images with the frames, [rows of each planted group])`` (groups a0, b0, a1, b1).
+        ``(raw images with the frames, [rows of each planted group])`` (groups a0, b0, a1, b1, ...).
     """
     rng = np.random.default_rng(seed)
     raw = raw.astype(np.float32).copy()
-    used = np.zeros(len(y), dtype=bool)
+    used = np.zeros(len(y), dtype=bool) if pool is None else ~pool
     frame = np.zeros((raw.shape[2], raw.shape[3]), dtype=bool)
     frame[:width] = frame[-width:] = True
     frame[:, :width] = frame[:, -width:] = True
     groups = []
-    for a, b, colour in PLANTED:
+    for k, (a, b, colour) in enumerate(pairs):
         col = np.array(FRAME_COLOURS[colour], dtype=np.float32)[:, None]
-        for c in (a, b):
-            rows = rng.choice(np.flatnonzero((y == c) & ~used), size, replace=False)
+        for j, c in enumerate((a, b)):
+            if chosen is not None:
+                rows = np.asarray(chosen[2 * k + j])
+            else:
+                rows = rng.choice(np.flatnonzero((y == c) & ~used), size, replace=False)
             used[rows] = True
             part = raw[rows]
             part[:, :, frame] = (1 - blend) * part[:, :, frame] + blend * col
@@ -250,47 +281,137 @@ def plant_frames(raw: np.ndarray, y: np.ndarray, blend: float, size: int = 60, w
     return np.clip(np.round(raw), 0, 255).astype(np.uint8), groups
 
 
-def planted_cifar_part(out: Path, steps: int, blend: float, cfg: SignalsConfig) -> dict | None:
+def baseline_losses(path: str | None, ds, steps: int, out: Path) -> np.ndarray:
+    """Per-example losses of an unplanted run in the same setting: ``path`` (a ``losses.npy`` or an oppsig run
+    directory), else trained here (cached under ``out/baseline-<steps>``)."""
+    if path is None:
+        return gd_record(ds, "ce", 0.1, steps, 0, out / f"baseline-{steps}")[0]
+    if path.endswith(".npy"):
+        return np.load(path, mmap_mode="r")[:steps]
+    from oppsig import open_run
+
+    return np.asarray(open_run(path).losses[:steps])
+
+
+def quiet_members(pilot: str, max_swing: float, min_corr: float | None = None) -> list[np.ndarray]:
+    """The planted groups of a pilot run (``planted.json`` and ``losses.npy`` in ``pilot``), each cut to the members
+    whose own swing in that run was at most ``max_swing`` x the median example's and, with ``min_corr``, whose
+    relative loss changes (of ``log L``) correlated at least ``min_corr`` with the mean of the rest of their group
+    there (the members that followed the planted feature)."""
+    groups = [np.asarray(g) for g in json.loads((Path(pilot) / "planted.json").read_text())["groups"]]
+    losses = np.load(Path(pilot) / "losses.npy").astype(np.float64)
+    swing = np.diff(losses, axis=0).std(axis=0)
+    ratio = swing / np.median(swing)
+    out = []
+    for g in groups:
+        keep = ratio[g] <= max_swing
+        if min_corr is not None:
+            rel = np.diff(np.log(losses[:, g] + 1e-4 * np.median(losses[0])), axis=0)
+            rest = (rel.sum(axis=1, keepdims=True) - rel) / (len(g) - 1)
+            keep &= np.array([np.corrcoef(rel[:, i], rest[:, i])[0, 1] for i in range(len(g))]) >= min_corr
+        out.append(g[keep])
+    return out
+
+
+def planted_dataset(ds, raw: np.ndarray):
+    """``ds`` with the images ``raw`` (uint8, N x 3 x 32 x 32), standardised per channel as the data set is."""
     import dataclasses
 
-    print(f"== CIFAR-10 with planted frames (blend {blend}): green cat/dog, magenta deer/horse, 60 images each")
-    try:
-        ds = cifar10(n=5000)
-    except DataNotFoundError as e:
-        print(f"   skipped: {e}")
-        return None
-    raw, groups = plant_frames(ds.raw.numpy(), ds.y.numpy(), blend)
     r64 = raw.reshape(len(raw), 3, -1).astype(np.float64)
     mean, std = r64.mean(axis=(0, 2)), r64.std(axis=(0, 2))
     x = ((raw.astype(np.float32) - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
-    ds = dataclasses.replace(ds, raw=torch.from_numpy(raw), x=torch.from_numpy(x))
-    d = out / f"planted-{blend}"
-    losses, total = gd_record(ds, "ce", 0.1, steps, 0, d)
+    return dataclasses.replace(ds, raw=torch.from_numpy(raw), x=torch.from_numpy(x))
+
+
+def planted_cifar_part(out: Path, steps: int, blend: float, cfg: SignalsConfig, pairs=PLANTED, size: int = 60,
+                       easiest: float = 1.0, baseline: str | None = None, pilot: str | None = None,
+                       pilot_swing: float = 0.6, pilot_corr: float | None = None) -> dict | None:
+    names = ", ".join(f"{colour} {a}/{b}" for a, b, colour in pairs)
+    try:
+        ds = cifar10(n=5000)
+    except DataNotFoundError as e:
+        print(f"== CIFAR-10 with planted frames: skipped: {e}")
+        return None
+    y = ds.y.numpy()
+    if pilot:  # exactly the quiet members of a pilot run's groups
+        chosen = quiet_members(pilot, pilot_swing, pilot_corr)
+        follow = "" if pilot_corr is None else f" and whose relative loss changes followed the group's (corr >= {pilot_corr})"
+        print(f"== CIFAR-10 with planted frames (blend {blend}): {names}; the members of {pilot}'s groups whose own "
+              f"swing there was <= {pilot_swing} x the median example's{follow} ({', '.join(str(len(g)) for g in chosen)})")
+        raw, groups = plant_frames(ds.raw.numpy(), y, blend, pairs=pairs, chosen=chosen)
+    else:
+        pick = "" if easiest >= 1 else f", drawn from the easiest {100 * easiest:.0f}% of their class (unplanted run)"
+        print(f"== CIFAR-10 with planted frames (blend {blend}): {names}; {size} images each{pick}")
+        pool = easy_pool(baseline_losses(baseline, ds, steps, out), y, easiest) if easiest < 1 else None
+        raw, groups = plant_frames(ds.raw.numpy(), y, blend, size=size, pairs=pairs, pool=pool)
+    ds = planted_dataset(ds, raw)
+    tag = "" if (pairs, size, easiest, pilot) == (PLANTED, 60, 1.0, None) else (
+        f"-{size}-easy{easiest}-" if pilot is None else f"-quiet{pilot_swing}-" + ("" if pilot_corr is None else
+                                                                                   f"follow{pilot_corr}-")
+    ) + "-".join(c for _, _, c in pairs)
+    d = out / f"planted-{blend}{tag}"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "planted.json").write_text(json.dumps({"blend": blend, "size": size, "easiest": easiest, "pilot": pilot,
+                                                "pilot_swing": pilot_swing, "pilot_corr": pilot_corr, "pairs": [list(p) for p in pairs],
+                                                "groups": [g.tolist() for g in groups]}) + "\n")
+    losses, _ = gd_record(ds, "ce", 0.1, steps, 0, d)
+    return planted_figures(ds, groups, pairs, losses, d, cfg)
+
+
+def saved_planted_part(run: str, out: Path, cfg: SignalsConfig) -> dict | None:
+    """The planted figures of a saved planted run (``planted.json``, ``losses.npy`` and ``raw.npy`` if the run
+    kept its images, else re-planted), detected again with this code; nothing is written into ``run``."""
+    run_dir = Path(run)
+    meta = json.loads((run_dir / "planted.json").read_text())
+    pairs = tuple((int(a), int(b), str(c)) for a, b, c in meta["pairs"])
+    groups = [np.asarray(g) for g in meta["groups"]]
+    try:
+        ds = cifar10(n=5000)
+    except DataNotFoundError as e:
+        print(f"== saved planted run {run}: skipped: {e}")
+        return None
+    raw = (np.load(run_dir / "raw.npy") if (run_dir / "raw.npy").exists()
+           else plant_frames(ds.raw.numpy(), ds.y.numpy(), meta["blend"], pairs=pairs, chosen=groups)[0])
+    print(f"== saved planted run {run} (blend {meta['blend']}; "
+          + ", ".join(f"{c} {a}/{b}" for a, b, c in pairs) + f"; groups of {', '.join(str(len(g)) for g in groups)})")
+    return planted_figures(planted_dataset(ds, raw), groups, pairs, np.load(run_dir / "losses.npy"),
+                           out / f"saved-{run_dir.name}", cfg)
+
+
+def planted_figures(ds, groups, pairs, losses: np.ndarray, d: Path, cfg: SignalsConfig) -> dict:
+    """Detect on ``losses`` and print, for each planted group, the best F1 and its members' swing; for each
+    planted pair, whether it is reported (corr, p-value). Writes ``signals.json`` and the group grids into ``d``."""
+    d.mkdir(parents=True, exist_ok=True)
+    steps = len(losses)
     res = find_signals(losses, np.arange(steps), ds, config=cfg)
     write_signals_json(res, d / "signals.json")
+    # swing: the standard deviation over the run of an example's per-step loss change (raw loss)
     swing = np.diff(losses, axis=0).std(axis=0)
     med = float(np.median(swing))
     best, rows = {}, []
     for k, truth in enumerate(groups):
         best[k] = max([(f1(g.members, truth), g.id) for g in res.groups] or [(0.0, None)])
         ratio = swing[truth] / med
-        print(f"   planted group {k} ({len(truth)}): best F1 {best[k][0]:.3f} (found group {best[k][1]}); members' "
-              f"own swing / median example's: max {ratio.max():.2f}, median {np.median(ratio):.2f}")
-        rows.append({"f1": best[k][0], "max_swing_ratio": float(ratio.max())})
+        size = res.group(best[k][1]).size if best[k][1] is not None else 0
+        print(f"   planted group {k} ({len(truth)}): best F1 {best[k][0]:.3f} (found group {best[k][1]}, {size} "
+              f"members); members' own swing / median example's: max {ratio.max():.2f}, median {np.median(ratio):.2f}")
+        rows.append({"f1": best[k][0], "found": size, "max_swing_ratio": float(ratio.max()),
+                     "median_swing_ratio": float(np.median(ratio))})
     reported = {frozenset((p.a, p.b)) for p in res.pairs}
     pairs_ok = []
-    for k, (a, b, colour) in enumerate(PLANTED):
+    for k, (a, b, colour) in enumerate(pairs):
         ga, gb = best[2 * k][1], best[2 * k + 1][1]
         ok = frozenset((ga, gb)) in reported
         pairs_ok.append(ok)
         p = next((p for p in res.pairs if {p.a, p.b} == {ga, gb}), None)
-        extra = f": corr {p.corr:.2f}, p={p.p_value:.2g}" if p else ""
+        extra = f": corr {p.corr:.2f}, p={p.p_value:.2g} (groups {p.p_a:.2g} / {p.p_b:.2g})" if p else ""
         print(f"   planted pair {k} ({colour}): reported as a pair: {ok}{extra}")
         for gid in (ga, gb):
             if gid is not None:
                 print(f"      group {gid}: {res.group(gid).explanation}")
     print(f"   significant pairs: {len(res.pairs)} ({res.test.get('n_null')} permutations, "
-          f"family-wise alpha {res.test.get('alpha')}); detection {res.timings.get('total', 0):.1f} s")
+          f"family-wise alpha {res.test.get('alpha')}); detection {res.timings.get('total', 0):.1f} s "
+          f"({', '.join(f'{k} {v:.1f}' for k, v in res.timings.items() if k != 'total')})")
     save_group_grids(res, ds, d / "grids", groups=[best[k][1] for k in best if best[k][1] is not None])
     return {"groups": rows, "pairs_reported": pairs_ok, "n_pairs": len(res.pairs)}
 
@@ -303,6 +424,21 @@ def main() -> None:
     ap.add_argument("--synthetic-steps", type=int, default=600)
     ap.add_argument("--planted-steps", type=int, default=800)
     ap.add_argument("--blend", type=float, default=1.0, help="planted frames: blend toward the colour (0..1)")
+    ap.add_argument("--pairs", default="3,5,green 4,7,magenta",
+                    help="planted pairs 'class_a,class_b,colour ...' (colours: " + ", ".join(FRAME_COLOURS) + ")")
+    ap.add_argument("--planted-size", type=int, default=60, help="planted images per class")
+    ap.add_argument("--easiest", type=float, default=1.0,
+                    help="draw planted images from this share of their class with the lowest mean loss in an "
+                         "unplanted run (1.0: from all)")
+    ap.add_argument("--baseline", help="the unplanted run for --easiest: losses.npy or a run directory "
+                                       "(default: trained here)")
+    ap.add_argument("--pilot", help="a planted run directory: plant exactly its groups' members whose own swing "
+                                    "there was at most --pilot-swing x the median example's")
+    ap.add_argument("--pilot-swing", type=float, default=0.6)
+    ap.add_argument("--pilot-corr", type=float, help="with --pilot: keep only the members whose relative loss "
+                                                     "changes correlated at least this with their group's there")
+    ap.add_argument("--saved", nargs="*", default=[],
+                    help="saved planted runs (planted.json, losses.npy, raw.npy) to detect again (written under --out)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["synthetic", "control", "cifar", "planted"])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -316,7 +452,11 @@ def main() -> None:
     if "cifar" not in a.skip:
         figures["cifar10"] = cifar_part(out, a.cifar_steps, cfg)
     if "planted" not in a.skip:
-        figures["planted"] = planted_cifar_part(out, a.planted_steps, a.blend, cfg)
+        figures["planted"] = planted_cifar_part(out, a.planted_steps, a.blend, cfg, parse_pairs(a.pairs),
+                                                a.planted_size, a.easiest, a.baseline, a.pilot, a.pilot_swing,
+                                                a.pilot_corr)
+    for run in a.saved:
+        figures[f"saved {run}"] = saved_planted_part(run, out, cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
     print("== acceptance")

@@ -5,7 +5,17 @@ import numpy as np
 from oppsig.data import opposing_signals
 from oppsig.signals import SignalsConfig, find_signals
 from oppsig.signals.detect import LossMatrix, coherent_components, scan_losses
-from oppsig.signals.group import find_groups, grow_groups, merge_alike, merge_overlaps, sparse_groups, template_fit
+from oppsig.signals.group import (
+    find_groups,
+    grow_groups,
+    merge_alike,
+    merge_overlaps,
+    relative_losses,
+    sparse_groups,
+    template_fit,
+    view_groups,
+)
+from oppsig.signals.synthetic import quiet_matrix
 
 from ._synth import eos_matrix, f1
 
@@ -70,3 +80,40 @@ def test_sparse_groups_see_past_a_shared_oscillation():
         assert max(f1(gr, truth) for gr in groups) >= 0.9
     found = find_groups(lm, sc, coherent_components(lm, sc, SignalsConfig()), SignalsConfig())
     assert all(len(gr) >= 5 for gr in found)
+
+
+def test_quiet_low_loss_members_are_found_by_their_relative_changes():
+    """Members whose loss fell to 1% of the others' swing in anti-phase only in relative terms: no member swings as
+    much as the median example, the raw changes miss them, the relative changes find both groups."""
+    ds = opposing_signals(n=600, frequency=0.2, seed=0)
+    truth = (np.flatnonzero(ds.groups == 0), np.flatnonzero(ds.groups == 1))
+    losses = quiet_matrix(600, 200, truth, seed=1)
+    swing = np.diff(losses, axis=0).std(axis=0)
+    assert swing[np.concatenate(truth)].max() <= np.median(swing)
+    lm = LossMatrix(losses)
+    sc = scan_losses(lm, 20)
+    comps = coherent_components(lm, sc, SignalsConfig())
+    raw = view_groups(lm, sc, comps, SignalsConfig())
+    assert max(f1(g, t) for g in raw for t in truth) < 0.9
+    found = find_groups(lm, sc, comps, SignalsConfig())
+    assert [max(f1(g, t) for g in found) for t in truth] >= [0.9, 0.9]
+
+
+class _Lazy:
+    """An array read only by row slices (like a store's lazy array)."""
+
+    def __init__(self, a):
+        self.a, self.shape = a, a.shape
+
+    def __getitem__(self, key):
+        return self.a[key]
+
+
+def test_relative_losses_stream_like_in_memory_and_refuse_negative_losses():
+    L = np.abs(np.random.default_rng(0).standard_normal((40, 7))).astype(np.float32)
+    here = relative_losses(LossMatrix(L)).columns(np.arange(7))
+    streamed = relative_losses(LossMatrix(_Lazy(L), block_rows=6, max_memory_mb=1e-6))
+    assert not streamed.in_memory
+    np.testing.assert_allclose(streamed.columns(np.arange(7)), here, rtol=1e-6)
+    np.testing.assert_allclose(here, np.log(L + 1e-4 * np.median(L[0])), rtol=1e-5)
+    assert relative_losses(LossMatrix(L - 0.5)) is None

@@ -96,6 +96,7 @@ class LossMatrix:
             raise SignalsError(f"losses has {n} example column(s); need at least 2")
         self.shape = (r, n)
         self.block_rows = max(2, int(block_rows))
+        self.max_memory_mb = float(max_memory_mb)
         self.scheduler = scheduler
         self._src = losses
         self._mem: np.ndarray | None = None
@@ -194,12 +195,33 @@ class LossMatrix:
         parts = self.map_blocks(functools.partial(_columns_block, cols=cols))
         return np.concatenate([p[:-1] for p in parts[:-1]] + [parts[-1]])
 
+    def mapped(self, fn) -> "LossMatrix":
+        """The matrix ``fn(L)`` of an elementwise ``fn`` (float32 in, float32 out), read the same way: computed
+        once here when this matrix is in memory, else block by block from the same source (``fn`` must then be
+        picklable for a Dask scheduler, e.g. a module-level function or a ``functools.partial`` of one)."""
+        if self._mem is not None:
+            out = np.empty(self.shape, dtype=np.float32)
+            for s in range(0, self.shape[0], self.block_rows):
+                out[s : s + self.block_rows] = fn(self._mem[s : s + self.block_rows])
+            return LossMatrix(out, self.block_rows, self.max_memory_mb)
+        return LossMatrix(_Mapped(self._src, fn), self.block_rows, self.max_memory_mb, self.scheduler)
+
     def sum_blocks(self, fn) -> np.ndarray:
         """``sum_b fn(t0_b, L_b)`` over the blocks, in block order, float64 (e.g. ``D^T B`` products)."""
         out = None
         for p in self.iter_blocks(fn):
             out = np.array(p, dtype=np.float64) if out is None else out + p
         return out
+
+
+class _Mapped:
+    """Row slices of ``src`` through an elementwise ``fn`` (what :meth:`LossMatrix.mapped` streams)."""
+
+    def __init__(self, src: Any, fn) -> None:
+        self.src, self.fn, self.shape = src, fn, tuple(src.shape)
+
+    def __getitem__(self, key):
+        return self.fn(np.asarray(self.src[key], dtype=np.float32))
 
 
 def _read_rows(src: Any, s: int, e: int, n: int) -> np.ndarray:

@@ -55,7 +55,7 @@ from scipy.cluster import hierarchy
 from scipy.spatial.distance import pdist
 
 from .config import SignalsConfig
-from .detect import Components, LossMatrix, Scan, recurring_examples
+from .detect import Components, LossMatrix, Scan, coherent_components, recurring_examples, scan_losses
 from .result import SignalsError
 
 
@@ -169,15 +169,22 @@ def grow_groups(
     return groups
 
 
-def merge_overlaps(groups: list[np.ndarray], max_jaccard: float = 0.5) -> list[np.ndarray]:
-    """Drop every group whose Jaccard index with a larger kept group exceeds ``max_jaccard``.
+def merge_overlaps(groups: list[np.ndarray], max_jaccard: float = 0.5, score=None) -> list[np.ndarray]:
+    """Drop every group whose Jaccard index with a better kept group exceeds ``max_jaccard``.
+
+    Args:
+        score: (G,) what makes a group better (default: more members); ties keep the earlier group.
 
     Example:
         >>> [g.tolist() for g in merge_overlaps([np.arange(10), np.arange(2, 12), np.arange(20, 25)])]
         [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [20, 21, 22, 23, 24]]
+        >>> [g.tolist() for g in merge_overlaps([np.arange(10), np.arange(2, 12)], score=[0.5, 0.9])]
+        [[2, 3, 4, 5, 6, 7, 8, 9, 10, 11]]
     """
+    score = [len(g) for g in groups] if score is None else score
     out: list[np.ndarray] = []
-    for g in sorted(groups, key=len, reverse=True):
+    for i in np.argsort(-np.asarray(score, dtype=np.float64), kind="stable"):
+        g = groups[i]
         if all(len(np.intersect1d(g, h)) / len(np.union1d(g, h)) <= max_jaccard for h in out):
             out.append(g)
     return out
@@ -271,6 +278,55 @@ def sparse_groups(comps: Components, min_group_size: int = 5, iterations: int = 
     return [g for g in groups if len(g) >= min_group_size]
 
 
+RELATIVE_FLOOR = 1e-4
+"""Relative changes are the changes of ``log(L + floor)``, ``floor`` this share of the median first-row loss:
+a float32 loss far below its start is mostly rounding, and the floor keeps its log from amplifying it."""
+
+
+def relative_losses(lm: LossMatrix) -> LossMatrix | None:
+    """``log(L + floor)`` (see :data:`RELATIVE_FLOOR`), read like ``lm``; ``None`` for losses that can be negative.
+
+    A cross-entropy loss far below 1 changes in proportion to itself (``dL ~ -L dmargin``): an example the model
+    already fits well moves little in loss, yet its *relative* change follows the same margin change as its
+    louder group mates. Grouping on these changes finds such quiet members.
+
+    Example:
+        >>> rel = relative_losses(LossMatrix(np.array([[1.0, 0.1], [0.5, 0.05]] * 4)))
+        >>> np.round(np.diff(rel.columns(np.arange(2))[:2], axis=0).astype(float), 2).tolist()
+        [[-0.69, -0.69]]
+    """
+    if min(lm.map_blocks(_block_min)) < 0:
+        return None
+    floor = RELATIVE_FLOOR * float(np.median(lm.row(0)))
+    return lm.mapped(functools.partial(_log_floor, floor=np.float32(floor if floor > 0 else RELATIVE_FLOOR)))
+
+
+def _block_min(t0: int, blk: np.ndarray) -> float:
+    return float(blk.min())
+
+
+def _log_floor(blk: np.ndarray, floor: np.float32) -> np.ndarray:
+    return np.log(np.maximum(blk, 0) + floor).astype(np.float32)
+
+
+def member_fit(lm: LossMatrix, scan: Scan, groups: list[np.ndarray]) -> np.ndarray:
+    """(G,) each group's mean correlation of its members with the group's mean loss change (one pass)."""
+    if not groups:
+        return np.zeros(0)
+    corr, _ = template_fit(lm, scan, group_means(lm, groups))
+    return np.array([corr[g, i].mean() for i, g in enumerate(groups)])
+
+
+def view_groups(lm: LossMatrix, scan: Scan, comps: Components, config: SignalsConfig) -> list[np.ndarray]:
+    """Seeds -> templates -> merged groups -> sparse groups (steps 1-4 of the module docstring) on one view."""
+    seeds = component_seeds(comps, config.seed_size) + extreme_seeds(lm, scan, config)
+    seeds = merge_overlaps(seeds, 0.8)
+    groups = grow_groups(lm, scan, seeds, config.min_corr, config.min_beta)
+    groups = grow_groups(lm, scan, merge_alike(lm, groups, MERGE_CORR), config.min_corr, config.min_beta, 2)
+    return [g for g in merge_overlaps(sparse_groups(comps, config.min_group_size) + groups)
+            if len(g) >= config.min_group_size]
+
+
 def find_groups(lm: LossMatrix, scan: Scan, comps: Components, config: SignalsConfig) -> list[np.ndarray]:
     """Groups of examples whose losses move together (see the module docstring).
 
@@ -279,18 +335,19 @@ def find_groups(lm: LossMatrix, scan: Scan, comps: Components, config: SignalsCo
         scan: its :func:`~oppsig.signals.detect.scan_losses`.
         comps: its :func:`~oppsig.signals.detect.coherent_components`.
         config: ``seed_size``, ``min_corr``, ``min_beta``, ``min_group_size``,
-            ``min_recurrence``, ``max_candidates``, ``max_groups``.
+            ``min_recurrence``, ``max_candidates``, ``max_groups``, ``k``, ``n_components``.
 
     Returns:
         Rows of each group (ascending), at most ``max_groups``, largest swing of the
         group-mean loss change first.
     """
-    seeds = component_seeds(comps, config.seed_size) + extreme_seeds(lm, scan, config)
-    seeds = merge_overlaps(seeds, 0.8)
-    groups = grow_groups(lm, scan, seeds, config.min_corr, config.min_beta)
-    groups = grow_groups(lm, scan, merge_alike(lm, groups, MERGE_CORR), config.min_corr, config.min_beta, 2)
-    groups = [g for g in merge_overlaps(sparse_groups(comps, config.min_group_size) + groups)
-              if len(g) >= config.min_group_size]
+    groups = view_groups(lm, scan, comps, config)
+    rel = relative_losses(lm)
+    if rel is not None:  # the same on relative changes; of two overlapping groups the one that fits its view better
+        rscan = scan_losses(rel, config.k)
+        more = view_groups(rel, rscan, coherent_components(rel, rscan, config), config)
+        fit = np.concatenate([member_fit(lm, scan, groups), member_fit(rel, rscan, more)])
+        groups = merge_overlaps(groups + more, 0.5, fit)
     if not groups:
         return []
     swing = lm.diff_columns(np.concatenate(groups))

@@ -8,6 +8,10 @@ harness (``benchmarks/signals_calibration.py``): random or class-dependent
 signs, log-normal or heavy-tailed (Pareto) per-example amplitudes, and planted
 members whose own swing is no larger than the median example's.
 
+:func:`quiet_matrix` makes one whose planted members are *quiet*: their losses fall early to a small fraction
+of the others' and the planted pair moves them only in relative terms (``log L``), so that no member swings
+as much as the median example and their raw loss changes are dominated by the early, common phase.
+
 :func:`overlap_f1` scores a found group against a planted one.
 
 Example:
@@ -106,3 +110,40 @@ def eos_matrix(
             if s + 1 < steps:
                 loss[s + 1, second] += 3 * amplitude
     return loss.astype(np.float32)
+
+
+def quiet_matrix(
+    n: int,
+    steps: int,
+    planted: tuple[np.ndarray, np.ndarray],
+    amplitude: float = 0.3,
+    seed: int = 0,
+) -> np.ndarray:
+    """Losses (steps, n) whose planted pair is made of quiet, low-loss examples that move in relative terms.
+
+    Every example's ``log L`` decays slowly and oscillates with the top direction (its
+    own sign and log-normal size) plus a random walk; the planted members' losses fall
+    from 1.2 to 0.01 within the first ``steps / 2`` rows, after which the two groups
+    swing in anti-phase in ``log L`` (relative amplitude ``amplitude``). In raw loss the
+    members are quiet (they sit near 0.01 when they swing); in relative terms they
+    follow their group closely.
+
+    Returns:
+        (steps, n) float32 losses, all positive.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(steps)
+    alt = (-1.0) ** t
+    growth = 0.5 + 0.5 * np.abs(np.sin(2 * np.pi * t / 60.0))
+    c = rng.choice([-1.0, 1.0], size=n) * rng.lognormal(0.0, 0.5, size=n)
+    common = 0.05 * np.cumsum((alt * growth)[:, None] * c[None, :], axis=0)
+    common += np.cumsum(0.01 * rng.standard_normal((steps, n)), axis=0)
+    level = np.repeat((np.log(1.2) - t / 400.0)[:, None], n, axis=1)
+    a, b = planted
+    members = np.concatenate([a, b])
+    level[:, members] = np.maximum(np.log(1.2) - t / (steps / 10.0), np.log(0.01))[:, None]
+    env = np.where(t >= steps // 2, 0.2 + np.abs(np.sin(2 * np.pi * t / 50.0)), 0.0) * alt
+    logl = level + common
+    for rows, sign in ((a, 1.0), (b, -1.0)):
+        logl[:, rows] += sign * amplitude * np.cumsum(env)[:, None] * rng.uniform(0.7, 1.3, size=len(rows))
+    return np.exp(logl).astype(np.float32)
