@@ -23,6 +23,12 @@ How (all of it reads the matrix in row blocks; :func:`find_groups`):
    group split by two seeds: they are joined and grown twice more. Groups that
    are mostly the same (Jaccard index above 0.5) keep only the one with more
    members; groups under ``min_group_size`` are dropped.
+5. *Relative changes*: steps 1-4 again on the changes of ``log L``
+   (:func:`relative_losses`), where an example the model already fits well, and
+   whose loss therefore moves little, counts as much as a loud one that follows
+   the same margin change. Of two groups from the two views that are mostly the
+   same, the one whose members fit its mean better (:func:`member_fit`, each in
+   its own view) is kept.
 
 Only the loss record is used (never the inputs, and the class labels not at
 all), so a permutation of the loss columns among the examples of a class
@@ -32,7 +38,9 @@ permutes the groups with it: this is what makes the null of
 Cost: the components take ``2 (q + 1)`` passes over the matrix with ``c + 10``
 vectors (``q = 2`` power iterations, ``c`` components) and each template round
 one pass with ``G`` templates, so time grows as ``R x N x (c + G)``: linearly in
-steps and in examples. Memory holds the matrix (float32) plus ``N x G`` numbers.
+steps and in examples; the relative view doubles it (one more scan and set of
+components). Memory holds the matrix (float32) twice (the loss matrix and its log)
+plus ``N x G`` numbers; a streamed matrix is streamed in both views.
 
 Example:
     >>> from oppsig.signals.detect import LossMatrix, scan_losses, coherent_components
