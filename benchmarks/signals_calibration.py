@@ -49,7 +49,7 @@ from scipy.stats import kstest
 from oppsig.data import cifar10, opposing_signals
 from oppsig.errors import DataNotFoundError
 from oppsig.signals import SignalsConfig, find_signals
-from oppsig.signals.api import Inputs, detect_stage, group_stage, tested_pairs
+from oppsig.signals.api import Inputs, detect_stage, group_stage, pair_candidates
 from oppsig.signals.pair import GATES, CoherenceTest, select_pairs
 from oppsig.signals.explain import coherence_features, input_descriptors
 from oppsig.signals.synthetic import eos_matrix, overlap_f1
@@ -75,7 +75,7 @@ def analyse(losses, steps, ds, cfg: SignalsConfig, inputs: Inputs | None = None)
     det = detect_stage(losses, steps, ds, None, None, cfg)
     rows, series = group_stage(det, cfg)
     inputs = inputs or Inputs.build(ds, cfg)
-    tested, _ = tested_pairs(det, rows, series, inputs, cfg)
+    tested, _ = pair_candidates(det, rows, series, inputs, cfg)
     out = {}
     for name, gates in VARIANTS.items():
         sel = select_pairs(tested, cfg.anti_phase_level, cfg.min_direction_ratio, cfg.max_leading_corr, gates)

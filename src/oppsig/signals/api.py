@@ -121,7 +121,7 @@ POOL = 2000
 """Random examples whose loss changes the anti-phase null draws from (more when a pair needs more)."""
 
 
-def tested_pairs(det: Detection, rows: list[np.ndarray], series: list[np.ndarray], inputs: Inputs,
+def pair_candidates(det: Detection, rows: list[np.ndarray], series: list[np.ndarray], inputs: Inputs,
                  config: SignalsConfig) -> tuple[list[Pair], float]:
     """Every anti-phase candidate pair, tested, with what the gates after the test look at.
 
@@ -175,7 +175,7 @@ def pair_stage(det: Detection, rows: list[np.ndarray], series: list[np.ndarray],
                config: SignalsConfig) -> tuple[list[Pair], float, dict]:
     """Anti-phase pairs of groups, tested against the within-class permutation null, then gated.
 
-    :func:`tested_pairs`, then :func:`~oppsig.signals.pair.select_pairs` (the gates after
+    :func:`pair_candidates`, then :func:`~oppsig.signals.pair.select_pairs` (the gates after
     the test: anti-phase beyond random splits, a visible difference, not the leading
     oscillation itself; each group in one reported pair).
 
@@ -185,7 +185,7 @@ def pair_stage(det: Detection, rows: list[np.ndarray], series: list[np.ndarray],
         strength; spikes and rise shares attached), the mean correlation of random
         20-vs-20 splits by their co-movement, and the test's description.
     """
-    tested, null_corr = tested_pairs(det, rows, series, inputs, config)
+    tested, null_corr = pair_candidates(det, rows, series, inputs, config)
     pairs = select_pairs(tested, config.anti_phase_level, config.min_direction_ratio, config.max_leading_corr)
     kept = ([p for p in pairs if p.significant][: config.max_pairs]
             + [p for p in pairs if not p.significant][: config.max_pairs])
