@@ -5,35 +5,44 @@ without opposing groups yields a significant pair in at most ``alpha`` of the
 runs, whatever the generic structure of the record, and planted groups are
 recovered even when no member swings more than the median example.
 
+Every run is grouped and tested once; then each gate set of :data:`VARIANTS` (all
+gates after the test, each one left out, the anti-phase gate alone, none) selects
+its pairs from the same tested pairs, so the columns differ only by the gates.
+
 1. **Null families** (``--seeds`` runs each, 20 by default), each run through
-   :func:`oppsig.signals.find_signals`:
+   the pipeline of :func:`oppsig.signals.find_signals`:
 
    - ``random-signs``: generic period-2 oscillation, each example its own sign
      and log-normal size (:func:`oppsig.signals.synthetic.eos_matrix`);
    - ``class-signs``: the same with one sign per class;
    - ``heavy-tails``: Pareto (shape 1.5) per-example amplitudes;
-   - ``relabelled``: a real CIFAR-10 GD run's loss record (``--real-run``, a
-     ``losses.npy``) on 2,000 random examples, its columns assigned to the
-     images at random;
+   - ``relabelled``: a real CIFAR-10 GD run's loss record (``--real-run``, a run
+     directory or a ``losses.npy``) on 2,000 random examples, its columns
+     assigned to the images at random;
    - ``adam``: real Adam runs without spikes (``--adam-dir``, ``losses_XX.npy``
-     of fc-tanh on the first 1,000 CIFAR-10 images, Adam lr 1e-4, 300 steps).
+     of fc-tanh on the first 1,000 CIFAR-10 images, Adam lr 1e-4, 300 steps;
+     ``--make-adam N`` trains the missing runs 0..N-1 by that recipe).
 
    The synthetic families use the first 1,000 CIFAR-10 images as inputs when
    ``$OPPSIG_DATA`` holds them (else the synthetic control images). Printed: the
-   false-pair rate (runs with at least one significant pair), and the
+   false-pair rate (runs with at least one reported pair) per gate set, and the
    Kolmogorov-Smirnov distance from uniform of the groups' *unadjusted*
    permutation p-values (``(1 + #null >= observed) / (n + 1)``, 199 permutations).
 
 2. **Power curve**: one planted pair (groups of 20, 10 or 5 examples of 1,000)
    at decreasing amplitude, the last ones with ``ordinary=True`` (no member
    swings more than the median example): mean best F1 of the two groups and the
-   share of runs that report them as a pair.
+   share of runs that report them as a pair, per gate set.
 
-3. **Speed**: detection on synthetic records of 1,000 x 5,000, 500 x 5,000 and
+3. **Real runs** (``--planted`` runs with ``planted.json``, ``--plain`` run
+   directories): whether each planted pair is reported, and the number of pairs, per gate set.
+
+4. **Speed**: detection on synthetic records of 1,000 x 5,000, 500 x 5,000 and
    1,000 x 2,500 (steps x examples): seconds per stage, and the growth.
 
 Usage:
-    python benchmarks/signals_calibration.py [--seeds 20] [--real-run RUN/losses.npy] [--adam-dir DIR]
+    python benchmarks/signals_calibration.py [--seeds 20] [--real-run RUN] [--adam-dir DIR [--make-adam 20]]
+        [--planted RUN ...] [--plain RUN ...] [--skip null power real speed]
 """
 
 from __future__ import annotations
