@@ -252,8 +252,10 @@ def find_signals(
     (examples whose losses move together, found by coherence) -> :func:`pair_stage`
     (anti-phase pairs; each group's input coherence tested against the same
     procedure on the loss record permuted within classes, family-wise error
-    ``alpha``) -> :func:`explain_stage` (class mix, descriptors against the
-    group's own classes, direction image).
+    ``alpha``; then gates that only remove pairs: more anti-phase than random
+    examples of the pair's sizes split by their co-movement, a visible difference
+    from their classes, not the leading oscillation itself) -> :func:`explain_stage`
+    (class mix, descriptors against the group's own classes, direction image).
 
     Args:
         losses: (R, N) array-like of per-example losses; row ``r`` is recorded

@@ -34,6 +34,12 @@ least ``2 / alpha - 1``. A pair's p-value is the larger of its two groups'
 (both groups must be coherent: an intersection-union test), so the chance that
 any reported pair holds a group without input structure is at most ``alpha``.
 
+**Gates after the test** (:func:`select_pairs`): a pair that passes must also be
+more anti-phase than random examples of its sizes split by their co-movement
+(:class:`AntiPhaseNull`), differ visibly from its classes, and not be the run's
+leading oscillation itself (:func:`failed_checks`). They can only remove pairs, so
+the family-wise error rate holds whatever their levels.
+
 Example:
     >>> rng = np.random.default_rng(0)
     >>> feats = rng.standard_normal((400, 5)); labels = np.arange(400) % 4
