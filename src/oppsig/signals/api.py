@@ -122,7 +122,7 @@ POOL = 2000
 
 
 def pair_candidates(det: Detection, rows: list[np.ndarray], series: list[np.ndarray], inputs: Inputs,
-                 config: SignalsConfig) -> tuple[list[Pair], float]:
+                    config: SignalsConfig) -> tuple[list[Pair], float]:
     """Every anti-phase candidate pair, tested, with what the gates after the test look at.
 
     Each candidate gets its within-class permutation p-value (:func:`~oppsig.signals.pair.assess_pairs`),
@@ -559,7 +559,8 @@ def failed_text(p: Pair) -> str:
     """Why a pair is not reported, in words (its :attr:`~oppsig.signals.result.Pair.failed` checks).
 
     Example:
-        >>> failed_text(Pair(0, 1, -0.5, 1, 1, 1, 1, -0.6, 0.001, 0.01, False, anti_phase_p=0.2, failed=("anti-phase",)))
+        >>> p = Pair(0, 1, -0.5, 1, 1, 1, 1, -0.6, 0.001, 0.01, False, anti_phase_p=0.2, failed=("anti-phase",))
+        >>> failed_text(p)
         'anti-phase -0.50 no stronger than random examples of its sizes split the same way (-0.60, p=0.2)'
     """
     why = {
