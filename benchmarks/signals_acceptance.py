@@ -313,12 +313,17 @@ def quiet_members(pilot: str, max_swing: float, min_corr: float | None = None) -
     return out
 
 
+def channel_stats(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of uint8 images (N, 3, H, W)."""
+    r64 = raw.reshape(len(raw), 3, -1).astype(np.float64)
+    return r64.mean(axis=(0, 2)), r64.std(axis=(0, 2))
+
+
 def planted_dataset(ds, raw: np.ndarray):
     """``ds`` with the images ``raw`` (uint8, N x 3 x 32 x 32), standardised per channel as the data set is."""
     import dataclasses
 
-    r64 = raw.reshape(len(raw), 3, -1).astype(np.float64)
-    mean, std = r64.mean(axis=(0, 2)), r64.std(axis=(0, 2))
+    mean, std = channel_stats(raw)
     x = ((raw.astype(np.float32) - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
     return dataclasses.replace(ds, raw=torch.from_numpy(raw), x=torch.from_numpy(x))
 
@@ -353,7 +358,10 @@ def planted_cifar_part(out: Path, steps: int, blend: float, cfg: SignalsConfig, 
     d.mkdir(parents=True, exist_ok=True)
     (d / "planted.json").write_text(json.dumps({"blend": blend, "size": size, "easiest": easiest, "pilot": pilot,
                                                 "pilot_swing": pilot_swing, "pilot_corr": pilot_corr, "pairs": [list(p) for p in pairs],
+                                                "mean": channel_stats(raw)[0].tolist(),
+                                                "std": channel_stats(raw)[1].tolist(),
                                                 "groups": [g.tolist() for g in groups]}) + "\n")
+    np.save(d / "raw.npy", raw)  # the planted images, for re-detection (--saved) and the calibration harness
     losses, _ = gd_record(ds, "ce", 0.1, steps, 0, d)
     return planted_figures(ds, groups, pairs, losses, d, cfg)
 
@@ -404,7 +412,14 @@ def planted_figures(ds, groups, pairs, losses: np.ndarray, d: Path, cfg: Signals
         ok = frozenset((ga, gb)) in reported
         pairs_ok.append(ok)
         p = next((p for p in res.pairs if {p.a, p.b} == {ga, gb}), None)
-        extra = f": corr {p.corr:.2f}, p={p.p_value:.2g} (groups {p.p_a:.2g} / {p.p_b:.2g})" if p else ""
+        if p is None:
+            q = next((q for q in res.rejected_pairs if {q.a, q.b} == {ga, gb}), None)
+            if q is not None:
+                print(f"   planted pair {k} ({colour}): tested, not reported: corr {q.corr:.2f}, p={q.p_value:.2g}, "
+                      f"failed {', '.join(q.failed) or '-'}")
+        extra = (f": corr {p.corr:.2f} (random splits {p.null_corr:.2f}, anti-phase p={p.anti_phase_p:.2g}"
+                 f"{', flagged weak' if p.weak else ''}), p={p.p_value:.2g} (groups {p.p_a:.2g} / {p.p_b:.2g})"
+                 if p else "")
         print(f"   planted pair {k} ({colour}): reported as a pair: {ok}{extra}")
         for gid in (ga, gb):
             if gid is not None:
