@@ -176,6 +176,28 @@ def null_families(seeds: int, real_run: str | None, adam_dir: str | None, cfg: S
     return out
 
 
+def power_cell(make, size: int, seeds: int, cfg: SignalsConfig, names: list[str]) -> dict:
+    """One cell of the power curve: ``make(truth, s)`` gives the losses of seed ``s`` with the planted pair
+    ``truth`` (groups of ``size`` in 1,000 examples of ``opposing_signals``); the mean largest member's swing over
+    the median example's, the mean best F1 of the two groups, and the pairs reported per gate set (``found``: counts,
+    ``pair_rate``: shares)."""
+    f1s, found, swing = [], dict.fromkeys(names, 0), []
+    for s in range(seeds):
+        ds = opposing_signals(n=1000, frequency=size / 100, seed=s)
+        g = ds.groups
+        truth = (np.flatnonzero(g == 0), np.flatnonzero(g == 1))
+        losses = make(truth, s)
+        sw = np.diff(losses, axis=0).std(axis=0)
+        swing.append(float(sw[np.concatenate(truth)].max() / np.median(sw)))
+        groups, sel = analyse(losses, np.arange(len(losses)), ds, cfg)
+        best = [max(range(len(groups)), key=lambda i: overlap_f1(groups[i], t), default=None) for t in truth]
+        f1s += [overlap_f1(groups[b], t) if b is not None else 0.0 for b, t in zip(best, truth)]
+        for v in names:
+            found[v] += bool(None not in best and any({p.a, p.b} == set(best) for p in sel[v]))
+    return {"max_member_swing": float(np.mean(swing)), "f1": float(np.mean(f1s)), "found": found,
+            "pair_rate": {v: found[v] / seeds for v in names}}
+
+
 def power_curve(seeds: int, cfg: SignalsConfig) -> list[dict]:
     names = list(VARIANTS)
     print(f"== power: one planted pair in 1,000 examples x 200 steps ({seeds} seeds per cell); "
@@ -185,42 +207,20 @@ def power_curve(seeds: int, cfg: SignalsConfig) -> list[dict]:
     rows = []
     for size in (20, 10, 5):
         for amp, ordinary in ((0.4, False), (0.1, False), (0.04, False), (0.02, True), (0.015, True)):
-            f1s, found, swing = [], dict.fromkeys(names, 0), []
-            for s in range(seeds):
-                ds = opposing_signals(n=1000, frequency=size / 100, seed=s)
-                g = ds.groups
-                truth = (np.flatnonzero(g == 0), np.flatnonzero(g == 1))
-                losses = eos_matrix(1000, 200, {0: truth}, seed=100 + s, amplitude=amp, ordinary=ordinary)
-                sw = np.diff(losses, axis=0).std(axis=0)
-                swing.append(float(sw[np.concatenate(truth)].max() / np.median(sw)))
-                groups, sel = analyse(losses, np.arange(200), ds, cfg)
-                best = [max(range(len(groups)), key=lambda i: overlap_f1(groups[i], t), default=None) for t in truth]
-                f1s += [overlap_f1(groups[b], t) if b is not None else 0.0 for b, t in zip(best, truth)]
-                for v in names:
-                    found[v] += bool(None not in best and any({p.a, p.b} == set(best) for p in sel[v]))
-            rows.append({"size": size, "amplitude": amp, "ordinary": ordinary, "max_member_swing": float(np.mean(swing)),
-                         "f1": float(np.mean(f1s)), "pair_rate": {v: found[v] / seeds for v in names}})
-            print(f"   {size:>5}{amp:>10}{str(ordinary):>9}{np.mean(swing):>13.2f}{np.mean(f1s):>6.2f}"
+            cell = power_cell(lambda truth, s: eos_matrix(1000, 200, {0: truth}, seed=100 + s, amplitude=amp,
+                                                           ordinary=ordinary), size, seeds, cfg, names)
+            found = cell.pop("found")
+            rows.append({"size": size, "amplitude": amp, "ordinary": ordinary, **cell})
+            print(f"   {size:>5}{amp:>10}{str(ordinary):>9}{cell['max_member_swing']:>13.2f}{cell['f1']:>6.2f}"
                   + "".join(f"{f'{found[v]}/{seeds}':>17}" for v in names), flush=True)
     print("   quiet: members' losses fall to 1% of the others' and swing in anti-phase in log L only (quiet_matrix)")
     for size in (20, 10, 5):
         for amp in (0.3, 0.1):
-            f1s, found, swing = [], dict.fromkeys(names, 0), []
-            for s in range(seeds):
-                ds = opposing_signals(n=1000, frequency=size / 100, seed=s)
-                g = ds.groups
-                truth = (np.flatnonzero(g == 0), np.flatnonzero(g == 1))
-                losses = quiet_matrix(1000, 200, truth, amplitude=amp, seed=100 + s)
-                sw = np.diff(losses, axis=0).std(axis=0)
-                swing.append(float(sw[np.concatenate(truth)].max() / np.median(sw)))
-                groups, sel = analyse(losses, np.arange(200), ds, cfg)
-                best = [max(range(len(groups)), key=lambda i: overlap_f1(groups[i], t), default=None) for t in truth]
-                f1s += [overlap_f1(groups[b], t) if b is not None else 0.0 for b, t in zip(best, truth)]
-                for v in names:
-                    found[v] += bool(None not in best and any({p.a, p.b} == set(best) for p in sel[v]))
-            rows.append({"size": size, "amplitude": amp, "quiet": True, "max_member_swing": float(np.mean(swing)),
-                         "f1": float(np.mean(f1s)), "pair_rate": {v: found[v] / seeds for v in names}})
-            print(f"   {size:>5}{amp:>10}{'quiet':>9}{np.mean(swing):>13.2f}{np.mean(f1s):>6.2f}"
+            cell = power_cell(lambda truth, s: quiet_matrix(1000, 200, truth, amplitude=amp, seed=100 + s),
+                              size, seeds, cfg, names)
+            found = cell.pop("found")
+            rows.append({"size": size, "amplitude": amp, "quiet": True, **cell})
+            print(f"   {size:>5}{amp:>10}{'quiet':>9}{cell['max_member_swing']:>13.2f}{cell['f1']:>6.2f}"
                   + "".join(f"{f'{found[v]}/{seeds}':>17}" for v in names), flush=True)
     return rows
 

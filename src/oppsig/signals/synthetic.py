@@ -34,6 +34,12 @@ def overlap_f1(found, truth) -> float:
     return 2 * tp / (len(found) + len(truth)) if found or truth else 1.0
 
 
+def _period_two(steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows ``t``, the period-2 sign ``(-1)^t`` and the slowly varying envelope of the generic oscillation."""
+    t = np.arange(steps)
+    return t, (-1.0) ** t, 0.5 + 0.5 * np.abs(np.sin(2 * np.pi * t / 60.0))
+
+
 def eos_matrix(
     n: int,
     steps: int,
@@ -71,9 +77,7 @@ def eos_matrix(
         (steps, n) float32 losses, all positive.
     """
     rng = np.random.default_rng(seed)
-    t = np.arange(steps)
-    alt = (-1.0) ** t
-    growth = 0.5 + 0.5 * np.abs(np.sin(2 * np.pi * t / 60.0))
+    t, alt, growth = _period_two(steps)
     sign = rng.choice([-1.0, 1.0], size=n)
     if labels is not None:
         cls_sign = rng.choice([-1.0, 1.0], size=int(np.max(labels)) + 1)
@@ -132,9 +136,7 @@ def quiet_matrix(
         (steps, n) float32 losses, all positive.
     """
     rng = np.random.default_rng(seed)
-    t = np.arange(steps)
-    alt = (-1.0) ** t
-    growth = 0.5 + 0.5 * np.abs(np.sin(2 * np.pi * t / 60.0))
+    t, alt, growth = _period_two(steps)
     c = rng.choice([-1.0, 1.0], size=n) * rng.lognormal(0.0, 0.5, size=n)
     common = 0.05 * np.cumsum((alt * growth)[:, None] * c[None, :], axis=0)
     common += np.cumsum(0.01 * rng.standard_normal((steps, n)), axis=0)
