@@ -15,12 +15,19 @@ at every step, then runs :func:`oppsig.signals.find_signals` and prints:
    alignment with the top Hessian eigenvector at the pair's main spike, the
    share of the spike they carry, and image grids of the groups (PNG);
 4. the detection time on the 1000-step x 5000-example CIFAR record;
-5. planted groups on real CIFAR-10 images (``--planted``): 60 cats and 60 dogs
-   with a green frame blended in, 60 deer and 60 horses with a magenta frame
-   (blend ``--blend``, 1.0: the frame's colour itself), trained in the paper's
-   setting for 800 steps; F1 of each planted group against its best-matching
-   found group, whether each planted pair is reported, and how the members'
-   own swings compare with the median example's.
+5. planted groups on real CIFAR-10 images (``planted``): by default 60 cats and 60 dogs
+   with a green frame blended in, 60 deer and 60 horses with a magenta frame (blend
+   ``--blend``, 1.0: the frame's colour itself), trained in the paper's setting for 800
+   steps; F1 of each planted group against its best-matching found group, whether each
+   planted pair is reported (its anti-phase against random splits, its p-value), and how
+   the members' own swings compare with the median example's (swing: the standard
+   deviation over the run of an example's per-step change of its raw loss). ``--pairs``,
+   ``--planted-size`` and ``--easiest`` (draw the members from the images of lowest mean
+   loss in an unplanted run, ``--baseline``) choose the plant; ``--pilot RUN`` plants
+   exactly the members of a previous planted run whose own swing there was at most
+   ``--pilot-swing`` x the median example's (``--pilot-corr``: and that followed their
+   group in relative terms); ``--saved RUN ...`` detects saved planted runs again
+   (``planted.json``, ``losses.npy``, ``raw.npy`` if kept) without writing into them.
 
 Loss records and checkpoints are cached under ``--out`` (rerunning reuses them).
 CIFAR-10 is read from ``$OPPSIG_DATA`` (skipped when absent).
