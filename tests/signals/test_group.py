@@ -123,4 +123,7 @@ def test_relative_losses_stream_like_in_memory_and_refuse_negative_losses():
     assert not streamed.in_memory
     np.testing.assert_allclose(streamed.columns(np.arange(7)), here, rtol=1e-6)
     np.testing.assert_allclose(here, np.log(L + 1e-4 * np.median(L[0])), rtol=1e-5)
+    full = LossMatrix(L, max_memory_mb=1.5 * L.nbytes / 2**20)  # holds the matrix, not a second copy
+    assert full.in_memory and not relative_losses(full).in_memory
+    np.testing.assert_allclose(relative_losses(full).columns(np.arange(7)), here, rtol=1e-6)
     assert relative_losses(LossMatrix(L - 0.5)) is None

@@ -68,6 +68,8 @@ class LossMatrix:
             Dask scheduler (``"threads"``, ``"synchronous"``, ``"processes"``, or a
             ``distributed.Client``): each block is read from the store and reduced by a
             Dask task (needs ``pip install oppsig[dask]``); the matrix is never held here.
+        stream: read ``losses`` block by block even when it would fit the budget (a view
+            derived from a matrix that already holds the budget, :meth:`mapped`).
 
     Raises:
         SignalsError: for a matrix that is not 2-D, has fewer than :data:`MIN_ROWS`
@@ -81,7 +83,7 @@ class LossMatrix:
     """
 
     def __init__(self, losses: Any, block_rows: int = 256, max_memory_mb: float = 2048.0,
-                 scheduler: Any = None) -> None:
+                 scheduler: Any = None, stream: bool = False) -> None:
         shape = getattr(losses, "shape", None)
         if shape is None:
             losses = np.asarray(losses, dtype=np.float32)
@@ -100,7 +102,7 @@ class LossMatrix:
         self.scheduler = scheduler
         self._src = losses
         self._mem: np.ndarray | None = None
-        if scheduler is None and (isinstance(losses, np.ndarray) or r * n * 4 <= max_memory_mb * 2**20):
+        if scheduler is None and not stream and (isinstance(losses, np.ndarray) or r * n * 4 <= max_memory_mb * 2**20):
             self._mem = np.empty((r, n), dtype=np.float32)
             for s, blk in self._read_blocks():
                 self._mem[s : s + len(blk)] = blk
@@ -197,14 +199,16 @@ class LossMatrix:
 
     def mapped(self, fn) -> "LossMatrix":
         """The matrix ``fn(L)`` of an elementwise ``fn`` (float32 in, float32 out), read the same way: computed
-        once here when this matrix is in memory, else block by block from the same source (``fn`` must then be
-        picklable for a Dask scheduler, e.g. a module-level function or a ``functools.partial`` of one)."""
-        if self._mem is not None:
+        once here when this matrix and its copy fit the memory budget together, else block by block from this
+        matrix or its source (``fn`` must then be picklable for a Dask scheduler, e.g. a module-level function
+        or a ``functools.partial`` of one)."""
+        if self._mem is not None and 2 * self._mem.nbytes <= self.max_memory_mb * 2**20:
             out = np.empty(self.shape, dtype=np.float32)
             for s in range(0, self.shape[0], self.block_rows):
                 out[s : s + self.block_rows] = fn(self._mem[s : s + self.block_rows])
             return LossMatrix(out, self.block_rows, self.max_memory_mb)
-        return LossMatrix(_Mapped(self._src, fn), self.block_rows, self.max_memory_mb, self.scheduler)
+        src = self._mem if self._mem is not None else self._src
+        return LossMatrix(_Mapped(src, fn), self.block_rows, self.max_memory_mb, self.scheduler, stream=True)
 
     def sum_blocks(self, fn) -> np.ndarray:
         """``sum_b fn(t0_b, L_b)`` over the blocks, in block order, float64 (e.g. ``D^T B`` products)."""

@@ -39,8 +39,9 @@ Cost: the components take ``2 (q + 1)`` passes over the matrix with ``c + 10``
 vectors (``q = 2`` power iterations, ``c`` components) and each template round
 one pass with ``G`` templates, so time grows as ``R x N x (c + G)``: linearly in
 steps and in examples; the relative view doubles it (one more scan and set of
-components). Memory holds the matrix (float32) twice (the loss matrix and its log)
-plus ``N x G`` numbers; a streamed matrix is streamed in both views.
+components). Memory holds the matrix (float32) and its log when both fit the
+matrix's memory budget, else the log is streamed (as a streamed matrix is in
+both views), plus ``N x G`` numbers.
 
 Example:
     >>> from oppsig.signals.detect import LossMatrix, scan_losses, coherent_components
