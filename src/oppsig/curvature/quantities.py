@@ -156,7 +156,7 @@ def top_hessian_eigs(
         c = lanczos(wrap(HessianOperator(coarse)), k=k, tol=tol, max_iter=max_iter, seed=seed,
                     criterion=criterion)
         extra = c.num_matvecs * coarse.num_rows / hvp.num_rows
-        v0 = warm_start(c, criterion)  # a start only: the presample's gap is not this matrix's
+        v0 = warm_start(c)  # a start only: the presample's gap is not this matrix's
     r = lanczos(wrap(HessianOperator(hvp)), k=k, tol=tol, max_iter=max_iter, v0=v0, seed=seed,
                 criterion=criterion)
     r.extra_work = extra
