@@ -19,7 +19,8 @@ compared with the exact eigenvalues: a *miss* is a solve whose true error
 ``|theta_i - lambda_i|`` exceeds its reported bound (plus 1e-12 relative for
 ``eigvalsh``'s rounding). Printed per shape, ratio, k and tolerance: misses /
 solves, the worst error / bound, median and largest products (columns
-multiplied), the median and largest last block size, solves not converged.
+multiplied), the median and largest number of columns the block grew by, solves
+not converged.
 ``--block 1`` runs single-vector Lanczos (the solver before the block one),
 which cannot resolve an isolated pair: its rows show the failure the block removes.
 
@@ -27,6 +28,8 @@ Usage:
     python benchmarks/bench_lanczos_bounds.py                        # 70 solves per cell, k = 1 and 2
     python benchmarks/bench_lanczos_bounds.py --seeds 10 --d 100     # quick
     python benchmarks/bench_lanczos_bounds.py --block 1 --ks 1       # single-vector Lanczos
+    python benchmarks/bench_lanczos_bounds.py --block 2 --ks 1 --shapes "close triple" --max-growth 0   # no growth
+    python benchmarks/bench_lanczos_bounds.py --warm 0.01            # warm starts from a nearby matrix's solve
 """
 
 from __future__ import annotations
@@ -72,18 +75,32 @@ def matrix(shape: str, ratio: float, seed: int, d: int, top: float = 10.0):
     return Q @ torch.diag(ev) @ Q.T, ev.sort(descending=True).values
 
 
-def sweep(shape: str, ratio: float, k: int, tol: float, seeds, d: int, criterion: str, block: int | None) -> dict:
+def nearby(A: torch.Tensor, size: float, seed: int) -> torch.Tensor:
+    """``A + E``, ``E`` a seeded symmetric Gaussian matrix of spectral norm ``size``."""
+    g = torch.Generator().manual_seed(seed)
+    E = torch.randn(A.shape, generator=g, dtype=F64)
+    E = (E + E.T) / 2
+    return A + size * E / torch.linalg.matrix_norm(E, 2)
+
+
+def sweep(shape: str, ratio: float, k: int, tol: float, seeds, d: int, criterion: str, block: int | None,
+          warm: float = 0.0) -> dict:
     over, work, blocks, misses, unconv = [], [], [], 0, 0
     for s in seeds:
         A, ev = matrix(shape, ratio, s, d)
-        r = L.lanczos(A, k=k, tol=tol, max_iter=d, seed=10_000 + s, criterion=criterion, block=block)
+        v0 = None
+        if warm > 0:  # start from the block of a solve of a nearby matrix (a previous step's, a presample's)
+            prev = L.lanczos(nearby(A, warm, 20_000 + s), k=k, tol=tol, max_iter=d, seed=10_000 + s,
+                             criterion=criterion, block=block)
+            v0 = L.warm_start(prev)
+        r = L.lanczos(A, k=k, tol=tol, max_iter=d, v0=v0, seed=10_000 + s, criterion=criterion, block=block)
         err = (r.eigenvalues - ev[:k]).abs()
         ratio_ = float((err / (r.error_bounds + 1e-12 * float(ev[0]))).max())
         over.append(ratio_)
         misses += ratio_ > 1
         unconv += not r.converged
         work.append(r.num_matvecs)
-        blocks.append(r.ritz_block.shape[1] + (1 if block is None else block - k - 1))  # the last block's size
+        blocks.append(r.ritz_block.shape[1] - k - 1)  # columns the block grew by
     return {"solves": len(over), "misses": misses, "worst": max(over), "med": statistics.median(work),
             "max": max(work), "unconverged": unconv, "block": statistics.median(blocks), "block_max": max(blocks)}
 
@@ -96,6 +113,12 @@ def main(argv=None) -> int:
     ap.add_argument("--tols", default="1e-3")
     ap.add_argument("--ks", default="1,2")
     ap.add_argument("--block", type=int, default=None, help="first block size (default: the solver's, k + 2)")
+    ap.add_argument("--max-growth", type=int, default=L.MAX_GROWTH,
+                    help=f"MAX_GROWTH: most columns added to a block whose last Ritz value lies in the wanted cluster "
+                         f"(default {L.MAX_GROWTH}; 0 turns the growth off)")
+    ap.add_argument("--warm", type=float, default=0.0,
+                    help="warm starts: each solve starts from the block of a solve of A + E, ||E|| = this "
+                         "(0: random starts)")
     ap.add_argument("--criterion", default="eigenvalue", choices=L.CRITERIA)
     ap.add_argument("--confirm", type=float, default=L.GAP_CONFIRM,
                     help=f"GAP_CONFIRM: a gap is used once the next Ritz residual is at most this fraction of it "
@@ -104,18 +127,22 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     L.GAP_CONFIRM = args.confirm
+    L.MAX_GROWTH = args.max_growth
     blk = "k + 2 (default)" if args.block is None else str(args.block)
-    print(f"Lanczos error bounds, {args.criterion} criterion, first block {blk}, GAP_CONFIRM {args.confirm:g}, "
+    if args.warm > 0:
+        blk = f"warm: the block of a solve of A + E, ||E|| = {args.warm:g} (products of the warm solve alone)"
+    print(f"Lanczos error bounds, {args.criterion} criterion, first block {blk}, growth up to {args.max_growth}, GAP_CONFIRM {args.confirm:g}, "
           f"d={args.d}, torch {torch.__version__}")
     print(f"{'shape':<16}{'ratio':>7}{'k':>3}{'tol':>8}{'misses':>12}{'worst err/bound':>17}{'products med/max':>18}"
-          f"{'block med/max':>15}{'unconverged':>13}")
+          f"{'grown med/max':>15}{'unconverged':>13}")
     t0 = time.perf_counter()
     totals: dict[tuple[str, int], list[int]] = {}
     for shape in args.shapes.split(","):
         for k in (int(x) for x in args.ks.split(",")):
             for tol in (float(x) for x in args.tols.split(",")):
                 for ratio in RATIOS:
-                    r = sweep(shape, ratio, k, tol, range(args.seeds), args.d, args.criterion, args.block)
+                    r = sweep(shape, ratio, k, tol, range(args.seeds), args.d, args.criterion, args.block,
+                              args.warm)
                     t = totals.setdefault((shape, k), [0, 0, 0.0])
                     t[0] += r["misses"]
                     t[1] += r["solves"]

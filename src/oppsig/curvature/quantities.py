@@ -124,9 +124,13 @@ def top_hessian_eigs(
     64 rows) to the same tolerance; the full solve starts from its eigenvectors
     (a loose presample solve saves little: its products are cheap, and a poorer
     start costs full products). The presample is another matrix: only its
-    vectors are used, never its eigenvalues or gap, so every bound of the result
-    comes from the full operator's own Ritz values. The result's ``extra_work``
-    counts the presample's products in units of full products (rows / all rows).
+    block of Ritz vectors is used (:func:`~oppsig.curvature.lanczos.warm_start`,
+    the full solve's first block), never its eigenvalues or gap, so every bound
+    of the result comes from the full operator's own Ritz values; a full solve
+    that certifies after its first block trusts that block to hold the top
+    eigenvectors (see :mod:`oppsig.curvature.lanczos`). The result's
+    ``extra_work`` counts the presample's products in units of full products
+    (rows / all rows).
 
     Args:
         hvp: the full problem (:func:`~oppsig.curvature.hvp.make_hvp`).
