@@ -8,13 +8,13 @@ After ``--steps`` full-batch GD steps (seeded), one run measures:
    physical batch), and forward-over-reverse (``fwd_rev``);
 2. the top Hessian eigenvalue from a random start to ``--tol`` (1e-3) relative
    accuracy, for ``--seeds`` seeds: oppsig (``top_hessian_eigs``: Lanczos with
-   the eigenvalue-accuracy stop, started from a 10% presample), plain Lanczos
-   from a random vector, a PyHessian-style power iteration (random start, stop
+   the eigenvalue-accuracy stop, started from a 10% presample), block Lanczos
+   from a random block, a PyHessian-style power iteration (random start, stop
    at ``--tol`` relative change), and SciPy ``eigsh(which="LA")``, against a
    tight reference (float64 Lanczos);
 3. after ``--more-steps`` further GD steps, oppsig warm-started from the cold
-   solve's eigenvector and next Ritz vector (``warm_start``; the same solve
-   timed ``--seeds`` times), beside cold power iterations at the same point.
+   solve's block of Ritz vectors (``warm_start``; the same solve timed
+   ``--seeds`` times), beside cold power iterations at the same point.
 
 Every oppsig solve reports an error bound (from a safe gap, see
 ``oppsig.curvature.lanczos``); the table gives the worst ratio of the true error
@@ -24,7 +24,8 @@ Every solver gets the same Hessian-vector product engine (double backprop with
 the graph cached) and its time includes building that graph; the power
 iteration is also timed on products that rebuild the graph every time (as
 PyHessian does over a data loader). Counts are in products over the full data
-(a presample's products count by their share of the rows); medians over seeds.
+(a presample's products count by their share of the rows; a block counts each
+column); medians over seeds.
 
 Goals: HVP <= 2.5 gradients; cold >= 5x less time than power iteration at >= 20x
 smaller error; warm >= 15x less time than a cold power iteration.
@@ -224,7 +225,7 @@ def main(argv=None) -> int:
 
     def cold_runs(target, seeds, with_extras: bool):
         ours, plain, power, power_nc = (Runs(f"oppsig cold (Lanczos, {args.presample:g} presample)"),
-                                        Runs("Lanczos, random start"), Runs("power iteration"),
+                                        Runs("block Lanczos, random block"), Runs("power iteration"),
                                         Runs("power iteration, graph rebuilt per HVP"))
         first = None
         for s in seeds:
@@ -263,7 +264,7 @@ def main(argv=None) -> int:
     ref2, t_ref2 = timed(lambda: lanczos(HessianOperator(hvp(True, torch.float64)), k=2, tol=args.ref_tol,
                                          max_iter=400, v0=ref.eigenvectors))
     lam2 = ref2.top
-    warm = Runs("oppsig warm (previous and next Ritz vectors)")
+    warm = Runs("oppsig warm (previous block of Ritz vectors)")
     for _ in range(args.seeds):  # deterministic: the same solve, timed again (one timing is at the mercy of load)
         w, t = timed(lambda: top_hessian_eigs(hvp(), tol=args.tol, max_iter=args.max_iter, v0=warm_start(cold0)))
         warm.add(w.work, t, rel(w.top, lam2), to_accuracy(w.history, lam2, args.tol), result=w, target=lam2)

@@ -10,7 +10,8 @@ measurement starts from a ``cfg.presample`` fraction of the examples, see
 of the same step adds its metrics. A warm start explores little beyond the
 previous eigenvectors, so an eigenvalue rising in a new direction could stay
 unseen; every ``cfg.cold_every``-th measurement therefore starts cold (about
-four products with the presample). Metrics:
+eight products with the presample on fc-tanh / 5k CIFAR-10, against two for a
+warm one). Metrics:
 
 - ``sharpness`` (top eigenvalue), ``sharpness_2`` ... ``sharpness_k``;
 - ``threshold``: the optimiser's stability threshold at this step's lr

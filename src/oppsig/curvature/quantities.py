@@ -4,8 +4,8 @@
   :func:`top_hessian_eigs` the same for an existing :class:`~oppsig.curvature.hvp.HVP`.
   A cold solve (no previous eigenvectors) is first run on a random
   ``presample`` fraction of the data (products ~10x cheaper) and the full
-  solve starts from its eigenvectors: on fc-tanh / 5k CIFAR-10 this takes
-  about 5 full products instead of 9 for a random start
+  solve starts from its block of Ritz vectors: on fc-tanh / 5k CIFAR-10 this
+  takes about 8 full products instead of 21 for a random block
   (``benchmarks/bench_sharpness.py``).
 - :func:`layerwise_sharpness`: the same for each layer's diagonal Hessian block.
 - :func:`preconditioned_sharpness`: top eigenvalues of ``P^{-1/2} H P^{-1/2}``
