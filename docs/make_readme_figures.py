@@ -153,7 +153,8 @@ def readme_paragraph(cifar: dict | None, synth: dict | None) -> str:
             f"{'each' if same == cifar['n_pairs'] else f'{same} of them'} within one class ({', '.join(classes)}); "
             f"the top pair is {top['contrast'][0]} vs {top['contrast'][1]}. "
             f"The pairs' losses alternate every step before the loss spikes (correlation {min(corr):.2f} to "
-            f"{max(corr):.2f} against {min(null):.2f} to {max(null):.2f} for random examples split the same way)"
+            f"{max(corr):.2f} against {min(null):.2f} to {max(null):.2f} for random examples of each pair's sizes split "
+            f"the same way; a pair must be more anti-phase than 99% of them)"
             + (f", the top pair's gradients point in opposite directions (cosine {cos[0]:.2f})" if cos else "")
             + (f", and a pair carries up to {100 * max(rise):.0f}% of the net rise at its spikes" if rise else "")
             + ".")

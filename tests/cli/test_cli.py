@@ -60,6 +60,15 @@ def test_malformed_override_is_an_error(tmp_path, capsys):
     assert "overrides look like" in capsys.readouterr().err
 
 
+def test_space_separated_override_is_read_as_one(tmp_path, capsys):
+    # the value must not be taken for the positional config file
+    assert main(["train", "--no-progress", "--data.n", "32", "--model.widths", "[4]", "--train.steps", "2",
+                 "--optim.lr", "0.05", f"--out_dir={tmp_path}", "--name=sp"]) == 0
+    assert "2 steps (max_steps)" in capsys.readouterr().out
+    assert main(["train", "--train.steps", f"--out_dir={tmp_path}"]) == 2  # no value: the usual one-line error
+    assert "overrides look like" in capsys.readouterr().err
+
+
 def test_toy_valley_cli(tmp_path, capsys):
     out = tmp_path / "v.png"
     assert main(["toy", "valley", "--steps", "30", "--out", str(out)]) == 0

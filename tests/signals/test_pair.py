@@ -1,16 +1,21 @@
 """The pair test: calibration of the within-class permutation null, power, and the pair bookkeeping."""
 
 import numpy as np
+import pytest
 
 from oppsig.signals.pair import (
+    AntiPhaseNull,
     CoherenceTest,
     anti_phase_candidates,
     assess_pairs,
     draws_needed,
+    failed_checks,
     match_pairs,
     maxt_pvalues,
+    pair_correlation,
+    select_pairs,
 )
-from oppsig.signals.result import Pair
+from oppsig.signals.result import Pair, SignalsError
 
 
 def test_family_wise_error_holds_under_the_null():
@@ -68,3 +73,74 @@ def test_match_pairs_keeps_each_group_once():
 
     out = match_pairs([pair(0, 1, 3.0), pair(1, 2, 2.0), pair(2, 3, 1.0)])
     assert [(p.a, p.b, p.significant) for p in out] == [(0, 1, True), (2, 3, True), (1, 2, False)]
+
+
+def _generic(rng, t, n, loading=0.3):
+    """Loss changes (T, n): every example its own sign and size along the leading oscillation, plus noise."""
+    ref = (-1.0) ** t * (1 + 0.5 * np.sin(t / 15))
+    c = rng.choice([-1.0, 1.0], n) * rng.lognormal(0, 0.5, n) * loading
+    return ref, ref[:, None] * c + rng.standard_normal((len(t), n))
+
+
+def test_anti_phase_gate_passes_a_planted_pair_and_stops_random_splits():
+    """A planted pair is more anti-phase than random examples of its sizes split by their co-movement; random
+    halves of one group (all moving together) and a split of generic examples by their sign are not."""
+    rng = np.random.default_rng(3)
+    t = np.arange(300)
+    ref, pool = _generic(rng, t, 600)
+    null = AntiPhaseNull(pool, ref)
+    own = (-1.0) ** t * (np.sin(t / 7) > 0)  # the pair's own episodes, not the leading oscillation
+    a = own[:, None] * 1.0 + 0.3 * ref[:, None] + rng.standard_normal((len(t), 20))
+    b = -own[:, None] * 1.0 - 0.3 * ref[:, None] + rng.standard_normal((len(t), 20))
+    corr = pair_correlation(a.mean(axis=1), b.mean(axis=1))
+    p, mean = null.test(corr, 20, 20, 1.0, 199, rng)
+    assert corr < -0.9 and p == 1 / 200 and -0.9 < mean < -0.3  # random splits are anti-phase, but less
+    whole = own[:, None] + rng.standard_normal((len(t), 40))  # one group: random halves move together
+    perm = rng.permutation(40)
+    c_one = pair_correlation(whole[:, perm[:20]].mean(axis=1), whole[:, perm[20:]].mean(axis=1))
+    assert c_one > 0 and null.test(c_one, 20, 20, 1.0, 199, rng)[0] == 1.0
+    _, other = _generic(rng, t, 40)  # generic examples split by their sign: what the null draws
+    score = other.T @ (ref - ref.mean())
+    c_gen = pair_correlation(other[:, score > 0].mean(axis=1), other[:, score <= 0].mean(axis=1))
+    assert null.test(c_gen, int((score > 0).sum()), int((score <= 0).sum()), 1.0, 199, rng)[0] > 0.01
+
+
+def test_anti_phase_null_never_shrinks_its_draws():
+    rng = np.random.default_rng(0)
+    null = AntiPhaseNull(rng.standard_normal((50, 30)), rng.standard_normal(50))
+    with pytest.raises(SignalsError, match="need that many in the pool"):
+        null.draws(20, 20, 1.0, 10, rng)
+
+
+def test_gates_after_the_test_only_remove_pairs():
+    def pair(a, b, s, **kw):
+        return Pair(a, b, corr=-0.9, strength=s, swing=1.0, spike_share=1.0, coherence=1.0, null_corr=-0.5,
+                    p_value=0.001, threshold=0.01, significant=True, **kw)
+
+    ok = dict(anti_phase_p=0.005, leading_corr=0.1, direction_ratio=0.5)
+    pairs = [pair(0, 1, 3.0, **{**ok, "anti_phase_p": 0.3}), pair(1, 2, 2.0, **ok),
+             pair(3, 4, 1.0, **{**ok, "leading_corr": -0.95}),
+             pair(5, 6, 0.5, **{**ok, "direction_ratio": 0.1}), pair(7, 8, 0.4, **ok, failed=("test",))]
+    out = select_pairs(pairs, 0.01, 0.3, 0.9)
+    assert [(p.a, p.b) for p in out if p.significant] == [(1, 2)]  # group 1 is free again for its next partner
+    why = {(p.a, p.b): p.failed for p in out}
+    assert why[(0, 1)] == ("anti-phase",) and why[(3, 4)] == ("leading",) and why[(5, 6)] == ("visible",)
+    assert why[(7, 8)] == ("test",)  # a gate never rescues a pair that failed the test
+    assert len([p for p in select_pairs(pairs, 0.01, 0.3, 0.9, gates=()) if p.significant]) == 3  # matched
+    assert failed_checks(pair(0, 1, 1.0), 0.01, 0.3, 0.9) == ("anti-phase", "visible", "leading")  # NaN: not passed
+
+
+def test_a_pair_whose_gradients_do_not_point_apart_is_not_reported():
+    from oppsig.signals import SignalsResult, Verification, with_verifications
+
+    def pair(a, b):
+        return Pair(a, b, corr=-0.9, strength=1.0, swing=1.0, spike_share=1.0, coherence=1.0, null_corr=-0.5,
+                    p_value=0.001, threshold=0.01, significant=True)
+
+    res = SignalsResult(n_rows=10, n_examples=4, pairs=(pair(0, 1), pair(2, 3), pair(4, 5)))
+    checks = [Verification(a=1, b=0, grad_cosine=0.1, grad_norm_a=1.0, grad_norm_b=1.0),
+              Verification(a=2, b=3, grad_cosine=-0.6, grad_norm_a=1.0, grad_norm_b=1.0),
+              Verification.failed(4, 5, "no checkpoint before the spike")]
+    out = with_verifications(res, checks)
+    assert [(p.a, p.b) for p in out.pairs] == [(2, 3), (4, 5)]  # a check that could not run changes nothing
+    assert out.rejected_pairs[0].failed == ("gradient",) and len(out.verifications) == 3

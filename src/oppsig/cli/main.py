@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str]) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(_join_overrides(argv))
     if args.command is None:
         parser.print_help()
         return 1
@@ -62,6 +62,25 @@ def _run(argv: list[str]) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
     return int(args.func(args) or 0)
+
+
+def _join_overrides(argv: list[str]) -> list[str]:
+    """``--section.key value`` -> ``--section.key=value``, so that the value is not read as a positional argument.
+
+    Registered options have no dot in their names, so a dotted ``--name`` can only be a config override.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if (a.startswith("--") and "." in a and "=" not in a and i + 1 < len(argv)
+                and not argv[i + 1].startswith("--")):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
 
 
 def _load_libraries() -> None:

@@ -2,7 +2,8 @@
 
 :func:`detect_run` reads a run directory, finds the opposing signals
 (:func:`~oppsig.signals.find_signals_in_run`), and checks the strongest pairs
-on the model itself: it rebuilds the parameters at the onset of each pair's
+on the model itself (a pair whose groups' gradient cosine is not negative there is not
+reported: :func:`~oppsig.signals.verify.with_verifications`): it rebuilds the parameters at the onset of each pair's
 largest spike by replaying training from the nearest earlier kept checkpoint
 on the run's own device and precision (:func:`~oppsig.training.replay.model_at`:
 exact, or refused with the reason), measures the top Hessian eigenpair there
@@ -28,7 +29,7 @@ from ..signals.config import SignalsConfig
 from ..report.grids import save_group_grids
 from ..signals.api import verification_text
 from ..signals.result import SignalsResult, Verification, pair_name, write_signals_json
-from ..signals.verify import verify_pair
+from ..signals.verify import verify_pair, with_verifications
 
 
 def _verify_at_spike(run, data, examples, cfg, loss_fn, pair, groups, spikes, progress: bool = False) -> Verification:
@@ -101,7 +102,7 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
     say(f"found {len(res.groups)} groups and {len(res.pairs)} significant pairs in {time.perf_counter() - t0:.1f} s")
     t_verify = time.perf_counter()
     if verify and res.pairs:
-        verifications = list(res.verifications)
+        verifications = []
         spikes = {s.row: s for s in res.spikes}
         groups = {g.id: g for g in res.groups}
         loss_fn = get_loss(cfg.train.loss)
@@ -111,8 +112,11 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
             v = _verify_at_spike(run, data, examples, cfg, loss_fn, pair, groups, spikes, progress)
             verifications.append(v)
             say(f"{pair_name(i, pair)}: {verification_text(v)}")
-        res = dataclasses.replace(res, verifications=tuple(verifications),
-                                  timings={**res.timings, "verification": time.perf_counter() - t_verify})
+        n_before = len(res.pairs)
+        res = with_verifications(res, verifications)  # a pair whose gradients do not point apart is dropped
+        res = dataclasses.replace(res, timings={**res.timings, "verification": time.perf_counter() - t_verify})
+        if len(res.pairs) < n_before:
+            say(f"{n_before - len(res.pairs)} pair(s) not reported: their groups' gradient cosine is >= 0")
     path = Path(run_dir)
     if grids and examples is not None and examples.raw is not None and res.groups:
         t_grids = time.perf_counter()

@@ -13,7 +13,8 @@ record:
   coherence (no member needs to be extreme);
 - :mod:`~oppsig.signals.pair`: anti-phase pairs, each group's input coherence
   tested against the same pipeline on the loss record permuted within classes
-  (family-wise error rate);
+  (family-wise error rate), then gates that only remove pairs (anti-phase beyond
+  random splits, a visible difference, not the leading oscillation itself);
 - :mod:`~oppsig.signals.explain`: class mix, descriptors (brightness, colour of
   background and object) against the group's own classes, direction image;
 - :mod:`~oppsig.signals.verify`: gradient cosine, Hessian alignment, spike shares;
@@ -46,7 +47,7 @@ from .result import (
     read_signals_json,
     write_signals_json,
 )
-from .verify import group_gradient, spike_shares, verify_pair
+from .verify import group_gradient, spike_shares, verify_pair, with_verifications
 
 __all__ = [
     "find_signals",
@@ -78,6 +79,7 @@ __all__ = [
     "explain_group",
     "Descriptors",
     "verify_pair",
+    "with_verifications",
     "group_gradient",
     "spike_shares",
 ]

@@ -33,12 +33,13 @@ from .detect import (
 from .explain import Descriptors, InputSpace, coherence_features, explain_group, input_descriptors
 from .group import cohesion, find_groups
 from .pair import (
+    AntiPhaseNull,
     CoherenceTest,
     anti_phase_candidates,
     assess_pairs,
     draws_needed,
     pair_correlation,
-    split_null_corr,
+    select_pairs,
 )
 from .result import Group, Pair, Recurring, SignalsError, SignalsResult, Spike, pair_name
 
@@ -67,20 +68,6 @@ def _check_inputs(lm: LossMatrix, steps: Any, dataset: Any, total_loss: Any, sha
         if sharpness.shape != (r,):
             raise SignalsError(f"sharpness must have shape ({r},) (NaN where not measured), got {sharpness.shape}")
     return steps.astype(np.int64), total_loss, sharpness
-
-
-GENERIC_CORR = 0.9
-"""A pair whose group-mean difference correlates at least this (in absolute value) with the leading component's
-time profile is the run's generic oscillation itself (any examples split by their sign along the top direction
-give it) and is not reported: a gate after the test, which can only remove pairs."""
-
-
-def _size_bin(size: int) -> int:
-    """Pair sizes rounded to two significant digits, so that similar sizes share their random splits."""
-    if size < 100:
-        return max(1, size)
-    k = 10 ** (len(str(size)) - 2)
-    return int(round(size / k) * k)
 
 
 @dataclass
@@ -130,22 +117,28 @@ class Inputs:
         return cls(desc, InputSpace(dataset, seed=config.seed), CoherenceTest(feats, labels))
 
 
-def pair_stage(det: Detection, rows: list[np.ndarray], series: list[np.ndarray], inputs: Inputs,
-               config: SignalsConfig) -> tuple[list[Pair], float, dict]:
-    """Anti-phase pairs of groups, tested against the within-class permutation null.
+POOL = 2000
+"""Random examples whose loss changes the anti-phase null draws from (more when a pair needs more)."""
+
+
+def pair_candidates(det: Detection, rows: list[np.ndarray], series: list[np.ndarray], inputs: Inputs,
+                    config: SignalsConfig) -> tuple[list[Pair], float]:
+    """Every anti-phase candidate pair, tested, with what the gates after the test look at.
+
+    Each candidate gets its within-class permutation p-value (:func:`~oppsig.signals.pair.assess_pairs`),
+    the correlation of its group-mean difference with the leading component (``leading_corr``)
+    and the smaller direction ratio of its groups (``direction_ratio``); the pairs that pass the
+    test, and the ``max_pairs`` strongest others, also get their anti-phase null
+    (``anti_phase_p``, ``null_corr``: :class:`~oppsig.signals.pair.AntiPhaseNull`).
+    :func:`~oppsig.signals.pair.select_pairs` then applies the gates.
 
     Returns:
-        ``(pairs, null_corr, test)``: the ``max_pairs`` strongest significant and the
-        ``max_pairs`` strongest other tested pairs (significant first, then by
-        strength; spikes and rise shares attached), the mean correlation of random
-        20-vs-20 halves split by their co-movement, and the test's description.
+        ``(pairs, null_corr)``: the pairs in candidate order, and the mean correlation of
+        random 20-vs-20 splits (the run's generic anti-phase).
     """
     r, n = det.lm.shape
     rng = np.random.default_rng(config.seed)
-    pool = np.sort(rng.choice(n, size=min(n, 2000), replace=False))
-    pool_series = det.lm.diff_columns(pool).astype(np.float64)
     reference = det.comps.time[:, 0] if det.comps.time.shape[1] else np.diff(det.total)
-    null_corr = split_null_corr(pool_series, reference, 20, 50, rng)
     total_swing = float(np.diff(det.total).std())
     means = np.stack([s.mean(axis=1) for s in series], axis=1) if series else np.zeros((r - 1, 0))
     swings = means.std(axis=0)
@@ -154,24 +147,50 @@ def pair_stage(det: Detection, rows: list[np.ndarray], series: list[np.ndarray],
     shares = [_spike_enrichment(np.concatenate([series[a], series[b]], axis=1), det.scan.abs_row, window, n)
               for a, b, _ in cands]
     ratio = swings / total_swing if total_swing > 0 else np.full(len(swings), np.inf)
-    tested = sorted({i for a, b, _ in cands for i in (a, b)})
-    visible = np.zeros(len(rows), dtype=bool)
-    for g in tested:
-        visible[g] = inputs.space.direction(rows[g])["ratio"] >= config.min_direction_ratio
-    # a pair that is the leading oscillation itself (every example split by its sign along it) is no pair
-    beyond = [abs(pair_correlation(means[:, a] - means[:, b], reference)) < GENERIC_CORR for a, b, _ in cands]
     pairs = assess_pairs(cands, rows, ratio, shares, inputs.test, config.alpha, config.n_null, config.seed,
-                         config.max_pair_corr, visible, beyond)
+                         config.max_pair_corr)
+    ratios = {g: inputs.space.direction(rows[g])["ratio"] for g in sorted({i for a, b, _ in cands for i in (a, b)})}
+    # the anti-phase null for the pairs the gates look at and those shown among the rejected
+    failing = sorted((i for i, p in enumerate(pairs) if p.failed), key=lambda i: -pairs[i].strength)
+    need = {i for i, p in enumerate(pairs) if not p.failed} | set(failing[: config.max_pairs])
+    size = min(n, max([POOL, 40] + [len(rows[pairs[i].a]) + len(rows[pairs[i].b]) for i in need]))
+    pool = np.sort(rng.choice(n, size=size, replace=False))
+    null = AntiPhaseNull(det.lm.diff_columns(pool), reference)
+    null_corr = float(null.draws(min(20, size // 2), min(20, size // 2), 1.0, 50, rng).mean()) if size >= 2 else \
+        float("nan")
+    n_draws = draws_needed(199, config.anti_phase_level)
+    out = []
+    for i, p in enumerate(pairs):
+        extra = {"leading_corr": pair_correlation(means[:, p.a] - means[:, p.b], reference),
+                 "direction_ratio": float(min(ratios[p.a], ratios[p.b]))}
+        ma, mb = len(rows[p.a]), len(rows[p.b])
+        if i in need and ma + mb <= null.size:
+            sign = float(np.sign(pair_correlation(means[:, p.a], reference))) or 1.0
+            extra["anti_phase_p"], extra["null_corr"] = null.test(p.corr, ma, mb, sign, n_draws, rng)
+        out.append(Pair(**{**p.__dict__, **extra}))
+    return out, null_corr
+
+
+def pair_stage(det: Detection, rows: list[np.ndarray], series: list[np.ndarray], inputs: Inputs,
+               config: SignalsConfig) -> tuple[list[Pair], float, dict]:
+    """Anti-phase pairs of groups, tested against the within-class permutation null, then gated.
+
+    :func:`pair_candidates`, then :func:`~oppsig.signals.pair.select_pairs` (the gates after
+    the test: anti-phase beyond random splits, a visible difference, not the leading
+    oscillation itself; each group in one reported pair).
+
+    Returns:
+        ``(pairs, null_corr, test)``: the ``max_pairs`` strongest significant and the
+        ``max_pairs`` strongest other tested pairs (significant first, then by
+        strength; spikes and rise shares attached), the mean correlation of random
+        20-vs-20 splits by their co-movement, and the test's description.
+    """
+    tested, null_corr = pair_candidates(det, rows, series, inputs, config)
+    pairs = select_pairs(tested, config.anti_phase_level, config.min_direction_ratio, config.max_leading_corr)
     kept = ([p for p in pairs if p.significant][: config.max_pairs]
             + [p for p in pairs if not p.significant][: config.max_pairs])
-    cache: dict[int, float] = {}
-    out = []
-    for p in kept:
-        size = _size_bin((len(rows[p.a]) + len(rows[p.b])) // 2)
-        if size not in cache:
-            cache[size] = split_null_corr(pool_series, reference, size, 20, rng)
-        out.append(_with_spikes(Pair(**{**p.__dict__, "null_corr": cache[size]}), series, det, config))
-    n_tested = len({i for a, b, _ in cands for i in (a, b)})
+    out = [_with_spikes(p, series, det, config) for p in kept]
+    n_tested = len({i for p in tested for i in (p.a, p.b)})
     n_perm = draws_needed(config.n_null, config.alpha)
     test = {
         "method": "the pipeline's groups on the loss record permuted among the examples of each class: "
@@ -183,8 +202,14 @@ def pair_stage(det: Detection, rows: list[np.ndarray], series: list[np.ndarray],
         "n_null": n_perm,
         "resolution": 1.0 / (n_perm + 1),
         "features": inputs.test.dims,
+        "gates": "after the test, each only removes pairs: anti-phase beyond random splits of the pair's sizes "
+                 "(p <= anti_phase_level), both groups visibly different from their classes "
+                 "(direction ratio >= min_direction_ratio), not the leading oscillation itself "
+                 "(|leading_corr| < max_leading_corr)",
+        "anti_phase_level": config.anti_phase_level,
+        "anti_phase_draws": draws_needed(199, config.anti_phase_level),
         "min_direction_ratio": config.min_direction_ratio,
-        "max_leading_corr": GENERIC_CORR,
+        "max_leading_corr": config.max_leading_corr,
     }
     return out, null_corr, test
 
@@ -227,8 +252,10 @@ def find_signals(
     (examples whose losses move together, found by coherence) -> :func:`pair_stage`
     (anti-phase pairs; each group's input coherence tested against the same
     procedure on the loss record permuted within classes, family-wise error
-    ``alpha``) -> :func:`explain_stage` (class mix, descriptors against the
-    group's own classes, direction image).
+    ``alpha``; then gates that only remove pairs: more anti-phase than random
+    examples of the pair's sizes split by their co-movement, a visible difference
+    from their classes, not the leading oscillation itself) -> :func:`explain_stage`
+    (class mix, descriptors against the group's own classes, direction image).
 
     Args:
         losses: (R, N) array-like of per-example losses; row ``r`` is recorded
@@ -528,6 +555,28 @@ def verification_text(v) -> str:
     return f"gradients of groups {v.a} and {v.b}{at}: cosine {v.grad_cosine:+.2f}{e}"
 
 
+def failed_text(p: Pair) -> str:
+    """Why a pair is not reported, in words (its :attr:`~oppsig.signals.result.Pair.failed` checks).
+
+    Example:
+        >>> p = Pair(0, 1, -0.5, 1, 1, 1, 1, -0.6, 0.001, 0.01, False, anti_phase_p=0.2, failed=("anti-phase",))
+        >>> failed_text(p)
+        'anti-phase -0.50 no stronger than random examples of its sizes split the same way (-0.60, p=0.2)'
+    """
+    why = {
+        "test": f"input coherence p={p.p_value:.2g} > {p.threshold:.2g}" if p.p_value > p.threshold
+        else f"anti-phase {p.corr:.2f} weaker than the candidates' limit",
+        "anti-phase": f"anti-phase {p.corr:.2f} no stronger than random examples of its sizes split the same way "
+                      f"({p.null_corr:.2f}, p={p.anti_phase_p:.2g})",
+        "visible": f"a group's mean input differs from its classes' by only {p.direction_ratio:.2f}x a typical "
+                   "example's distance",
+        "leading": f"its group-mean difference is the leading oscillation (corr {p.leading_corr:.2f})",
+        "partner": "a stronger pair holds one of its groups",
+        "gradient": "its groups' gradients do not point apart on the model (cosine >= 0)",
+    }
+    return "; ".join(why.get(f, f) for f in p.failed) or "reported"
+
+
 def summary_text(result: SignalsResult, max_groups: int = 6) -> str:
     """A short human summary of ``result`` (what the CLI prints).
 
@@ -560,14 +609,19 @@ def summary_text(result: SignalsResult, max_groups: int = 6) -> str:
         )
     if not result.pairs:
         best = result.rejected_pairs[0] if result.rejected_pairs else None
-        extra = (f" (best candidate corr {best.corr:.2f}, p={best.p_value:.2g} > {best.threshold:.2g})"
+        extra = (f" (best candidate corr {best.corr:.2f}, p={best.p_value:.2g}; {failed_text(best)})"
                  if best is not None else "")
         lines.append(f"no significant opposing pair{extra}; generic null halves correlate at {result.null_corr:.2f}")
+    elif any(p.failed and set(p.failed) - {"test", "partner"} for p in result.rejected_pairs):
+        gated = [p for p in result.rejected_pairs if p.failed and set(p.failed) - {"test", "partner"}]
+        lines.append(f"{len(gated)} more pair(s) passed the test but not the gates after it, e.g. groups "
+                     f"{gated[0].a} and {gated[0].b}: {failed_text(gated[0])}")
     verified = {(v.a, v.b): v for v in result.verifications}
     for i, p in enumerate(result.pairs):
         ga, gb = result.group(p.a), result.group(p.b)
         lines.append(
-            f"{pair_name(i, p)}: corr {p.corr:.2f} (random halves split the same way {p.null_corr:.2f}), "
+            f"{pair_name(i, p)}: corr {p.corr:.2f} (random examples of its sizes split the same way "
+            f"{p.null_corr:.2f}, p={p.anti_phase_p:.2g}), "
             f"swing {p.swing:.1f}x the total loss's, spike share {p.spike_share:.1f}x its size, "
             f"input coherence {p.coherence:.1f}x null, p={p.p_value:.2g} (family-wise, {p.n_null} permutations)"
         )

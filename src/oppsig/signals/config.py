@@ -43,9 +43,9 @@ class SignalsConfig:
 
     Pairing (:mod:`~oppsig.signals.pair`):
         max_pair_corr: a pair's group-mean loss changes must correlate at most this. Default -0.3.
-        alpha: family-wise error rate over the groups tested (Bonferroni). Default 0.01.
-        n_null: fewest null draws per group (raised until the p-value's resolution
-            is at most half the Bonferroni threshold). Default 999.
+        alpha: family-wise error rate over the groups tested (single-step max-T). Default 0.01.
+        n_null: fewest within-class permutations (raised until the p-value's resolution
+            is at most half of ``alpha``). Default 999.
         n_pcs: leading principal components of the inputs added to the input
             descriptors in the coherence statistic. Default 16.
         min_direction_ratio: a reported pair's groups must also differ *visibly*
@@ -53,7 +53,18 @@ class SignalsConfig:
             at least this norm, relative to a typical example's distance from its
             class mean. With hundreds of members a difference too small to see is
             still significant (e.g. the two halves of the generic oscillation before
-            any spike); this gate only removes pairs, so the error rate holds. Default 0.3.
+            any spike); this gate only removes pairs, so the error rate holds; 0 turns it off. Default 0.3.
+        anti_phase_level: a reported pair must also be more anti-phase than random
+            examples of its two sizes split by their co-movement with the leading
+            oscillation (:class:`~oppsig.signals.pair.AntiPhaseNull`): its Monte Carlo
+            p-value ``(1 + #{splits at least as anti-phase}) / (n + 1)`` at most this,
+            with ``n`` enough draws to resolve it (199 at 0.01). A gate after the test
+            (it only removes pairs); 1 turns it off. Default 0.01.
+        max_leading_corr: a reported pair's group-mean difference must correlate less than
+            this (in absolute value) with the leading component's time profile: else it
+            is the run's generic oscillation itself (any examples split by their sign
+            along the top direction give it). A gate after the test; 1 turns it off
+            (in effect). Default 0.9.
         max_pairs: at most this many pairs are reported. Default 20.
 
     Explanation:
@@ -94,6 +105,8 @@ class SignalsConfig:
     n_null: int = 999
     n_pcs: int = 16
     min_direction_ratio: float = 0.3
+    anti_phase_level: float = 0.01
+    max_leading_corr: float = 0.9
     max_pairs: int = 20
     min_effect: float = 0.8
     max_words: int = 3
@@ -130,6 +143,8 @@ class SignalsConfig:
         _check(self.n_null >= 19, "n_null", ">= 19", self.n_null)
         _check(self.n_pcs >= 0, "n_pcs", ">= 0", self.n_pcs)
         _check(self.min_direction_ratio >= 0, "min_direction_ratio", ">= 0", self.min_direction_ratio)
+        _check(0 < self.anti_phase_level <= 1, "anti_phase_level", "in (0, 1]", self.anti_phase_level)
+        _check(0 < self.max_leading_corr <= 1, "max_leading_corr", "in (0, 1]", self.max_leading_corr)
         _check(self.max_pairs >= 1, "max_pairs", ">= 1", self.max_pairs)
         _check(self.min_effect > 0, "min_effect", "> 0", self.min_effect)
         _check(self.max_words >= 1, "max_words", ">= 1", self.max_words)

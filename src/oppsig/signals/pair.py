@@ -34,6 +34,12 @@ least ``2 / alpha - 1``. A pair's p-value is the larger of its two groups'
 (both groups must be coherent: an intersection-union test), so the chance that
 any reported pair holds a group without input structure is at most ``alpha``.
 
+**Gates after the test** (:func:`select_pairs`): a pair that passes must also be
+more anti-phase than random examples of its sizes split by their co-movement
+(:class:`AntiPhaseNull`), differ visibly from its classes, and not be the run's
+leading oscillation itself (:func:`failed_checks`). They can only remove pairs, so
+the family-wise error rate holds whatever their levels.
+
 Example:
     >>> rng = np.random.default_rng(0)
     >>> feats = rng.standard_normal((400, 5)); labels = np.arange(400) % 4
@@ -190,8 +196,6 @@ def assess_pairs(
     n_null: int = 999,
     seed: int = 0,
     max_pair_corr: float = -0.3,
-    visible: np.ndarray | None = None,
-    beyond_generic: list[bool] | None = None,
 ) -> list[Pair]:
     """Test every candidate pair against the within-class permutation null (see the module docstring).
 
@@ -204,16 +208,13 @@ def assess_pairs(
         test: the :class:`CoherenceTest` of the data set.
         alpha: family-wise level over the groups that enter a tested pair.
         n_null: fewest within-class permutations (see :func:`draws_needed`).
-        visible: (G,) bool, whether each group's inputs differ visibly from its
-            classes' (e.g. its direction image is large enough); a pair needs both.
-            A gate after the test: it can only remove pairs, so the error rate holds.
-        beyond_generic: per candidate, whether its anti-phase is more than the run's
-            leading oscillation (a gate as well).
+        max_pair_corr: a pair's anti-phase must be at least this strong to count.
 
     Returns:
-        Every tested pair, significant ones first, then by strength
-        (``-corr`` times the geometric mean swing ratio); each group is kept in at
-        most one significant pair (:func:`match_pairs`).
+        Every tested pair, in the order of ``candidates``; ``significant`` when it
+        passes the test (``p_value <= alpha`` and ``corr <= max_pair_corr``), else
+        ``failed == ("test",)``. The gates after the test and the matching of each
+        group to one partner are :func:`select_pairs`'.
     """
     rng = np.random.default_rng(seed)
     tested = sorted({i for a, b, _ in candidates for i in (a, b)})
@@ -222,22 +223,82 @@ def assess_pairs(
     pvals = dict(zip(tested, adj))
     stats = dict(zip(tested, obs))
     pairs = []
-    beyond = beyond_generic if beyond_generic is not None else [True] * len(candidates)
-    for (a, b, c), share, ok in zip(candidates, spike_share, beyond):
+    for (a, b, c), share in zip(candidates, spike_share):
         p = max(pvals[a], pvals[b])
         sw = float(np.sqrt(swing_ratio[a] * swing_ratio[b]))
+        passed = bool(p <= alpha and c <= max_pair_corr)
         pairs.append(
             Pair(
                 a=a, b=b, corr=c, strength=-c * sw, swing=sw, spike_share=float(share),
                 coherence=float(0.5 * (stats[a] + stats[b]) / max(1, test.dims)),
-                null_corr=float("nan"), p_value=float(p), threshold=alpha,
-                significant=bool(p <= alpha and c <= max_pair_corr and ok
-                                 and (visible is None or (visible[a] and visible[b]))),
+                null_corr=float("nan"), p_value=float(p), threshold=alpha, significant=passed,
                 p_a=float(pvals[a]), p_b=float(pvals[b]), n_null=n, resolution=1.0 / (n + 1),
+                failed=() if passed else ("test",),
             )
         )
-    pairs.sort(key=lambda p: (not p.significant, -p.strength))
-    return match_pairs(pairs)
+    return pairs
+
+
+GATES = ("anti-phase", "visible", "leading")
+"""The checks after the test, in the order :func:`failed_checks` names them; each can only remove pairs."""
+
+
+def failed_checks(p: Pair, anti_phase_level: float, min_direction_ratio: float, max_leading_corr: float,
+                  gates: tuple[str, ...] = GATES) -> tuple[str, ...]:
+    """The gates after the test that ``p`` fails (of those named in ``gates``).
+
+    - ``"anti-phase"``: its anti-phase is not beyond that of random examples of its
+      sizes split by their co-movement: ``anti_phase_p > anti_phase_level`` (or not computed);
+    - ``"visible"``: a group's mean input differs from its classes' by less than
+      ``min_direction_ratio`` of a typical example's distance from its class mean;
+    - ``"leading"``: the difference of the group means is the run's leading oscillation
+      itself: ``|leading_corr| >= max_leading_corr`` (any examples split by their sign
+      along the top direction give that).
+
+    A gate after a test that controls the family-wise error can only remove pairs,
+    so the error rate holds whatever the gates' levels.
+
+    Example:
+        >>> from oppsig.signals.result import Pair
+        >>> p = Pair(0, 1, -0.5, 1, 1, 1, 1, -0.6, 0.001, 0.01, True, anti_phase_p=0.2,
+        ...          leading_corr=0.3, direction_ratio=0.5)
+        >>> failed_checks(p, 0.01, 0.3, 0.9), failed_checks(p, 0.01, 0.3, 0.9, gates=("visible",))
+        (('anti-phase',), ())
+    """
+    out = []
+    if "anti-phase" in gates and not (p.anti_phase_p <= anti_phase_level):  # NaN fails: no evidence
+        out.append("anti-phase")
+    if "visible" in gates and not (p.direction_ratio >= min_direction_ratio):
+        out.append("visible")
+    if "leading" in gates and not (abs(p.leading_corr) < max_leading_corr):
+        out.append("leading")
+    return tuple(out)
+
+
+def select_pairs(pairs: list[Pair], anti_phase_level: float, min_direction_ratio: float, max_leading_corr: float,
+                 gates: tuple[str, ...] = GATES) -> list[Pair]:
+    """Apply the gates after the test and keep each group in one reported pair.
+
+    Args:
+        pairs: from :func:`assess_pairs` (with ``anti_phase_p``, ``leading_corr`` and
+            ``direction_ratio`` filled in for the pairs that passed the test).
+        anti_phase_level, min_direction_ratio, max_leading_corr: the gates' levels
+            (:func:`failed_checks`).
+        gates: the gates applied (all by default; the calibration harness switches them off one at a time).
+
+    Returns:
+        Every pair, significant ones first, then by strength (``-corr`` times the
+        geometric mean swing ratio); ``significant`` when it passed the test and the
+        gates and no stronger such pair holds either group (:func:`match_pairs`);
+        ``failed`` names what it failed.
+    """
+    out = []
+    for p in pairs:
+        failed = ("test",) if "test" in p.failed else failed_checks(
+            p, anti_phase_level, min_direction_ratio, max_leading_corr, gates)
+        out.append(Pair(**{**p.__dict__, "significant": not failed, "failed": failed}))
+    out.sort(key=lambda p: (not p.significant, -p.strength))
+    return match_pairs(out)
 
 
 def match_pairs(pairs: list[Pair]) -> list[Pair]:
@@ -252,7 +313,7 @@ def match_pairs(pairs: list[Pair]) -> list[Pair]:
     for p in pairs:
         if p.significant:
             if p.a in used or p.b in used:
-                p = Pair(**{**p.__dict__, "significant": False})
+                p = Pair(**{**p.__dict__, "significant": False, "failed": p.failed + ("partner",)})
             else:
                 used.update((p.a, p.b))
         out.append(p)
@@ -260,32 +321,75 @@ def match_pairs(pairs: list[Pair]) -> list[Pair]:
     return out
 
 
-def split_null_corr(series: np.ndarray, reference: np.ndarray, size: int, n: int, rng: np.random.Generator) -> float:
-    """Mean of :func:`split_null_corrs` (NaN when there are too few columns)."""
-    c = split_null_corrs(series, reference, size, n, rng)
-    return float(c.mean()) if len(c) else float("nan")
+class AntiPhaseNull:
+    """What anti-phase alone gives: random examples of a pair's sizes, split by their co-movement.
 
+    Near the edge of stability every example oscillates along the top direction
+    with its own sign, so any examples split by that sign give anti-correlated
+    halves. A pair of groups of sizes ``(m_a, m_b)`` is compared with ``n`` draws
+    of ``m_a + m_b`` random examples (without replacement), ranked by the
+    correlation of their loss changes with ``reference`` (the leading component's
+    time profile), the ``m_a`` on group ``a``'s side of it against the other
+    ``m_b``: the correlation of the two halves' mean series. The pair's
+    :meth:`test` p-value is ``(1 + #{draws at least as anti-phase}) / (n + 1)``.
 
-def split_null_corrs(series: np.ndarray, reference: np.ndarray, size: int, n: int, rng: np.random.Generator
-                     ) -> np.ndarray:
-    """Correlations of random halves split by their co-movement: what anti-phase alone looks like.
+    Args:
+        series: (T, P) loss changes of the pool of examples the draws come from.
+        reference: (T,) the series the examples are ranked by.
 
-    Draws ``2 * size`` random columns of ``series`` (T, P), splits them at the
-    median of their correlation with ``reference`` (T,) (e.g. the leading
-    component's time profile), and correlates the two halves' mean series;
-    ``n`` times. Empty when fewer than ``2 * size`` columns are given.
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> t = np.arange(200); ref = (-1.0) ** t
+        >>> x = ref[:, None] * rng.normal(0, 1, 400) + rng.normal(0, 1, (200, 400))
+        >>> null = AntiPhaseNull(x, ref)
+        >>> round(null.test(-0.99, 20, 20, 1.0, 199, rng)[0], 3), null.test(0.0, 20, 20, 1.0, 199, rng)[0]
+        (0.005, 1.0)
     """
-    p = series.shape[1]
-    size = min(size, p // 2)
-    if size < 1:
-        return np.zeros(0)
-    x = series - series.mean(axis=0)
-    r = np.asarray(reference, dtype=np.float64) - np.mean(reference)
-    den = np.linalg.norm(x, axis=0) * max(float(np.linalg.norm(r)), 1e-30)
-    score = (x.T @ r) / np.where(den > 0, den, 1.0)
-    out = []
-    for _ in range(n):
-        pick = rng.choice(p, size=2 * size, replace=False)
-        pick = pick[np.argsort(-score[pick], kind="stable")]
-        out.append(pair_correlation(series[:, pick[:size]].mean(axis=1), series[:, pick[size:]].mean(axis=1)))
-    return np.asarray(out)
+
+    def __init__(self, series: np.ndarray, reference: np.ndarray) -> None:
+        x = np.asarray(series, dtype=np.float64)
+        r = np.asarray(reference, dtype=np.float64)
+        if x.ndim != 2 or r.shape != (x.shape[0],):
+            raise SignalsError(f"series must be (T, P) and reference (T,), got {x.shape} and {r.shape}")
+        self.xt = np.ascontiguousarray(x.T)  # (P, T): one example's series per row
+        xc = x - x.mean(axis=0)
+        rc = r - r.mean()
+        den = np.linalg.norm(xc, axis=0) * max(float(np.linalg.norm(rc)), 1e-30)
+        self.score = (xc.T @ rc) / np.where(den > 0, den, 1.0)  # (P,) correlation with the reference
+
+    @property
+    def size(self) -> int:
+        """Examples in the pool."""
+        return int(self.xt.shape[0])
+
+    def draws(self, size_a: int, size_b: int, sign: float, n: int, rng: np.random.Generator) -> np.ndarray:
+        """(n,) correlations of random splits of sizes ``(size_a, size_b)``; ``size_a`` on the ``sign`` side.
+
+        Raises:
+            SignalsError: when the pool holds fewer than ``size_a + size_b`` examples (draws are never shrunk).
+        """
+        from scipy.sparse import csr_matrix
+
+        m, p = int(size_a) + int(size_b), self.size
+        if size_a < 1 or size_b < 1 or m > p:
+            raise SignalsError(f"random splits of {size_a} + {size_b} examples need that many in the pool, "
+                               f"which holds {p}")
+        picks = np.stack([rng.choice(p, m, replace=False) for _ in range(n)])  # (n, m)
+        order = np.argsort(-np.sign(sign or 1.0) * self.score[picks], axis=1, kind="stable")
+        picks = np.take_along_axis(picks, order, axis=1)
+        rows = np.repeat(np.arange(n), m)
+        w = np.tile(np.r_[np.full(size_a, 1.0 / size_a), np.full(size_b, 1.0 / size_b)], n)
+        side_a = np.tile(np.arange(m) < size_a, n)
+        ma = csr_matrix((w[side_a], (rows[side_a], picks.ravel()[side_a])), shape=(n, p)) @ self.xt  # (n, T)
+        mb = csr_matrix((w[~side_a], (rows[~side_a], picks.ravel()[~side_a])), shape=(n, p)) @ self.xt
+        ma -= ma.mean(axis=1, keepdims=True)
+        mb -= mb.mean(axis=1, keepdims=True)
+        den = np.linalg.norm(ma, axis=1) * np.linalg.norm(mb, axis=1)
+        return np.where(den > 0, (ma * mb).sum(axis=1) / np.where(den > 0, den, 1.0), 0.0)
+
+    def test(self, corr: float, size_a: int, size_b: int, sign: float, n: int, rng: np.random.Generator
+             ) -> tuple[float, float]:
+        """``(p, mean)``: ``p = (1 + #{draws with correlation <= corr}) / (n + 1)`` (small when the pair is
+        more anti-phase than random splits) and the draws' mean correlation."""
+        c = self.draws(size_a, size_b, sign, n, rng)
+        return float((1 + (c <= corr).sum()) / (n + 1)), float(c.mean())

@@ -172,22 +172,35 @@ class Pair:
             NaN without spikes).
         coherence: mean over the two groups of the coherence statistic divided by
             its null expectation (about 1 for groups without input structure).
-        null_corr: mean correlation of random examples of the same sizes split by
-            their co-movement with the leading oscillation (what anti-phase alone gives).
+        null_corr: mean correlation of random examples of the pair's two sizes split by
+            their co-movement with the leading oscillation (what anti-phase alone gives;
+            :class:`~oppsig.signals.pair.AntiPhaseNull`).
         p_value: ``max(p_a, p_b)``.
-        threshold: ``alpha`` over the number of groups tested (Bonferroni, family-wise).
-        significant: ``p_value <= threshold``, ``corr`` at most the configured maximum,
+        threshold: ``alpha``, the family-wise level of the test.
+        significant: the pair passed every check (``failed`` is empty): ``p_value <= threshold``
+            and ``corr`` at most the configured maximum (the test), and the gates after it
+            (:func:`~oppsig.signals.pair.failed_checks`): its anti-phase beyond that of random
+            examples of its sizes split the same way (``anti_phase_p <= anti_phase_level``),
             both groups' direction images at least ``min_direction_ratio`` (a visible
             difference from their classes), the difference of the group means not the run's
-            leading oscillation itself (|correlation with the leading component's time
-            profile| below 0.9),
-            and no stronger significant pair holds either group.
+            leading oscillation itself (``|leading_corr| < max_leading_corr``), no stronger
+            significant pair holding either group, and, where the pair was checked on the
+            model, a negative gradient cosine.
         p_a, p_b: each group's Monte Carlo p-value ``(1 + #null >= observed) / (n + 1)``.
         n_null: null draws behind the larger p-value (fewer than planned when the
             draws stopped early because the group could no longer reach the threshold).
         resolution: ``1 / (n + 1)`` for the planned number of draws: the smallest p-value possible.
         spikes: rows of the spikes where the pair carries most of the loss change.
         spike_rise_share: for each of those spikes, the pair's share of the net total-loss rise.
+        anti_phase_p: ``(1 + #{random splits at least as anti-phase as the pair}) / (n + 1)``
+            (NaN where not computed: pairs that fail the test and are not shown).
+        leading_corr: correlation of the difference of the two group means with the
+            leading component's time profile.
+        direction_ratio: the smaller of the two groups' direction-image norms over a
+            typical example's distance from its class mean.
+        failed: the checks the pair failed, in order: ``"test"``, ``"anti-phase"``,
+            ``"visible"``, ``"leading"``, ``"partner"`` (a stronger pair holds a group),
+            ``"gradient"`` (a non-negative gradient cosine on the model); empty for a reported pair.
     """
 
     a: int
@@ -207,6 +220,10 @@ class Pair:
     resolution: float = float("nan")
     spikes: tuple[int, ...] = ()
     spike_rise_share: tuple[float, ...] = ()
+    anti_phase_p: float = float("nan")
+    leading_corr: float = float("nan")
+    direction_ratio: float = float("nan")
+    failed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

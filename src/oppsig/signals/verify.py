@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -40,7 +41,7 @@ import torch
 from torch.func import functional_call
 
 from .detect import LossMatrix, rise_shares
-from .result import Group, SignalsError, Spike, Verification
+from .result import Group, SignalsError, SignalsResult, Spike, Verification
 
 
 def _rows(g: Any, n: int) -> np.ndarray:
@@ -158,6 +159,31 @@ def verify_pair(
         grad_norm_a=float(torch.linalg.vector_norm(a)), grad_norm_b=float(torch.linalg.vector_norm(b)),
         eig_cosine_a=ea, eig_cosine_b=eb, step=step,
     )
+
+
+def with_verifications(result: SignalsResult, verifications: Sequence[Verification]) -> SignalsResult:
+    """``result`` with ``verifications`` added, and every reported pair whose check ran and found a
+    non-negative gradient cosine moved to the rejected pairs (``failed`` ends with ``"gradient"``).
+
+    Opposing signals pull the parameters apart: their groups' gradients point in
+    opposite directions. A pair whose gradients do not, measured on the model, is
+    not reported; a check that could not run (NaN cosine) changes nothing, and its
+    cause stays in the verification.
+
+    Example:
+        >>> from oppsig.signals.result import Pair
+        >>> p = Pair(0, 1, -0.9, 1, 1, 1, 1, -0.6, 0.001, 0.01, True)
+        >>> v = Verification(a=0, b=1, grad_cosine=0.2, grad_norm_a=1.0, grad_norm_b=1.0)
+        >>> r = with_verifications(SignalsResult(n_rows=10, n_examples=4, pairs=(p,)), [v])
+        >>> len(r.pairs), r.rejected_pairs[0].failed
+        (0, ('gradient',))
+    """
+    bad = {frozenset((v.a, v.b)) for v in verifications if np.isfinite(v.grad_cosine) and v.grad_cosine >= 0}
+    keep = tuple(p for p in result.pairs if frozenset((p.a, p.b)) not in bad)
+    moved = tuple(dataclasses.replace(p, significant=False, failed=p.failed + ("gradient",))
+                  for p in result.pairs if frozenset((p.a, p.b)) in bad)
+    return dataclasses.replace(result, pairs=keep, rejected_pairs=moved + tuple(result.rejected_pairs),
+                               verifications=tuple(result.verifications) + tuple(verifications))
 
 
 def spike_shares(
