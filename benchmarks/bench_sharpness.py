@@ -1,4 +1,4 @@
-"""Cost of sharpness measurements on fc-tanh 3072-200-200-10, MSE, the first n CIFAR-10 images.
+"""Cost of sharpness measurements on fc-tanh 3072-200-200-10, MSE (or ``--loss ce``), the first n CIFAR-10 images.
 
 After ``--steps`` full-batch GD steps (seeded), one run measures:
 
@@ -33,6 +33,7 @@ smaller error; warm >= 15x less time than a cold power iteration.
 Usage:
     OPPSIG_DATA=/path/to/data python benchmarks/bench_sharpness.py            # n=5000, 200 steps
     OPPSIG_DATA=/path/to/data python benchmarks/bench_sharpness.py --n 1000 --steps 20 --seeds 2   # quick
+    OPPSIG_DATA=/path/to/data python benchmarks/bench_sharpness.py --loss ce --lr 0.1 --steps 400   # cross-entropy
 """
 
 from __future__ import annotations
@@ -164,6 +165,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=200, help="GD steps before the measurements")
     ap.add_argument("--more-steps", type=int, default=10, help="GD steps before the warm-started measurement")
     ap.add_argument("--lr", type=float, default=0.02)
+    ap.add_argument("--loss", default="mse", choices=("mse", "ce"), help="training loss (and the Hessian's)")
     ap.add_argument("--tol", type=float, default=1e-3, help="accuracy asked of every solver")
     ap.add_argument("--ref-tol", type=float, default=1e-8, help="relative residual of the float64 reference")
     ap.add_argument("--max-iter", type=int, default=500, help="most HVPs of any solver")
@@ -187,12 +189,12 @@ def main(argv=None) -> int:
     dev = torch.device(args.device)
     torch.manual_seed(args.seed)
     model = build_model("mlp", (3, 32, 32), 10, widths=(200, 200), activation="tanh").to(dev)
-    loss_fn = get_loss("mse")
+    loss_fn = get_loss(args.loss)
     batches = make_batches(ds.x.to(dev), ds.y.to(dev), None)
     n = len(ds)
     d = sum(p.numel() for p in model.parameters())
     where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{torch.get_num_threads()} threads"
-    print(f"fc-tanh 3072-200-200-10 (d={d}), MSE, CIFAR-10 n={n}, one physical batch, "
+    print(f"fc-tanh 3072-200-200-10 (d={d}), {args.loss.upper()}, CIFAR-10 n={n}, one physical batch, "
           f"torch {torch.__version__}, {where}, seed {args.seed}, {args.seeds} solver seeds")
     loss, t_gd = timed(lambda: gd_steps(model, batches, loss_fn, args.lr, args.steps, n))
     print(f"GD: {args.steps} steps at lr {args.lr} in {t_gd:.1f} s, loss {loss:.4f}")

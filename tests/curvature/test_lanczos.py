@@ -229,6 +229,21 @@ def test_bounds_hold_on_an_isolated_close_pair_with_k1(capsys):
     assert solves == 150 and misses == 0
 
 
+def test_a_block_smaller_than_a_close_cluster_grows():
+    """A close triple alone above the rest, k=1 from a block of 2: the two Ritz values inside the triple are set
+    apart from the rest, so the block grows by a column and the third member is resolved; the bound holds."""
+    g = torch.Generator().manual_seed(0)
+    rest = 4.0 - 6.0 * torch.rand(57, generator=g, dtype=F64) ** 2
+    ev = torch.cat([torch.tensor([10.0, 9.99, 9.98], dtype=F64), rest])
+    A = spectrum_matrix(ev, seed=3)
+    for seed in range(5):
+        r = lanczos(A, k=1, tol=1e-3, max_iter=60, seed=seed, block=2, criterion="eigenvalue")
+        assert r.converged and r.ritz_block.shape[1] >= 3  # k + 1 columns and the one it grew by
+        assert abs(r.top - 10.0) <= float(r.error_bounds[0]) + 1e-11
+    with pytest.raises(OppsigError, match="block=0"):
+        lanczos(A, block=0)
+
+
 def test_cannot_converge_in_max_iter_is_flagged():
     A, ev = close_pair_matrix(0.999, 0)
     r = lanczos(A, k=1, tol=1e-6, max_iter=4, criterion="eigenvalue")

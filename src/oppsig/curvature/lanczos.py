@@ -385,16 +385,18 @@ def lanczos(
     """The ``k`` largest algebraic eigenpairs of a symmetric operator: block Lanczos.
 
     Block Lanczos with full re-orthogonalisation and Rayleigh-Ritz: a block of
-    ``block`` vectors (default ``k + 1``; more when ``v0`` has more columns) is
-    multiplied at once through ``op.matmat``, every new vector is made orthogonal
-    to all previous ones, and the basis is stored ``(m, d)`` on the operator's
-    device. After each block the projected matrix is diagonalised; iteration
-    stops when each of the top ``k`` Ritz pairs meets ``criterion`` and the
-    block's last Ritz value lies apart from the wanted ones (else a random
-    column is added to the block, up to ``block + MAX_GROWTH``; see the module
-    docstring), or after ``max_iter`` products (then ``converged`` is False:
-    look at it). On an exact breakdown (invariant subspace) it continues from
-    fresh random vectors.
+    ``block`` vectors (default ``k + 2`` random ones, or the columns of ``v0``)
+    is multiplied at once through ``op.matmat``, every new vector is made
+    orthogonal to all previous ones, and the basis is stored ``(m, d)`` on the
+    operator's device. After each block the projected matrix is diagonalised;
+    iteration stops when each of the top ``k`` Ritz pairs meets ``criterion``
+    and the block's last Ritz value lies apart from the wanted ones (else a
+    random column is added to the block, up to ``block + MAX_GROWTH``; see the
+    module docstring), or after ``max_iter`` products (then ``converged`` is
+    False: look at it). After a warm start's first block, the next blocks hold
+    only the residual directions of the pairs still short of the stop (one
+    product per such pair). On an exact breakdown (invariant subspace) it
+    continues from fresh random vectors.
 
     Args:
         op: a :class:`~oppsig.curvature.operators.LinearOperator`, a ``(d, d)``
@@ -408,9 +410,10 @@ def lanczos(
             random columns to the block size.
         seed: seed of the random columns.
         criterion: ``residual`` or ``eigenvalue``.
-        block: the first block's size (default ``k + 1``, at least the columns
-            of ``v0``; 1 is single-vector Lanczos, which cannot resolve a
-            cluster and whose bounds then do not hold).
+        block: the first block's size (default: ``k + 2`` for a random start,
+            the columns of ``v0`` but at least ``k + 1`` for a warm one; 1 is
+            single-vector Lanczos, which cannot resolve a cluster and whose
+            bounds then need not hold).
         dim, dtype, device: for a plain function ``op``.
 
     Returns:
@@ -439,7 +442,7 @@ def lanczos(
     if m_max < k:
         raise OppsigError(f"max_iter={max_iter} is smaller than k={k}; pass max_iter >= k")
     if block is not None and int(block) < 1:
-        raise OppsigError(f"block={block} must be >= 1 (default k + 1)")
+        raise OppsigError(f"block={block} must be >= 1; pass a positive block size or None (k + 2)")
     dt, dev = A.dtype, A.device
     tiny = torch.finfo(dt).eps
     warm = v0 is not None
