@@ -96,11 +96,22 @@ def found(sig) -> dict:
             "contrast": list(pair_contrast(ga, gb)),
             "corr": round(p.corr, 3),
             "null_corr": round(p.null_corr, 3),
+            "weak": bool(p.weak),
             "p_value": float(f"{p.p_value:.2g}"),
             "max_rise_share": round(max((s for s in p.spike_rise_share if s == s), default=float("nan")), 3),
             "grad_cosine": None if v is None else round(v.grad_cosine, 3),
         })
     return {"n_spikes": len(sig.spikes), "n_pairs": len(pairs), "pairs": pairs}
+
+
+def _weak_text(pairs: list[dict]) -> str:
+    """How many pairs are no more anti-phase than random splits of their sizes (flagged weak), in words."""
+    weak = [p for p in pairs if p.get("weak")]
+    if not weak:
+        return "each pair more anti-phase than 99% of them"
+    names = ", ".join(f"{p['classes'][0]} {p['corr']:.2f} against {p['null_corr']:.2f}" for p in weak)
+    return (f"{len(pairs) - len(weak)} pairs more anti-phase than 99% of them; {len(weak)} flagged weak, no more "
+            f"anti-phase than random splits ({names})")
 
 
 def screenshot_first_pair(report: Path, out: Path) -> Path:
@@ -154,7 +165,7 @@ def readme_paragraph(cifar: dict | None, synth: dict | None) -> str:
             f"the top pair is {top['contrast'][0]} vs {top['contrast'][1]}. "
             f"The pairs' losses alternate every step before the loss spikes (correlation {min(corr):.2f} to "
             f"{max(corr):.2f} against {min(null):.2f} to {max(null):.2f} for random examples of each pair's sizes split "
-            f"the same way; a pair must be more anti-phase than 99% of them)"
+            f"the same way; {_weak_text(cifar['pairs'])})"
             + (f", the top pair's gradients point in opposite directions (cosine {cos[0]:.2f})" if cos else "")
             + (f", and a pair carries up to {100 * max(rise):.0f}% of the net rise at its spikes" if rise else "")
             + ".")

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from oppsig.signals.pair import (
+    GATES,
     AntiPhaseNull,
     CoherenceTest,
     anti_phase_candidates,
@@ -121,12 +122,15 @@ def test_gates_after_the_test_only_remove_pairs():
     pairs = [pair(0, 1, 3.0, **{**ok, "anti_phase_p": 0.3}), pair(1, 2, 2.0, **ok),
              pair(3, 4, 1.0, **{**ok, "leading_corr": -0.95}),
              pair(5, 6, 0.5, **{**ok, "direction_ratio": 0.1}), pair(7, 8, 0.4, **ok, failed=("test",))]
-    out = select_pairs(pairs, 0.01, 0.3, 0.9)
+    out = select_pairs(pairs, 0.01, 0.3, 0.9, GATES)
     assert [(p.a, p.b) for p in out if p.significant] == [(1, 2)]  # group 1 is free again for its next partner
     why = {(p.a, p.b): p.failed for p in out}
     assert why[(0, 1)] == ("anti-phase",) and why[(3, 4)] == ("leading",) and why[(5, 6)] == ("visible",)
     assert why[(7, 8)] == ("test",)  # a gate never rescues a pair that failed the test
     assert len([p for p in select_pairs(pairs, 0.01, 0.3, 0.9, gates=()) if p.significant]) == 3  # matched
+    # by default the anti-phase check flags rather than removes: pair (0, 1) is kept, (1, 2) loses group 1 to it
+    default = select_pairs(pairs, 0.01, 0.3, 0.9)
+    assert [(p.a, p.b) for p in default if p.significant] == [(0, 1)]
     assert failed_checks(pair(0, 1, 1.0), 0.01, 0.3, 0.9) == ("anti-phase", "visible", "leading")  # NaN: not passed
 
 

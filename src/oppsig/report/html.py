@@ -155,7 +155,8 @@ def _pair_section(k: int, pair, run, sig, data) -> str:
     name = pair_name(k, pair)
     ver = next((v for v in getattr(sig, "verifications", ()) if {v.a, v.b} == {pair.a, pair.b}), None)
     facts = [f"anti-phase correlation of loss changes: <b>{esc(_fmt(pair.corr, 3))}</b> "
-             f"(random examples split the same way: {esc(_fmt(pair.null_corr, 3))})"]
+             f"(random examples of its sizes split the same way: {esc(_fmt(pair.null_corr, 3))}"
+             + ("; <b>weak: no more anti-phase than they are</b>)" if pair.weak else ")")]
     if ver is not None and not math.isfinite(ver.grad_cosine):
         facts.append(f"<b>not verified</b>: {esc(ver.error)}")
     elif ver is not None:

@@ -33,6 +33,8 @@ from .detect import (
 from .explain import Descriptors, InputSpace, coherence_features, explain_group, input_descriptors
 from .group import cohesion, find_groups
 from .pair import (
+    DEFAULT_GATES,
+    GATES,
     AntiPhaseNull,
     CoherenceTest,
     anti_phase_candidates,
@@ -167,6 +169,7 @@ def pair_candidates(det: Detection, rows: list[np.ndarray], series: list[np.ndar
         if i in need and ma + mb <= null.size:
             sign = float(np.sign(pair_correlation(means[:, p.a], reference))) or 1.0
             extra["anti_phase_p"], extra["null_corr"] = null.test(p.corr, ma, mb, sign, n_draws, rng)
+            extra["weak"] = bool(extra["anti_phase_p"] > config.anti_phase_level)
         out.append(Pair(**{**p.__dict__, **extra}))
     return out, null_corr
 
@@ -176,8 +179,9 @@ def pair_stage(det: Detection, rows: list[np.ndarray], series: list[np.ndarray],
     """Anti-phase pairs of groups, tested against the within-class permutation null, then gated.
 
     :func:`pair_candidates`, then :func:`~oppsig.signals.pair.select_pairs` (the gates after
-    the test: anti-phase beyond random splits, a visible difference, not the leading
-    oscillation itself; each group in one reported pair).
+    the test: a visible difference, not the leading oscillation itself, and with
+    ``anti_phase_gate`` anti-phase beyond random splits; each group in one reported pair).
+    A pair no more anti-phase than random splits of its sizes is flagged ``weak``.
 
     Returns:
         ``(pairs, null_corr, test)``: the ``max_pairs`` strongest significant and the
@@ -186,7 +190,8 @@ def pair_stage(det: Detection, rows: list[np.ndarray], series: list[np.ndarray],
         20-vs-20 splits by their co-movement, and the test's description.
     """
     tested, null_corr = pair_candidates(det, rows, series, inputs, config)
-    pairs = select_pairs(tested, config.anti_phase_level, config.min_direction_ratio, config.max_leading_corr)
+    pairs = select_pairs(tested, config.anti_phase_level, config.min_direction_ratio, config.max_leading_corr,
+                         GATES if config.anti_phase_gate else DEFAULT_GATES)
     kept = ([p for p in pairs if p.significant][: config.max_pairs]
             + [p for p in pairs if not p.significant][: config.max_pairs])
     out = [_with_spikes(p, series, det, config) for p in kept]
@@ -202,10 +207,12 @@ def pair_stage(det: Detection, rows: list[np.ndarray], series: list[np.ndarray],
         "n_null": n_perm,
         "resolution": 1.0 / (n_perm + 1),
         "features": inputs.test.dims,
-        "gates": "after the test, each only removes pairs: anti-phase beyond random splits of the pair's sizes "
-                 "(p <= anti_phase_level), both groups visibly different from their classes "
+        "gates": "after the test, each only removes pairs: both groups visibly different from their classes "
                  "(direction ratio >= min_direction_ratio), not the leading oscillation itself "
-                 "(|leading_corr| < max_leading_corr)",
+                 "(|leading_corr| < max_leading_corr)" + (", anti-phase beyond random splits of the pair's sizes "
+                 "(p <= anti_phase_level)" if config.anti_phase_gate else "; a pair no more anti-phase than random "
+                 "splits of its sizes (p > anti_phase_level) is flagged weak"),
+        "anti_phase_gate": config.anti_phase_gate,
         "anti_phase_level": config.anti_phase_level,
         "anti_phase_draws": draws_needed(199, config.anti_phase_level),
         "min_direction_ratio": config.min_direction_ratio,
@@ -252,9 +259,9 @@ def find_signals(
     (examples whose losses move together, found by coherence) -> :func:`pair_stage`
     (anti-phase pairs; each group's input coherence tested against the same
     procedure on the loss record permuted within classes, family-wise error
-    ``alpha``; then gates that only remove pairs: more anti-phase than random
-    examples of the pair's sizes split by their co-movement, a visible difference
-    from their classes, not the leading oscillation itself) -> :func:`explain_stage`
+    ``alpha``; then gates that only remove pairs: a visible difference from their
+    classes, not the leading oscillation itself; a pair no more anti-phase than random
+    examples of its sizes split by their co-movement is flagged ``weak``) -> :func:`explain_stage`
     (class mix, descriptors against the group's own classes, direction image).
 
     Args:
@@ -621,7 +628,7 @@ def summary_text(result: SignalsResult, max_groups: int = 6) -> str:
         ga, gb = result.group(p.a), result.group(p.b)
         lines.append(
             f"{pair_name(i, p)}: corr {p.corr:.2f} (random examples of its sizes split the same way "
-            f"{p.null_corr:.2f}, p={p.anti_phase_p:.2g}), "
+            f"{p.null_corr:.2f}, p={p.anti_phase_p:.2g}{'; WEAK: no more anti-phase than they are' if p.weak else ''}), "
             f"swing {p.swing:.1f}x the total loss's, spike share {p.spike_share:.1f}x its size, "
             f"input coherence {p.coherence:.1f}x null, p={p.p_value:.2g} (family-wise, {p.n_null} permutations)"
         )

@@ -54,12 +54,17 @@ class SignalsConfig:
             class mean. With hundreds of members a difference too small to see is
             still significant (e.g. the two halves of the generic oscillation before
             any spike); this gate only removes pairs, so the error rate holds; 0 turns it off. Default 0.3.
-        anti_phase_level: a reported pair must also be more anti-phase than random
+        anti_phase_level: a reported pair should also be more anti-phase than random
             examples of its two sizes split by their co-movement with the leading
             oscillation (:class:`~oppsig.signals.pair.AntiPhaseNull`): its Monte Carlo
             p-value ``(1 + #{splits at least as anti-phase}) / (n + 1)`` at most this,
-            with ``n`` enough draws to resolve it (199 at 0.01). A gate after the test
-            (it only removes pairs); 1 turns it off. Default 0.01.
+            with ``n`` enough draws to resolve it (199 at 0.01). A pair above it is
+            flagged ``weak`` (shown, still reported). Default 0.01.
+        anti_phase_gate: remove the weak pairs instead of flagging them (a gate after
+            the test: it only removes pairs). Off by default: where the leading
+            oscillation is strong and clean, random splits by its sign are more
+            anti-phase than real pairs whose members carry their own swings too, and
+            the gate would remove them (docs/findings.md). Default False.
         max_leading_corr: a reported pair's group-mean difference must correlate less than
             this (in absolute value) with the leading component's time profile: else it
             is the run's generic oscillation itself (any examples split by their sign
@@ -106,6 +111,7 @@ class SignalsConfig:
     n_pcs: int = 16
     min_direction_ratio: float = 0.3
     anti_phase_level: float = 0.01
+    anti_phase_gate: bool = False
     max_leading_corr: float = 0.9
     max_pairs: int = 20
     min_effect: float = 0.8
@@ -117,7 +123,11 @@ class SignalsConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            want = type(f.default)  # every field has a default of its own type (int or float)
+            want = type(f.default)  # every field has a default of its own type (bool, int or float)
+            if want is bool:
+                if not isinstance(v, bool):
+                    raise ConfigError(f"signals.{f.name}: expected true or false, got {v!r} ({type(v).__name__})")
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or (want is int and not isinstance(v, int)):
                 raise ConfigError(f"signals.{f.name}: expected {want.__name__}, got {v!r} ({type(v).__name__})")
             if want is float and not math.isfinite(v):

@@ -179,9 +179,9 @@ class Pair:
         threshold: ``alpha``, the family-wise level of the test.
         significant: the pair passed every check (``failed`` is empty): ``p_value <= threshold``
             and ``corr`` at most the configured maximum (the test), and the gates after it
-            (:func:`~oppsig.signals.pair.failed_checks`): its anti-phase beyond that of random
-            examples of its sizes split the same way (``anti_phase_p <= anti_phase_level``),
-            both groups' direction images at least ``min_direction_ratio`` (a visible
+            (:func:`~oppsig.signals.pair.failed_checks`): with ``anti_phase_gate``, its
+            anti-phase beyond that of random examples of its sizes split the same way
+            (``anti_phase_p <= anti_phase_level``), both groups' direction images at least ``min_direction_ratio`` (a visible
             difference from their classes), the difference of the group means not the run's
             leading oscillation itself (``|leading_corr| < max_leading_corr``), no stronger
             significant pair holding either group, and, where the pair was checked on the
@@ -194,6 +194,9 @@ class Pair:
         spike_rise_share: for each of those spikes, the pair's share of the net total-loss rise.
         anti_phase_p: ``(1 + #{random splits at least as anti-phase as the pair}) / (n + 1)``
             (NaN where not computed: pairs that fail the test and are not shown).
+        weak: ``anti_phase_p > anti_phase_level``: random examples of its sizes split by
+            their co-movement are as anti-phase as the pair. Shown with the pair, which
+            stays reported unless ``anti_phase_gate`` is set.
         leading_corr: correlation of the difference of the two group means with the
             leading component's time profile.
         direction_ratio: the smaller of the two groups' direction-image norms over a
@@ -224,6 +227,7 @@ class Pair:
     leading_corr: float = float("nan")
     direction_ratio: float = float("nan")
     failed: tuple[str, ...] = ()
+    weak: bool = False
 
 
 @dataclass(frozen=True)
