@@ -120,7 +120,7 @@ class CurvatureHook:
                                v0=self._vecs if warm else None, seed=seed,
                                criterion=cfg.criterion, presample=cfg.presample,
                                shards=dctx.shards(n) if dist else None, rank=dctx.rank if dist else 0, wrap=wrap)
-        self._vecs = warm_start(res).detach()  # with the next Ritz vector: the gap settles in a few products
+        self._vecs = warm_start(res).detach()  # the block of Ritz vectors: the gap settles in one or two block products
         metrics: dict[str, float] = {}
         for i in range(res.eigenvalues.shape[0]):
             metrics.update(eigen_metrics("sharpness" if i == 0 else f"sharpness_{i + 1}", res, i))
