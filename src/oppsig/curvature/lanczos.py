@@ -1,59 +1,76 @@
-"""Top eigenpairs of symmetric operators: Lanczos with full re-orthogonalisation.
+"""Top eigenpairs of symmetric operators: block Lanczos with full re-orthogonalisation.
 
 :func:`lanczos` finds the ``k`` largest algebraic eigenvalues of a symmetric
-operator (e.g. the Hessian of the training loss) with one operator product per
-iteration, on the operator's device. Every returned eigenvalue carries an error
-bound and the solve a ``converged`` flag; a solve that runs out of ``max_iter``
-says so (``converged=False``) and its bounds are the residuals.
+operator (e.g. the Hessian of the training loss) by Rayleigh-Ritz on a block
+Krylov space ``span{V, AV, A^2 V, ...}``: each iteration multiplies a block of
+vectors at once (``op.matmat``), on the operator's device. Every returned
+eigenvalue carries an error bound and the solve a ``converged`` flag; a solve
+that runs out of ``max_iter`` says so (``converged=False``) and its bounds are
+the residuals. Products are counted per column.
 
 Error bounds. With ``theta_i`` the Ritz values (descending) and ``r_i`` their
-residual norms ``||A y_i - theta_i y_i||``:
+residual norms ``||A y_i - theta_i y_i||`` (from the couplings of the basis with
+the vectors not yet multiplied, exact up to rounding):
 
 - *gap bound* (Kato-Temple; B. N. Parlett, *The Symmetric Eigenvalue Problem*,
   SIAM 1998, ch. 10-11): ``0 <= lambda_i - theta_i <= r_i**2 / delta_i`` when
   every other eigenvalue lies at least ``delta_i`` away from ``theta_i``. Ritz
   values lie below the eigenvalues they approach (interlacing), so the
-  eigenvalues above ``theta_i`` lie above ``theta_{i-1}``; an eigenvalue below
-  lies at most ``r_{i+1}`` above ``theta_{i+1}``. Hence the *safe gap*
-  ``delta_i = min(theta_{i-1} - theta_i, theta_i - (theta_{i+1} + r_{i+1}))``,
-  a lower bound of the true distance computed from the Ritz values and their
-  residuals, never from the Ritz values alone (which over-estimate it). It
-  holds when the eigenvalue near ``theta_{i+1}`` is the next one, which an
-  unsettled Ritz value does not show: after two products from a good warm
-  start, ``theta_2 + r_2`` was 4.2 on a matrix whose second eigenvalue is 8. So
-  the gap is used only once the next Ritz pair has settled, ``r_{i+1} <=
-  0.1 delta_i`` (:data:`GAP_CONFIRM`); until then it is unknown.
+  eigenvalues above ``theta_i`` lie above ``theta_{i-1}``; the next one lies at
+  most ``r_{i+1}`` above ``theta_{i+1}`` *if the eigenvalue near ``theta_{i+1}``
+  is the next one*. Hence the *safe gap* ``delta_i = min(theta_{i-1} - theta_i,
+  theta_i - (theta_{i+1} + r_{i+1}))``, computed from the Ritz values and their
+  residuals, never from Ritz values alone (which over-estimate it), and used
+  only once the next Ritz pair has settled, ``r_{i+1} <= 0.1 delta_i``
+  (:data:`GAP_CONFIRM`; an unsettled one need not be near the next eigenvalue:
+  after two products from a good single-vector warm start, ``theta_2 + r_2``
+  was 4.2 on a matrix whose second eigenvalue is 8); until then it is unknown.
 - *residual bound*: ``r_i``, the distance from ``theta_i`` to the nearest
   eigenvalue, used when no gap is known.
 
+The assumption every bound rests on: *no eigenvalue above ``theta_{k+1} +
+r_{k+1}`` is hidden*, i.e. the Krylov space has reached every eigenvector
+whose eigenvalue lies above the next Ritz interval. No Krylov method can check
+this: an eigenvector with no weight in the space is invisible. Single-vector
+Lanczos breaks it on a close pair isolated far above the rest: the space holds
+one mixture of the pair, the next Ritz value settles on the bulk first, and
+the gap to the bulk under-states the error (139 of 360 seeded solves with
+k=1). The block removes that case: a random block of ``b`` columns has, with
+probability 1, a full-rank projection on a cluster of at most ``b``
+eigenvalues, so all of them are resolved at the rate set by the gap below the
+cluster, not by the distances inside it. The first block has ``k + 2``
+columns (the wanted, the next, and a spare: a near rank-deficient projection
+on the top ``k + 1`` eigenvectors, which lets one of them lag, then needs two
+small random weights at once). When the block's last Ritz value ``theta_b``
+lies with the wanted ones, closer to ``theta_k`` than to the Ritz value below
+it, and that gap has settled, the top ``b`` Ritz values form a cluster set
+apart that may hold one more eigenvalue: a random column is added (up to
+:data:`MAX_GROWTH`) and the solve does not stop. What remains unchecked: a
+cluster larger than the block whose extra member the space has not reached by
+the stop, a random block with almost no weight on a top eigenvector, and a
+warm start (the previous solve's block, a presample's) that misses one: a warm
+first block may certify without knowing what lies below it. Measured
+(``benchmarks/bench_lanczos_bounds.py``, docs/findings.md): at the default
+settings no bound was exceeded in 3,360 seeded solves of size 200, k = 1 and
+2, top ratios 0.9 / 0.99 / 0.999, on four shapes (dense right below the pair,
+the pair isolated, a third isolated eigenvalue, a close triple).
+
 Stopping rules: ``criterion="eigenvalue"`` stops when every wanted value has a
 known gap and a gap bound within ``tol * |theta_i|`` (the eigenvalue error is
-quadratic in the residual, so this stops several products before the residual
-would be small; without a known gap it does not stop on the residual alone,
-which in a pair of eigenvalues closer than ``tol`` is met by any mixture of the
-two); ``criterion="residual"`` when every ``r_i <= tol * |theta_i|``
-(the eigenvector is accurate too). Bounds have a floor of ``(m + sqrt(d)) eps
-max|theta|`` for rounding (``m`` products, sums over ``d`` entries in the
-basis updates; in float32 on a 400,000-entry operator the Ritz values were off
-by 2.5e-5 relative while the recurrence's residuals said 5e-7).
+quadratic in the residual, so this stops before the residual would be small;
+without a known gap it does not stop on the residual alone, which in a pair of
+eigenvalues closer than ``tol`` is met by any mixture of the two);
+``criterion="residual"`` when every ``r_i <= tol * |theta_i|`` (the
+eigenvector is accurate too); either only when the block needs no growth.
+Bounds have a floor of ``(m + sqrt(d)) eps max|theta|`` for rounding (``m``
+products, sums over ``d`` entries in the basis updates; in float32 on a
+400,000-entry operator the Ritz values were off by 2.5e-5 relative while the
+residuals said 5e-7); the couplings are summed in float64.
 
-What no Krylov method can see: an eigenvector that the Krylov space has not
-reached. A start vector with little weight on the top eigenvector, or a top
-pair closer together than the space can yet resolve (it then holds one mixture
-of the two), makes the solver report the wrong eigenvalue with a bound that
-holds only for the eigenvalues it has seen. The safe gap makes this rarer and
-never trusts a gap from a different matrix. Measured
-(``benchmarks/bench_lanczos_bounds.py``, docs/findings.md), k=1: on matrices
-whose top two eigenvalues have ratios 0.9, 0.99 and 0.999 above a dense
-spectrum, no bound was exceeded in 420 seeded solves (worst error / bound
-0.33); with the pair isolated far above the rest, 139 of 360 solves stopped on
-the unresolved mixture and under-stated their error (up to 3e5x when the
-third eigenvalue is isolated too). Asking for ``k=2`` there resolves the pair:
-2 misses in 360 solves.
-
-A warm start from the previous eigenvectors (training moves them little between
-measurements) converges in a few products. :func:`power_iteration` is the
-simple baseline (PyHessian style).
+A warm start from the previous block of Ritz vectors (:func:`warm_start`;
+training moves them little between measurements) converges in one or two
+block products. :func:`power_iteration` is the simple baseline (PyHessian
+style).
 
 Example:
     >>> import torch
@@ -73,7 +90,7 @@ import torch
 from ..errors import OppsigError
 from .operators import LinearOperator, as_operator
 
-__all__ = ["CRITERIA", "GAP_CONFIRM", "EigResult", "eigen_metrics", "warm_start", "UNCONVERGED_MARK", "lanczos", "power_iteration", "start_vector"]
+__all__ = ["CRITERIA", "GAP_CONFIRM", "MAX_GROWTH", "EigResult", "eigen_metrics", "warm_start", "UNCONVERGED_MARK", "lanczos", "power_iteration", "start_vector"]
 
 
 @dataclass
@@ -84,12 +101,13 @@ class EigResult:
         eigenvalues: ``(k,)``, descending.
         eigenvectors: ``(d, k)``, orthonormal columns on the operator's device.
         residuals: ``(k,)``, ``||A v_i - lambda_i v_i||`` (Lanczos: from the
-            three-term recurrence, exact up to the rounding of the operator's
-            products, about 1e-6 relative in float32).
-        num_matvecs: operator products used.
+            block recurrence's couplings, exact up to the rounding of the
+            operator's products, about 1e-6 relative in float32).
+        num_matvecs: operator products used (a block of ``b`` columns counts ``b``).
         converged: whether every pair met the stopping rule (False: ``max_iter``
             ran out, and the values are not certified to ``tol``).
-        history: the top estimate after each product (``num_matvecs`` floats).
+        history: the top estimate after each product (``num_matvecs`` floats;
+            a block's columns share the estimate after the block).
         error_bounds: ``(k,)`` bounds of ``|lambda_i - theta_i|`` (Lanczos: the
             gap bound ``r**2 / delta`` where a safe gap is known, else the
             residual ``r``; power iteration: the residual).
@@ -102,6 +120,9 @@ class EigResult:
             the next solve finds the gap below the k-th eigenvalue in a few products.
         extra_work: products of a cheaper approximate operator spent on finding
             the start vector, in units of one product of this operator.
+        ritz_block: ``(d, k + 1 + g)`` the top Ritz vectors, ``g`` the columns
+            the block grew by (the eigenvectors first; None for power
+            iteration): the start block of the next solve (:func:`warm_start`).
     """
 
     eigenvalues: torch.Tensor
@@ -115,6 +136,7 @@ class EigResult:
     gap_known: tuple[bool, ...] = ()
     next_vector: torch.Tensor | None = None
     extra_work: float = 0.0
+    ritz_block: torch.Tensor | None = None
 
     @property
     def work(self) -> float:
@@ -143,21 +165,23 @@ class EigResult:
         return float(self.relative_error_bounds.max())
 
 
-def warm_start(result: EigResult, criterion: str = "eigenvalue") -> torch.Tensor:
-    """The start ``v0`` for the next solve of a nearby operator, ``(d, j)``: the eigenvectors, and the next Ritz vector
-    when the next solve uses the eigenvalue criterion.
+def warm_start(result: EigResult) -> torch.Tensor:
+    """The start block ``v0`` for the next solve of a nearby operator, ``(d, b)``: the result's top ``b`` Ritz vectors.
 
-    A start rich in the k wanted eigenvectors converges fast, but the gap bounds
-    of the eigenvalue criterion need the gap below the k-th eigenvalue, i.e. a
-    settled (k+1)-th Ritz pair: starting from the (k+1)-th Ritz vector too finds
-    it in a few products. The residual criterion needs no gap.
+    ``b = k + 1`` plus the columns the block grew by to resolve a cluster (the
+    random spare column of a cold start is left out), so the next solve starts
+    with a block that holds the wanted eigenvectors and the next one: the gap
+    below the k-th eigenvalue then settles after one or two block products.
+    Power iteration results give their vector.
 
     Example:
         >>> A = torch.diag(torch.tensor([5.0, 3.0, 1.0, 0.5], dtype=torch.float64))
         >>> warm_start(lanczos(A, k=1, tol=1e-10)).shape
         torch.Size([4, 2])
     """
-    if result.next_vector is None or criterion != "eigenvalue":
+    if result.ritz_block is not None:
+        return result.ritz_block
+    if result.next_vector is None:
         return result.eigenvectors
     return torch.cat([result.eigenvectors, result.next_vector[:, None]], dim=1)
 
@@ -210,6 +234,17 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a * b).sum(dtype=torch.float64))
 
 
+def _coef(Q: torch.Tensor, W: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
+    """``Q @ W`` in float64, ``(rows, cols)`` on the CPU: summed over chunks of the ``d`` entries in float64
+    (float32 products over ~1e6 entries lose up to ~1e-4, which would move the projected matrix)."""
+    if Q.dtype == torch.float64:
+        return (Q @ W).cpu()
+    out = torch.zeros(Q.shape[0], W.shape[1], dtype=torch.float64, device=Q.device)
+    for s in range(0, Q.shape[1], chunk):
+        out += Q[:, s : s + chunk].to(torch.float64) @ W[s : s + chunk].to(torch.float64)
+    return out.cpu()
+
+
 def _norm(a: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(a, dtype=torch.float64))
 
@@ -236,6 +271,7 @@ def _orthogonalise(w: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, floa
 
 CRITERIA = ("residual", "eigenvalue")
 GAP_CONFIRM = 0.1  # a gap is known once the next Ritz residual is at most this fraction of it
+MAX_GROWTH = 6  # most random columns added to the first block
 
 
 def _error_bounds(theta: torch.Tensor, resid: torch.Tensor, k: int, exact: bool, eps: float,
@@ -273,6 +309,65 @@ def _error_bounds(theta: torch.Tensor, resid: torch.Tensor, k: int, exact: bool,
     return out, known, gap
 
 
+def _start_block(dim: int, v0: torch.Tensor | None, b: int, seed: int, dtype: torch.dtype,
+                 device: torch.device) -> torch.Tensor:
+    """``(b', d)`` orthonormal rows: the usable columns of ``v0`` first, then seeded Gaussian ones up to ``b``.
+
+    Raises:
+        OppsigError: when ``v0`` does not have shape ``(d,)`` or ``(d, j)``.
+    """
+    rows = torch.empty(0, dim, dtype=dtype, device=device)
+    if v0 is not None:
+        v0 = torch.as_tensor(v0)
+        if v0.dim() not in (1, 2) or v0.shape[0] != dim:
+            raise OppsigError(f"v0 has shape {tuple(v0.shape)}; pass a ({dim},) vector or a ({dim}, j) block")
+        V = v0.detach().to(device=device, dtype=dtype).reshape(dim, -1)
+        for j in range(V.shape[1]):
+            rows = _append_direction(rows, V[:, j])
+    g = torch.Generator().manual_seed(int(seed))
+    tries = 0
+    while rows.shape[0] < b and tries < 4 * b + 8:
+        tries += 1
+        w = torch.randn(dim, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+        rows = _append_direction(rows, w)
+    return rows
+
+
+def _append_direction(Q: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``Q`` with ``w``'s direction orthogonal to its rows appended (unchanged when ``w`` adds none)."""
+    n0 = _norm(w)
+    if not (math.isfinite(n0) and n0 > 0):
+        return Q
+    w, nw = _orthogonalise(w, Q) if Q.shape[0] else (w, n0)
+    if nw <= 1e3 * torch.finfo(Q.dtype).eps * n0:
+        return Q
+    return torch.cat([Q, (w / nw)[None]])
+
+
+def _block_check(theta: torch.Tensor, resid: torch.Tensor, k: int, b: int, first_warm: bool) -> str:
+    """Whether the block may hide a cluster member: ``ok``, ``grow`` (add a column) or ``wait`` (a first random block).
+
+    ``grow`` when the block's last Ritz value ``theta_b`` lies with the wanted
+    ones, closer to ``theta_k`` than to the next Ritz value
+    (``theta_k - theta_b < theta_b - theta_{b+1}``), and the gap below it has
+    settled (``r_b`` and ``r_{b+1}`` at most :data:`GAP_CONFIRM` of it): the
+    top ``b`` Ritz values then form a cluster set apart from the rest, which
+    may hold one more eigenvalue than the block has yet seen. ``wait`` after
+    the first block of a random start (nothing is known below it); ``ok``
+    otherwise, and after the first block of a warm start (the start is
+    trusted to hold the top eigenvectors; see the module docstring).
+    """
+    m = theta.shape[0]
+    if b <= k:
+        return "ok"
+    if m <= b:
+        return "ok" if first_warm else "wait"
+    t_k, t_b, t_next = float(theta[k - 1]), float(theta[b - 1]), float(theta[b])
+    below = t_b - t_next
+    settled = max(float(resid[b - 1]), float(resid[b])) <= GAP_CONFIRM * below
+    return "grow" if t_k - t_b < below and settled else "ok"
+
+
 def lanczos(
     op,
     k: int = 1,
@@ -282,19 +377,26 @@ def lanczos(
     seed: int = 0,
     *,
     criterion: str = "residual",
+    block: int | None = None,
     dim: int | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> EigResult:
-    """The ``k`` largest algebraic eigenpairs of a symmetric operator.
+    """The ``k`` largest algebraic eigenpairs of a symmetric operator: block Lanczos.
 
-    Lanczos iteration with full re-orthogonalisation (every new vector is made
-    orthogonal to all previous ones), storing the basis ``(m, d)`` on the
-    operator's device. After each product the tridiagonal matrix is diagonalised;
+    Block Lanczos with full re-orthogonalisation and Rayleigh-Ritz: a block of
+    ``block`` vectors (default ``k + 2`` random ones, or the columns of ``v0``)
+    is multiplied at once through ``op.matmat``, every new vector is made
+    orthogonal to all previous ones, and the basis is stored ``(m, d)`` on the
+    operator's device. After each block the projected matrix is diagonalised;
     iteration stops when each of the top ``k`` Ritz pairs meets ``criterion``
-    (see the module docstring), or after ``max_iter`` products (then
-    ``converged`` is False: look at it). On an exact breakdown (invariant
-    subspace) it continues from a fresh random vector.
+    and the block's last Ritz value lies apart from the wanted ones (else a
+    random column is added to the block, up to ``block + MAX_GROWTH``; see the
+    module docstring), or after ``max_iter`` products (then ``converged`` is
+    False: look at it). After a warm start's first block, the next blocks hold
+    only the residual directions of the pairs still short of the stop (one
+    product per such pair). On an exact breakdown (invariant subspace) it
+    continues from fresh random vectors.
 
     Args:
         op: a :class:`~oppsig.curvature.operators.LinearOperator`, a ``(d, d)``
@@ -302,12 +404,16 @@ def lanczos(
         k: number of eigenpairs.
         tol: relative tolerance: of the residual (``criterion="residual"``) or
             of the eigenvalue's error bound (``criterion="eigenvalue"``).
-        max_iter: most operator products (also the basis size).
-        v0: warm start: ``(d,)``, or ``(d, j)`` previous eigenvectors (their unit
-            sum is used; a start rich in the wanted eigenvectors converges in
-            about ``j`` + a few products).
-        seed: seed of the random start when ``v0`` is None.
+        max_iter: most operator products, counted per column (also the basis size).
+        v0: warm start: ``(d,)``, or ``(d, j)`` a block (e.g. :func:`warm_start`
+            of the previous result: its Ritz vectors); padded with seeded
+            random columns to the block size.
+        seed: seed of the random columns.
         criterion: ``residual`` or ``eigenvalue``.
+        block: the first block's size (default: ``k + 2`` for a random start,
+            the columns of ``v0`` but at least ``k + 1`` for a warm one; 1 is
+            single-vector Lanczos, which cannot resolve a cluster and whose
+            bounds then need not hold).
         dim, dtype, device: for a plain function ``op``.
 
     Returns:
@@ -316,8 +422,8 @@ def lanczos(
 
     Raises:
         OppsigError: when the operator is not symmetric, ``k`` exceeds the
-            dimension or ``max_iter < k``, ``v0`` has the wrong shape, or
-            ``criterion`` is unknown.
+            dimension or ``max_iter < k``, ``block < 1``, ``v0`` has the wrong
+            shape, or ``criterion`` is unknown.
 
     Example:
         >>> A = torch.diag(torch.arange(10.0, dtype=torch.float64))
@@ -335,77 +441,118 @@ def lanczos(
     m_max = min(int(max_iter), d)
     if m_max < k:
         raise OppsigError(f"max_iter={max_iter} is smaller than k={k}; pass max_iter >= k")
+    if block is not None and int(block) < 1:
+        raise OppsigError(f"block={block} must be >= 1; pass a positive block size or None (k + 2)")
     dt, dev = A.dtype, A.device
     tiny = torch.finfo(dt).eps
-    exact = False  # the basis spans the whole space
-    cap = min(m_max + 1, 32)
-    Q = torch.empty(cap, d, dtype=dt, device=dev)
-    Q[0] = start_vector(d, v0, seed, dt, dev)
-    alphas: list[float] = []
-    betas: list[float] = []  # betas[j] couples q_j and q_{j+1}
+    warm = v0 is not None
+    if block is not None:
+        b = int(block)
+    elif warm:  # the start's columns (the previous solve's block), at least k + 1
+        b = max(k + 1, int(torch.as_tensor(v0).shape[1]) if torch.as_tensor(v0).dim() == 2 else 1)
+    else:  # k + 1 and a spare random column (see the module docstring)
+        b = k + 2
+    b = max(1, min(b, d, m_max))
+    b_cap = min(d, m_max, b + MAX_GROWTH)
+    grown = 0
+    Q = _start_block(d, v0, b, seed, dt, dev)  # rows: e multiplied, then the frontier (not yet multiplied)
+    H = torch.zeros(0, 0, dtype=torch.float64)  # (rows, e): <q_i, A q_j> for every row i and multiplied j
+    e = 0
     nmv = 0
-    converged = False
+    converged = exact = False
     history: list[float] = []
     theta = Y = resid = None
-    m = 0
-    for j in range(m_max):
-        q = Q[j]
-        w = A.matvec(q)
-        nmv += 1
-        a = _dot(q, w)
-        w = w - a * q
-        if j > 0:
-            w = w - betas[j - 1] * Q[j - 1]
-        w, b = _orthogonalise(w, Q[: j + 1])
-        alphas.append(a)
-        m = j + 1
-        T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-        if m > 1:
-            off = torch.tensor(betas[: m - 1], dtype=torch.float64)
-            T = T + torch.diag(off, 1) + torch.diag(off, -1)
-        evals, evecs = torch.linalg.eigh(T)
+    fresh = 0  # random directions drawn so far (their seeds)
+    targets: list[int] = []  # Ritz pairs whose residual directions alone form the next block (warm starts)
+    while True:
+        if targets and Q.shape[0] > e:
+            # rotate the frontier so that its first rows span the targets' residuals, and multiply those
+            U, _ = torch.linalg.qr(H[e:] @ Y[:, targets], mode="complete")
+            Q[e:] = U.T.to(device=dev, dtype=dt) @ Q[e:]
+            H[e:] = U.T @ H[e:]
+            nb = min(len(targets), Q.shape[0] - e, m_max - nmv)
+        else:
+            while Q.shape[0] - e < b and Q.shape[0] < d:  # the block needs random columns (growth or breakdown)
+                fresh += 1
+                g = torch.Generator().manual_seed(int(seed) + 7919 * fresh)
+                before = Q.shape[0]
+                Q = _append_direction(Q, torch.randn(d, generator=g, dtype=torch.float64).to(device=dev, dtype=dt))
+                if Q.shape[0] == before:  # the basis spans the whole space
+                    break
+            nb = min(b, Q.shape[0] - e, m_max - nmv)
+        if nb <= 0:  # no direction left outside the basis: the Ritz values are the eigenvalues
+            converged = exact = True
+            break
+        Qb = Q[e : e + nb]
+        W = A.matmat(Qb.T)  # (d, nb)
+        nmv += nb
+        rows = Q.shape[0]
+        C = _coef(Q, W)  # (rows, nb): couplings with every basis vector, summed in float64
+        W = W - Q.T @ C.to(device=dev, dtype=dt)
+        Hn = torch.zeros(rows, e + nb, dtype=torch.float64)
+        Hn[: H.shape[0], :e] = H
+        Hn[:, e : e + nb] = C
+        Hn[e : e + nb, :e] = C[:e].T
+        D = Hn[e : e + nb, e : e + nb]
+        Hn[e : e + nb, e : e + nb] = (D + D.T) / 2
+        e += nb
+        scale = max(float(Hn[:e, :e].abs().max()), tiny)
+        # the part of A Qb outside the basis: new frontier rows, coupled to the block by R (upper triangular)
+        R = []
+        for j in range(nb):
+            w = W[:, j]
+            if Q.shape[0] > rows:
+                c_new = _coef(Q[rows:], w[:, None])[:, 0]
+                w = w - Q[rows:].T @ c_new.to(device=dev, dtype=dt)
+            else:
+                c_new = torch.zeros(0, dtype=torch.float64)
+            w, nw = _orthogonalise(w, Q)
+            col = torch.zeros(nb, dtype=torch.float64)
+            col[: c_new.shape[0]] = c_new
+            if nw > 100 * tiny * scale and Q.shape[0] < d:
+                col[Q.shape[0] - rows] = nw
+                Q = torch.cat([Q, (w / nw)[None]])
+            R.append(col)
+        n_new = Q.shape[0] - rows
+        Hf = torch.zeros(Q.shape[0], e, dtype=torch.float64)
+        Hf[:rows] = Hn
+        if n_new:
+            Hf[rows:, e - nb : e] = torch.stack(R, dim=1)[:n_new]
+        H = Hf
+        Hm = H[:e, :e]
+        evals, evecs = torch.linalg.eigh((Hm + Hm.T) / 2)
         theta, Y = evals.flip(0), evecs.flip(1)
-        history.append(float(theta[0]))
-        resid = b * Y[-1].abs()
-        exact = m == d
-        if m >= k:
+        resid = torch.linalg.vector_norm(H[e:] @ Y, dim=0) if H.shape[0] > e else torch.zeros(e, dtype=torch.float64)
+        history.extend([float(theta[0])] * nb)
+        exact = e >= d
+        targets = []
+        if e >= k:
             kk = slice(0, k)
             if criterion == "residual":
-                done = bool((resid[kk] <= tol * theta[kk].abs()).all())
+                met = [bool(resid[i] <= tol * abs(theta[i])) for i in range(k)]
+                known = [True] * k
             else:
                 bounds, known, _ = _error_bounds(theta, resid, k, exact, tiny, d)
-                done = all(known) and bool((bounds <= tol * theta[kk].abs()).all())
-            if done or exact:
+                met = [known[i] and bool(bounds[i] <= tol * abs(theta[i])) for i in range(k)]
+            check = "ok" if exact else _block_check(theta, resid, k, b, warm and e == nb)
+            if exact or (all(met) and check == "ok"):
                 converged = True
                 break
-        if m == m_max:
+            if check == "grow" and b < b_cap:
+                b += 1
+                grown += 1
+            elif warm and check == "ok":  # refine only what is missing: the unmet pairs and unsettled next ones
+                targets = sorted({i for i in range(k) if not met[i]} | {i + 1 for i in range(k) if not known[i]})
+                targets = [i for i in targets if i < e]
+        if nmv >= m_max:
             break
-        scale = float(theta.abs().max())
-        if b <= 100 * tiny * max(scale, tiny):
-            # invariant subspace: continue from a fresh direction (coupling 0)
-            g = torch.Generator().manual_seed(int(seed) + 7919 * m)
-            w = torch.randn(d, generator=g, dtype=torch.float64).to(device=dev, dtype=dt)
-            n0 = _norm(w)
-            w, nw = _orthogonalise(w, Q[:m])
-            if nw <= 1e3 * tiny * n0:  # the basis spans the whole space: the Ritz values are the eigenvalues
-                converged = exact = True
-                break
-            betas.append(0.0)
-            w = w / nw
-        else:
-            betas.append(b)
-            w = w / b
-        if m >= Q.shape[0]:
-            Q = torch.cat([Q, torch.empty(min(Q.shape[0], m_max + 1 - Q.shape[0]), d, dtype=dt, device=dev)])
-        Q[m] = w
-    kk = min(k, m)
-    Yk = Y[:, : min(kk + 1, m)].to(device=dev, dtype=dt)
-    V = _unit_columns(Q[:m].T @ Yk)
-    V, nxt = (V[:, :kk], V[:, kk]) if m > kk else (V, None)
+    kk = min(k, e)
+    nbk = min(k + 1 + grown, e)  # the next start block: the wanted, the next, one more per column added
+    V = _unit_columns(Q[:e].T @ Y[:, :nbk].to(device=dev, dtype=dt))
     bounds, known, gap_out = _error_bounds(theta, resid, kk, exact, tiny, d)
     return EigResult(
         eigenvalues=theta[:kk].to(device=dev, dtype=dt),
-        eigenvectors=V,
+        eigenvectors=V[:, :kk].clone(),
         residuals=resid[:kk].to(device=dev, dtype=dt),
         num_matvecs=nmv,
         converged=converged,
@@ -413,7 +560,8 @@ def lanczos(
         error_bounds=bounds.to(device=dev, dtype=dt),
         gap=gap_out,
         gap_known=tuple(known),
-        next_vector=nxt,
+        next_vector=V[:, kk].clone() if nbk > kk else None,
+        ritz_block=V,
     )
 
 

@@ -4,8 +4,8 @@
   :func:`top_hessian_eigs` the same for an existing :class:`~oppsig.curvature.hvp.HVP`.
   A cold solve (no previous eigenvectors) is first run on a random
   ``presample`` fraction of the data (products ~10x cheaper) and the full
-  solve starts from its eigenvectors: on fc-tanh / 5k CIFAR-10 this takes
-  about 5 full products instead of 9 for a random start
+  solve starts from its block of Ritz vectors: on fc-tanh / 5k CIFAR-10 this
+  takes about 8 full products instead of 21 for a random block
   (``benchmarks/bench_sharpness.py``).
 - :func:`layerwise_sharpness`: the same for each layer's diagonal Hessian block.
 - :func:`preconditioned_sharpness`: top eigenvalues of ``P^{-1/2} H P^{-1/2}``
@@ -124,9 +124,13 @@ def top_hessian_eigs(
     64 rows) to the same tolerance; the full solve starts from its eigenvectors
     (a loose presample solve saves little: its products are cheap, and a poorer
     start costs full products). The presample is another matrix: only its
-    vectors are used, never its eigenvalues or gap, so every bound of the result
-    comes from the full operator's own Ritz values. The result's ``extra_work``
-    counts the presample's products in units of full products (rows / all rows).
+    block of Ritz vectors is used (:func:`~oppsig.curvature.lanczos.warm_start`,
+    the full solve's first block), never its eigenvalues or gap, so every bound
+    of the result comes from the full operator's own Ritz values; a full solve
+    that certifies after its first block trusts that block to hold the top
+    eigenvectors (see :mod:`oppsig.curvature.lanczos`). The result's
+    ``extra_work`` counts the presample's products in units of full products
+    (rows / all rows).
 
     Args:
         hvp: the full problem (:func:`~oppsig.curvature.hvp.make_hvp`).
@@ -156,7 +160,7 @@ def top_hessian_eigs(
         c = lanczos(wrap(HessianOperator(coarse)), k=k, tol=tol, max_iter=max_iter, seed=seed,
                     criterion=criterion)
         extra = c.num_matvecs * coarse.num_rows / hvp.num_rows
-        v0 = warm_start(c, criterion)  # a start only: the presample's gap is not this matrix's
+        v0 = warm_start(c)  # a start only: the presample's gap is not this matrix's
     r = lanczos(wrap(HessianOperator(hvp)), k=k, tol=tol, max_iter=max_iter, v0=v0, seed=seed,
                 criterion=criterion)
     r.extra_work = extra
