@@ -61,13 +61,13 @@ from oppsig.data import cifar10, opposing_signals
 from oppsig.errors import DataNotFoundError
 from oppsig.signals import SignalsConfig, find_signals
 from oppsig.signals.api import Inputs, detect_stage, group_stage, pair_candidates
-from oppsig.signals.pair import DEFAULT_GATES, GATES, CoherenceTest, select_pairs
+from oppsig.signals.pair import GATES, CoherenceTest, select_pairs
 from oppsig.signals.explain import coherence_features, input_descriptors
 from oppsig.signals.synthetic import eos_matrix, overlap_f1, quiet_matrix
 
 VARIANTS = {
-    "all gates": GATES,
-    "no anti-phase (default)": DEFAULT_GATES,
+    "all gates (default)": GATES,
+    "no anti-phase": tuple(g for g in GATES if g != "anti-phase"),
     "no visible": tuple(g for g in GATES if g != "visible"),
     "no leading": tuple(g for g in GATES if g != "leading"),
     "anti-phase only": ("anti-phase",),

@@ -128,9 +128,9 @@ def test_gates_after_the_test_only_remove_pairs():
     assert why[(0, 1)] == ("anti-phase",) and why[(3, 4)] == ("leading",) and why[(5, 6)] == ("visible",)
     assert why[(7, 8)] == ("test",)  # a gate never rescues a pair that failed the test
     assert len([p for p in select_pairs(pairs, 0.01, 0.3, 0.9, gates=()) if p.significant]) == 3  # matched
-    # by default the anti-phase check flags rather than removes: pair (0, 1) is kept, (1, 2) loses group 1 to it
-    default = select_pairs(pairs, 0.01, 0.3, 0.9)
-    assert [(p.a, p.b) for p in default if p.significant] == [(0, 1)]
+    # without the anti-phase gate pair (0, 1) is kept, and (1, 2) loses group 1 to it
+    ungated = select_pairs(pairs, 0.01, 0.3, 0.9, ("visible", "leading"))
+    assert [(p.a, p.b) for p in ungated if p.significant] == [(0, 1)]
     assert failed_checks(pair(0, 1, 1.0), 0.01, 0.3, 0.9) == ("anti-phase", "visible", "leading")  # NaN: not passed
 
 

@@ -33,7 +33,6 @@ from .detect import (
 from .explain import Descriptors, InputSpace, coherence_features, explain_group, input_descriptors
 from .group import cohesion, find_groups
 from .pair import (
-    DEFAULT_GATES,
     GATES,
     AntiPhaseNull,
     CoherenceTest,
@@ -179,9 +178,9 @@ def pair_stage(det: Detection, rows: list[np.ndarray], series: list[np.ndarray],
     """Anti-phase pairs of groups, tested against the within-class permutation null, then gated.
 
     :func:`pair_candidates`, then :func:`~oppsig.signals.pair.select_pairs` (the gates after
-    the test: a visible difference, not the leading oscillation itself, and with
-    ``anti_phase_gate`` anti-phase beyond random splits; each group in one reported pair).
-    A pair no more anti-phase than random splits of its sizes is flagged ``weak``.
+    the test: anti-phase beyond random splits of its sizes (with ``anti_phase_gate``, the
+    default; else such a pair is only flagged ``weak``), a visible difference, not the
+    leading oscillation itself; each group in one reported pair).
 
     Returns:
         ``(pairs, null_corr, test)``: the ``max_pairs`` strongest significant and the
@@ -191,7 +190,7 @@ def pair_stage(det: Detection, rows: list[np.ndarray], series: list[np.ndarray],
     """
     tested, null_corr = pair_candidates(det, rows, series, inputs, config)
     pairs = select_pairs(tested, config.anti_phase_level, config.min_direction_ratio, config.max_leading_corr,
-                         GATES if config.anti_phase_gate else DEFAULT_GATES)
+                         GATES if config.anti_phase_gate else tuple(g for g in GATES if g != "anti-phase"))
     kept = ([p for p in pairs if p.significant][: config.max_pairs]
             + [p for p in pairs if not p.significant][: config.max_pairs])
     out = [_with_spikes(p, series, det, config) for p in kept]
@@ -259,9 +258,9 @@ def find_signals(
     (examples whose losses move together, found by coherence) -> :func:`pair_stage`
     (anti-phase pairs; each group's input coherence tested against the same
     procedure on the loss record permuted within classes, family-wise error
-    ``alpha``; then gates that only remove pairs: a visible difference from their
-    classes, not the leading oscillation itself; a pair no more anti-phase than random
-    examples of its sizes split by their co-movement is flagged ``weak``) -> :func:`explain_stage`
+    ``alpha``; then gates that only remove pairs: more anti-phase than random
+    examples of the pair's sizes split by their co-movement, a visible difference
+    from their classes, not the leading oscillation itself) -> :func:`explain_stage`
     (class mix, descriptors against the group's own classes, direction image).
 
     Args:

@@ -54,17 +54,18 @@ class SignalsConfig:
             class mean. With hundreds of members a difference too small to see is
             still significant (e.g. the two halves of the generic oscillation before
             any spike); this gate only removes pairs, so the error rate holds; 0 turns it off. Default 0.3.
-        anti_phase_level: a reported pair should also be more anti-phase than random
+        anti_phase_level: a reported pair must also be more anti-phase than random
             examples of its two sizes split by their co-movement with the leading
             oscillation (:class:`~oppsig.signals.pair.AntiPhaseNull`): its Monte Carlo
             p-value ``(1 + #{splits at least as anti-phase}) / (n + 1)`` at most this,
-            with ``n`` enough draws to resolve it (199 at 0.01). A pair above it is
-            flagged ``weak`` (shown, still reported). Default 0.01.
-        anti_phase_gate: remove the weak pairs instead of flagging them (a gate after
-            the test: it only removes pairs). Off by default: where the leading
-            oscillation is strong and clean, random splits by its sign are more
-            anti-phase than real pairs whose members carry their own swings too, and
-            the gate would remove them (docs/findings.md). Default False.
+            with ``n`` enough draws to resolve it (199 at 0.01); a pair above it is
+            ``weak``. Default 0.01.
+        anti_phase_gate: remove the weak pairs (a gate after the test: it only removes
+            pairs). False keeps them, flagged ``weak`` in the summary and the report:
+            where the run's leading oscillation is strong and clean (as in the
+            synthetic records of the calibration harness), random splits by its sign
+            are more anti-phase than real pairs whose members carry their own swings
+            too, and the gate removes those pairs (docs/findings.md). Default True.
         max_leading_corr: a reported pair's group-mean difference must correlate less than
             this (in absolute value) with the leading component's time profile: else it
             is the run's generic oscillation itself (any examples split by their sign
@@ -111,7 +112,7 @@ class SignalsConfig:
     n_pcs: int = 16
     min_direction_ratio: float = 0.3
     anti_phase_level: float = 0.01
-    anti_phase_gate: bool = False
+    anti_phase_gate: bool = True
     max_leading_corr: float = 0.9
     max_pairs: int = 20
     min_effect: float = 0.8

@@ -34,12 +34,12 @@ least ``2 / alpha - 1``. A pair's p-value is the larger of its two groups'
 (both groups must be coherent: an intersection-union test), so the chance that
 any reported pair holds a group without input structure is at most ``alpha``.
 
-**Gates after the test** (:func:`select_pairs`): a pair that passes must also
-differ visibly from its classes and not be the run's leading oscillation itself
-(:func:`failed_checks`). They can only remove pairs, so the family-wise error rate
-holds whatever their levels. Its anti-phase is compared with random examples of its
-sizes split by their co-movement (:class:`AntiPhaseNull`): a pair no more
-anti-phase than they are is flagged ``weak`` (or, with ``anti_phase_gate``, removed).
+**Gates after the test** (:func:`select_pairs`): a pair that passes must also be
+more anti-phase than random examples of its sizes split by their co-movement
+(:class:`AntiPhaseNull`; without ``anti_phase_gate`` such a pair is only flagged
+``weak``), differ visibly from its classes, and not be the run's leading
+oscillation itself (:func:`failed_checks`). They can only remove pairs, so the
+family-wise error rate holds whatever their levels.
 
 Example:
     >>> rng = np.random.default_rng(0)
@@ -243,12 +243,6 @@ def assess_pairs(
 GATES = ("anti-phase", "visible", "leading")
 """The checks after the test, in the order :func:`failed_checks` names them; each can only remove pairs."""
 
-DEFAULT_GATES = ("visible", "leading")
-"""The gates applied by default. The anti-phase check flags a pair (``weak``) rather than removing it: where the
-run's leading oscillation is strong and clean, random examples split by their sign are more anti-phase than a
-real pair whose members also carry their own swings (docs/findings.md, "Gates after the test");
-``SignalsConfig(anti_phase_gate=True)`` applies it as a gate."""
-
 
 def failed_checks(p: Pair, anti_phase_level: float, min_direction_ratio: float, max_leading_corr: float,
                   gates: tuple[str, ...] = GATES) -> tuple[str, ...]:
@@ -283,7 +277,7 @@ def failed_checks(p: Pair, anti_phase_level: float, min_direction_ratio: float, 
 
 
 def select_pairs(pairs: list[Pair], anti_phase_level: float, min_direction_ratio: float, max_leading_corr: float,
-                 gates: tuple[str, ...] = DEFAULT_GATES) -> list[Pair]:
+                 gates: tuple[str, ...] = GATES) -> list[Pair]:
     """Apply the gates after the test and keep each group in one reported pair.
 
     Args:
@@ -291,7 +285,7 @@ def select_pairs(pairs: list[Pair], anti_phase_level: float, min_direction_ratio
             ``direction_ratio`` filled in for the pairs that passed the test).
         anti_phase_level, min_direction_ratio, max_leading_corr: the gates' levels
             (:func:`failed_checks`).
-        gates: the gates applied (default :data:`DEFAULT_GATES`; the calibration harness switches each on and off).
+        gates: the gates applied (all by default; the calibration harness switches each on and off).
 
     Returns:
         Every pair, significant ones first, then by strength (``-corr`` times the

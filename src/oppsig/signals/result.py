@@ -196,7 +196,7 @@ class Pair:
             (NaN where not computed: pairs that fail the test and are not shown).
         weak: ``anti_phase_p > anti_phase_level``: random examples of its sizes split by
             their co-movement are as anti-phase as the pair. Shown with the pair, which
-            stays reported unless ``anti_phase_gate`` is set.
+            is removed by the default ``anti_phase_gate`` and kept, flagged, without it.
         leading_corr: correlation of the difference of the two group means with the
             leading component's time profile.
         direction_ratio: the smaller of the two groups' direction-image norms over a
