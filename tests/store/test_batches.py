@@ -100,7 +100,7 @@ def test_sgd_batch_record_equals_training_forward(tiny_cfg):
     assert rec.epoch_matrix(4)[0].shape == (2, 128)
 
 
-def test_batch_record_resume_equals_uninterrupted(tiny_cfg):
+def test_batch_record_resume_equals_uninterrupted(tiny_cfg, recwarn):
     over = ("optim.name=sgd", "train.batch_size=32", "record.mode=batch")
     full = train(tiny_cfg(*over, "name=full", steps=13), progress=False)
     part = train(tiny_cfg(*over, "name=part", steps=10), progress=False)
@@ -109,6 +109,8 @@ def test_batch_record_resume_equals_uninterrupted(tiny_cfg):
     for x, y in zip(a, b):
         assert np.array_equal(x, y)
     assert open_run(full.run_dir).losses.shape[0] == 0
+    # no dense rows is what a batch-only run should have: no bookkeeping warning
+    assert not [w for w in recwarn if "bookkeeping" in str(w.message)]
 
 
 def test_batch_mode_refused_under_full_batch(tiny_cfg):

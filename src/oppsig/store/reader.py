@@ -241,7 +241,9 @@ class Run:
         first = meta.get("first_step", int(self.steps[0]) if rows else 0)  # runs written before first_step
         if not isinstance(every, int) or every < 1 or not isinstance(first, int):
             return
-        expected = len(range(-(-first // every) * every, nxt, every))
+        # a run recording only the mini-batch losses (record.mode batch) writes no dense rows
+        dense = (cfg.get("record") or {}).get("mode", "dense") != "batch"
+        expected = len(range(-(-first // every) * every, nxt, every)) if dense else 0
         if rows != expected and read_json(self.path / PROGRESS).get("rows") == rows:  # not a run that moved on meanwhile
             warnings.warn(f"{self.path / PROGRESS} counts {rows} recorded rows, but the run ended at step {nxt} "
                           f"(meta.json), which makes {expected}; the store's bookkeeping is inconsistent, the "
