@@ -115,9 +115,6 @@ class EigResult:
             eigenvalue to the rest of the spectrum below it (None when unknown).
         gap_known: ``(k,)`` bools, whether each bound is a gap bound (True) or
             the residual bound (False: the distance to the nearest eigenvalue).
-        next_vector: ``(d,)`` the Ritz vector below the k-th (None when the basis
-            has no more): pass ``warm_start(result)`` as the next ``v0``, so that
-            the next solve finds the gap below the k-th eigenvalue in a few products.
         extra_work: products of a cheaper approximate operator spent on finding
             the start vector, in units of one product of this operator.
         ritz_block: ``(d, k + 1 + g)`` the top Ritz vectors, ``g`` the columns
@@ -134,7 +131,6 @@ class EigResult:
     error_bounds: torch.Tensor | None = None
     gap: float | None = None
     gap_known: tuple[bool, ...] = ()
-    next_vector: torch.Tensor | None = None
     extra_work: float = 0.0
     ritz_block: torch.Tensor | None = None
 
@@ -179,11 +175,7 @@ def warm_start(result: EigResult) -> torch.Tensor:
         >>> warm_start(lanczos(A, k=1, tol=1e-10)).shape
         torch.Size([4, 2])
     """
-    if result.ritz_block is not None:
-        return result.ritz_block
-    if result.next_vector is None:
-        return result.eigenvectors
-    return torch.cat([result.eigenvectors, result.next_vector[:, None]], dim=1)
+    return result.ritz_block if result.ritz_block is not None else result.eigenvectors
 
 
 UNCONVERGED_MARK = "(not converged)"  # printed after a value whose solve ran out of iterations
@@ -584,7 +576,6 @@ def lanczos(
         error_bounds=bounds.to(device=dev, dtype=dt),
         gap=gap_out,
         gap_known=tuple(known),
-        next_vector=V[:, kk].clone() if nbk > kk else None,
         ritz_block=V,
     )
 
