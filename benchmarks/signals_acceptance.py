@@ -29,6 +29,16 @@ at every step, then runs :func:`oppsig.signals.find_signals` and prints:
    group in relative terms); ``--saved RUN ...`` detects saved planted runs again
    (``planted.json``, ``losses.npy``, ``raw.npy`` if kept) without writing into them.
 
+The quiet planted pair of docs/findings.md (every member's own swing at most the median example's; each step
+plants exactly the quiet members of the run before it, 2-3 minutes each at one thread)::
+
+    python benchmarks/signals_acceptance.py --skip synthetic control cifar --out A --blend 1.0 \
+        --pairs "4,7,magenta 1,9,yellow" --planted-size 150 --easiest 0.5
+    python benchmarks/signals_acceptance.py --skip synthetic control cifar --out B --blend 1.0 \
+        --pairs "4,7,magenta 1,9,yellow" --pilot A/planted-1.0-150-easy0.5-magenta-yellow --pilot-swing 1.0
+    python benchmarks/signals_acceptance.py --skip synthetic control cifar --out C --blend 1.0 \
+        --pairs "4,7,magenta 1,9,yellow" --pilot B/planted-1.0-quiet1.0-magenta-yellow --pilot-swing 1.0
+
 Loss records and checkpoints are cached under ``--out`` (rerunning reuses them).
 CIFAR-10 is read from ``$OPPSIG_DATA`` (skipped when absent).
 

@@ -96,6 +96,9 @@ def found(sig) -> dict:
             "contrast": list(pair_contrast(ga, gb)),
             "corr": round(p.corr, 3),
             "null_corr": round(p.null_corr, 3),
+            "beyond_corr": round(p.beyond_corr, 3),
+            "null_beyond": round(p.null_beyond, 3),
+            "view": p.view,
             "weak": bool(p.weak),
             "p_value": float(f"{p.p_value:.2g}"),
             "max_rise_share": round(max((s for s in p.spike_rise_share if s == s), default=float("nan")), 3),
@@ -107,10 +110,14 @@ def found(sig) -> dict:
 def _weak_text(pairs: list[dict]) -> str:
     """How many pairs are no more anti-phase than random splits of their sizes (flagged weak), in words."""
     weak = [p for p in pairs if p.get("weak")]
+    own = [p["beyond_corr"] for p in pairs if p.get("beyond_corr") == p.get("beyond_corr")]
+    ref = [p["null_beyond"] for p in pairs if p.get("null_beyond") == p.get("null_beyond")]
+    beyond = (f"; with the leading oscillation taken out of both groups {min(own):.2f} to {max(own):.2f} against "
+              f"{min(ref):+.2f} to {max(ref):+.2f}" if own and ref else "")
     if not weak:
-        return "each pair more anti-phase than 99% of them"
+        return f"each pair beyond them at the 1% level{beyond}"
     names = ", ".join(f"{p['classes'][0]} {p['corr']:.2f} against {p['null_corr']:.2f}" for p in weak)
-    return (f"{len(pairs) - len(weak)} pairs more anti-phase than 99% of them; {len(weak)} flagged weak, no more "
+    return (f"{len(pairs) - len(weak)} pairs beyond them at the 1% level{beyond}; {len(weak)} flagged weak, no more "
             f"anti-phase than random splits ({names})")
 
 

@@ -83,6 +83,12 @@ def _generic(rng, t, n, loading=0.3):
     return ref, ref[:, None] * c + rng.standard_normal((len(t), n))
 
 
+def _ap(null, a, b, rng, sizes=None):
+    sizes = sizes or (a.shape[1], b.shape[1])
+    return null.test(pair_correlation(a.mean(axis=1), b.mean(axis=1)), null.beyond(a.mean(axis=1), b.mean(axis=1)),
+                     *sizes, 1.0, 399, rng)
+
+
 def test_anti_phase_gate_passes_a_planted_pair_and_stops_random_splits():
     """A planted pair is more anti-phase than random examples of its sizes split by their co-movement; random
     halves of one group (all moving together) and a split of generic examples by their sign are not."""
@@ -93,17 +99,32 @@ def test_anti_phase_gate_passes_a_planted_pair_and_stops_random_splits():
     own = (-1.0) ** t * (np.sin(t / 7) > 0)  # the pair's own episodes, not the leading oscillation
     a = own[:, None] * 1.0 + 0.3 * ref[:, None] + rng.standard_normal((len(t), 20))
     b = -own[:, None] * 1.0 - 0.3 * ref[:, None] + rng.standard_normal((len(t), 20))
-    corr = pair_correlation(a.mean(axis=1), b.mean(axis=1))
-    p, mean = null.test(corr, 20, 20, 1.0, 199, rng)
-    assert corr < -0.9 and p == 1 / 200 and -0.9 < mean < -0.3  # random splits are anti-phase, but less
+    ap = _ap(null, a, b, rng)
+    assert ap.p_corr == 1 / 400 and ap.p == 2 / 400 and -0.9 < ap.null_corr < -0.3  # splits anti-phase, but less
     whole = own[:, None] + rng.standard_normal((len(t), 40))  # one group: random halves move together
     perm = rng.permutation(40)
-    c_one = pair_correlation(whole[:, perm[:20]].mean(axis=1), whole[:, perm[20:]].mean(axis=1))
-    assert c_one > 0 and null.test(c_one, 20, 20, 1.0, 199, rng)[0] == 1.0
+    assert _ap(null, whole[:, perm[:20]], whole[:, perm[20:]], rng).p == 1.0
     _, other = _generic(rng, t, 40)  # generic examples split by their sign: what the null draws
-    score = other.T @ (ref - ref.mean())
-    c_gen = pair_correlation(other[:, score > 0].mean(axis=1), other[:, score <= 0].mean(axis=1))
-    assert null.test(c_gen, int((score > 0).sum()), int((score <= 0).sum()), 1.0, 199, rng)[0] > 0.01
+    side = other.T @ (ref - ref.mean()) > 0
+    assert _ap(null, other[:, side], other[:, ~side], rng).p > 0.05
+
+
+def test_anti_phase_beyond_the_leading_oscillation_passes_a_pair_weaker_than_it():
+    """Where the leading oscillation is clean, random splits by it correlate near -1 and a pair with a weaker
+    oscillation of its own is less anti-phase than they are; beyond the leading oscillation it is the pair that
+    stays anti-phase, and the gate passes it. Without its own oscillation the same examples do not pass."""
+    rng = np.random.default_rng(4)
+    t = np.arange(300)
+    ref, pool = _generic(rng, t, 600, loading=3.0)
+    null = AntiPhaseNull(pool, ref)
+    own = (-1.0) ** t * (np.sin(t / 7) > 0)
+    for amp, passes in ((0.5, True), (0.0, False)):
+        sign = np.where(np.arange(40) < 20, 1.0, -1.0)
+        x = ref[:, None] * 3.0 * sign + amp * own[:, None] * sign + rng.standard_normal((len(t), 40))
+        ap = _ap(null, x[:, :20], x[:, 20:], rng)
+        assert (ap.p <= 0.01) == passes, (amp, ap)
+        if passes:
+            assert ap.p_corr > 0.05 and ap.beyond < -0.5 < ap.null_beyond and ap.p_beyond == 1 / 400  # raw alone fails
 
 
 def test_anti_phase_null_never_shrinks_its_draws():

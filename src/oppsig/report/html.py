@@ -154,8 +154,11 @@ def _pair_section(k: int, pair, run, sig, data) -> str:
     ga, gb = figures.pair_groups(pair, groups)
     name = pair_name(k, pair)
     ver = next((v for v in getattr(sig, "verifications", ()) if {v.a, v.b} == {pair.a, pair.b}), None)
-    facts = [f"anti-phase correlation of loss changes: <b>{esc(_fmt(pair.corr, 3))}</b> "
-             f"(random examples of its sizes split the same way: {esc(_fmt(pair.null_corr, 3))}"
+    rel = " (relative: of log L)" if getattr(pair, "view", "raw") == "relative" else ""
+    facts = [f"anti-phase correlation of loss changes{rel}: <b>{esc(_fmt(pair.corr, 3))}</b> "
+             f"(random examples of its sizes split the same way: {esc(_fmt(pair.null_corr, 3))}; "
+             f"beyond the leading oscillation: {getattr(pair, 'beyond_corr', float('nan')):.2f} vs "
+             f"{getattr(pair, 'null_beyond', float('nan')):+.2f}"
              + ("; <b>weak: no more anti-phase than they are</b>)" if pair.weak else ")")]
     if ver is not None and not math.isfinite(ver.grad_cosine):
         facts.append(f"<b>not verified</b>: {esc(ver.error)}")

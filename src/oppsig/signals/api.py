@@ -31,12 +31,13 @@ from .detect import (
     spike_window,
 )
 from .explain import Descriptors, InputSpace, coherence_features, explain_group, input_descriptors
-from .group import cohesion, find_groups
+from .group import cohesion, find_groups, relative_view
 from .pair import (
     GATES,
     AntiPhaseNull,
     CoherenceTest,
     anti_phase_candidates,
+    anti_phase_draws,
     assess_pairs,
     draws_needed,
     pair_correlation,
@@ -73,7 +74,9 @@ def _check_inputs(lm: LossMatrix, steps: Any, dataset: Any, total_loss: Any, sha
 
 @dataclass
 class Detection:
-    """What :func:`detect_stage` finds: the matrix, its scan, the spikes and the leading components."""
+    """What :func:`detect_stage` finds: the matrix, its scan, the spikes and the leading components, and the
+    same for the relative changes (:func:`~oppsig.signals.group.relative_view`; ``None`` for losses that can be
+    negative)."""
 
     lm: LossMatrix
     scan: Scan
@@ -81,6 +84,7 @@ class Detection:
     total: np.ndarray
     spikes: list[Spike]
     comps: Components
+    relative: tuple[LossMatrix, Scan, Components] | None = None
 
 
 def detect_stage(losses: Any, steps: Any, dataset: Any, total_loss: Any, sharpness: Any,
@@ -92,12 +96,12 @@ def detect_stage(losses: Any, steps: Any, dataset: Any, total_loss: Any, sharpne
     total = scan.total if total_loss is None else total_loss
     spikes = [_with_top(s, scan, lm) for s in detect_spikes(total, steps, config, sharpness)]
     return Detection(lm, scan, steps, np.asarray(total, dtype=np.float64), spikes,
-                     coherent_components(lm, scan, config))
+                     coherent_components(lm, scan, config), relative_view(lm, config))
 
 
 def group_stage(det: Detection, config: SignalsConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The groups (rows, largest swing first) and each group's loss changes (R-1, m_g)."""
-    rows = find_groups(det.lm, det.scan, det.comps, config)
+    rows = find_groups(det.lm, det.scan, det.comps, config, det.relative)
     series = _split_columns(det.lm.diff_columns(np.concatenate(rows)), rows) if rows else []
     return rows, series
 
@@ -126,12 +130,17 @@ def pair_candidates(det: Detection, rows: list[np.ndarray], series: list[np.ndar
                     config: SignalsConfig) -> tuple[list[Pair], float]:
     """Every anti-phase candidate pair, tested, with what the gates after the test look at.
 
-    Each candidate gets its within-class permutation p-value (:func:`~oppsig.signals.pair.assess_pairs`),
-    the correlation of its group-mean difference with the leading component (``leading_corr``)
-    and the smaller direction ratio of its groups (``direction_ratio``); the pairs that pass the
-    test, and the ``max_pairs`` strongest others, also get their anti-phase null
-    (``anti_phase_p``, ``null_corr``: :class:`~oppsig.signals.pair.AntiPhaseNull`).
-    :func:`~oppsig.signals.pair.select_pairs` then applies the gates.
+    A candidate is a pair of groups whose mean loss changes correlate at most
+    ``max_pair_corr``: on the raw changes, or else on the relative ones (of ``log L``,
+    ``Pair.view == "relative"``), where groups of examples the model already fits well,
+    whose losses move little and together early on, oppose each other. Each candidate
+    gets its within-class permutation p-value (:func:`~oppsig.signals.pair.assess_pairs`),
+    the correlation of its group-mean difference with the leading component of its view
+    (``leading_corr``) and the smaller direction ratio of its groups (``direction_ratio``);
+    the pairs that pass the test, and the ``max_pairs`` strongest others, also get their
+    anti-phase null in their view (``anti_phase_p``, ``null_corr``, ``beyond_corr``:
+    :class:`~oppsig.signals.pair.AntiPhaseNull`). :func:`~oppsig.signals.pair.select_pairs`
+    then applies the gates.
 
     Returns:
         ``(pairs, null_corr)``: the pairs in candidate order, and the mean correlation of
@@ -139,11 +148,21 @@ def pair_candidates(det: Detection, rows: list[np.ndarray], series: list[np.ndar
     """
     r, n = det.lm.shape
     rng = np.random.default_rng(config.seed)
-    reference = det.comps.time[:, 0] if det.comps.time.shape[1] else np.diff(det.total)
     total_swing = float(np.diff(det.total).std())
     means = np.stack([s.mean(axis=1) for s in series], axis=1) if series else np.zeros((r - 1, 0))
     swings = means.std(axis=0)
     cands = anti_phase_candidates(means, swings, config.max_pair_corr)
+    view_of = ["raw"] * len(cands)
+    views = {"raw": (det.lm, means, _reference(det.comps, det.total))}
+    if det.relative is not None and series:  # pairs that oppose only in relative terms
+        rel, rscan, rcomps = det.relative
+        rmeans = np.stack([s.mean(axis=1) for s in _split_columns(rel.diff_columns(np.concatenate(rows)), rows)],
+                          axis=1)
+        seen = {(a, b) for a, b, _ in cands}
+        more = [c for c in anti_phase_candidates(rmeans, swings, config.max_pair_corr) if c[:2] not in seen]
+        if more:
+            cands, view_of = cands + more, view_of + ["relative"] * len(more)
+            views["relative"] = (rel, rmeans, _reference(rcomps, rscan.total))
     window = spike_rows(det.spikes, r - 1, config.spike_context)
     shares = [_spike_enrichment(np.concatenate([series[a], series[b]], axis=1), det.scan.abs_row, window, n)
               for a, b, _ in cands]
@@ -156,21 +175,31 @@ def pair_candidates(det: Detection, rows: list[np.ndarray], series: list[np.ndar
     need = {i for i, p in enumerate(pairs) if not p.failed} | set(failing[: config.max_pairs])
     size = min(n, max([POOL, 40] + [len(rows[pairs[i].a]) + len(rows[pairs[i].b]) for i in need]))
     pool = np.sort(rng.choice(n, size=size, replace=False))
-    null = AntiPhaseNull(det.lm.diff_columns(pool), reference)
-    null_corr = float(null.draws(min(20, size // 2), min(20, size // 2), 1.0, 50, rng).mean()) if size >= 2 else \
-        float("nan")
-    n_draws = draws_needed(199, config.anti_phase_level)
+    nulls = {v: AntiPhaseNull(lm.diff_columns(pool), ref) for v, (lm, _, ref) in views.items()}
+    null_corr = float(nulls["raw"].draws(min(20, size // 2), min(20, size // 2), 1.0, 50, rng)[0].mean()) \
+        if size >= 2 else float("nan")
+    n_draws = anti_phase_draws(config.anti_phase_level)
     out = []
     for i, p in enumerate(pairs):
-        extra = {"leading_corr": pair_correlation(means[:, p.a] - means[:, p.b], reference),
+        view = view_of[i]
+        _, vmeans, ref = views[view]
+        extra = {"view": view, "leading_corr": pair_correlation(vmeans[:, p.a] - vmeans[:, p.b], ref),
                  "direction_ratio": float(min(ratios[p.a], ratios[p.b]))}
         ma, mb = len(rows[p.a]), len(rows[p.b])
+        null = nulls[view]
         if i in need and ma + mb <= null.size:
-            sign = float(np.sign(pair_correlation(means[:, p.a], reference))) or 1.0
-            extra["anti_phase_p"], extra["null_corr"] = null.test(p.corr, ma, mb, sign, n_draws, rng)
-            extra["weak"] = bool(extra["anti_phase_p"] > config.anti_phase_level)
+            sign = float(np.sign(pair_correlation(vmeans[:, p.a], ref))) or 1.0
+            ap = null.test(p.corr, null.beyond(vmeans[:, p.a], vmeans[:, p.b]), ma, mb, sign, n_draws,
+                           np.random.default_rng([config.seed, p.a, p.b]))  # a pair's draws: its own
+            extra.update(anti_phase_p=ap.p, null_corr=ap.null_corr, beyond_corr=ap.beyond, null_beyond=ap.null_beyond,
+                         weak=bool(ap.p > config.anti_phase_level))
         out.append(Pair(**{**p.__dict__, **extra}))
     return out, null_corr
+
+
+def _reference(comps: Components, total: np.ndarray) -> np.ndarray:
+    """The time profile the anti-phase null ranks examples by: the leading component's (else the total's changes)."""
+    return comps.time[:, 0] if comps.time.shape[1] else np.diff(total)
 
 
 def pair_stage(det: Detection, rows: list[np.ndarray], series: list[np.ndarray], inputs: Inputs,
@@ -178,7 +207,8 @@ def pair_stage(det: Detection, rows: list[np.ndarray], series: list[np.ndarray],
     """Anti-phase pairs of groups, tested against the within-class permutation null, then gated.
 
     :func:`pair_candidates`, then :func:`~oppsig.signals.pair.select_pairs` (the gates after
-    the test: anti-phase beyond random splits of its sizes (with ``anti_phase_gate``, the
+    the test: anti-phase beyond random splits of its sizes, as it is or beyond the leading
+    oscillation (with ``anti_phase_gate``, the
     default; else such a pair is only flagged ``weak``), a visible difference, not the
     leading oscillation itself; each group in one reported pair).
 
@@ -208,12 +238,13 @@ def pair_stage(det: Detection, rows: list[np.ndarray], series: list[np.ndarray],
         "features": inputs.test.dims,
         "gates": "after the test, each only removes pairs: both groups visibly different from their classes "
                  "(direction ratio >= min_direction_ratio), not the leading oscillation itself "
-                 "(|leading_corr| < max_leading_corr)" + (", anti-phase beyond random splits of the pair's sizes "
-                 "(p <= anti_phase_level)" if config.anti_phase_gate else "; a pair no more anti-phase than random "
-                 "splits of its sizes (p > anti_phase_level) is flagged weak"),
+                 "(|leading_corr| < max_leading_corr)" + (", anti-phase beyond random splits of the pair's sizes, "
+                 "as it is or beyond the leading oscillation (Bonferroni p <= anti_phase_level)" if config.anti_phase_gate
+                 else "; a pair no more anti-phase than random splits of its sizes, as it is or beyond the leading "
+                 "oscillation (Bonferroni p > anti_phase_level), is flagged weak"),
         "anti_phase_gate": config.anti_phase_gate,
         "anti_phase_level": config.anti_phase_level,
-        "anti_phase_draws": draws_needed(199, config.anti_phase_level),
+        "anti_phase_draws": anti_phase_draws(config.anti_phase_level),
         "min_direction_ratio": config.min_direction_ratio,
         "max_leading_corr": config.max_leading_corr,
     }
@@ -259,7 +290,8 @@ def find_signals(
     (anti-phase pairs; each group's input coherence tested against the same
     procedure on the loss record permuted within classes, family-wise error
     ``alpha``; then gates that only remove pairs: more anti-phase than random
-    examples of the pair's sizes split by their co-movement, a visible difference
+    examples of the pair's sizes split by their co-movement (as it is or beyond the
+    leading oscillation), a visible difference
     from their classes, not the leading oscillation itself) -> :func:`explain_stage`
     (class mix, descriptors against the group's own classes, direction image).
 
@@ -566,14 +598,15 @@ def failed_text(p: Pair) -> str:
 
     Example:
         >>> p = Pair(0, 1, -0.5, 1, 1, 1, 1, -0.6, 0.001, 0.01, False, anti_phase_p=0.2, failed=("anti-phase",))
-        >>> failed_text(p)
-        'anti-phase -0.50 no stronger than random examples of its sizes split the same way (-0.60, p=0.2)'
+        >>> failed_text(p)  # doctest: +ELLIPSIS
+        'anti-phase -0.50 no stronger than random examples of its sizes split the same way (-0.60), nor beyond ...'
     """
     why = {
         "test": f"input coherence p={p.p_value:.2g} > {p.threshold:.2g}" if p.p_value > p.threshold
         else f"anti-phase {p.corr:.2f} weaker than the candidates' limit",
         "anti-phase": f"anti-phase {p.corr:.2f} no stronger than random examples of its sizes split the same way "
-                      f"({p.null_corr:.2f}, p={p.anti_phase_p:.2g})",
+                      f"({p.null_corr:.2f}), nor beyond the leading oscillation ({p.beyond_corr:.2f} vs "
+                      f"{p.null_beyond:.2f}; p={p.anti_phase_p:.2g})",
         "visible": f"a group's mean input differs from its classes' by only {p.direction_ratio:.2f}x a typical "
                    "example's distance",
         "leading": f"its group-mean difference is the leading oscillation (corr {p.leading_corr:.2f})",
@@ -626,8 +659,10 @@ def summary_text(result: SignalsResult, max_groups: int = 6) -> str:
     for i, p in enumerate(result.pairs):
         ga, gb = result.group(p.a), result.group(p.b)
         lines.append(
-            f"{pair_name(i, p)}: corr {p.corr:.2f} (random examples of its sizes split the same way "
-            f"{p.null_corr:.2f}, p={p.anti_phase_p:.2g}{'; WEAK: no more anti-phase than they are' if p.weak else ''}), "
+            f"{pair_name(i, p)}: corr {p.corr:.2f}{' in relative terms (of log L)' if p.view == 'relative' else ''} "
+            f"(random examples of its sizes split the same way "
+            f"{p.null_corr:.2f}; beyond the leading oscillation {p.beyond_corr:.2f} vs {p.null_beyond:+.2f}; "
+            f"p={p.anti_phase_p:.2g}{'; WEAK: no more anti-phase than they are' if p.weak else ''}), "
             f"swing {p.swing:.1f}x the total loss's, spike share {p.spike_share:.1f}x its size, "
             f"input coherence {p.coherence:.1f}x null, p={p.p_value:.2g} (family-wise, {p.n_null} permutations)"
         )

@@ -54,18 +54,16 @@ class SignalsConfig:
             class mean. With hundreds of members a difference too small to see is
             still significant (e.g. the two halves of the generic oscillation before
             any spike); this gate only removes pairs, so the error rate holds; 0 turns it off. Default 0.3.
-        anti_phase_level: a reported pair must also be more anti-phase than random
+        anti_phase_level: a reported pair's anti-phase must also not be what random
             examples of its two sizes split by their co-movement with the leading
-            oscillation (:class:`~oppsig.signals.pair.AntiPhaseNull`): its Monte Carlo
-            p-value ``(1 + #{splits at least as anti-phase}) / (n + 1)`` at most this,
-            with ``n`` enough draws to resolve it (199 at 0.01); a pair above it is
-            ``weak``. Default 0.01.
+            oscillation give (:class:`~oppsig.signals.pair.AntiPhaseNull`): it must be
+            beyond theirs, either as it is or with the leading oscillation projected out
+            of both group means (an oscillation of the pair's own); the Bonferroni
+            combination of the two Monte Carlo p-values ``(1 + #{splits at least as
+            anti-phase}) / (n + 1)`` at most this, with ``n`` enough draws to resolve
+            half of it (399 at 0.01); a pair above it is ``weak``. Default 0.01.
         anti_phase_gate: remove the weak pairs (a gate after the test: it only removes
-            pairs). False keeps them, flagged ``weak`` in the summary and the report:
-            where the run's leading oscillation is strong and clean (as in the
-            synthetic records of the calibration harness), random splits by its sign
-            are more anti-phase than real pairs whose members carry their own swings
-            too, and the gate removes those pairs (docs/findings.md). Default True.
+            pairs). False keeps them, flagged ``weak`` in the summary and the report. Default True.
         max_leading_corr: a reported pair's group-mean difference must correlate less than
             this (in absolute value) with the leading component's time profile: else it
             is the run's generic oscillation itself (any examples split by their sign

@@ -336,7 +336,18 @@ def view_groups(lm: LossMatrix, scan: Scan, comps: Components, config: SignalsCo
             if len(g) >= config.min_group_size]
 
 
-def find_groups(lm: LossMatrix, scan: Scan, comps: Components, config: SignalsConfig) -> list[np.ndarray]:
+def relative_view(lm: LossMatrix, config: SignalsConfig) -> tuple[LossMatrix, Scan, Components] | None:
+    """The relative changes (:func:`relative_losses`) with their scan and leading components; ``None`` for
+    losses that can be negative."""
+    rel = relative_losses(lm)
+    if rel is None:
+        return None
+    rscan = scan_losses(rel, config.k)
+    return rel, rscan, coherent_components(rel, rscan, config)
+
+
+def find_groups(lm: LossMatrix, scan: Scan, comps: Components, config: SignalsConfig,
+                relative: tuple[LossMatrix, Scan, Components] | None | bool = True) -> list[np.ndarray]:
     """Groups of examples whose losses move together (see the module docstring).
 
     Args:
@@ -345,16 +356,19 @@ def find_groups(lm: LossMatrix, scan: Scan, comps: Components, config: SignalsCo
         comps: its :func:`~oppsig.signals.detect.coherent_components`.
         config: ``seed_size``, ``min_corr``, ``min_beta``, ``min_group_size``,
             ``min_recurrence``, ``max_candidates``, ``max_groups``, ``k``, ``n_components``.
+        relative: the :func:`relative_view` of ``lm`` when it is at hand, ``True`` to compute it here,
+            ``None`` when there is none (losses that can be negative).
 
     Returns:
         Rows of each group (ascending), at most ``max_groups``, largest swing of the
         group-mean loss change first.
     """
     groups = view_groups(lm, scan, comps, config)
-    rel = relative_losses(lm)
-    if rel is not None:  # the same on relative changes; of two overlapping groups the one that fits its view better
-        rscan = scan_losses(rel, config.k)
-        more = view_groups(rel, rscan, coherent_components(rel, rscan, config), config)
+    if relative is True:
+        relative = relative_view(lm, config)
+    if relative is not None:  # the same on relative changes; of two overlapping groups, the better-fitting one
+        rel, rscan, rcomps = relative
+        more = view_groups(rel, rscan, rcomps, config)
         fit = np.concatenate([member_fit(lm, scan, groups), member_fit(rel, rscan, more)])
         groups = merge_overlaps(groups + more, 0.5, fit)
     if not groups:

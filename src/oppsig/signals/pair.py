@@ -35,11 +35,11 @@ least ``2 / alpha - 1``. A pair's p-value is the larger of its two groups'
 any reported pair holds a group without input structure is at most ``alpha``.
 
 **Gates after the test** (:func:`select_pairs`): a pair that passes must also be
-more anti-phase than random examples of its sizes split by their co-movement
-(:class:`AntiPhaseNull`; without ``anti_phase_gate`` such a pair is only flagged
-``weak``), differ visibly from its classes, and not be the run's leading
-oscillation itself (:func:`failed_checks`). They can only remove pairs, so the
-family-wise error rate holds whatever their levels.
+more anti-phase than random examples of its sizes split by their co-movement,
+as it is or beyond the leading oscillation (:class:`AntiPhaseNull`; without
+``anti_phase_gate`` such a pair is only flagged ``weak``), differ visibly from
+its classes, and not be the run's leading oscillation itself (:func:`failed_checks`).
+They can only remove pairs, so the family-wise error rate holds whatever their levels.
 
 Example:
     >>> rng = np.random.default_rng(0)
@@ -54,6 +54,7 @@ Example:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -165,6 +166,12 @@ def draws_needed(n_null: int, alpha: float) -> int:
     return max(int(n_null), math.ceil(2 / alpha) - 1)
 
 
+def anti_phase_draws(level: float) -> int:
+    """Draws of :class:`AntiPhaseNull`: at least 199, and enough that each of its two p-values resolves
+    ``level / 2`` (their Bonferroni combination is compared with ``level``): 399 at 0.01."""
+    return draws_needed(199, level / 2)
+
+
 def maxt_pvalues(test: CoherenceTest, groups: list[np.ndarray], n: int, rng: np.random.Generator
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Family-wise adjusted p-values of the groups' coherence (single-step max-T, Westfall & Young 1993).
@@ -249,7 +256,8 @@ def failed_checks(p: Pair, anti_phase_level: float, min_direction_ratio: float, 
     """The gates after the test that ``p`` fails (of those named in ``gates``).
 
     - ``"anti-phase"``: its anti-phase is not beyond that of random examples of its
-      sizes split by their co-movement: ``anti_phase_p > anti_phase_level`` (or not computed);
+      sizes split by their co-movement, neither as it is nor with the leading oscillation
+      projected out (:class:`AntiPhaseNull`): ``anti_phase_p > anti_phase_level`` (or not computed);
     - ``"visible"``: a group's mean input differs from its classes' by less than
       ``min_direction_ratio`` of a typical example's distance from its class mean;
     - ``"leading"``: the difference of the group means is the run's leading oscillation
@@ -323,7 +331,7 @@ def match_pairs(pairs: list[Pair]) -> list[Pair]:
 
 
 class AntiPhaseNull:
-    """What anti-phase alone gives: random examples of a pair's sizes, split by their co-movement.
+    """What the leading oscillation alone gives: random examples of a pair's sizes, split by their co-movement.
 
     Near the edge of stability every example oscillates along the top direction
     with its own sign, so any examples split by that sign give anti-correlated
@@ -331,8 +339,20 @@ class AntiPhaseNull:
     of ``m_a + m_b`` random examples (without replacement), ranked by the
     correlation of their loss changes with ``reference`` (the leading component's
     time profile), the ``m_a`` on group ``a``'s side of it against the other
-    ``m_b``: the correlation of the two halves' mean series. The pair's
-    :meth:`test` p-value is ``(1 + #{draws at least as anti-phase}) / (n + 1)``.
+    ``m_b``. Two statistics of each draw (:meth:`draws`):
+
+    - the correlation of the two halves' mean series (*anti-phase*), and
+    - the same after the reference is projected out of both means (*anti-phase beyond
+      the leading oscillation*).
+
+    A pair's anti-phase is explained by the leading oscillation when neither is beyond
+    the draws. The first misses a pair with an oscillation of its own that is weaker
+    than the leading one (where that one is clean, random splits by it correlate near
+    -1); the second misses a pair that *is* the run's strongest oscillation (then the
+    reference is the pair's own profile, and projecting it out leaves noise). :meth:`test`
+    gives each one's Monte Carlo p-value ``(1 + #{draws at least as anti-phase}) / (n + 1)``
+    and their Bonferroni combination ``min(1, 2 min(p, p_beyond))``: the chance that a pair
+    whose anti-phase is that of random splits passes it at a level is at most the level.
 
     Args:
         series: (T, P) loss changes of the pool of examples the draws come from.
@@ -343,8 +363,10 @@ class AntiPhaseNull:
         >>> t = np.arange(200); ref = (-1.0) ** t
         >>> x = ref[:, None] * rng.normal(0, 1, 400) + rng.normal(0, 1, (200, 400))
         >>> null = AntiPhaseNull(x, ref)
-        >>> round(null.test(-0.99, 20, 20, 1.0, 199, rng)[0], 3), null.test(0.0, 20, 20, 1.0, 199, rng)[0]
-        (0.005, 1.0)
+        >>> null.test(-0.99, 0.0, 20, 20, 1.0, 199, rng).p
+        0.01
+        >>> null.test(0.0, 0.9, 20, 20, 1.0, 199, rng).p  # no anti-phase, as it is or beyond
+        1.0
     """
 
     def __init__(self, series: np.ndarray, reference: np.ndarray) -> None:
@@ -355,7 +377,9 @@ class AntiPhaseNull:
         self.xt = np.ascontiguousarray(x.T)  # (P, T): one example's series per row
         xc = x - x.mean(axis=0)
         rc = r - r.mean()
-        den = np.linalg.norm(xc, axis=0) * max(float(np.linalg.norm(rc)), 1e-30)
+        nr = float(np.linalg.norm(rc))
+        self.unit = rc / nr if nr > 0 else rc  # the centred reference, unit length (zero when constant)
+        den = np.linalg.norm(xc, axis=0) * max(nr, 1e-30)
         self.score = (xc.T @ rc) / np.where(den > 0, den, 1.0)  # (P,) correlation with the reference
 
     @property
@@ -363,8 +387,16 @@ class AntiPhaseNull:
         """Examples in the pool."""
         return int(self.xt.shape[0])
 
-    def draws(self, size_a: int, size_b: int, sign: float, n: int, rng: np.random.Generator) -> np.ndarray:
-        """(n,) correlations of random splits of sizes ``(size_a, size_b)``; ``size_a`` on the ``sign`` side.
+    def beyond(self, a: np.ndarray, b: np.ndarray) -> float:
+        """Correlation of two series after the reference is projected out of both (0 when one is left constant)."""
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        a, b = a - a.mean(), b - b.mean()
+        return pair_correlation(a - (a @ self.unit) * self.unit, b - (b @ self.unit) * self.unit)
+
+    def draws(self, size_a: int, size_b: int, sign: float, n: int, rng: np.random.Generator
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """``(corr, beyond)``, each (n,): the two statistics of random splits of sizes ``(size_a, size_b)``,
+        ``size_a`` on the ``sign`` side.
 
         Raises:
             SignalsError: when the pool holds fewer than ``size_a + size_b`` examples (draws are never shrunk).
@@ -385,12 +417,37 @@ class AntiPhaseNull:
         mb = csr_matrix((w[~side_a], (rows[~side_a], picks.ravel()[~side_a])), shape=(n, p)) @ self.xt
         ma -= ma.mean(axis=1, keepdims=True)
         mb -= mb.mean(axis=1, keepdims=True)
-        den = np.linalg.norm(ma, axis=1) * np.linalg.norm(mb, axis=1)
-        return np.where(den > 0, (ma * mb).sum(axis=1) / np.where(den > 0, den, 1.0), 0.0)
+        out = []
+        for x, y in ((ma, mb), (ma - np.outer(ma @ self.unit, self.unit), mb - np.outer(mb @ self.unit, self.unit))):
+            den = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
+            out.append(np.where(den > 0, (x * y).sum(axis=1) / np.where(den > 0, den, 1.0), 0.0))
+        return out[0], out[1]
 
-    def test(self, corr: float, size_a: int, size_b: int, sign: float, n: int, rng: np.random.Generator
-             ) -> tuple[float, float]:
-        """``(p, mean)``: ``p = (1 + #{draws with correlation <= corr}) / (n + 1)`` (small when the pair is
-        more anti-phase than random splits) and the draws' mean correlation."""
-        c = self.draws(size_a, size_b, sign, n, rng)
-        return float((1 + (c <= corr).sum()) / (n + 1)), float(c.mean())
+    def test(self, corr: float, beyond: float, size_a: int, size_b: int, sign: float, n: int,
+             rng: np.random.Generator) -> "AntiPhase":
+        """The pair's anti-phase (``corr``, and ``beyond`` from :meth:`beyond`) against ``n`` random splits."""
+        c, cb = self.draws(size_a, size_b, sign, n, rng)
+        p_corr = float((1 + (c <= corr).sum()) / (n + 1))
+        p_beyond = float((1 + (cb <= beyond).sum()) / (n + 1))
+        return AntiPhase(p=min(1.0, 2 * min(p_corr, p_beyond)), p_corr=p_corr, p_beyond=p_beyond,
+                         null_corr=float(c.mean()), beyond=float(beyond), null_beyond=float(cb.mean()))
+
+
+@dataclass(frozen=True)
+class AntiPhase:
+    """A pair's anti-phase against :class:`AntiPhaseNull` (p-values ``(1 + #{draws as anti-phase}) / (n + 1)``).
+
+    Attributes:
+        p: ``min(1, 2 min(p_corr, p_beyond))``: small when either statistic is beyond random splits.
+        p_corr: of the correlation of the two group means.
+        p_beyond: of their correlation after the leading oscillation is projected out of both.
+        null_corr, null_beyond: the draws' mean of each statistic.
+        beyond: the pair's correlation beyond the leading oscillation.
+    """
+
+    p: float
+    p_corr: float
+    p_beyond: float
+    null_corr: float
+    beyond: float
+    null_beyond: float

@@ -192,15 +192,27 @@ class Pair:
         resolution: ``1 / (n + 1)`` for the planned number of draws: the smallest p-value possible.
         spikes: rows of the spikes where the pair carries most of the loss change.
         spike_rise_share: for each of those spikes, the pair's share of the net total-loss rise.
-        anti_phase_p: ``(1 + #{random splits at least as anti-phase as the pair}) / (n + 1)``
-            (NaN where not computed: pairs that fail the test and are not shown).
+        anti_phase_p: p-value of "the pair's anti-phase is what random examples of its sizes split
+            by their co-movement give": ``min(1, 2 min(p_corr, p_beyond))`` over the correlation of
+            the group means and their correlation beyond the leading oscillation, each
+            ``(1 + #{random splits at least as anti-phase}) / (n + 1)``
+            (:class:`~oppsig.signals.pair.AntiPhaseNull`; NaN where not computed: pairs that
+            fail the test and are not shown).
+        beyond_corr: correlation of the two group means after the leading component's time
+            profile is projected out of both (an oscillation of the pair's own).
+        null_beyond: the random splits' mean of that correlation.
         weak: ``anti_phase_p > anti_phase_level``: random examples of its sizes split by
-            their co-movement are as anti-phase as the pair. Shown with the pair, which
-            is removed by the default ``anti_phase_gate`` and kept, flagged, without it.
+            their co-movement are as anti-phase as the pair, with and without the leading
+            oscillation. Shown with the pair, which is removed by the default
+            ``anti_phase_gate`` and kept, flagged, without it.
         leading_corr: correlation of the difference of the two group means with the
             leading component's time profile.
         direction_ratio: the smaller of the two groups' direction-image norms over a
             typical example's distance from its class mean.
+        view: the loss changes the pair is anti-phase in: ``"raw"``, or ``"relative"`` (of ``log L``)
+            for a pair whose groups oppose only relative to their own losses (examples the model
+            already fits well move little in raw loss); ``corr``, ``null_corr``, ``beyond_corr``
+            and ``leading_corr`` are then of the relative changes.
         failed: the checks the pair failed, in order: ``"test"``, ``"anti-phase"``,
             ``"visible"``, ``"leading"``, ``"partner"`` (a stronger pair holds a group),
             ``"gradient"`` (a non-negative gradient cosine on the model); empty for a reported pair.
@@ -224,10 +236,13 @@ class Pair:
     spikes: tuple[int, ...] = ()
     spike_rise_share: tuple[float, ...] = ()
     anti_phase_p: float = float("nan")
+    beyond_corr: float = float("nan")
+    null_beyond: float = float("nan")
     leading_corr: float = float("nan")
     direction_ratio: float = float("nan")
     failed: tuple[str, ...] = ()
     weak: bool = False
+    view: str = "raw"
 
 
 @dataclass(frozen=True)
