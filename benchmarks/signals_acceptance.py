@@ -347,7 +347,7 @@ def planted_dataset(ds, raw: np.ndarray):
 
 def planted_cifar_part(out: Path, steps: int, blend: float, cfg: SignalsConfig, pairs=PLANTED, size: int = 60,
                        easiest: float = 1.0, baseline: str | None = None, pilot: str | None = None,
-                       pilot_swing: float = 0.6, pilot_corr: float | None = None) -> dict | None:
+                       pilot_swing: float = 0.6, pilot_corr: float | None = None, plant_seed: int = 0) -> dict | None:
     names = ", ".join(f"{colour} {a}/{b}" for a, b, colour in pairs)
     try:
         ds = cifar10(n=5000)
@@ -365,16 +365,17 @@ def planted_cifar_part(out: Path, steps: int, blend: float, cfg: SignalsConfig, 
         pick = "" if easiest >= 1 else f", drawn from the easiest {100 * easiest:.0f}% of their class (unplanted run)"
         print(f"== CIFAR-10 with planted frames (blend {blend}): {names}; {size} images each{pick}")
         pool = easy_pool(baseline_losses(baseline, ds, steps, out), y, easiest) if easiest < 1 else None
-        raw, groups = plant_frames(ds.raw.numpy(), y, blend, size=size, pairs=pairs, pool=pool)
+        raw, groups = plant_frames(ds.raw.numpy(), y, blend, size=size, pairs=pairs, pool=pool, seed=plant_seed)
     ds = planted_dataset(ds, raw)
     tag = "" if (pairs, size, easiest, pilot) == (PLANTED, 60, 1.0, None) else (
         f"-{size}-easy{easiest}-" if pilot is None else f"-quiet{pilot_swing}-" + ("" if pilot_corr is None else
                                                                                    f"follow{pilot_corr}-")
-    ) + "-".join(c for _, _, c in pairs)
+    ) + "-".join(c for _, _, c in pairs) + (f"-seed{plant_seed}" if plant_seed and pilot is None else "")
     d = out / f"planted-{blend}{tag}"
     d.mkdir(parents=True, exist_ok=True)
     (d / "planted.json").write_text(json.dumps({"blend": blend, "size": size, "easiest": easiest, "pilot": pilot,
-                                                "pilot_swing": pilot_swing, "pilot_corr": pilot_corr, "pairs": [list(p) for p in pairs],
+                                                "pilot_swing": pilot_swing, "pilot_corr": pilot_corr,
+                                                "plant_seed": plant_seed, "pairs": [list(p) for p in pairs],
                                                 "mean": channel_stats(raw)[0].tolist(),
                                                 "std": channel_stats(raw)[1].tolist(),
                                                 "groups": [g.tolist() for g in groups]}) + "\n")
@@ -462,6 +463,7 @@ def main() -> None:
     ap.add_argument("--easiest", type=float, default=1.0,
                     help="draw planted images from this share of their class with the lowest mean loss in an "
                          "unplanted run (1.0: from all)")
+    ap.add_argument("--plant-seed", type=int, default=0, help="seed of the draw of the planted images")
     ap.add_argument("--baseline", help="the unplanted run for --easiest: losses.npy or a run directory "
                                        "(default: trained here)")
     ap.add_argument("--pilot", help="a planted run directory: plant exactly its groups' members whose own swing "
@@ -486,7 +488,7 @@ def main() -> None:
     if "planted" not in a.skip:
         figures["planted"] = planted_cifar_part(out, a.planted_steps, a.blend, cfg, parse_pairs(a.pairs),
                                                 a.planted_size, a.easiest, a.baseline, a.pilot, a.pilot_swing,
-                                                a.pilot_corr)
+                                                a.pilot_corr, a.plant_seed)
     for run in a.saved:
         figures[f"saved {run}"] = saved_planted_part(run, out, cfg)
     out.mkdir(parents=True, exist_ok=True)

@@ -54,3 +54,15 @@ def test_window_pair_and_no_pair(run_and_signals):
     (x, total), _peak = drawn(fig.axes[0])
     assert np.array_equal(x, run.steps) and np.allclose(total, L.mean(1))
     assert drawn(fig.axes[1]) == []
+
+
+def test_a_pair_found_on_relative_changes_is_drawn_as_mean_log_loss(run_and_signals):
+    run, sig = run_and_signals
+    L = np.asarray(run.losses, dtype=np.float64)
+    rel = dataclasses.replace(sig.pairs[0], view="relative")
+    ax = plot_group_losses(run, sig, pair=rel, before=2, after=3).axes[1]
+    (_, a), (_, b) = drawn(ax)
+    floor = 1e-4 * np.median(L[0])
+    assert np.allclose(a, np.log(L[4:10, :10] + floor).mean(1))
+    assert np.allclose(b, np.log(L[4:10, 10:20] + floor).mean(1))
+    assert ax.get_ylabel() == "group mean log loss"

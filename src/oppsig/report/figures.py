@@ -137,13 +137,21 @@ def window_around(steps: np.ndarray, center: int, before: int = 30, after: int =
     return np.flatnonzero((steps >= center - before) & (steps <= center + after))
 
 
-def _group_mean_loss(run, rows: np.ndarray, members: Sequence[int]) -> np.ndarray:
-    block = np.asarray(run.losses[rows[0] : rows[-1] + 1], dtype=np.float64)
-    return block[:, np.asarray(members, dtype=int)].mean(1)
+def _group_mean_loss(run, rows: np.ndarray, members: Sequence[int], log: bool = False) -> np.ndarray:
+    """The group's mean loss over ``rows``; with ``log``, its mean ``log(L + floor)`` (the relative view's
+    values, floor as in :func:`oppsig.signals.group.relative_losses`)."""
+    block = np.asarray(run.losses[rows[0] : rows[-1] + 1], dtype=np.float64)[:, np.asarray(members, dtype=int)]
+    if log:
+        from ..signals.group import RELATIVE_FLOOR
+
+        floor = RELATIVE_FLOOR * float(np.median(np.asarray(run.losses[0], dtype=np.float64)))
+        return np.log(np.maximum(block, 0) + (floor if floor > 0 else RELATIVE_FLOOR)).mean(1)
+    return block.mean(1)
 
 
 def plot_group_losses(run, signals, pair: Any = None, spike: Any = None, before: int = 30, after: int = 10) -> Figure:
-    """The paper's anti-phase figure: total loss around a spike (top) and the two groups' mean losses (bottom).
+    """The paper's anti-phase figure: total loss around a spike (top) and the two groups' mean losses (bottom;
+    their mean log losses for a pair found on relative changes, ``pair.view == "relative"``).
 
     Every detected spike in view is marked, and the largest total loss in view is marked and labelled
     with its step. Each group's legend entry says what sets it apart from the other group
@@ -185,17 +193,20 @@ def plot_group_losses(run, signals, pair: Any = None, spike: Any = None, before:
     if spike is not None:
         a1.set_title(f"around the spike at step {int(spike.step)}")
     a1.legend(fontsize=7, loc="upper left")
+    relative = pair is not None and getattr(pair, "view", "raw") == "relative"
     if pair is not None:
         ga, gb = pair_groups(pair, groups)
         labels = pair_contrast(ga, gb) if ga is not None and gb is not None else ("", "")
         for g, col, lab in ((ga, UP, labels[0]), (gb, DOWN, labels[1])):
             if g is None:
                 continue
-            a2.plot(steps[rows], _group_mean_loss(run, rows, g.members), "o-", ms=3, lw=1.2, color=col, label=lab)
+            a2.plot(steps[rows], _group_mean_loss(run, rows, g.members, relative), "o-", ms=3, lw=1.2, color=col,
+                    label=lab)
         a2.legend(fontsize=8)
     else:
         a2.text(0.5, 0.5, "no significant opposing pair", ha="center", va="center", transform=a2.transAxes)
-    a2.set_ylabel("group mean loss")
+    # a pair that opposes only in relative terms is drawn as the detection saw it: mean log loss
+    a2.set_ylabel("group mean log loss" if relative else "group mean loss")
     a2.set_xlabel("step")
     return fig
 
