@@ -30,7 +30,8 @@ at every step, then runs :func:`oppsig.signals.find_signals` and prints:
    (``planted.json``, ``losses.npy``, ``raw.npy`` if kept) without writing into them.
 
 The quiet planted pair of docs/findings.md (every member's own swing at most the median example's; each step
-plants exactly the quiet members of the run before it, 2-3 minutes each at one thread)::
+plants exactly the quiet members of the run before it, 2-3 minutes each at one thread; ``--plant-seed`` on the
+first run draws other images)::
 
     python benchmarks/signals_acceptance.py --skip synthetic control cifar --out A --blend 1.0 \
         --pairs "4,7,magenta 1,9,yellow" --planted-size 150 --easiest 0.5
