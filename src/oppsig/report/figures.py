@@ -142,10 +142,9 @@ def _group_mean_loss(run, rows: np.ndarray, members: Sequence[int], log: bool = 
     values, floor as in :func:`oppsig.signals.group.relative_losses`)."""
     block = np.asarray(run.losses[rows[0] : rows[-1] + 1], dtype=np.float64)[:, np.asarray(members, dtype=int)]
     if log:
-        from ..signals.group import RELATIVE_FLOOR
+        from ..signals.group import relative_floor
 
-        floor = RELATIVE_FLOOR * float(np.median(np.asarray(run.losses[0], dtype=np.float64)))
-        return np.log(np.maximum(block, 0) + (floor if floor > 0 else RELATIVE_FLOOR)).mean(1)
+        return np.log(np.maximum(block, 0) + relative_floor(run.losses[0])).mean(1)
     return block.mean(1)
 
 

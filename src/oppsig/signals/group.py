@@ -306,8 +306,13 @@ def relative_losses(lm: LossMatrix) -> LossMatrix | None:
     """
     if min(lm.map_blocks(_block_min)) < 0:
         return None
-    floor = RELATIVE_FLOOR * float(np.median(lm.row(0)))
-    return lm.mapped(functools.partial(_log_floor, floor=np.float32(floor if floor > 0 else RELATIVE_FLOOR)))
+    return lm.mapped(functools.partial(_log_floor, floor=np.float32(relative_floor(lm.row(0)))))
+
+
+def relative_floor(first_row: np.ndarray) -> float:
+    """The floor of :func:`relative_losses`: :data:`RELATIVE_FLOOR` x the median first-row loss (else itself)."""
+    floor = RELATIVE_FLOOR * float(np.median(np.asarray(first_row)))
+    return floor if floor > 0 else RELATIVE_FLOOR
 
 
 def _block_min(t0: int, blk: np.ndarray) -> float:
