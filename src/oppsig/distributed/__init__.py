@@ -29,6 +29,16 @@ class DistContext:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    owns_group: bool = False
+    """This process started the process group (:func:`context_from_env`), so :meth:`close` tears it down."""
+
+    def close(self) -> None:
+        """Tear down the process group this context started, once training is over, as PyTorch asks of a process
+        before it exits. Left to the interpreter's teardown, a rank of a finished two-rank CPU run was seen to abort
+        now and then ("terminate called without an active exception", SIGABRT), and torchrun then reports the
+        whole run as failed (docs/findings.md)."""
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
 
     @property
     def enabled(self) -> bool:
@@ -77,6 +87,8 @@ class DistContext:
 def context_from_env(device: str = "cpu") -> DistContext:
     """Initialise the process group from torchrun's environment (``WORLD_SIZE`` > 1), else a single-process context.
 
+    A group this call starts is the context's to close (:meth:`DistContext.close`); one started before is left alone.
+
     Backend: NCCL when the device is CUDA, else gloo. Each rank uses ``cuda:LOCAL_RANK``.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -84,13 +96,14 @@ def context_from_env(device: str = "cpu") -> DistContext:
         return DistContext()
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
         backend = "nccl" if use_cuda else "gloo"
         if use_cuda:
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend)
-    return DistContext(rank=rank, world=world, local_rank=local)
+    return DistContext(rank=rank, world=world, local_rank=local, owns_group=owns)
 
 
 def device_for(ctx: DistContext, device: torch.device) -> torch.device:

@@ -430,6 +430,7 @@ class Trainer:
                 self.metrics_out.close()
             if lock is not None:
                 lock.release()
+            self.dist.close()  # the process group it started, if any (not one a caller started)
 
     def _loop(self, start: int, wall0: float) -> TrainResult:
         """Steps ``start .. cfg.train.steps - 1`` (or until a goal, a signal or divergence), then :meth:`_finish`."""
