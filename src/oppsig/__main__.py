@@ -4,7 +4,7 @@ import sys
 from .cli.main import main
 
 code = main()
-if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):
     # A torchrun rank whose command finished: every file is written and closed, the process group destroyed.
     # Skip the interpreter's teardown of torch's C++ state: in two-rank CPU runs it aborted a finished rank now
     # and then (SIGABRT, "terminate called without an active exception"), and torchrun then reported the whole
