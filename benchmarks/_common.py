@@ -72,3 +72,23 @@ def bench_setup(doc: str, steps: int, extra: list[str] = ()):
                                   f"train.physical_batch_size={args.n}", "train.checkpoint_every=0",
                                   "model.widths=[200, 200]", "model.activation=tanh", *extra])
     return args, cfg, build_datasets(cfg.data, seed=0), what
+
+
+def channel_stats(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of uint8 images (N, 3, H, W)."""
+    r64 = raw.reshape(len(raw), 3, -1).astype(np.float64)
+    return r64.mean(axis=(0, 2)), r64.std(axis=(0, 2))
+
+
+def planted_dataset(ds, raw: np.ndarray, mean: np.ndarray | None = None, std: np.ndarray | None = None):
+    """``ds`` with the images ``raw`` (uint8, N x 3 x 32 x 32), standardised per channel as the data set is (by
+    ``mean`` and ``std``, e.g. those a planted run stored, else :func:`channel_stats` of ``raw``)."""
+    import dataclasses
+
+    import torch
+
+    if mean is None or std is None:
+        mean, std = channel_stats(raw)
+    mean, std = np.asarray(mean), np.asarray(std)
+    x = ((raw.astype(np.float32) - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
+    return dataclasses.replace(ds, raw=torch.from_numpy(raw), x=torch.from_numpy(x))

@@ -57,11 +57,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _common import channel_stats, planted_dataset
 from oppsig.data import cifar10, opposing_signals
 from oppsig.errors import DataNotFoundError
 from oppsig.losses import get_loss
 from oppsig.models import build_model
 from oppsig.report.grids import save_group_grids
+from oppsig.signals.group import relative_floor
 from oppsig.signals.synthetic import overlap_f1 as f1
 from oppsig.signals import (
     SignalsConfig,
@@ -324,26 +326,11 @@ def quiet_members(pilot: str, max_swing: float, min_corr: float | None = None) -
     for g in groups:
         keep = ratio[g] <= max_swing
         if min_corr is not None:
-            rel = np.diff(np.log(losses[:, g] + 1e-4 * np.median(losses[0])), axis=0)
+            rel = np.diff(np.log(losses[:, g] + relative_floor(losses[0])), axis=0)
             rest = (rel.sum(axis=1, keepdims=True) - rel) / (len(g) - 1)
             keep &= np.array([np.corrcoef(rel[:, i], rest[:, i])[0, 1] for i in range(len(g))]) >= min_corr
         out.append(g[keep])
     return out
-
-
-def channel_stats(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and standard deviation of uint8 images (N, 3, H, W)."""
-    r64 = raw.reshape(len(raw), 3, -1).astype(np.float64)
-    return r64.mean(axis=(0, 2)), r64.std(axis=(0, 2))
-
-
-def planted_dataset(ds, raw: np.ndarray):
-    """``ds`` with the images ``raw`` (uint8, N x 3 x 32 x 32), standardised per channel as the data set is."""
-    import dataclasses
-
-    mean, std = channel_stats(raw)
-    x = ((raw.astype(np.float32) - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
-    return dataclasses.replace(ds, raw=torch.from_numpy(raw), x=torch.from_numpy(x))
 
 
 def planted_cifar_part(out: Path, steps: int, blend: float, cfg: SignalsConfig, pairs=PLANTED, size: int = 60,
@@ -367,7 +354,8 @@ def planted_cifar_part(out: Path, steps: int, blend: float, cfg: SignalsConfig, 
         print(f"== CIFAR-10 with planted frames (blend {blend}): {names}; {size} images each{pick}")
         pool = easy_pool(baseline_losses(baseline, ds, steps, out), y, easiest) if easiest < 1 else None
         raw, groups = plant_frames(ds.raw.numpy(), y, blend, size=size, pairs=pairs, pool=pool, seed=plant_seed)
-    ds = planted_dataset(ds, raw)
+    mean, std = channel_stats(raw)
+    ds = planted_dataset(ds, raw, mean, std)
     tag = "" if (pairs, size, easiest, pilot) == (PLANTED, 60, 1.0, None) else (
         f"-{size}-easy{easiest}-" if pilot is None else f"-quiet{pilot_swing}-" + ("" if pilot_corr is None else
                                                                                    f"follow{pilot_corr}-")
@@ -377,8 +365,7 @@ def planted_cifar_part(out: Path, steps: int, blend: float, cfg: SignalsConfig, 
     (d / "planted.json").write_text(json.dumps({"blend": blend, "size": size, "easiest": easiest, "pilot": pilot,
                                                 "pilot_swing": pilot_swing, "pilot_corr": pilot_corr,
                                                 "plant_seed": plant_seed, "pairs": [list(p) for p in pairs],
-                                                "mean": channel_stats(raw)[0].tolist(),
-                                                "std": channel_stats(raw)[1].tolist(),
+                                                "mean": mean.tolist(), "std": std.tolist(),
                                                 "groups": [g.tolist() for g in groups]}) + "\n")
     np.save(d / "raw.npy", raw)  # the planted images, for re-detection (--saved) and the calibration harness
     losses, _ = gd_record(ds, "ce", 0.1, steps, 0, d)

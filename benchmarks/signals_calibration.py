@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import kstest
 
+from _common import planted_dataset
 from oppsig.data import cifar10, opposing_signals
 from oppsig.errors import DataNotFoundError
 from oppsig.signals import SignalsConfig, find_signals
@@ -243,15 +244,7 @@ def real_runs(planted: list[str], plain: list[str], cfg: SignalsConfig) -> list[
     out = []
     for d in planted:
         meta = json.loads((Path(d) / "planted.json").read_text())
-        import dataclasses
-
-        import torch
-
-        ds = cifar10(n=5000)
-        raw = np.load(Path(d) / "raw.npy")
-        mean, std = np.asarray(meta["mean"]), np.asarray(meta["std"])
-        x = ((raw.astype(np.float32) - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
-        ds = dataclasses.replace(ds, raw=torch.from_numpy(raw), x=torch.from_numpy(x))
+        ds = planted_dataset(cifar10(n=5000), np.load(Path(d) / "raw.npy"), meta["mean"], meta["std"])
         losses = np.load(Path(d) / "losses.npy")
         groups, sel = analyse(losses, np.arange(len(losses)), ds, cfg)
         best = [max(range(len(groups)), key=lambda i: overlap_f1(groups[i], t), default=None) for t in meta["groups"]]

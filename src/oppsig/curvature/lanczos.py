@@ -207,18 +207,30 @@ def start_vector(dim: int, v0: torch.Tensor | None, seed: int, dtype: torch.dtyp
         OppsigError: when ``v0`` does not have shape ``(d,)`` or ``(d, j)``.
     """
     if v0 is not None:
-        v0 = torch.as_tensor(v0)
-        if v0.dim() not in (1, 2) or v0.shape[0] != dim:
-            raise OppsigError(f"v0 has shape {tuple(v0.shape)}; pass a ({dim},) vector or a ({dim}, j) block")
-        v = v0.detach().to(device=device, dtype=dtype)
-        if v.dim() == 2:
-            v = _unit_columns(v).sum(dim=1)
+        v = _start_columns(v0, dim, dtype, device)
+        v = _unit_columns(v).sum(dim=1) if torch.as_tensor(v0).dim() == 2 else v[:, 0]
         nrm = _norm(v)
         if math.isfinite(nrm) and nrm > 0:
             return (v.to(torch.float64) / nrm).to(dtype)
-    g = torch.Generator().manual_seed(int(seed))
-    v = torch.randn(dim, generator=g, dtype=torch.float64)
+    v = _gaussian(dim, torch.Generator().manual_seed(int(seed)))
     return (v / v.norm()).to(device=device, dtype=dtype)
+
+
+def _start_columns(v0, dim: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``v0`` as ``(d, j)`` columns on ``device`` in ``dtype``.
+
+    Raises:
+        OppsigError: when ``v0`` does not have shape ``(d,)`` or ``(d, j)``.
+    """
+    v0 = torch.as_tensor(v0)
+    if v0.dim() not in (1, 2) or v0.shape[0] != dim:
+        raise OppsigError(f"v0 has shape {tuple(v0.shape)}; pass a ({dim},) vector or a ({dim}, j) block")
+    return v0.detach().to(device=device, dtype=dtype).reshape(dim, -1)
+
+
+def _gaussian(dim: int, g: torch.Generator) -> torch.Tensor:
+    """A seeded Gaussian ``(d,)`` drawn on the CPU in float64, so it is the same on every device and dtype."""
+    return torch.randn(dim, generator=g, dtype=torch.float64)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -310,17 +322,14 @@ def _start_block(dim: int, v0: torch.Tensor | None, b: int, seed: int, dtype: to
     """
     basis = _Basis(torch.empty(0, dim, dtype=dtype, device=device), min(dim, 32))
     if v0 is not None:
-        v0 = torch.as_tensor(v0)
-        if v0.dim() not in (1, 2) or v0.shape[0] != dim:
-            raise OppsigError(f"v0 has shape {tuple(v0.shape)}; pass a ({dim},) vector or a ({dim}, j) block")
-        V = v0.detach().to(device=device, dtype=dtype).reshape(dim, -1)
+        V = _start_columns(v0, dim, dtype, device)
         for j in range(V.shape[1]):
             basis.add_direction(V[:, j])
     g = torch.Generator().manual_seed(int(seed))
     tries = 0
     while basis.n < b and tries < 4 * b + 8:
         tries += 1
-        basis.add_direction(torch.randn(dim, generator=g, dtype=torch.float64).to(device=device, dtype=dtype))
+        basis.add_direction(_gaussian(dim, g).to(device=device, dtype=dtype))
     return basis
 
 
@@ -490,7 +499,7 @@ def lanczos(
             while Q.shape[0] - e < b and Q.shape[0] < d:  # the block needs random columns (growth or breakdown)
                 fresh += 1
                 g = torch.Generator().manual_seed(int(seed) + 7919 * fresh)
-                added = basis.add_direction(torch.randn(d, generator=g, dtype=torch.float64).to(device=dev, dtype=dt))
+                added = basis.add_direction(_gaussian(d, g).to(device=dev, dtype=dt))
                 Q = basis.rows
                 if not added:  # the basis spans the whole space
                     break
@@ -543,7 +552,6 @@ def lanczos(
         exact = e >= d
         targets = []
         if e >= k:
-            kk = slice(0, k)
             if criterion == "residual":
                 met = [bool(resid[i] <= tol * abs(theta[i])) for i in range(k)]
                 known = [True] * k
