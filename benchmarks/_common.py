@@ -48,7 +48,8 @@ def timed_run(cfg, data, steps: int, record: bool, keep: Path | None = None) -> 
 
 
 def bench_setup(doc: str, steps: int, extra: list[str] = ()):
-    """Parse the common benchmark arguments, set the threads, and build the fc-tanh / CE / full-batch GD config and data.
+    """Parse the common benchmark arguments, set the threads, and build the fc-tanh / CE / full-batch GD config
+    and data.
 
     Returns:
         ``(args, cfg, data, what)``: parsed arguments, the config, (train, test) data, a description of the data.

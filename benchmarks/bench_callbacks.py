@@ -178,7 +178,8 @@ def main() -> None:
         own = np.median(r["batch"][:, 2])
         probe = np.median(r["probe"][:, 1]) / probe_n
         print(f"{fw:9s}: step {base * 1000:6.1f} ms without the callback; with batch-loss recording + live "
-              f"attribution {ratio:.3f}x (goal <= 1.05; per round {', '.join(f'{x:.3f}' for x in r['batch'][:, 0] / r['none'][:, 0])}); "
+              f"attribution {ratio:.3f}x (goal <= 1.05; per round "
+              f"{', '.join(f'{x:.3f}' for x in r['batch'][:, 0] / r['none'][:, 0])}); "
               f"the callback's own work {own * 1000:.2f} ms per step ({own / base:.1%} of a step); "
               f"probe {probe * 1e6:.0f} us per probe example (training: {base / batch * 1e6:.0f} us per example)")
 

@@ -44,6 +44,8 @@ import importlib
 import torch
 
 L = importlib.import_module("oppsig.curvature.lanczos")  # the module (the package exports the function by that name)
+LB = importlib.import_module("oppsig.curvature.bounds")
+W = importlib.import_module("oppsig.curvature.results")
 
 F64 = torch.float64
 RATIOS = (0.9, 0.99, 0.999)
@@ -92,7 +94,7 @@ def sweep(shape: str, ratio: float, k: int, tol: float, seeds, d: int, criterion
         if warm > 0:  # start from the block of a solve of a nearby matrix (a previous step's, a presample's)
             prev = L.lanczos(nearby(A, warm, 20_000 + s), k=k, tol=tol, max_iter=d, seed=10_000 + s,
                              criterion=criterion, block=block)
-            v0 = L.warm_start(prev)
+            v0 = W.warm_start(prev)
         r = L.lanczos(A, k=k, tol=tol, max_iter=d, v0=v0, seed=10_000 + s, criterion=criterion, block=block)
         err = (r.eigenvalues - ev[:k]).abs()
         ratio_ = float((err / (r.error_bounds + 1e-12 * float(ev[0]))).max())
@@ -119,19 +121,20 @@ def main(argv=None) -> int:
     ap.add_argument("--warm", type=float, default=0.0,
                     help="warm starts: each solve starts from the block of a solve of A + E, ||E|| = this "
                          "(0: random starts)")
-    ap.add_argument("--criterion", default="eigenvalue", choices=L.CRITERIA)
-    ap.add_argument("--confirm", type=float, default=L.GAP_CONFIRM,
+    ap.add_argument("--criterion", default="eigenvalue", choices=LB.CRITERIA)
+    ap.add_argument("--confirm", type=float, default=LB.GAP_CONFIRM,
                     help=f"GAP_CONFIRM: a gap is used once the next Ritz residual is at most this fraction of it "
-                         f"(default {L.GAP_CONFIRM})")
+                         f"(default {LB.GAP_CONFIRM})")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    L.GAP_CONFIRM = args.confirm
+    LB.GAP_CONFIRM = args.confirm
     L.MAX_GROWTH = args.max_growth
     blk = "k + 2 (default)" if args.block is None else str(args.block)
     if args.warm > 0:
         blk = f"warm: the block of a solve of A + E, ||E|| = {args.warm:g} (products of the warm solve alone)"
-    print(f"Lanczos error bounds, {args.criterion} criterion, first block {blk}, growth up to {args.max_growth}, GAP_CONFIRM {args.confirm:g}, "
+    print(f"Lanczos error bounds, {args.criterion} criterion, first block {blk}, growth up to {args.max_growth}, "
+          f"GAP_CONFIRM {args.confirm:g}, "
           f"d={args.d}, torch {torch.__version__}")
     print(f"{'shape':<16}{'ratio':>7}{'k':>3}{'tol':>8}{'misses':>12}{'worst err/bound':>17}{'products med/max':>18}"
           f"{'grown med/max':>15}{'unconverged':>13}")

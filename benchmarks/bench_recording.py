@@ -55,7 +55,8 @@ def main() -> None:
     for s in range(12):
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        full_batch_backward(model, train_set.x, train_set.y, loss_fn, 128, rows=batch_rows(s, len(train_set), 128, 0, "cpu"))
+        full_batch_backward(model, train_set.x, train_set.y, loss_fn, 128,
+                            rows=batch_rows(s, len(train_set), 128, 0, "cpu"))
         opt.step()
         sgd.append(time.perf_counter() - t)
         t = time.perf_counter()

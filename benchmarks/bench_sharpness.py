@@ -58,7 +58,7 @@ from oppsig.curvature import (
     top_hessian_eigs,
     warm_start,
 )
-from oppsig.curvature.lanczos import start_vector
+from oppsig.curvature.basis import start_vector
 from oppsig.errors import DataNotFoundError
 from oppsig.losses import get_loss
 from oppsig.models import build_model
@@ -258,7 +258,7 @@ def main(argv=None) -> int:
     op = HessianOperator(hvp())
     sop = op.to_scipy()
     v0 = start_vector(op.dim, None, args.seed, torch.float64, torch.device("cpu")).numpy()  # SciPy works on the CPU
-    (w_e, _), t_eigsh = timed(lambda: eigsh(sop, k=1, which="LA", tol=args.tol, v0=v0, maxiter=args.max_iter))
+    (w_e, _), t_eigsh = timed(lambda s=sop: eigsh(s, k=1, which="LA", tol=args.tol, v0=v0, maxiter=args.max_iter))
     eig = Runs(f"SciPy eigsh LA (tol {args.tol:g}, one seed)")
     eig.add(op.hvp.num_hvps, t_eigsh, rel(float(w_e[0]), lam))
     del op, sop

@@ -21,7 +21,8 @@ from bench_scale import loss_rows, planted_rows
 
 def main() -> None:
     from oppsig.signals import find_signals
-    from oppsig.signals.detect import LossMatrix, scan_losses
+    from oppsig.signals.detect import scan_losses
+    from oppsig.signals.matrix import LossMatrix
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
@@ -58,8 +59,10 @@ def main() -> None:
                                            for k, v in rows[-1].items()), flush=True)
     print(f"over {a.seeds} seeds ({a.n} examples x {a.r} steps): same spikes {sum(r['same_spikes'] for r in rows)}/"
           f"{a.seeds}, same pairs {sum(r['same_pairs'] for r in rows)}/{a.seeds}, group Jaccard >= "
-          f"{min(r['group_jaccard'] for r in rows):.3f}, |pair corr error| <= {max(r['pair_corr_err'] for r in rows):.2g}, "
-          f"spike height error <= {max(r['spike_height_err'] for r in rows):.2g}, per-example change std relative error "
+          f"{min(r['group_jaccard'] for r in rows):.3f}, "
+          f"|pair corr error| <= {max(r['pair_corr_err'] for r in rows):.2g}, "
+          f"spike height error <= {max(r['spike_height_err'] for r in rows):.2g}, "
+          f"per-example change std relative error "
           f"(median) <= {max(r['std_rel_err'] for r in rows):.2g}; loss relative rounding <= "
           f"{max(r['loss_rel_err'] for r in rows):.2g}, change relative error (median) <= "
           f"{max(r['change_rel_err'] for r in rows):.2g}")

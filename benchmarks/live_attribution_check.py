@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from oppsig.signals import read_signals_json
-from oppsig.signals.live import read_events
+from oppsig.live import read_events
 
 
 def main() -> None:

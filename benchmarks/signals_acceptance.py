@@ -156,7 +156,7 @@ def synthetic_part(out: Path, steps: int, cfg: SignalsConfig) -> dict:
         ok = frozenset((ga, gb)) in reported
         pairs_ok.append(ok)
         p = next((p for p in res.pairs if {p.a, p.b} == {ga, gb}), None)
-        extra = f": corr {p.corr:.2f} (null {p.null_corr:.2f}), p={p.p_value:.2g}" if p else ""
+        extra = f": corr {p.corr:.2f} (null {p.anti_phase.null_corr:.2f}), p={p.coherence.p_value:.2g}" if p else ""
         print(f"   planted pair {k} ({pr['feature']}, classes {pr['class_a']} vs {pr['class_b']}): "
               f"reported as a pair: {ok}{extra}")
     print(f"   significant pairs: {len(res.pairs)}; groups: {len(res.groups)}; detection {dt:.1f} s")
@@ -173,8 +173,8 @@ def control_part(out: Path, steps: int, cfg: SignalsConfig) -> dict:
         res = find_signals(losses, np.arange(steps), ds, config=cfg)
         write_signals_json(res, out / name / "signals.json")
         best = res.rejected_pairs[0] if res.rejected_pairs else None
-        why = (f"; best candidate corr {best.corr:.2f}, p={best.p_value:.2g} (groups {best.p_a:.2g} / {best.p_b:.2g})"
-               if best else "")
+        why = (f"; best candidate corr {best.corr:.2f}, p={best.coherence.p_value:.2g} "
+               f"(groups {best.coherence.p_a:.2g} / {best.coherence.p_b:.2g})" if best else "")
         print(f"   lr {lr}: significant pairs {len(res.pairs)} (groups {len(res.groups)}, spikes {len(res.spikes)}, "
               f"generic null halves correlate at {res.null_corr:.2f}){why}")
         outcome[name] = len(res.pairs)
@@ -345,9 +345,11 @@ def planted_cifar_part(out: Path, steps: int, blend: float, cfg: SignalsConfig, 
     y = ds.y.numpy()
     if pilot:  # exactly the quiet members of a pilot run's groups
         chosen = quiet_members(pilot, pilot_swing, pilot_corr)
-        follow = "" if pilot_corr is None else f" and whose relative loss changes followed the group's (corr >= {pilot_corr})"
+        follow = ("" if pilot_corr is None
+                  else f" and whose relative loss changes followed the group's (corr >= {pilot_corr})")
         print(f"== CIFAR-10 with planted frames (blend {blend}): {names}; the members of {pilot}'s groups whose own "
-              f"swing there was <= {pilot_swing} x the median example's{follow} ({', '.join(str(len(g)) for g in chosen)})")
+              f"swing there was <= {pilot_swing} x the median example's{follow} "
+              f"({', '.join(str(len(g)) for g in chosen)})")
         raw, groups = plant_frames(ds.raw.numpy(), y, blend, pairs=pairs, chosen=chosen)
     else:
         pick = "" if easiest >= 1 else f", drawn from the easiest {100 * easiest:.0f}% of their class (unplanted run)"
@@ -421,11 +423,13 @@ def planted_figures(ds, groups, pairs, losses: np.ndarray, d: Path, cfg: Signals
         if p is None:
             q = next((q for q in res.rejected_pairs if {q.a, q.b} == {ga, gb}), None)
             if q is not None:
-                print(f"   planted pair {k} ({colour}): tested, not reported: corr {q.corr:.2f}, p={q.p_value:.2g}, "
+                print(f"   planted pair {k} ({colour}): tested, not reported: corr {q.corr:.2f}, "
+                      f"p={q.coherence.p_value:.2g}, "
                       f"failed {', '.join(q.failed) or '-'}")
-        extra = (f": corr {p.corr:.2f} (random splits {p.null_corr:.2f}, anti-phase p={p.anti_phase_p:.2g}"
-                 f"{', flagged weak' if p.weak else ''}), p={p.p_value:.2g} (groups {p.p_a:.2g} / {p.p_b:.2g})"
-                 if p else "")
+        extra = (f": corr {p.corr:.2f} (random splits {p.anti_phase.null_corr:.2f}, "
+                 f"anti-phase p={p.anti_phase.p:.2g}"
+                 f"{', flagged weak' if p.anti_phase.weak else ''}), p={p.coherence.p_value:.2g} "
+                 f"(groups {p.coherence.p_a:.2g} / {p.coherence.p_b:.2g})" if p else "")
         print(f"   planted pair {k} ({colour}): reported as a pair: {ok}{extra}")
         for gid in (ga, gb):
             if gid is not None:

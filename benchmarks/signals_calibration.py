@@ -61,9 +61,11 @@ from _common import planted_dataset
 from oppsig.data import cifar10, opposing_signals
 from oppsig.errors import DataNotFoundError
 from oppsig.signals import SignalsConfig, find_signals
-from oppsig.signals.api import Inputs, detect_stage, group_stage, pair_candidates
+from oppsig.signals.pairing import Inputs, pair_candidates
+from oppsig.signals.pipeline import detect_stage, group_stage
 from oppsig.signals.pair import GATES, CoherenceTest, select_pairs
-from oppsig.signals.explain import coherence_features, input_descriptors
+from oppsig.signals.descriptors import input_descriptors
+from oppsig.signals.explain import coherence_features
 from oppsig.signals.synthetic import eos_matrix, overlap_f1, quiet_matrix
 
 VARIANTS = {
@@ -306,7 +308,8 @@ def speed(cfg: SignalsConfig) -> list[dict]:
     for steps, n in ((1000, 5000), (500, 5000), (1000, 2500)):
         ds = opposing_signals(n=n, seed=0)
         g = ds.groups
-        planted = {0: (np.flatnonzero(g == 0), np.flatnonzero(g == 1)), 1: (np.flatnonzero(g == 2), np.flatnonzero(g == 3))}
+        planted = {0: (np.flatnonzero(g == 0), np.flatnonzero(g == 1)),
+                   1: (np.flatnonzero(g == 2), np.flatnonzero(g == 3))}
         losses = eos_matrix(n, steps, planted, seed=0, amplitude=0.04)
         t0 = time.perf_counter()
         res = find_signals(losses, np.arange(steps), ds, config=cfg)

@@ -95,12 +95,12 @@ def found(sig) -> dict:
             "classes": top,
             "contrast": list(pair_contrast(ga, gb)),
             "corr": round(p.corr, 3),
-            "null_corr": round(p.null_corr, 3),
-            "beyond_corr": round(p.beyond_corr, 3),
-            "null_beyond": round(p.null_beyond, 3),
+            "null_corr": round(p.anti_phase.null_corr, 3),
+            "beyond_corr": round(p.anti_phase.beyond_corr, 3),
+            "null_beyond": round(p.anti_phase.null_beyond, 3),
             "view": p.view,
-            "weak": bool(p.weak),
-            "p_value": float(f"{p.p_value:.2g}"),
+            "weak": bool(p.anti_phase.weak),
+            "p_value": float(f"{p.coherence.p_value:.2g}"),
             "max_rise_share": round(max((s for s in p.spike_rise_share if s == s), default=float("nan")), 3),
             "grad_cosine": None if v is None else round(v.grad_cosine, 3),
         })
@@ -161,7 +161,8 @@ def readme_paragraph(cifar: dict | None, synth: dict | None) -> str:
         out.append(
             f"Measured by `python docs/make_readme_figures.py` on CIFAR-10 (800 full-batch GD steps of fc-tanh on "
             f"5,000 images at lr 0.1, every example's loss recorded at every step, sharpness every 50 steps): "
-            f"{_minutes(t['total'])} wall clock at {cifar['threads']} thread{'s' if cifar['threads'] != 1 else ''} on a "
+            f"{_minutes(t['total'])} wall clock at {cifar['threads']} "
+            f"thread{'s' if cifar['threads'] != 1 else ''} on a "
             f"{cifar['cpu_count']}-core "
             f"machine under a load average of {cifar['load_before'][0]:g}-{cifar['load_after'][0]:g} "
             f"(training {t['training']:.0f} s, detection {t.get('detection', 0):.0f} s, checking the top pair on the "
@@ -171,7 +172,8 @@ def readme_paragraph(cifar: dict | None, synth: dict | None) -> str:
             f"{'each' if same == cifar['n_pairs'] else f'{same} of them'} within one class ({', '.join(classes)}); "
             f"the top pair is {top['contrast'][0]} vs {top['contrast'][1]}. "
             f"The pairs' losses alternate every step before the loss spikes (correlation {min(corr):.2f} to "
-            f"{max(corr):.2f} against {min(null):.2f} to {max(null):.2f} for random examples of each pair's sizes split "
+            f"{max(corr):.2f} against {min(null):.2f} to {max(null):.2f} "
+            f"for random examples of each pair's sizes split "
             f"the same way; {_weak_text(cifar['pairs'])})"
             + (f", the top pair's gradients point in opposite directions (cosine {cos[0]:.2f})" if cos else "")
             + (f", and a pair carries up to {100 * max(rise):.0f}% of the net rise at its spikes" if rise else "")

@@ -22,6 +22,7 @@ LAYERS = [
     {"training"},
     {"signals"},
     {"report"},
+    {"live"},
     {"toy"},
     {"experiments", "integrations"},
     {"cli", ""},  # "" is oppsig/__init__.py, the public API
@@ -85,6 +86,77 @@ def test_the_check_sees_an_upward_import(tmp_path):
     found = [(s, d) for s, d, _ in imports(fake)]
     assert ("store", "signals") in found
     assert RANK["signals"] >= RANK["store"]
+
+
+def module_imports(src: pathlib.Path = SRC) -> dict[str, set[str]]:
+    """Every oppsig module (dotted name below ``oppsig``) and the oppsig modules it imports, at module level or
+    inside a function. ``from .pkg import name`` counts as an import of ``pkg.name`` where that is a module, else
+    of ``pkg`` (its ``__init__``)."""
+    modules = {".".join(_module_name(p, src)[1:]) for p in src.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in sorted(src.rglob("*.py")):
+        mod = _module_name(path, src)
+        pkg_parts = mod if path.name == "__init__.py" else mod[:-1]
+        deps = graph.setdefault(".".join(mod[1:]), set())
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = pkg_parts[: len(pkg_parts) - (node.level - 1)]
+                    full = base + (node.module.split(".") if node.module else [])
+                elif node.module and node.module.split(".")[0] == "oppsig":
+                    full = node.module.split(".")
+                else:
+                    continue
+                for a in node.names:
+                    sub = ".".join(full[1:] + [a.name])
+                    deps.add(sub if sub in modules else ".".join(full[1:]))
+            elif isinstance(node, ast.Import):
+                deps.update(".".join(a.name.split(".")[1:]) for a in node.names if a.name.split(".")[0] == "oppsig")
+    return graph
+
+
+def circles_inside_packages(src: pathlib.Path = SRC) -> list[list[str]]:
+    """Import circles among the modules of one package (its ``__init__`` left out: re-exporting is not a circle)."""
+    graph = module_imports(src)
+    init = {".".join(_module_name(p, src)[1:]) for p in src.rglob("__init__.py")}
+
+    def package(m: str) -> str:
+        return m if m in init else m.rpartition(".")[0]
+
+    edges = {m: {d for d in ds if d in graph and d not in init and d != m and package(d) == package(m)}
+             for m, ds in graph.items() if m not in init}
+    found, done = [], set()
+
+    def visit(m: str, path: list[str]) -> None:
+        for d in sorted(edges.get(m, ())):
+            if d in path:
+                found.append(path[path.index(d):] + [d])
+            elif d not in done:
+                visit(d, path + [d])
+        done.add(m)
+
+    for m in sorted(edges):
+        if m not in done:
+            visit(m, [m])
+    return found
+
+
+def test_no_import_circle_inside_a_package():
+    circles = circles_inside_packages()
+    assert not circles, "import circles:\n" + "\n".join(" -> ".join(c) for c in circles)
+
+
+def test_the_check_sees_a_circle_inside_a_package(tmp_path):
+    """The check itself can fail: a planted circle through a function-level import is reported, a re-export is not."""
+    fake = tmp_path / "oppsig"
+    (fake / "report").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "report" / "__init__.py").write_text("from .html import page\nfrom .summary import text\n")
+    (fake / "report" / "html.py").write_text("from .summary import text\n\ndef page():\n    return text()\n")
+    (fake / "report" / "summary.py").write_text("def text():\n    from .html import page\n    return page\n")
+    assert circles_inside_packages(fake) == [["report.html", "report.summary", "report.html"]]
+    (fake / "report" / "summary.py").write_text("def text():\n    return ''\n")
+    assert circles_inside_packages(fake) == []
 
 
 @pytest.mark.parametrize("name", ["training", "curvature", "signals", "experiments", "toy"])

@@ -24,8 +24,9 @@ def flat(model):
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
-GD = ["curvature.every=2", "curvature.top_k=2", "curvature.tol=1e-9", "curvature.max_iter=80", "curvature.criterion=residual",
-      "curvature.n=12", "curvature.physical_batch_size=5", "optim.name=gd", "optim.lr=0.05"]
+GD = ["curvature.every=2", "curvature.top_k=2", "curvature.tol=1e-9", "curvature.max_iter=80",
+      "curvature.criterion=residual", "curvature.n=12", "curvature.physical_batch_size=5", "optim.name=gd",
+      "optim.lr=0.05"]
 
 
 def test_hook_gd_metrics_warm_start_and_resume():
@@ -67,7 +68,8 @@ def test_hook_gd_metrics_warm_start_and_resume():
     hook.on_step_start(state)
     hook.on_step_end(state)
     assert state.metrics["hvps"] <= 3 and state.metrics["update_proj"] == 0.0
-    assert_close(torch.tensor([state.metrics["sharpness"], state.metrics["sharpness_2"]], dtype=F64), top2, 1e-8, "warm")
+    warm = torch.tensor([state.metrics["sharpness"], state.metrics["sharpness_2"]], dtype=F64)
+    assert_close(warm, top2, 1e-8, "warm")
 
     # resume: a new hook with the saved state is warm as well
     saved = copy.deepcopy(hook.state_dict())

@@ -31,7 +31,8 @@ def test_branches_start_from_bitwise_identical_states(tiny_cfg, monkeypatch):
 
     monkeypatch.setattr(T, "train", spy)
     cfg = tiny_cfg(steps=10)
-    res = compare(cfg, parse_branches("gd,adam,sgd"), branch_at=4, detect=False, report=False, progress=False, log=lambda *_: None)
+    res = compare(cfg, parse_branches("gd,adam,sgd"), branch_at=4, detect=False, report=False, progress=False,
+                  log=lambda *_: None)
     base_ck = load_checkpoint(res.base)
     assert base_ck["step"] == 4
     branch_states = [p for name, p in captured if not name.endswith("-base")]

@@ -9,7 +9,7 @@ from oppsig.data import build_datasets
 from oppsig.experiments.detect import _verify_at_spike
 from oppsig.losses import get_loss
 from oppsig.signals import SignalsResult, read_signals_json, write_signals_json
-from oppsig.signals.api import verification_text
+from oppsig.signals.text import verification_text
 from oppsig.store import open_run, run_dataset
 from oppsig.training import train
 

@@ -44,7 +44,6 @@ def test_enospc_from_the_file_system_is_a_store_error(tmp_path, monkeypatch):
     w = StoreWriter(tmp_path, np.arange(5), chunk_steps=2)
     w.append(0, np.ones(5))
     w.append(1, np.ones(5))  # written and committed
-    import zarr
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -314,7 +314,8 @@ def test_6_data_too_big_for_memory(tmp_path):
 def test_6_ctrl_c_while_loading(tmp_path):
     for delay in (0.2, 0.6, 1.0):
         p = subprocess.Popen([PY, "-m", "oppsig", "train", "--train.steps=100000", f"--out-dir={tmp_path}",
-                              "--no-progress", "--overwrite"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              "--no-progress", "--overwrite"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
         time.sleep(delay)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=120)

@@ -13,7 +13,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, 
 
 from oppsig import open_run  # noqa: E402
 from oppsig.integrations.hf import OppsigCallback, sequence_losses, with_ids  # noqa: E402
-from oppsig.signals.live import read_events  # noqa: E402
+from oppsig.live import read_events  # noqa: E402
 
 
 class Seqs(torch.utils.data.Dataset):

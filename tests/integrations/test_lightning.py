@@ -10,7 +10,7 @@ L = pytest.importorskip("lightning.pytorch", reason='needs the lightning extra: 
 
 from oppsig import open_run  # noqa: E402
 from oppsig.integrations.lightning import OppsigCallback  # noqa: E402
-from oppsig.signals.live import read_events  # noqa: E402
+from oppsig.live import read_events  # noqa: E402
 
 
 class Net(L.LightningModule):

@@ -45,6 +45,7 @@ def test_state_dict_round_trip_and_validation():
     opt2.load_state_dict(torch.load(buf, weights_only=True))
     assert torch.equal(opt2.state[opt2.param_groups[0]["params"][0]]["momentum_buffer"],
                        opt.state[w]["momentum_buffer"])
-    for kw, name in [(dict(lr=-1.0), "lr"), (dict(momentum=1.0), "momentum"), (dict(weight_decay=-1.0), "weight_decay")]:
+    for kw, name in [(dict(lr=-1.0), "lr"), (dict(momentum=1.0), "momentum"),
+                     (dict(weight_decay=-1.0), "weight_decay")]:
         with pytest.raises(ValueError, match=f"SignSGD: {name} "):
             SignSGD([w], **kw)

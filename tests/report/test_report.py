@@ -40,7 +40,7 @@ def add_fake_signals(run_dir, n_pairs=1):
     group 1 (rows 10-19), the others of groups of 7 rows from row 20."""
     import numpy as np
 
-    from oppsig.signals import Group, Pair, SignalsResult, Spike, Verification, write_signals_json
+    from oppsig.signals import AntiPhase, Coherence, Group, Pair, SignalsResult, Spike, Verification, write_signals_json
     from oppsig.store import open_run
 
     run = open_run(run_dir)
@@ -52,8 +52,9 @@ def add_fake_signals(run_dir, n_pairs=1):
                     descriptors={"top": 0.2, "background": -1.2}))
     groups += tuple(Group(g, tuple(range(6 + 7 * g, 13 + 7 * g)), tuple(range(6 + 7 * g, 13 + 7 * g)),
                           shared=(f"word{g}",)) for g in range(2, 2 * n_pairs))
-    pairs = tuple(Pair(2 * k, 2 * k + 1, corr=-0.9, strength=3.0 - k / 10, swing=0.2, spike_share=2.0, coherence=1.5,
-                       null_corr=-0.5, p_value=1e-6, threshold=1e-3,
+    pairs = tuple(Pair(2 * k, 2 * k + 1, corr=-0.9, strength=3.0 - k / 10, swing=0.2, spike_share=2.0,
+                       coherence=Coherence(statistic=1.5, p_value=1e-6, threshold=1e-3),
+                       anti_phase=AntiPhase(null_corr=-0.5),
                        significant=True, spikes=(6,), spike_rise_share=(0.4,)) for k in range(n_pairs))
     spike = Spike(row=6, step=int(run.steps[6]), onset_row=3, onset_step=int(run.steps[3]), loss=float(total[6]),
                   trend=float(total[6]) * 0.8, height=0.25, z=4.0)
@@ -152,7 +153,8 @@ def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
     html = out.read_text()
     # a copy with a checking script (the real report forbids scripts by its content security policy)
     check = tmp_path / "check.html"
-    check.write_text(html.replace("<meta http-equiv='Content-Security-Policy'", "<meta name='x'").replace("<body>", "<body>" + CHECK, 1))
+    check.write_text(html.replace("<meta http-equiv='Content-Security-Policy'", "<meta name='x'")
+                     .replace("<body>", "<body>" + CHECK, 1))
     r = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'prof'}", "--virtual-time-budget=5000",
                         "--dump-dom", check.as_uri()], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -3,12 +3,14 @@
 import numpy as np
 import pytest
 
+from oppsig import store
+
 from oppsig.signals import SignalsConfig, find_signals_in_run
-from oppsig.signals.detect import LossMatrix, scan_losses
+from oppsig.signals.detect import scan_losses
+from oppsig.signals.matrix import LossMatrix
 
 from .conftest import record_matrix
 
-store = pytest.importorskip("oppsig.store")
 dask = pytest.importorskip("dask")
 
 
@@ -59,5 +61,6 @@ def test_batch_record_on_dask(planted, tmp_path):
             rec.log(2 * e, ids[::2], row[::2])
             rec.log(2 * e + 1, ids[1::2], row[1::2])
     run = store.open_run(tmp_path / "sgd")
-    _same(find_signals_in_run(run, ds, steps_per_epoch=2), find_signals_in_run(run, ds, steps_per_epoch=2,
-                                                                                scheduler="synchronous"))
+    here = find_signals_in_run(run, ds, steps_per_epoch=2)
+    assert here.groups and here.recurring  # the planted groups are seen in the epoch view
+    _same(here, find_signals_in_run(run, ds, steps_per_epoch=2, scheduler="synchronous"))

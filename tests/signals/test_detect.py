@@ -131,7 +131,7 @@ def test_components_match_dense_svd():
 
 def test_one_spike_window_and_share():
     from oppsig.signals import Spike, rise_shares, spike_window
-    from oppsig.signals.detect import spike_rows
+    from oppsig.signals.spikes import spike_rows
 
     s = Spike(row=20, step=20, onset_row=17, onset_step=17, loss=2.0, trend=1.0, height=1.0, z=9.0)
     assert spike_window(s, 100, 5) == (12, 21)

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
+from oppsig import store
+
 from oppsig.signals import SignalsError, find_signals_in_run
 
 from .conftest import record_matrix
 
-store = pytest.importorskip("oppsig.store")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def test_run_with_the_wrong_dataset(planted, recorded):
 
 def test_spike_sharpness_carries_the_recorded_bound_and_flag():
     from oppsig.signals import SignalsResult, Spike
-    from oppsig.signals.api import _with_sharpness_bounds
+    from oppsig.signals.run import _with_sharpness_bounds
 
     spikes = (Spike(row=5, step=50, onset_row=3, onset_step=30, loss=1.0, trend=0.5, height=1.0, z=5.0,
                     sharpness=19.5, sharpness_step=50),

@@ -5,7 +5,6 @@ import pytest
 
 from oppsig.signals.pair import (
     GATES,
-    AntiPhaseNull,
     CoherenceTest,
     anti_phase_candidates,
     assess_pairs,
@@ -16,7 +15,11 @@ from oppsig.signals.pair import (
     pair_correlation,
     select_pairs,
 )
-from oppsig.signals.result import Pair, SignalsError
+from oppsig.signals.antiphase import AntiPhaseNull
+from oppsig.signals.result import AntiPhase, Coherence, Pair, SignalsError
+
+COH = Coherence(statistic=1.0, p_value=0.001, threshold=0.01)
+NAN = float("nan")
 
 
 def test_family_wise_error_holds_under_the_null():
@@ -63,14 +66,15 @@ def test_candidates_and_assessment():
     pairs = assess_pairs(cands, rows, np.array([3.0, 3.0, 1.0]), [float("nan")], CoherenceTest(feats, labels),
                          alpha=0.05, n_null=199)
     (p,) = pairs
-    assert p.p_b > 0.05 and p.p_a <= 0.005 and p.p_value == max(p.p_a, p.p_b) and not p.significant
-    assert p.n_null == 199 and p.resolution == 1 / 200
+    c = p.coherence
+    assert c.p_b > 0.05 and c.p_a <= 0.005 and c.p_value == max(c.p_a, c.p_b) and not p.significant
+    assert c.n_null == 199 and c.resolution == 1 / 200
 
 
 def test_match_pairs_keeps_each_group_once():
     def pair(a, b, s):
-        return Pair(a, b, corr=-0.9, strength=s, swing=1.0, spike_share=1.0, coherence=1.0, null_corr=-0.5,
-                    p_value=0.001, threshold=0.01, significant=True)
+        return Pair(a, b, corr=-0.9, strength=s, swing=1.0, spike_share=1.0, significant=True, coherence=COH,
+                    anti_phase=AntiPhase(null_corr=-0.5))
 
     out = match_pairs([pair(0, 1, 3.0), pair(1, 2, 2.0), pair(2, 3, 1.0)])
     assert [(p.a, p.b, p.significant) for p in out] == [(0, 1, True), (2, 3, True), (1, 2, False)]
@@ -136,11 +140,12 @@ def test_anti_phase_null_never_shrinks_its_draws():
 
 def test_gates_after_the_test_only_remove_pairs():
     def pair(a, b, s, **kw):
-        return Pair(a, b, corr=-0.9, strength=s, swing=1.0, spike_share=1.0, coherence=1.0, null_corr=-0.5,
-                    p_value=0.001, threshold=0.01, significant=True, **kw)
+        return Pair(a, b, corr=-0.9, strength=s, swing=1.0, spike_share=1.0, significant=True, coherence=COH,
+                    anti_phase=AntiPhase(null_corr=-0.5, p=kw.pop("p", NAN),
+                                         leading_corr=kw.pop("leading_corr", NAN)), **kw)
 
-    ok = dict(anti_phase_p=0.005, leading_corr=0.1, direction_ratio=0.5)
-    pairs = [pair(0, 1, 3.0, **{**ok, "anti_phase_p": 0.3}), pair(1, 2, 2.0, **ok),
+    ok = dict(p=0.005, leading_corr=0.1, direction_ratio=0.5)
+    pairs = [pair(0, 1, 3.0, **{**ok, "p": 0.3}), pair(1, 2, 2.0, **ok),
              pair(3, 4, 1.0, **{**ok, "leading_corr": -0.95}),
              pair(5, 6, 0.5, **{**ok, "direction_ratio": 0.1}), pair(7, 8, 0.4, **ok, failed=("test",))]
     out = select_pairs(pairs, 0.01, 0.3, 0.9, GATES)
@@ -159,8 +164,8 @@ def test_a_pair_whose_gradients_do_not_point_apart_is_not_reported():
     from oppsig.signals import SignalsResult, Verification, with_verifications
 
     def pair(a, b):
-        return Pair(a, b, corr=-0.9, strength=1.0, swing=1.0, spike_share=1.0, coherence=1.0, null_corr=-0.5,
-                    p_value=0.001, threshold=0.01, significant=True)
+        return Pair(a, b, corr=-0.9, strength=1.0, swing=1.0, spike_share=1.0, significant=True, coherence=COH,
+                    anti_phase=AntiPhase(null_corr=-0.5))
 
     res = SignalsResult(n_rows=10, n_examples=4, pairs=(pair(0, 1), pair(2, 3), pair(4, 5)))
     checks = [Verification(a=1, b=0, grad_cosine=0.1, grad_norm_a=1.0, grad_norm_b=1.0),

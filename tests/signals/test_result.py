@@ -10,6 +10,9 @@ from oppsig.data import opposing_signals
 from oppsig.errors import ConfigError, DataFormatError
 from oppsig.signals import (
     FORMAT_VERSION,
+    AntiPhase,
+    Coherence,
+    Pair,
     SignalsConfig,
     SignalsError,
     SignalsResult,
@@ -19,6 +22,7 @@ from oppsig.signals import (
     summary_text,
     write_signals_json,
 )
+from oppsig.signals.signals_json import result_to_dict
 
 
 
@@ -48,6 +52,47 @@ def test_json_round_trip(result, tmp_path):
         np.testing.assert_allclose(a.direction, b.direction, atol=1e-5)
         assert a.direction.shape == b.direction.shape
     assert summary_text(back) == summary_text(result)
+
+
+V2_KEYS = {"coherence": ("statistic", "p_value", "threshold", "p_a", "p_b", "n_null", "resolution"),
+           "anti_phase": ("null_corr", "p", "beyond_corr", "null_beyond", "leading_corr", "weak")}
+
+
+def _as_v2(pair: dict) -> dict:
+    """A version-3 pair object with its nested results flattened the way version 2 wrote them."""
+    pair = dict(pair)
+    nested = {k: pair.pop(k) for k in V2_KEYS}
+    for k in V2_KEYS["coherence"]:
+        pair["coherence" if k == "statistic" else k] = nested["coherence"][k]
+    for k in V2_KEYS["anti_phase"]:
+        pair["anti_phase_p" if k == "p" else k] = nested["anti_phase"][k]
+    return pair
+
+
+def test_json_version_3_nests_the_pair_results_and_version_2_reads_into_them(result, tmp_path):
+    path = write_signals_json(result, tmp_path / "signals.json")
+    d = json.loads(path.read_text())
+    assert d["format_version"] == FORMAT_VERSION == 3
+    first = d["pairs"][0]
+    assert set(first["coherence"]) == set(V2_KEYS["coherence"])
+    assert set(first["anti_phase"]) == set(V2_KEYS["anti_phase"])
+    assert first["coherence"]["p_value"] == result.pairs[0].coherence.p_value
+    v2 = {**d, "format_version": 2, "pairs": [_as_v2(p) for p in d["pairs"]],
+          "rejected_pairs": [_as_v2(p) for p in d["rejected_pairs"]]}
+    assert "p_value" in v2["pairs"][0] and "anti_phase_p" in v2["pairs"][0]
+    (tmp_path / "v2.json").write_text(json.dumps(v2))
+    back = read_signals_json(tmp_path / "v2.json")
+    assert back.format_version == 2
+    assert result_to_dict(back)["pairs"] == d["pairs"] and result_to_dict(back)["rejected_pairs"] == d["rejected_pairs"]
+    assert all(isinstance(p.coherence, Coherence) and isinstance(p.anti_phase, AntiPhase) for p in back.pairs)
+    assert summary_text(back) == summary_text(result)
+
+
+def test_pair_optional_fields_are_keyword_only():
+    with pytest.raises(TypeError):
+        Pair(0, 1, -0.9, 1.0, 1.0, 1.0, True)  # significant by position: refused
+    p = Pair(0, 1, -0.9, 1.0, 1.0, 1.0, significant=True)
+    assert p.significant and p.coherence == Coherence() and p.anti_phase.weak is False
 
 
 def test_json_nan_and_version_checks(tmp_path):

@@ -3,7 +3,9 @@
 import numpy as np
 
 from oppsig.signals import SignalsConfig, find_signals
-from oppsig.signals.detect import WORKING_COPIES, LossMatrix, coherent_components, scan_losses
+from oppsig.signals.detect import coherent_components, scan_losses
+from oppsig.signals.matrix import LossMatrix
+from oppsig.signals.tuning import WORKING_COPIES
 
 
 class Lazy:

@@ -133,18 +133,18 @@ def test_batch_summary_matches_a_dense_reference(tmp_path):
         loss = rng.random(len(rows)).astype(np.float32)
         corr = rng.random(len(rows)) > 0.4
         w.append(s, rows, loss, corr)
-        for j, l, c in zip(rows, loss, corr):
-            obs[int(j)].append((float(l), bool(c)))
+        for j, lo, c in zip(rows, loss, corr):
+            obs[int(j)].append((float(lo), bool(c)))
     w.close()
     rec = open_run(tmp_path).batches
     for block in (4, 1 << 20):  # an example's observations split across blocks, or all in one
         t = batch_summary_table(rec, block=block)
         for j in range(n):
-            l = np.array([o[0] for o in obs[j]])
+            lo = np.array([o[0] for o in obs[j]])
             c = np.array([o[1] for o in obs[j]])
-            assert np.isclose(t["mean_loss"][j], l.mean()) and np.isclose(t["loss_std"][j], l.std())
-            assert np.isclose(t["mean_abs_change"][j], np.abs(np.diff(l)).mean())
-            assert np.isclose(t["final_loss"][j], l[-1]) and np.isclose(t["accuracy"][j], c.mean())
+            assert np.isclose(t["mean_loss"][j], lo.mean()) and np.isclose(t["loss_std"][j], lo.std())
+            assert np.isclose(t["mean_abs_change"][j], np.abs(np.diff(lo)).mean())
+            assert np.isclose(t["final_loss"][j], lo[-1]) and np.isclose(t["accuracy"][j], c.mean())
             assert t["forgetting"][j] == int((c[:-1] & ~c[1:]).sum())
     out = write_summary(open_run(tmp_path))  # auto: no dense row, so the batch record
     assert out.read_text().count("\n") == n + 1

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import oppsig
 from oppsig.data import opposing_signals
 from oppsig.errors import RunExistsError, StoreError
-from oppsig.store import Recorder, StoreWriter, open_run, probe_losses
+from oppsig.store import StoreWriter, open_run, probe_losses
 from oppsig.models import build_model
 from oppsig.losses import get_loss
 
@@ -96,7 +96,6 @@ def test_recorder_in_a_plain_pytorch_loop(tmp_path):
     data = opposing_signals(n=64, seed=0)
     model = build_model("mlp", (3, 32, 32), 10, widths=(8,))
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    loss_fn = get_loss("ce")
     expected = {}
     with oppsig.Recorder(tmp_path / "mine", num_examples=len(data), config={"lr": 0.05}) as rec:
         for step in range(6):
@@ -186,8 +185,9 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     steps = 40
     ref_dir = tmp_path / "ref"
-    subprocess.run([sys.executable, "-m", "oppsig", "train", "--no-progress", *[f"--{a}" for a in _tiny_args(tmp_path, steps)],
-                    "--name=ref"], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "oppsig", "train", "--no-progress",
+                    *[f"--{a}" for a in _tiny_args(tmp_path, steps)], "--name=ref"],
+                   env=env, check=True, capture_output=True)
     kill_at = random.Random(os.getpid()).randrange(6, 30)
     script = tmp_path / "writer.py"
     script.write_text(WRITER)

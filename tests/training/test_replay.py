@@ -24,7 +24,8 @@ def test_replay_of_a_run_whose_checkpoint_is_missing_is_a_clear_error(tiny_cfg):
     run = open_run(res.run_dir)
     for p in (run.path / "checkpoints").glob("step_*.pt"):
         p.unlink()
-    with pytest.raises(StoreError, match=r"kept no checkpoint at or before step 6 \(no checkpoint is kept.*checkpoint_every"):
+    kept_none = r"kept no checkpoint at or before step 6 \(no checkpoint is kept.*checkpoint_every"
+    with pytest.raises(StoreError, match=kept_none):
         model_at(run, 6)
     shutil.rmtree(run.path / "checkpoints")
     with pytest.raises(StoreError, match="kept no checkpoint"):

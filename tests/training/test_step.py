@@ -33,9 +33,9 @@ def test_rows_select_a_minibatch():
     x, y = torch.randn(50, 4), torch.randint(0, 3, (50,))
     m = build_model("mlp", (4,), 3, widths=(5,))
     rows = torch.tensor([3, 7, 9, 20])
-    l, _, _ = full_batch_backward(m, x, y, get_loss("ce"), 3, rows=rows)
+    losses, _, _ = full_batch_backward(m, x, y, get_loss("ce"), 3, rows=rows)
     ref = get_loss("ce")(m(x[rows]), y[rows])
-    assert torch.allclose(l, ref.detach())
+    assert torch.allclose(losses, ref.detach())
 
 
 class _FixedLogits(torch.nn.Module):

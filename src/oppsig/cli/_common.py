@@ -18,6 +18,7 @@ def split_overrides(extra: list[str]) -> list[str]:
         s = a[2:] if a.startswith("--") else a
         key = s.split("=", 1)[0]
         if "=" not in s or ("." not in key and key not in TOP_LEVEL_KEYS):
-            raise ConfigError(f"cannot read argument {a!r}: overrides look like --section.key=value (e.g. --optim.lr=0.05)")
+            raise ConfigError(f"cannot read argument {a!r}: overrides look like --section.key=value "
+                              "(e.g. --optim.lr=0.05)")
         out.append(s)
     return out

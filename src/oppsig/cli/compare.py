@@ -10,7 +10,8 @@ def add_parser(sub) -> None:
                        description="Branch specs: NAME[:key=value;key=value], e.g. adam:optim.lr=0.001. "
                                    "Extra --section.key=value arguments override the config of every run.")
     p.add_argument("config", nargs="?", help="YAML config of the base run (default: built-in synthetic run)")
-    p.add_argument("--optimizers", default="gd,sgd,adam,splitsgd", help="comma-separated branch specs NAME[:key=value;...] (default gd,sgd,adam,splitsgd)")
+    p.add_argument("--optimizers", default="gd,sgd,adam,splitsgd",
+                   help="comma-separated branch specs NAME[:key=value;...] (default gd,sgd,adam,splitsgd)")
     p.add_argument("--branch-at", type=int, required=True, help="step at which the branches start")
     p.add_argument("--steps", type=int, help="total steps of each branch (default: the config's train.steps)")
     p.add_argument("--no-detect", action="store_true",

@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", help="folder holding cifar-10-batches-py; an error if it holds none "
                                       "(default: $OPPSIG_DATA, else ~/.cache/oppsig, else synthetic data)")
     p.add_argument("--out-dir", default="runs", help="parent folder of the run directory (default runs)")
-    p.add_argument("--steps", type=int, help="training steps, at least 8 (default 800 on CIFAR-10, 600 on synthetic data)")
+    p.add_argument("--steps", type=int,
+                   help="training steps, at least 8 (default 800 on CIFAR-10, 600 on synthetic data)")
     p.add_argument("--n", type=int, help="training examples (default 5000)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
     p.set_defaults(func=run)

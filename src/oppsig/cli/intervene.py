@@ -1,4 +1,5 @@
-"""``oppsig intervene RUN --mode remove|downweight|attenuate``: branch with the detected groups changed, against a random control."""
+"""``oppsig intervene RUN --mode remove|downweight|attenuate``: branch with the detected groups changed, \
+against a random control."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ def add_parser(sub) -> None:
                         "(default remove)")
     p.add_argument("--group", type=int, action="append", help="group id (repeat; default: the top pair's two groups)")
     p.add_argument("--from-step", type=int,
-                   help="branch from the checkpoint at this step (default: the last kept one at least 20 steps before the first spike)")
+                   help="branch from the checkpoint at this step "
+                        "(default: the last kept one at least 20 steps before the first spike)")
     p.add_argument("--steps", type=int, help="total steps of the branches (default: the run's)")
     p.add_argument("--weight", type=float, default=0.1, help="downweight: the groups' loss weight (default 0.1)")
     p.add_argument("--attenuation", type=float, default=0.1,

@@ -38,7 +38,7 @@ def run(args) -> int:
     from ..experiments.sharpness import run_curvature
 
     steps = None if args.steps is None else _steps(args.steps)
-    from ..curvature.lanczos import UNCONVERGED_MARK
+    from ..curvature.results import UNCONVERGED_MARK
     from ..experiments.sharpness import OPTIM_NOTE
 
     k = args.top_k

@@ -26,7 +26,8 @@ def add_parser(sub) -> None:
     lp.add_argument("--width", type=int, default=6, help="hidden width (default 6)")
     lp.add_argument("--out-dir", default="toy_linear", help="folder for the PNG figures (default toy_linear)")
     lp.add_argument("--phase-diagram", action="store_true",
-                    help="also run the (alpha, lr) phase diagram and compare it with the prediction, ~20 s (default: off)")
+                    help="also run the (alpha, lr) phase diagram and compare it with the prediction, ~20 s "
+                         "(default: off)")
     lp.add_argument("--no-figures", action="store_true", help="print the numbers only (default: figures written)")
     lp.set_defaults(func=run)
     vp = models.add_parser(
@@ -36,7 +37,8 @@ def add_parser(sub) -> None:
                     "and draw the paths over the contours.")
     vp.add_argument("--lr", type=float, default=0.019, help="step size of every optimiser (default 0.019)")
     vp.add_argument("--steps", type=int, default=100, help="steps (default 100)")
-    vp.add_argument("--optimizers", default="gd,adam,splitsgd", help="comma-separated, from gd, adam, splitsgd, signsgd (default gd,adam,splitsgd)")
+    vp.add_argument("--optimizers", default="gd,adam,splitsgd",
+                    help="comma-separated, from gd, adam, splitsgd, signsgd (default gd,adam,splitsgd)")
     vp.add_argument("--out", default="valley.png", help="the PNG figure (default valley.png)")
     vp.set_defaults(func=run_valley)
 

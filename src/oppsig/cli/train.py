@@ -11,8 +11,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a network from a config and record every example's loss",
                        description="Train from a YAML config; extra --section.key=value arguments override it.")
     p.add_argument("config", nargs="?", help="YAML config (see configs/); default: built-in synthetic run")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint (default: a new run)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name (default: refuse)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its last checkpoint (default: a new run)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run of the same name (default: refuse)")
     p.add_argument("--data-dir", help="folder holding the data sets (default: $OPPSIG_DATA, else ~/.cache/oppsig)")
     p.add_argument("--name", help="run name; the run directory is <out_dir>/<name> (default: the config's name)")
     p.add_argument("--out-dir", help="parent folder of run directories (default runs)")
@@ -24,7 +26,7 @@ def _live(cfg) -> dict:
     """The live-attribution hook (``live.enabled``), and the example weights its down-weight action changes."""
     if not cfg.live.enabled:
         return {}
-    from ..integrations.live_hook import LiveHook
+    from ..live import LiveHook
 
     kw: dict = {"hooks": [LiveHook(cfg.live)]}
     if cfg.live.downweight_group is not None:

@@ -6,7 +6,7 @@ the top-``k`` Hessian eigenvalues of the mean loss at theta_t over the first
 warm-started from the eigenvectors of the previous measurement (a few
 Hessian-vector products when the eigenvectors moved little; the first
 measurement starts from a ``cfg.presample`` fraction of the examples, see
-:func:`~oppsig.curvature.quantities.top_hessian_eigs`), and at ``on_step_end``
+:func:`~oppsig.curvature.spectrum.top_hessian_eigs`), and at ``on_step_end``
 of the same step adds its metrics. A warm start explores little beyond the
 previous eigenvectors, so an eigenvalue rising in a new direction could stay
 unseen; every ``cfg.cold_every``-th measurement therefore starts cold (about
@@ -16,7 +16,7 @@ warm one). Metrics:
 - ``sharpness`` (top eigenvalue), ``sharpness_2`` ... ``sharpness_k``;
 - ``threshold``: the optimiser's stability threshold at this step's lr
   (``2/lr`` for GD; momentum and Adam variants, see
-  :func:`~oppsig.curvature.quantities.optimizer_threshold`; for Adam compare it
+  :func:`~oppsig.curvature.thresholds.optimizer_threshold`; for Adam compare it
   with ``precond_sharpness``);
 - ``eig_residual``: largest relative residual ``||Hv - lambda v|| / |lambda|`` of the top-k;
 - ``eig_error``: largest relative error bound of the top-k eigenvalues;
@@ -54,11 +54,14 @@ import torch
 
 from ..distributed import exact_math
 from ..errors import OppsigError
-from .hvp import make_batches, make_hvp
-from .lanczos import eigen_metrics, lanczos, warm_start
-from .operators import HessianOperator, PreconditionedOperator, all_reduced
-from .quantities import (adam_preconditioner, layer_eigs, optimizer_threshold, parameter_groups,
-                         top_hessian_eigs, update_projection)
+from .batches import make_batches
+from .lanczos import lanczos
+from .measures import update_projection
+from .model_operators import HessianOperator, PreconditionedOperator, all_reduced
+from .problem import make_hvp
+from .results import eigen_metrics, warm_start
+from .spectrum import adam_preconditioner, layer_eigs, parameter_groups, top_hessian_eigs
+from .thresholds import optimizer_threshold
 
 __all__ = ["CurvatureHook"]
 

@@ -82,313 +82,20 @@ Example:
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-
 import torch
 
 from ..errors import OppsigError
+from .basis import Basis, couplings, dot64, gaussian, norm64, orthogonalise, start_block, start_vector, unit_columns
+from .bounds import CRITERIA, block_check, error_bounds
 from .operators import LinearOperator, as_operator
+from .results import EigResult
 
-__all__ = ["CRITERIA", "GAP_CONFIRM", "MAX_GROWTH", "EigResult", "eigen_metrics", "warm_start", "UNCONVERGED_MARK", "lanczos", "power_iteration", "start_vector"]
+__all__ = ["MAX_GROWTH", "lanczos", "power_iteration"]
 
-
-@dataclass
-class EigResult:
-    """Eigenpairs found by an iterative solver.
-
-    Attributes:
-        eigenvalues: ``(k,)``, descending.
-        eigenvectors: ``(d, k)``, orthonormal columns on the operator's device.
-        residuals: ``(k,)``, ``||A v_i - lambda_i v_i||`` (Lanczos: from the
-            block recurrence's couplings, exact up to the rounding of the
-            operator's products, about 1e-6 relative in float32).
-        num_matvecs: operator products used (a block of ``b`` columns counts ``b``).
-        converged: whether every pair met the stopping rule (False: ``max_iter``
-            ran out, and the values are not certified to ``tol``).
-        history: the top estimate after each product (``num_matvecs`` floats;
-            a block's columns share the estimate after the block).
-        error_bounds: ``(k,)`` bounds of ``|lambda_i - theta_i|`` (Lanczos: the
-            gap bound ``r**2 / delta`` where a safe gap is known, else the
-            residual ``r``; power iteration: the residual).
-        gap: the safe lower bound ``delta_k`` of the distance from the k-th
-            eigenvalue to the rest of the spectrum below it (None when unknown).
-        gap_known: ``(k,)`` bools, whether each bound is a gap bound (True) or
-            the residual bound (False: the distance to the nearest eigenvalue).
-        extra_work: products of a cheaper approximate operator spent on finding
-            the start vector, in units of one product of this operator.
-        ritz_block: ``(d, k + 1 + g)`` the top Ritz vectors, ``g`` the columns
-            the block grew by (the eigenvectors first; None for power
-            iteration): the start block of the next solve (:func:`warm_start`).
-    """
-
-    eigenvalues: torch.Tensor
-    eigenvectors: torch.Tensor
-    residuals: torch.Tensor
-    num_matvecs: int
-    converged: bool
-    history: list[float] = field(default_factory=list)
-    error_bounds: torch.Tensor | None = None
-    gap: float | None = None
-    gap_known: tuple[bool, ...] = ()
-    extra_work: float = 0.0
-    ritz_block: torch.Tensor | None = None
-
-    @property
-    def work(self) -> float:
-        """Cost in products of this operator: ``num_matvecs + extra_work``."""
-        return self.num_matvecs + self.extra_work
-
-    @property
-    def relative_residuals(self) -> torch.Tensor:
-        """``residuals / |eigenvalues|``, ``(k,)``."""
-        return self.residuals / self.eigenvalues.abs().clamp_min(torch.finfo(self.residuals.dtype).tiny)
-
-    @property
-    def relative_error_bounds(self) -> torch.Tensor:
-        """``error_bounds / |eigenvalues|``, ``(k,)`` (the residuals' when no bound was computed)."""
-        b = self.error_bounds if self.error_bounds is not None else self.residuals
-        return b / self.eigenvalues.abs().clamp_min(torch.finfo(b.dtype).tiny)
-
-    @property
-    def top(self) -> float:
-        """The largest eigenvalue as a float."""
-        return float(self.eigenvalues[0])
-
-    @property
-    def max_relative_error(self) -> float:
-        """The largest relative error bound of the returned eigenvalues."""
-        return float(self.relative_error_bounds.max())
-
-
-def warm_start(result: EigResult) -> torch.Tensor:
-    """The start block ``v0`` for the next solve of a nearby operator, ``(d, b)``: the result's top ``b`` Ritz vectors.
-
-    ``b = k + 1`` plus the columns the block grew by to resolve a cluster (the
-    random spare column of a cold start is left out), so the next solve starts
-    with a block that holds the wanted eigenvectors and the next one: the gap
-    below the k-th eigenvalue then settles after one or two block products.
-    Power iteration results give their vector.
-
-    Example:
-        >>> A = torch.diag(torch.tensor([5.0, 3.0, 1.0, 0.5], dtype=torch.float64))
-        >>> warm_start(lanczos(A, k=1, tol=1e-10)).shape
-        torch.Size([4, 2])
-    """
-    return result.ritz_block if result.ritz_block is not None else result.eigenvectors
-
-
-UNCONVERGED_MARK = "(not converged)"  # printed after a value whose solve ran out of iterations
-
-
-def eigen_metrics(key: str, result: EigResult, i: int = 0) -> dict[str, float]:
-    """The ``i``-th eigenvalue of ``result`` as metrics: ``{key, err/key, converged/key}``.
-
-    ``err/key`` is its absolute error bound, ``converged/key`` 1.0 when the solve
-    met its tolerance, else 0.0 (see :mod:`oppsig.curvature.hook`).
-
-    Example:
-        >>> r = lanczos(torch.diag(torch.tensor([2.0, 1.0], dtype=torch.float64)), tol=1e-8)
-        >>> sorted(eigen_metrics("sharpness", r))
-        ['converged/sharpness', 'err/sharpness', 'sharpness']
-    """
-    bounds = result.error_bounds if result.error_bounds is not None else result.residuals
-    return {key: float(result.eigenvalues[i]), f"err/{key}": float(bounds[i]),
-            f"converged/{key}": 1.0 if result.converged else 0.0}
-
-
-def start_vector(dim: int, v0: torch.Tensor | None, seed: int, dtype: torch.dtype,
-                 device: torch.device) -> torch.Tensor:
-    """A unit start vector ``(d,)``: ``v0`` (or the sum of its unit columns when ``(d, j)``), else seeded Gaussian.
-
-    The Gaussian is drawn on the CPU with ``seed``, so it is the same on every device.
-
-    Raises:
-        OppsigError: when ``v0`` does not have shape ``(d,)`` or ``(d, j)``.
-    """
-    if v0 is not None:
-        v = _start_columns(v0, dim, dtype, device)
-        v = _unit_columns(v).sum(dim=1) if torch.as_tensor(v0).dim() == 2 else v[:, 0]
-        nrm = _norm(v)
-        if math.isfinite(nrm) and nrm > 0:
-            return (v.to(torch.float64) / nrm).to(dtype)
-    v = _gaussian(dim, torch.Generator().manual_seed(int(seed)))
-    return (v / v.norm()).to(device=device, dtype=dtype)
-
-
-def _start_columns(v0, dim: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``v0`` as ``(d, j)`` columns on ``device`` in ``dtype``.
-
-    Raises:
-        OppsigError: when ``v0`` does not have shape ``(d,)`` or ``(d, j)``.
-    """
-    v0 = torch.as_tensor(v0)
-    if v0.dim() not in (1, 2) or v0.shape[0] != dim:
-        raise OppsigError(f"v0 has shape {tuple(v0.shape)}; pass a ({dim},) vector or a ({dim}, j) block")
-    return v0.detach().to(device=device, dtype=dtype).reshape(dim, -1)
-
-
-def _gaussian(dim: int, g: torch.Generator) -> torch.Tensor:
-    """A seeded Gaussian ``(d,)`` drawn on the CPU in float64, so it is the same on every device and dtype."""
-    return torch.randn(dim, generator=g, dtype=torch.float64)
-
-
-def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
-    """``<a, b>`` with the products summed in float64 (float32 sums over ~1e6 entries lose up to ~1e-4)."""
-    return float((a * b).sum(dtype=torch.float64))
-
-
-def _coef(Q: torch.Tensor, W: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
-    """``Q @ W`` in float64, ``(rows, cols)`` on the CPU: summed over chunks of the ``d`` entries in float64
-    (float32 products over ~1e6 entries lose up to ~1e-4, which would move the projected matrix)."""
-    if Q.dtype == torch.float64:
-        return (Q @ W).cpu()
-    out = torch.zeros(Q.shape[0], W.shape[1], dtype=torch.float64, device=Q.device)
-    for s in range(0, Q.shape[1], chunk):
-        out += Q[:, s : s + chunk].to(torch.float64) @ W[s : s + chunk].to(torch.float64)
-    return out.cpu()
-
-
-def _norm(a: torch.Tensor) -> float:
-    return float(torch.linalg.vector_norm(a, dtype=torch.float64))
-
-
-def _unit_columns(V: torch.Tensor) -> torch.Tensor:
-    n = torch.linalg.vector_norm(V, dim=0, dtype=torch.float64, keepdim=True)
-    return (V.to(torch.float64) / n.clamp_min(torch.finfo(torch.float64).tiny)).to(V.dtype)
-
-
-def _orthogonalise(w: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Remove from ``w`` its components along the orthonormal rows of ``Q``; return it and its norm.
-
-    Classical Gram-Schmidt, repeated once when the first pass cancelled most of
-    ``w`` (the DGKS criterion), which keeps the basis orthogonal to working precision.
-    """
-    before = _norm(w)
-    w = w - Q.T @ (Q @ w)
-    after = _norm(w)
-    if after < 0.7071 * before:
-        w = w - Q.T @ (Q @ w)
-        after = _norm(w)
-    return w, after
-
-
-CRITERIA = ("residual", "eigenvalue")
-GAP_CONFIRM = 0.1  # a gap is known once the next Ritz residual is at most this fraction of it
 MAX_GROWTH = 6  # most random columns added to the first block
-
-
-def _error_bounds(theta: torch.Tensor, resid: torch.Tensor, k: int, exact: bool, eps: float,
-                  dim: int) -> tuple[torch.Tensor, list[bool], float | None]:
-    """Bounds of ``|lambda_i - theta_i|`` for the top ``k`` Ritz pairs, which of them use a gap, and ``delta_k``.
-
-    ``theta`` (m,) descending Ritz values, ``resid`` (m,) their residual norms;
-    ``exact``: the basis spans the whole space (the Ritz values are eigenvalues);
-    ``eps``, ``dim``: the operator's machine epsilon and size, for the rounding
-    floor. See the module docstring for the safe gap and the floor.
-    """
-    m = theta.shape[0]
-    floor = (m + math.sqrt(dim)) * eps * float(theta.abs().max())
-    out = resid[:k].clone()
-    known: list[bool] = []
-    gap = None
-    for i in range(min(k, m)):
-        r = float(resid[i])
-        delta = -math.inf
-        if exact:
-            delta = math.inf
-        elif i + 1 < m:
-            below = float(theta[i] - theta[i + 1] - resid[i + 1])
-            if float(resid[i + 1]) <= GAP_CONFIRM * below:  # the next Ritz pair has settled well below
-                delta = below if i == 0 else min(below, float(theta[i - 1] - theta[i]))
-        ok = delta > 0
-        known.append(ok)
-        if ok and math.isfinite(delta):
-            out[i] = r * r / delta
-        elif ok:
-            out[i] = r
-        out[i] = max(float(out[i]), floor)
-        if i == k - 1 and ok:
-            gap = delta
-    return out, known, gap
-
-
-def _start_block(dim: int, v0: torch.Tensor | None, b: int, seed: int, dtype: torch.dtype,
-                 device: torch.device) -> "_Basis":
-    """A basis of ``b'`` orthonormal rows: the usable columns of ``v0`` first, then seeded Gaussian ones up to ``b``.
-
-    Raises:
-        OppsigError: when ``v0`` does not have shape ``(d,)`` or ``(d, j)``.
-    """
-    basis = _Basis(torch.empty(0, dim, dtype=dtype, device=device), min(dim, 32))
-    if v0 is not None:
-        V = _start_columns(v0, dim, dtype, device)
-        for j in range(V.shape[1]):
-            basis.add_direction(V[:, j])
-    g = torch.Generator().manual_seed(int(seed))
-    tries = 0
-    while basis.n < b and tries < 4 * b + 8:
-        tries += 1
-        basis.add_direction(_gaussian(dim, g).to(device=device, dtype=dtype))
-    return basis
-
-
-class _Basis:
-    """Orthonormal rows ``(n, d)`` kept in a buffer that doubles when full, so that adding a row copies one row,
-    not the whole basis (on a 650,000-parameter model, re-concatenating the basis for every new row took about
-    a third of a cold solve's time besides the products)."""
-
-    def __init__(self, rows: torch.Tensor, capacity: int) -> None:
-        self.buf = torch.empty(max(int(capacity), rows.shape[0], 1), rows.shape[1], dtype=rows.dtype,
-                               device=rows.device)
-        self.n = rows.shape[0]
-        self.buf[: self.n] = rows
-
-    @property
-    def rows(self) -> torch.Tensor:
-        """The basis ``(n, d)``: a view of the buffer (valid until the next :meth:`append`)."""
-        return self.buf[: self.n]
-
-    def append(self, row: torch.Tensor) -> None:
-        if self.n == self.buf.shape[0]:
-            self.buf = torch.cat([self.buf, torch.empty_like(self.buf)])
-        self.buf[self.n] = row
-        self.n += 1
-
-    def add_direction(self, w: torch.Tensor) -> bool:
-        """Append ``w``'s direction orthogonal to the rows; False (nothing appended) when it adds none."""
-        n0 = _norm(w)
-        if not (math.isfinite(n0) and n0 > 0):
-            return False
-        w, nw = _orthogonalise(w, self.rows) if self.n else (w, n0)
-        if nw <= 1e3 * torch.finfo(self.buf.dtype).eps * n0:
-            return False
-        self.append(w / nw)
-        return True
-
-
-def _block_check(theta: torch.Tensor, resid: torch.Tensor, k: int, b: int, first_warm: bool) -> str:
-    """Whether the block may hide a cluster member: ``ok``, ``grow`` (add a column) or ``wait`` (a first random block).
-
-    ``grow`` when the block's last Ritz value ``theta_b`` lies with the wanted
-    ones, closer to ``theta_k`` than to the next Ritz value
-    (``theta_k - theta_b < theta_b - theta_{b+1}``), and the gap below it has
-    settled (``r_b`` and ``r_{b+1}`` at most :data:`GAP_CONFIRM` of it): the
-    top ``b`` Ritz values then form a cluster set apart from the rest, which
-    may hold one more eigenvalue than the block has yet seen. ``wait`` after
-    the first block of a random start (nothing is known below it); ``ok``
-    otherwise, and after the first block of a warm start (the start is
-    trusted to hold the top eigenvectors; see the module docstring).
-    """
-    m = theta.shape[0]
-    if b <= k:
-        return "ok"
-    if m <= b:
-        return "ok" if first_warm else "wait"
-    t_k, t_b, t_next = float(theta[k - 1]), float(theta[b - 1]), float(theta[b])
-    below = t_b - t_next
-    settled = max(float(resid[b - 1]), float(resid[b])) <= GAP_CONFIRM * below
-    return "grow" if t_k - t_b < below and settled else "ok"
+FRESH_SEED_STRIDE = 7919
+"""The k-th random column added to a basis is drawn with seed ``seed + FRESH_SEED_STRIDE * k``: a prime stride,
+so that the added columns' seeds never meet the start block's (``seed``, ``seed + 1``, ...) in practice."""
 
 
 def lanczos(
@@ -454,6 +161,47 @@ def lanczos(
         >>> round(r.top, 6), r.converged
         (9.0, True)
     """
+    A, m_max = _checked_operator(op, k, max_iter, block, criterion, dim, dtype, device)
+    d = A.dim
+    warm = v0 is not None
+    b = _first_block_size(k, v0, block, d, m_max)
+    b_cap = min(d, m_max, b + MAX_GROWTH)
+    grown = 0
+    kr = _Krylov(A, start_block(d, v0, b, seed, A.dtype, A.device), seed)
+    converged = exact = False
+    targets: list[int] = []  # Ritz pairs whose residual directions alone form the next block (warm starts)
+    while True:
+        nb = kr.next_block(targets, b, m_max)
+        if nb <= 0:  # no direction left outside the basis: the Ritz values are the eigenvalues
+            converged = exact = True
+            break
+        kr.multiply(nb)
+        exact = kr.e >= d
+        targets = []
+        if kr.e >= k:
+            met, known = _stop_rule(kr, k, tol, criterion, exact)
+            check = "ok" if exact else block_check(kr.theta, kr.resid, k, b, warm and kr.e == nb)
+            if exact or (all(met) and check == "ok"):
+                converged = True
+                break
+            if check == "grow" and b < b_cap:
+                b += 1
+                grown += 1
+            elif warm and check == "ok":  # refine only what is missing: the unmet pairs and unsettled next ones
+                targets = sorted({i for i in range(k) if not met[i]} | {i + 1 for i in range(k) if not known[i]})
+                targets = [i for i in targets if i < kr.e]
+        if kr.nmv >= m_max:
+            break
+    return kr.result(k, grown, converged, exact)
+
+
+def _checked_operator(op, k: int, max_iter: int, block: int | None, criterion: str, dim: int | None,
+                      dtype: torch.dtype | None, device: torch.device | str | None) -> tuple[LinearOperator, int]:
+    """``op`` as a symmetric operator and the most products ``m_max``, after checking the arguments of :func:`lanczos`.
+
+    Raises:
+        OppsigError: as :func:`lanczos`.
+    """
     if criterion not in CRITERIA:
         raise OppsigError(f"unknown criterion {criterion!r}; pass 'residual' or 'eigenvalue'")
     A: LinearOperator = as_operator(op, dim, dtype, device)
@@ -466,52 +214,86 @@ def lanczos(
         raise OppsigError(f"max_iter={max_iter} is smaller than k={k}; pass max_iter >= k")
     if block is not None and int(block) < 1:
         raise OppsigError(f"block={block} must be >= 1; pass a positive block size or None (k + 2)")
-    dt, dev = A.dtype, A.device
-    tiny = torch.finfo(dt).eps
-    warm = v0 is not None
+    return A, m_max
+
+
+def _first_block_size(k: int, v0: torch.Tensor | None, block: int | None, d: int, m_max: int) -> int:
+    """The first block's size: ``block``, else the columns of a warm ``v0`` (at least ``k + 1``), else ``k + 2``."""
     if block is not None:
         b = int(block)
-    elif warm:  # the start's columns (the previous solve's block), at least k + 1
+    elif v0 is not None:  # the start's columns (the previous solve's block), at least k + 1
         b = max(k + 1, int(torch.as_tensor(v0).shape[1]) if torch.as_tensor(v0).dim() == 2 else 1)
     else:  # k + 1 and a spare random column (see the module docstring)
         b = k + 2
-    b = max(1, min(b, d, m_max))
-    b_cap = min(d, m_max, b + MAX_GROWTH)
-    grown = 0
-    basis = _start_block(d, v0, b, seed, dt, dev)
-    Q = basis.rows  # rows: e multiplied, then the frontier (not yet multiplied)
-    H = torch.zeros(0, 0, dtype=torch.float64)  # (rows, e): <q_i, A q_j> for every row i and multiplied j
-    e = 0
-    nmv = 0
-    converged = exact = False
-    history: list[float] = []
-    theta = Y = resid = None
-    fresh = 0  # random directions drawn so far (their seeds)
-    targets: list[int] = []  # Ritz pairs whose residual directions alone form the next block (warm starts)
-    while True:
-        if targets and Q.shape[0] > e:
-            # rotate the frontier so that its first rows span the targets' residuals, and multiply those
-            U, _ = torch.linalg.qr(H[e:] @ Y[:, targets], mode="complete")
-            Q[e:] = U.T.to(device=dev, dtype=dt) @ Q[e:]
-            H[e:] = U.T @ H[e:]
-            nb = min(len(targets), Q.shape[0] - e, m_max - nmv)
-        else:
-            while Q.shape[0] - e < b and Q.shape[0] < d:  # the block needs random columns (growth or breakdown)
-                fresh += 1
-                g = torch.Generator().manual_seed(int(seed) + 7919 * fresh)
-                added = basis.add_direction(_gaussian(d, g).to(device=dev, dtype=dt))
-                Q = basis.rows
-                if not added:  # the basis spans the whole space
-                    break
-            nb = min(b, Q.shape[0] - e, m_max - nmv)
-        if nb <= 0:  # no direction left outside the basis: the Ritz values are the eigenvalues
-            converged = exact = True
-            break
+    return max(1, min(b, d, m_max))
+
+
+def _stop_rule(kr: "_Krylov", k: int, tol: float, criterion: str, exact: bool) -> tuple[list[bool], list[bool]]:
+    """Which of the top ``k`` Ritz pairs meet ``criterion``, and which have a known gap (all, for ``residual``)."""
+    theta, resid = kr.theta, kr.resid
+    if criterion == "residual":
+        met = [bool(resid[i] <= tol * abs(theta[i])) for i in range(k)]
+        known = [True] * k
+    else:
+        bounds, known, _ = error_bounds(theta, resid, k, exact, kr.tiny, kr.d)
+        met = [known[i] and bool(bounds[i] <= tol * abs(theta[i])) for i in range(k)]
+    return met, known
+
+
+class _Krylov:
+    """The state of a block Lanczos solve: the basis, the projected matrix and the Ritz pairs.
+
+    Attributes:
+        basis: the orthonormal rows; ``Q`` (rows, d) is its current view: the
+            first ``e`` rows multiplied, then the frontier (not yet multiplied).
+        H: ``(rows, e)`` float64, ``<q_i, A q_j>`` for every row i and multiplied j.
+        theta, Y, resid: Ritz values (descending), their vectors in the basis
+            ``(e, e)`` and residual norms, after the last block.
+        nmv: products so far; fresh: random directions drawn so far (their seeds).
+    """
+
+    def __init__(self, A: LinearOperator, basis: Basis, seed: int) -> None:
+        self.A, self.basis, self.seed = A, basis, seed
+        self.d, self.dt, self.dev = A.dim, A.dtype, A.device
+        self.tiny = torch.finfo(self.dt).eps
+        self.Q = basis.rows
+        self.H = torch.zeros(0, 0, dtype=torch.float64)
+        self.e = 0
+        self.nmv = 0
+        self.fresh = 0
+        self.history: list[float] = []
+        self.theta = self.Y = self.resid = None
+
+    def next_block(self, targets: list[int], b: int, m_max: int) -> int:
+        """Prepare the next block at rows ``e:``; return its size (0: the basis spans the whole space).
+
+        With ``targets``, the frontier is rotated so that its first rows span
+        the targets' residuals; otherwise random rows are added until the
+        frontier holds ``b`` (growth or breakdown).
+        """
+        e, dev, dt = self.e, self.dev, self.dt
+        if targets and self.Q.shape[0] > e:
+            U, _ = torch.linalg.qr(self.H[e:] @ self.Y[:, targets], mode="complete")
+            self.Q[e:] = U.T.to(device=dev, dtype=dt) @ self.Q[e:]
+            self.H[e:] = U.T @ self.H[e:]
+            return min(len(targets), self.Q.shape[0] - e, m_max - self.nmv)
+        while self.Q.shape[0] - e < b and self.Q.shape[0] < self.d:
+            self.fresh += 1
+            g = torch.Generator().manual_seed(int(self.seed) + FRESH_SEED_STRIDE * self.fresh)
+            added = self.basis.add_direction(gaussian(self.d, g).to(device=dev, dtype=dt))
+            self.Q = self.basis.rows
+            if not added:  # the basis spans the whole space
+                break
+        return min(b, self.Q.shape[0] - e, m_max - self.nmv)
+
+    def multiply(self, nb: int) -> None:
+        """Multiply the block of rows ``e : e + nb``, extend the basis and ``H``, and update the Ritz pairs."""
+        Q, e, H, dev, dt = self.Q, self.e, self.H, self.dev, self.dt
         Qb = Q[e : e + nb]
-        W = A.matmat(Qb.T)  # (d, nb)
-        nmv += nb
+        W = self.A.matmat(Qb.T)  # (d, nb)
+        self.nmv += nb
         rows = Q.shape[0]
-        C = _coef(Q, W)  # (rows, nb): couplings with every basis vector, summed in float64
+        C = couplings(Q, W)  # (rows, nb): couplings with every basis vector, summed in float64
         W = W - Q.T @ C.to(device=dev, dtype=dt)
         Hn = torch.zeros(rows, e + nb, dtype=torch.float64)
         Hn[: H.shape[0], :e] = H
@@ -520,72 +302,67 @@ def lanczos(
         D = Hn[e : e + nb, e : e + nb]
         Hn[e : e + nb, e : e + nb] = (D + D.T) / 2
         e += nb
-        scale = max(float(Hn[:e, :e].abs().max()), tiny)
-        # the part of A Qb outside the basis: new frontier rows, coupled to the block by R (upper triangular)
-        R = []
-        for j in range(nb):
-            w = W[:, j]
-            if Q.shape[0] > rows:
-                c_new = _coef(Q[rows:], w[:, None])[:, 0]
-                w = w - Q[rows:].T @ c_new.to(device=dev, dtype=dt)
-            else:
-                c_new = torch.zeros(0, dtype=torch.float64)
-            w, nw = _orthogonalise(w, Q)
-            col = torch.zeros(nb, dtype=torch.float64)
-            col[: c_new.shape[0]] = c_new
-            if nw > 100 * tiny * scale and Q.shape[0] < d:
-                col[Q.shape[0] - rows] = nw
-                basis.append(w / nw)
-                Q = basis.rows
-            R.append(col)
-        n_new = Q.shape[0] - rows
-        Hf = torch.zeros(Q.shape[0], e, dtype=torch.float64)
+        scale = max(float(Hn[:e, :e].abs().max()), self.tiny)
+        R = self._extend_frontier(W, rows, nb, scale)
+        n_new = self.Q.shape[0] - rows
+        Hf = torch.zeros(self.Q.shape[0], e, dtype=torch.float64)
         Hf[:rows] = Hn
         if n_new:
             Hf[rows:, e - nb : e] = torch.stack(R, dim=1)[:n_new]
-        H = Hf
-        Hm = H[:e, :e]
+        self.H, self.e = Hf, e
+        Hm = Hf[:e, :e]
         evals, evecs = torch.linalg.eigh((Hm + Hm.T) / 2)
-        theta, Y = evals.flip(0), evecs.flip(1)
-        resid = torch.linalg.vector_norm(H[e:] @ Y, dim=0) if H.shape[0] > e else torch.zeros(e, dtype=torch.float64)
-        history.extend([float(theta[0])] * nb)
-        exact = e >= d
-        targets = []
-        if e >= k:
-            if criterion == "residual":
-                met = [bool(resid[i] <= tol * abs(theta[i])) for i in range(k)]
-                known = [True] * k
+        self.theta, self.Y = evals.flip(0), evecs.flip(1)
+        self.resid = torch.linalg.vector_norm(Hf[e:] @ self.Y, dim=0) if Hf.shape[0] > e \
+            else torch.zeros(e, dtype=torch.float64)
+        self.history.extend([float(self.theta[0])] * nb)
+
+    def _extend_frontier(self, W: torch.Tensor, rows: int, nb: int, scale: float) -> list[torch.Tensor]:
+        """Append the part of ``A Qb`` outside the basis as new frontier rows; return their couplings ``R``.
+
+        ``R`` (one float64 column of ``nb`` per block vector) couples the block
+        to the new rows and is upper triangular.
+        """
+        dev, dt = self.dev, self.dt
+        R = []
+        for j in range(nb):
+            w = W[:, j]
+            if self.Q.shape[0] > rows:
+                c_new = couplings(self.Q[rows:], w[:, None])[:, 0]
+                w = w - self.Q[rows:].T @ c_new.to(device=dev, dtype=dt)
             else:
-                bounds, known, _ = _error_bounds(theta, resid, k, exact, tiny, d)
-                met = [known[i] and bool(bounds[i] <= tol * abs(theta[i])) for i in range(k)]
-            check = "ok" if exact else _block_check(theta, resid, k, b, warm and e == nb)
-            if exact or (all(met) and check == "ok"):
-                converged = True
-                break
-            if check == "grow" and b < b_cap:
-                b += 1
-                grown += 1
-            elif warm and check == "ok":  # refine only what is missing: the unmet pairs and unsettled next ones
-                targets = sorted({i for i in range(k) if not met[i]} | {i + 1 for i in range(k) if not known[i]})
-                targets = [i for i in targets if i < e]
-        if nmv >= m_max:
-            break
-    kk = min(k, e)
-    nbk = min(k + 1 + grown, e)  # the next start block: the wanted, the next, one more per column added
-    V = _unit_columns(Q[:e].T @ Y[:, :nbk].to(device=dev, dtype=dt))
-    bounds, known, gap_out = _error_bounds(theta, resid, kk, exact, tiny, d)
-    return EigResult(
-        eigenvalues=theta[:kk].to(device=dev, dtype=dt),
-        eigenvectors=V[:, :kk].clone(),
-        residuals=resid[:kk].to(device=dev, dtype=dt),
-        num_matvecs=nmv,
-        converged=converged,
-        history=history,
-        error_bounds=bounds.to(device=dev, dtype=dt),
-        gap=gap_out,
-        gap_known=tuple(known),
-        ritz_block=V,
-    )
+                c_new = torch.zeros(0, dtype=torch.float64)
+            w, nw = orthogonalise(w, self.Q)
+            col = torch.zeros(nb, dtype=torch.float64)
+            col[: c_new.shape[0]] = c_new
+            if nw > 100 * self.tiny * scale and self.Q.shape[0] < self.d:
+                col[self.Q.shape[0] - rows] = nw
+                self.basis.append(w / nw)
+                self.Q = self.basis.rows
+            R.append(col)
+        return R
+
+    def result(self, k: int, grown: int, converged: bool, exact: bool) -> EigResult:
+        """The top ``k`` Ritz pairs with their bounds, and the next start block (the wanted, the next, one more
+        per column added)."""
+        e, dev, dt = self.e, self.dev, self.dt
+        theta, resid = self.theta, self.resid
+        kk = min(k, e)
+        nbk = min(k + 1 + grown, e)
+        V = unit_columns(self.Q[:e].T @ self.Y[:, :nbk].to(device=dev, dtype=dt))
+        bounds, known, gap_out = error_bounds(theta, resid, kk, exact, self.tiny, self.d)
+        return EigResult(
+            eigenvalues=theta[:kk].to(device=dev, dtype=dt),
+            eigenvectors=V[:, :kk].clone(),
+            residuals=resid[:kk].to(device=dev, dtype=dt),
+            num_matvecs=self.nmv,
+            converged=converged,
+            history=self.history,
+            error_bounds=bounds.to(device=dev, dtype=dt),
+            gap=gap_out,
+            gap_known=tuple(known),
+            ritz_block=V,
+        )
 
 
 def power_iteration(
@@ -635,20 +412,20 @@ def power_iteration(
     for _ in range(int(max_iter)):
         w = A.matvec(v)
         nmv += 1
-        lam = _dot(v, w)
+        lam = dot64(v, w)
         history.append(lam)
         if prev is not None and abs(lam - prev) <= tol * (abs(prev) + 1e-6):
             converged = True
             break
         prev = lam
-        nw = _norm(w)
+        nw = norm64(w)
         if nw == 0.0:
             converged = True
             break
         if nmv < max_iter:
             v = w / nw
         # on the last iteration keep (v, w) paired for the residual
-    res = torch.tensor(_norm(w - lam * v) if w is not None else 0.0, dtype=A.dtype, device=A.device)
+    res = torch.tensor(norm64(w - lam * v) if w is not None else 0.0, dtype=A.dtype, device=A.device)
     return EigResult(
         eigenvalues=torch.tensor([lam], dtype=A.dtype, device=A.device),
         eigenvectors=v[:, None].clone(),

@@ -10,8 +10,9 @@ matrices, their sums and multiples are; a product ``A @ B`` is not in general,
 and the symmetric eigensolvers (:func:`~oppsig.curvature.lanczos.lanczos`) and
 :meth:`~LinearOperator.to_scipy` refuse it.
 
-Parameter dicts ``name -> tensor`` map to flat vectors through a
-:class:`ParamLayout` (the names in a fixed order and their shapes).
+This module holds the base class, its composition and the operators of an
+explicit matrix or a function; the curvature matrices of a model are in
+:mod:`oppsig.curvature.model_operators`.
 
 Example:
     >>> import torch
@@ -22,136 +23,19 @@ Example:
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
 
 from ..errors import OppsigError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..distributed import DistContext
-    from .hvp import HVP
-
 __all__ = [
-    "ParamLayout",
-    "flatten_params",
-    "unflatten_params",
     "LinearOperator",
     "DenseOperator",
     "CallableOperator",
-    "HessianOperator",
-    "GGNOperator",
-    "PreconditionedOperator",
     "as_operator",
-    "all_reduced",
 ]
-
-
-# ----------------------------------------------------------------------------- layouts
-
-
-@dataclass(frozen=True)
-class ParamLayout:
-    """The order and shapes of a parameter dict, to go to and from flat vectors.
-
-    Attributes:
-        names: parameter names in flat order.
-        shapes: the shape of each parameter.
-
-    Example:
-        >>> lay = ParamLayout.from_dict({"w": torch.zeros(2, 3), "b": torch.zeros(2)})
-        >>> lay.dim, lay.slice("b")
-        (8, slice(6, 8, None))
-    """
-
-    names: tuple[str, ...]
-    shapes: tuple[torch.Size, ...]
-
-    @classmethod
-    def from_dict(cls, params: Mapping[str, torch.Tensor], names: Sequence[str] | None = None) -> "ParamLayout":
-        """The layout of ``params`` (in dict order, or in the order of ``names``).
-
-        Raises:
-            OppsigError: when a name is not in ``params``.
-        """
-        names = tuple(params) if names is None else tuple(names)
-        missing = [n for n in names if n not in params]
-        if missing:
-            raise OppsigError(f"parameter {missing[0]!r} is not in the dict; valid names: {', '.join(params)}")
-        return cls(names, tuple(torch.Size(params[n].shape) for n in names))
-
-    @property
-    def numels(self) -> tuple[int, ...]:
-        return tuple(math.prod(s) for s in self.shapes)
-
-    @property
-    def dim(self) -> int:
-        """Total number of scalars ``d``."""
-        return sum(self.numels)
-
-    def slice(self, name: str) -> slice:
-        """Where parameter ``name`` lies in a flat vector.
-
-        Raises:
-            OppsigError: for a name not in the layout.
-        """
-        start = 0
-        for n, k in zip(self.names, self.numels):
-            if n == name:
-                return slice(start, start + k)
-            start += k
-        raise OppsigError(f"parameter {name!r} is not in this layout; valid names: {', '.join(self.names)}")
-
-    def flatten(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Concatenate ``params[name]`` in layout order into a flat ``(d,)`` tensor.
-
-        Raises:
-            OppsigError: when a name is missing or a shape differs.
-        """
-        parts = []
-        for n, s in zip(self.names, self.shapes):
-            if n not in params:
-                raise OppsigError(f"parameter {n!r} is missing from the dict; pass all of: {', '.join(self.names)}")
-            t = params[n]
-            if t.shape != s:
-                raise OppsigError(f"parameter {n!r} has shape {tuple(t.shape)}, expected {tuple(s)}")
-            parts.append(t.reshape(-1))
-        return torch.cat(parts) if parts else torch.zeros(0)
-
-    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Split a flat ``(d,)`` tensor into a dict of views ``name -> (shape)``.
-
-        Raises:
-            OppsigError: when ``flat`` is not of shape ``(d,)``.
-        """
-        if flat.dim() != 1 or flat.shape[0] != self.dim:
-            raise OppsigError(f"expected a flat vector of shape ({self.dim},), got {tuple(flat.shape)}")
-        out, start = {}, 0
-        for n, s, k in zip(self.names, self.shapes, self.numels):
-            out[n] = flat[start : start + k].view(s)
-            start += k
-        return out
-
-
-def flatten_params(params: Mapping[str, torch.Tensor], names: Sequence[str] | None = None) -> torch.Tensor:
-    """Flatten a parameter dict into ``(d,)`` (dict order, or the order of ``names``).
-
-    Example:
-        >>> flatten_params({"a": torch.ones(2, 2), "b": torch.zeros(1)}).shape
-        torch.Size([5])
-    """
-    return ParamLayout.from_dict(params, names).flatten(params)
-
-
-def unflatten_params(flat: torch.Tensor, layout: ParamLayout) -> dict[str, torch.Tensor]:
-    """Inverse of :func:`flatten_params` for the given layout (views into ``flat``)."""
-    return layout.unflatten(flat)
-
-
-# ----------------------------------------------------------------------------- operators
 
 
 class LinearOperator:
@@ -303,7 +187,8 @@ def _check_compatible(a: LinearOperator, b: LinearOperator) -> None:
         raise OppsigError(f"cannot combine operators of sizes {a.dim} and {b.dim}; both must act on the same space")
     if a.dtype != b.dtype or a.device != b.device:
         raise OppsigError(
-            f"cannot combine operators on {a.device}/{a.dtype} and {b.device}/{b.dtype}; build both with the same device and dtype"
+            f"cannot combine operators on {a.device}/{a.dtype} and {b.device}/{b.dtype}; "
+            "build both with the same device and dtype"
         )
 
 
@@ -421,160 +306,5 @@ def as_operator(op, dim: int | None = None, dtype: torch.dtype | None = None,
         if dim is None:
             raise OppsigError("a plain function needs its size: pass dim=d (and dtype=, device= if not float32 on cpu)")
         return CallableOperator(op, dim, dtype or torch.float32, device or "cpu")
-    raise OppsigError(f"cannot use a {type(op).__name__} as an operator; pass a LinearOperator, a (d, d) tensor or a function with dim=")
-
-
-class HessianOperator(LinearOperator):
-    """The Hessian of the mean training loss, from an :class:`~oppsig.curvature.hvp.HVP`.
-
-    Build it with :meth:`from_model` (or ``HessianOperator(make_hvp(...))``).
-    ``restrict(names)`` gives the diagonal block of a subset of the parameters,
-    the others held fixed.
-
-    Attributes:
-        hvp: the underlying Hessian-vector product.
-        layout: the flat order of the parameters this operator acts on.
-
-    Example:
-        >>> from oppsig.models import build_model
-        >>> from oppsig.losses import get_loss
-        >>> m = build_model("mlp", (4,), 3, widths=(5,), dtype=torch.float64)
-        >>> x, y = torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 3, (8,))
-        >>> H = HessianOperator.from_model(m, [(x, y)], get_loss("mse"))
-        >>> H.shape
-        (43, 43)
-    """
-
-    def __init__(self, hvp: "HVP"):
-        super().__init__(hvp.layout.dim, hvp.dtype, hvp.device)
-        self.hvp = hvp
-
-    @classmethod
-    def from_model(cls, model, batches, loss_fn, params=None, method: str = "auto", num_examples: int | None = None,
-                   *, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-                   batchnorm: str = "batch") -> "HessianOperator":
-        """The Hessian of ``mean loss`` over ``batches`` (arguments of :func:`~oppsig.curvature.hvp.make_hvp`)."""
-        from .hvp import make_hvp
-
-        return cls(make_hvp(model, batches, loss_fn, params, method, num_examples,
-                            dtype=dtype, device=device, batchnorm=batchnorm))
-
-    @property
-    def layout(self) -> ParamLayout:
-        return self.hvp.layout
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return self.hvp.layout.names
-
-    def restrict(self, names: Sequence[str]) -> "HessianOperator":
-        """The block of the Hessian for the parameters ``names`` (others fixed)."""
-        return HessianOperator(self.hvp.restrict(names))
-
-    def _matvec(self, v):
-        return self.hvp.matvec(v)
-
-    def _matmat(self, V):
-        return self.hvp.matmat(V)
-
-
-class GGNOperator(LinearOperator):
-    """The generalised Gauss-Newton matrix ``G = (1/N) sum_i J_i^T H_i J_i`` of the mean loss.
-
-    ``J_i`` is the Jacobian of example i's network outputs with respect to the
-    parameters and ``H_i`` the Hessian of its loss with respect to those outputs
-    (positive semi-definite for MSE and cross-entropy, so ``G`` is too). Same
-    arguments and batching as :class:`HessianOperator`; each product costs
-    about one forward-mode and one reverse-mode pass per physical batch.
-
-    Example:
-        >>> from oppsig.models import build_model
-        >>> from oppsig.losses import get_loss
-        >>> m = build_model("mlp", (4,), 3, widths=(5,), dtype=torch.float64)
-        >>> x, y = torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 3, (8,))
-        >>> G = GGNOperator.from_model(m, [(x, y)], get_loss("mse"))
-        >>> bool(torch.linalg.eigvalsh(G.to_dense()).min() > -1e-12)
-        True
-    """
-
-    def __init__(self, hvp: "HVP"):
-        super().__init__(hvp.layout.dim, hvp.dtype, hvp.device)
-        self.hvp = hvp
-
-    @classmethod
-    def from_model(cls, model, batches, loss_fn, params=None, num_examples: int | None = None,
-                   *, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-                   batchnorm: str = "batch") -> "GGNOperator":
-        from .hvp import make_hvp
-
-        return cls(make_hvp(model, batches, loss_fn, params, "fwd_rev", num_examples,
-                            dtype=dtype, device=device, batchnorm=batchnorm))
-
-    @property
-    def layout(self) -> ParamLayout:
-        return self.hvp.layout
-
-    def _matvec(self, v):
-        return self.hvp.ggn_matvec(v)
-
-
-class PreconditionedOperator(LinearOperator):
-    """``P^{-1/2} A P^{-1/2}`` for a positive diagonal preconditioner ``P = diag(diag)``.
-
-    With ``P = sqrt(v_hat) + eps`` (Adam's denominator) the top eigenvalue of this
-    operator is the preconditioned sharpness, compared with
-    :func:`~oppsig.curvature.quantities.adam_threshold`.
-
-    Args:
-        op: the operator ``A`` (d, d).
-        diag: the diagonal of ``P``, shape ``(d,)``, every entry > 0.
-
-    Raises:
-        OppsigError: when ``diag`` has the wrong shape or a non-positive / non-finite entry.
-
-    Example:
-        >>> A = DenseOperator(torch.eye(2))
-        >>> PreconditionedOperator(A, torch.tensor([4.0, 1.0])).to_dense().diag().tolist()
-        [0.25, 1.0]
-    """
-
-    def __init__(self, op: LinearOperator, diag: torch.Tensor):
-        super().__init__(op.dim, op.dtype, op.device)
-        diag = torch.as_tensor(diag)
-        if diag.shape != (op.dim,):
-            raise OppsigError(f"preconditioner diagonal has shape {tuple(diag.shape)}; pass one of shape ({op.dim},)")
-        if not bool(torch.isfinite(diag).all()) or bool((diag <= 0).any()):
-            raise OppsigError("preconditioner diagonal must be finite and > 0; add eps (e.g. sqrt(v_hat) + eps)")
-        self.op = op
-        self.diag = diag.to(device=op.device, dtype=op.dtype)
-        self.scale = self.diag.rsqrt()
-        self.symmetric = op.symmetric
-
-    def _matvec(self, v):
-        return self.scale * self.op.matvec(self.scale * v)
-
-    def _matmat(self, V):
-        s = self.scale[:, None]
-        return s * self.op.matmat(s * V)
-
-
-def all_reduced(op, ctx: DistContext):
-    """A linear operator whose products are summed over ranks.
-
-    Each rank's ``op`` holds the Hessian of its shard's share of the global mean
-    loss (its HVP built with ``num_examples`` = the global count), so the sum over
-    ranks is the Hessian of the global loss; Lanczos then runs identically on
-    every rank (same start vector from the same seed).
-    """
-    if not ctx.enabled:
-        return op
-
-    class AllReduced(LinearOperator):
-        def __init__(self) -> None:
-            super().__init__(op.dim, op.dtype, op.device)
-            self.symmetric = op.symmetric
-
-        def _matvec(self, v):
-            return ctx.all_reduce_(op.matvec(v).clone())
-
-    return AllReduced()
+    raise OppsigError(f"cannot use a {type(op).__name__} as an operator; "
+                      "pass a LinearOperator, a (d, d) tensor or a function with dim=")

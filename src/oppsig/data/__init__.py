@@ -13,6 +13,9 @@ from .cifar import RestrictedUnpickler, cifar10, download_cifar10, find_cifar10,
 from .synthetic import PlantedPair, opposing_signals
 from .text import char_dataset
 
+TEST_SEED_OFFSET = 10_000
+"""The synthetic test set is drawn with seed ``seed + TEST_SEED_OFFSET``: other examples than the training set's."""
+
 
 def build_datasets(cfg, seed: int = 0) -> tuple[ArrayDataset, ArrayDataset | None]:
     """The (train, test-or-None) data sets of a :class:`~oppsig.config.DataConfig`.
@@ -41,7 +44,7 @@ def build_datasets(cfg, seed: int = 0) -> tuple[ArrayDataset, ArrayDataset | Non
         train = opposing_signals(n, seed=seed, **kw)
         if cfg.per_class:
             train = train.take(subset_rows(train.y.numpy(), per_class=cfg.per_class, seed=seed))
-        test = opposing_signals(cfg.test_n, seed=seed + 10_000, **kw) if cfg.test_n else None
+        test = opposing_signals(cfg.test_n, seed=seed + TEST_SEED_OFFSET, **kw) if cfg.test_n else None
         return train, test
     if cfg.name == "text":
         train = char_dataset(cfg.path, cfg.dir, block_size=cfg.block_size, n=cfg.n)

@@ -230,7 +230,7 @@ def cifar10(
         standardize: per-channel standardisation with statistics of this subset
             (or ``stats``, e.g. those of the training subset for the test set).
 
-    Example:
+    Example (skipped as a doctest: it needs CIFAR-10 on disk):
         >>> ds = cifar10(n=5000)          # doctest: +SKIP
         >>> ds.x.shape, ds.index[:3]      # doctest: +SKIP
         (torch.Size([5000, 3, 32, 32]), tensor([0, 1, 2]))

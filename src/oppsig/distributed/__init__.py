@@ -9,7 +9,8 @@ gradients over ranks; each rank therefore scales its summed loss by
 exactly the gradient of the global mean loss. Per-example results are
 gathered on every rank by position in the global data order (padding rows of
 uneven shards are dropped), and only rank 0 writes the store, metrics and
-checkpoints.
+checkpoints. Under someone else's launcher, :func:`current_context` reads the process group it started and
+:func:`gather_by_id` gathers per-example values by their stable ids.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -118,7 +120,52 @@ def no_sync(model) -> object:
     return model.no_sync() if hasattr(model, "no_sync") else nullcontext()
 
 
-__all__ = ["DistContext", "context_from_env", "device_for", "no_sync", "exact_math"]
+def current_context() -> DistContext:
+    """The context of a process group already started by someone else (e.g. Lightning, the Hugging Face Trainer):
+    its rank and world size, or a single-process context without one."""
+    if dist.is_available() and dist.is_initialized():
+        return DistContext(rank=dist.get_rank(), world=dist.get_world_size())
+    return DistContext()
+
+
+def gather_by_id(ids: torch.Tensor, values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Every rank's ``(ids (b,), values (b,))``, concatenated on every rank, each id once.
+
+    Distributed samplers pad the last batch with repeated examples: a repeated id
+    keeps its first value. Without ``torch.distributed`` this is a copy to numpy.
+
+    Example:
+        >>> i, v = gather_by_id(torch.tensor([3, 1, 3]), torch.tensor([1.0, 2.0, 9.0]))
+        >>> i.tolist(), v.tolist()
+        ([3, 1], [1.0, 2.0])
+    """
+    ids = torch.as_tensor(ids).detach().reshape(-1).to(torch.int64)
+    values = torch.as_tensor(values).detach().reshape(-1).to(torch.float32)
+    world = current_context().world
+    if world > 1:
+        dev = values.device if dist.get_backend() == "nccl" else torch.device("cpu")
+        ids, values = ids.to(dev), values.to(dev)
+        n = torch.tensor([ids.numel()], device=dev)
+        sizes = [torch.zeros_like(n) for _ in range(world)]
+        dist.all_gather(sizes, n)
+        m = int(max(int(s) for s in sizes))
+        pad_i = torch.full((m,), -1, dtype=torch.int64, device=dev)
+        pad_v = torch.zeros(m, dtype=torch.float32, device=dev)
+        pad_i[: ids.numel()], pad_v[: values.numel()] = ids, values
+        all_i = [torch.empty_like(pad_i) for _ in range(world)]
+        all_v = [torch.empty_like(pad_v) for _ in range(world)]
+        dist.all_gather(all_i, pad_i)
+        dist.all_gather(all_v, pad_v)
+        ids = torch.cat([a[: int(s)] for a, s in zip(all_i, sizes)])
+        values = torch.cat([a[: int(s)] for a, s in zip(all_v, sizes)])
+    i, v = ids.cpu().numpy(), values.cpu().numpy()
+    _, first = np.unique(i, return_index=True)
+    first = np.sort(first)
+    return i[first], v[first]
+
+
+__all__ = ["DistContext", "context_from_env", "device_for", "no_sync", "exact_math", "current_context",
+           "gather_by_id"]
 
 
 class exact_math:

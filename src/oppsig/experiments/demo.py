@@ -15,7 +15,7 @@ from pathlib import Path
 from ..config import Config, load_config
 from ..data.cifar import GET_DATA_HINT, candidate_dirs, find_cifar10, find_cifar10_in
 from ..errors import ConfigError, DataNotFoundError
-from ..signals.detect import MIN_ROWS
+from ..signals.tuning import MIN_ROWS
 
 DEMO_CIFAR = [
     "name=demo-cifar10", "data.name=cifar10", "data.n=5000", "data.test_n=1000", "model.name=mlp",

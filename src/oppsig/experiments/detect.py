@@ -24,11 +24,12 @@ from pathlib import Path
 
 from ..errors import OppsigError, StoreError
 from ..training.replay import model_at
-from ..signals.api import find_signals_in_run, record_source
-from ..signals.config import SignalsConfig
+from ..signals.run import find_signals_in_run, record_source
+from ..config import SignalsConfig
 from ..report.grids import save_group_grids
-from ..signals.api import verification_text
-from ..signals.result import SignalsResult, Verification, pair_name, write_signals_json
+from ..signals.text import verification_text
+from ..signals.result import SignalsResult, Verification, pair_name
+from ..signals.signals_json import write_signals_json
 from ..signals.verify import verify_pair, with_verifications
 
 

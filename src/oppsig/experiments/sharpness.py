@@ -19,9 +19,11 @@ from typing import Callable, Sequence
 import torch
 
 from ..errors import OppsigError, StoreError
-from ..curvature.hvp import make_batches, make_hvp
-from ..curvature.lanczos import UNCONVERGED_MARK, warm_start
-from ..curvature.quantities import layer_eigs, optimizer_threshold, top_hessian_eigs
+from ..curvature.batches import make_batches
+from ..curvature.problem import make_hvp
+from ..curvature.results import UNCONVERGED_MARK, warm_start
+from ..curvature.spectrum import layer_eigs, top_hessian_eigs
+from ..curvature.thresholds import optimizer_threshold
 
 __all__ = ["StepCurvature", "run_curvature"]
 
@@ -133,7 +135,7 @@ def run_curvature(
             at or before a step, or a step lies outside the run.
         OppsigError: for ``k < 1`` or ``tol <= 0``.
 
-    Example (a run of ``configs/fc-tanh-mse-gd-cifar5k.yaml``):
+    Example (skipped as a doctest: it needs a trained run of ``configs/fc-tanh-mse-gd-cifar5k.yaml``):
         >>> res = run_curvature("runs/fc-tanh-mse-gd-cifar5k", [200, 1000], k=2)  # doctest: +SKIP
         >>> [(r.step, round(r.sharpness, 1), r.threshold) for r in res]  # doctest: +SKIP
         [(200, 68.8, 100.0), (1000, 102.5, 100.0)]

@@ -24,7 +24,7 @@ rank 0 writes. ``probe=loader, probe_every=k`` records a fixed probe set (dict
 batches with ids) every k steps instead or as well; ``sharpness_every=k,
 sharpness_batch={"input_ids": ..., "labels": ...}`` tracks the top Hessian
 eigenvalue against 2/lr. Live spike attribution is on by default (see
-:mod:`oppsig.signals.live`); actions are off by default.
+:mod:`oppsig.live`); actions are off by default.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .core import callback_record, sharpness_on
+from .record import callback_record, sharpness_on
 
 try:
     from transformers import TrainerCallback
@@ -161,7 +161,8 @@ class OppsigCallback(TrainerCallback):
                               "this forward has " + ("no labels" if labels is None else "no logits"))
         if self._ids is None:
             raise ConfigError(f"the training batch has no {self.id_key!r}: wrap the data set with "
-                              "oppsig.integrations.hf.with_ids(...) and set TrainingArguments(remove_unused_columns=False)")
+                              "oppsig.integrations.hf.with_ids(...) and set "
+                              "TrainingArguments(remove_unused_columns=False)")
         with torch.no_grad():
             self._buf.append((self._ids.detach().reshape(-1), self.loss_of(logits.detach(), labels).float()))
         self._ids = None

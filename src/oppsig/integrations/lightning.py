@@ -44,7 +44,7 @@ import torch
 
 from ..config import LiveConfig
 from ..errors import ConfigError
-from .core import callback_record, probe_pass, sharpness_on
+from .record import callback_record, probe_pass, sharpness_on
 
 try:
     from lightning.pytorch import Callback

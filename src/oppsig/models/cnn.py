@@ -9,7 +9,8 @@ from torch import nn
 class CNN(nn.Module):
     """Shapes: (B, C, H, W) -> (B, num_classes)."""
 
-    def __init__(self, input_shape, num_classes: int, channels=(32, 64), activation: str = "relu", batchnorm: bool = False):
+    def __init__(self, input_shape, num_classes: int, channels=(32, 64), activation: str = "relu",
+                 batchnorm: bool = False):
         super().__init__()
         from . import activation as make_act
 

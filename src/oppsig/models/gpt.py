@@ -33,7 +33,8 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(n_embd, bias=bias)
         self.attn = CausalSelfAttention(n_embd, n_head, bias)
         self.ln2 = nn.LayerNorm(n_embd, bias=bias)
-        self.mlp = nn.Sequential(nn.Linear(n_embd, 4 * n_embd, bias=bias), nn.GELU(), nn.Linear(4 * n_embd, n_embd, bias=bias))
+        self.mlp = nn.Sequential(nn.Linear(n_embd, 4 * n_embd, bias=bias), nn.GELU(),
+                                 nn.Linear(4 * n_embd, n_embd, bias=bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x))
@@ -43,7 +44,8 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """Token ids (B, T) -> logits (B, T, vocab_size), T <= block_size."""
 
-    def __init__(self, vocab_size: int, block_size: int, n_layer: int = 2, n_head: int = 4, n_embd: int = 128, bias: bool = True):
+    def __init__(self, vocab_size: int, block_size: int, n_layer: int = 2, n_head: int = 4, n_embd: int = 128,
+                 bias: bool = True):
         super().__init__()
         self.block_size = block_size
         self.tok = nn.Embedding(vocab_size, n_embd)

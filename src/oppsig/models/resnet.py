@@ -31,7 +31,8 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """Shapes: (B, C, H, W) -> (B, num_classes)."""
 
-    def __init__(self, blocks, input_shape, num_classes: int, batchnorm: bool = True, width: int = 64, activation: str = "relu"):
+    def __init__(self, blocks, input_shape, num_classes: int, batchnorm: bool = True, width: int = 64,
+                 activation: str = "relu"):
         super().__init__()
         from . import activation as make_act
 
@@ -53,5 +54,6 @@ class ResNet(nn.Module):
         return self.head(out.mean(dim=(2, 3)))
 
 
-def resnet18(input_shape, num_classes: int, batchnorm: bool = True, width: int = 64, activation: str = "relu") -> ResNet:
+def resnet18(input_shape, num_classes: int, batchnorm: bool = True, width: int = 64,
+             activation: str = "relu") -> ResNet:
     return ResNet((2, 2, 2, 2), input_shape, num_classes, batchnorm, width, activation)

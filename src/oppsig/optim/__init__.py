@@ -1,4 +1,5 @@
-"""Optimisers of a run: full-batch GD, SGD (momentum, dampening, Nesterov), Adam/AdamW, SplitSGD, SAM, sign-SGD; lr warm-up.
+"""Optimisers of a run: full-batch GD, SGD (momentum, dampening, Nesterov), Adam/AdamW, SplitSGD, SAM, sign-SGD;
+lr warm-up.
 
 ``gd`` and ``sgd`` share the same update rule (``torch.optim.SGD``); they differ
 in the data each step sees: every example (``gd``) or a mini-batch (``sgd``).

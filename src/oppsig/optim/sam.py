@@ -130,14 +130,16 @@ class SAM(torch.optim.Optimizer):
     def second_step(self, zero_grad: bool = False) -> None:
         """Restore the saved parameters and apply the base update with the current (perturbed) gradient."""
         if not self._origin:
-            raise RuntimeError("SAM.second_step called without first_step(); the gradient at the perturbed point is missing")
+            raise RuntimeError("SAM.second_step called without first_step(); "
+                               "the gradient at the perturbed point is missing")
         self._restore()
         self.base_optimizer.step()
         if zero_grad:
             self.zero_grad()
 
     def step(self, closure: Callable[[], torch.Tensor] | None = None):
-        """A whole SAM step; ``closure`` zeroes the gradients, computes the loss, calls ``backward()`` and returns the loss.
+        """A whole SAM step; ``closure`` zeroes the gradients, computes the loss, calls ``backward()`` and
+        returns the loss.
 
         It is called twice: at ``w`` (its loss is returned) and at ``w + e``.
         """

@@ -124,7 +124,8 @@ class SplitSGD(CheckedOptimizer):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, split_lr=split_lr,
-                                      threshold=threshold, split=split, beta2=beta2, eps=eps, weight_decay=weight_decay))
+                                      threshold=threshold, split=split, beta2=beta2, eps=eps,
+                                      weight_decay=weight_decay))
         self._counts: list[torch.Tensor] = []
         self._total = 0
 

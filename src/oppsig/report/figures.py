@@ -87,7 +87,8 @@ def plot_sharpness(run, title: str | None = None) -> Figure:
         s, v = _metric(run, k)
         if len(s):
             ax.plot(s, v, "o-" if i == 0 else ".-", ms=3, lw=1.2 if i == 0 else 0.8,
-                    color=TOTAL if i == 0 else None, label="top eigenvalue" if i == 0 else f"eigenvalue {k.split('_')[1]}")
+                    color=TOTAL if i == 0 else None,
+                    label="top eigenvalue" if i == 0 else f"eigenvalue {k.split('_')[1]}")
             drawn = True
     for k in sorted(k for k in m if k.startswith("layer/")):
         s, v = _metric(run, k)
@@ -98,8 +99,8 @@ def plot_sharpness(run, title: str | None = None) -> Figure:
         ax.plot(s, v, "s-", ms=3, lw=1, color="#ff7f0e", label="preconditioned")
     s, v = _metric(run, "threshold")
     if len(s):
-        label = "stability threshold" + (" (of the preconditioned sharpness)" if len(_metric(run, "precond_sharpness")[0])
-                                         else "")
+        label = "stability threshold" + (" (of the preconditioned sharpness)"
+                                         if len(_metric(run, "precond_sharpness")[0]) else "")
         ax.plot(s, v, color=UP, lw=1.2, ls="--", label=label)
     bad = _unconverged(run, ["sharpness", "precond_sharpness", *keys[1:]])
     if len(bad[0]):
@@ -117,7 +118,8 @@ def plot_sharpness(run, title: str | None = None) -> Figure:
 
 
 def plot_update_projection(run) -> Figure:
-    """Each tracked step's update projected on the top Hessian eigenvector: its sign flips when GD bounces across the valley."""
+    """Each tracked step's update projected on the top Hessian eigenvector: \
+its sign flips when GD bounces across the valley."""
     fig, ax = plt.subplots(figsize=(8, 2.6), layout="constrained")
     s, v = _metric(run, "update_proj")
     if len(s):
@@ -232,7 +234,7 @@ def pair_contrast(ga, gb) -> tuple[str, str]:
         >>> pair_contrast(a, b)
         ('group 0 (2 frog): bright background (+1.6 sd)', 'group 1 (1 frog): dark background (-1.3 sd)')
     """
-    from ..signals.explain import DESCRIPTORS
+    from ..signals.descriptors import DESCRIPTORS
 
     words = {name: (hi, lo) for name, hi, lo in DESCRIPTORS}
     da, db = dict(getattr(ga, "descriptors", {}) or {}), dict(getattr(gb, "descriptors", {}) or {})
@@ -313,7 +315,8 @@ def image_mosaic(images: np.ndarray, ncols: int = 10, gap: int = 2, scale: int =
     return out
 
 
-def plot_image_grid(images: np.ndarray, title: str = "", ncols: int = 10, captions: Sequence[str] | None = None) -> Figure:
+def plot_image_grid(images: np.ndarray, title: str = "", ncols: int = 10,
+                    captions: Sequence[str] | None = None) -> Figure:
     """A grid of uint8 images (N, 3, H, W) (or (N, H, W, 3)), drawn as one mosaic; captions at 7 pt under each."""
     images = np.asarray(images)
     n = len(images)

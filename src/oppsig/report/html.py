@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import StoreError
+from ..store.dataset import run_dataset_or_reason
 from ..store.format import atomic_write
 from . import figures
 from .summary import load_signals, run_summary, signals_summary
@@ -26,12 +27,16 @@ from .summary import load_signals, run_summary, signals_summary
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:0 auto;padding:1rem 1.5rem;
 color:#222;line-height:1.45}
-h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.25rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
+h1{font-size:1.6rem;margin-bottom:.2rem} \
+h2{font-size:1.25rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
 h3{font-size:1.05rem;margin-bottom:.3rem} h4{font-size:.98rem;margin:.4rem 0 .2rem}
-details.pair{border:1px solid #ddd;padding:.3rem .6rem;margin:.5rem 0} section.pair{margin-bottom:1.2rem} .sub{color:#666;margin-top:0}
-table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0} td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left}
+details.pair{border:1px solid #ddd;padding:.3rem .6rem;margin:.5rem 0} section.pair{margin-bottom:1.2rem} \
+.sub{color:#666;margin-top:0}
+table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0} \
+td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left}
 th{background:#f6f6f6} img{max-width:100%;height:auto;display:block;margin:.4rem 0}
-.grid2{display:grid;grid-template-columns:1fr 1fr;gap:.8rem} .side{display:grid;grid-auto-flow:column;grid-auto-columns:1fr;gap:.6rem}
+.grid2{display:grid;grid-template-columns:1fr 1fr;gap:.8rem} \
+.side{display:grid;grid-auto-flow:column;grid-auto-columns:1fr;gap:.6rem}
 .finding{background:#f3f8ff;border-left:4px solid #1f77b4;padding:.5rem .8rem;margin:.6rem 0}
 .warn{background:#fff6f0;border-left:4px solid #d62728;padding:.5rem .8rem;margin:.6rem 0}
 code{background:#f4f4f4;padding:0 .2rem} .small{font-size:.85rem;color:#555}
@@ -74,19 +79,6 @@ def _config_table(cfg) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
-def _dataset_for(run):
-    """The run's examples in column order (for image grids), or None with the reason they are not shown."""
-    from ..errors import OppsigError
-    from ..store import run_dataset
-
-    if not hasattr(run.config, "data"):
-        return None, "the run has no oppsig config; images are not available"
-    try:
-        return run_dataset(run), None
-    except OppsigError as e:  # data moved or missing: the report still renders, and says why
-        return None, f"images not shown: {e}"
-
-
 def array_to_img(arr: np.ndarray, alt: str) -> str:
     """An (H, W, 3) uint8 image as an embedded ``<img>`` tag (no figure: fast)."""
     import matplotlib.image as mpimg
@@ -119,7 +111,8 @@ def _group_column(g, data) -> str:
         more = f", +{len(cc) - 6} more" if len(cc) > 6 else ""
         col.append(f"<li>{what}: " + esc(", ".join(f"{n} {c}" for n, c in list(cc.items())[:6]) + more) + "</li>")
     words = _shared_words(g)
-    col.append("<li>shared: " + esc(words or "no descriptor separates it from its classes; see the direction image") + "</li>")
+    col.append("<li>shared: " + esc(words or "no descriptor separates it from its classes; see the direction image")
+               + "</li>")
     ratio = getattr(g, "direction_ratio", float("nan"))
     if not tokens and getattr(g, "direction", None) is not None and np.ndim(g.direction) == 3 and math.isfinite(ratio):
         col.append(f"<li>mean image - data mean: norm {ratio:.2f}x a typical image's distance from the mean</li>")
@@ -156,10 +149,10 @@ def _pair_section(k: int, pair, run, sig, data) -> str:
     ver = next((v for v in getattr(sig, "verifications", ()) if {v.a, v.b} == {pair.a, pair.b}), None)
     rel = " (relative: of log L)" if getattr(pair, "view", "raw") == "relative" else ""
     facts = [f"anti-phase correlation of loss changes{rel}: <b>{esc(_fmt(pair.corr, 3))}</b> "
-             f"(random examples of its sizes split the same way: {esc(_fmt(pair.null_corr, 3))}; "
-             f"beyond the leading oscillation: {getattr(pair, 'beyond_corr', float('nan')):.2f} vs "
-             f"{getattr(pair, 'null_beyond', float('nan')):+.2f}"
-             + ("; <b>weak: no more anti-phase than they are</b>)" if pair.weak else ")")]
+             f"(random examples of its sizes split the same way: {esc(_fmt(pair.anti_phase.null_corr, 3))}; "
+             f"beyond the leading oscillation: {pair.anti_phase.beyond_corr:.2f} vs "
+             f"{pair.anti_phase.null_beyond:+.2f}"
+             + ("; <b>weak: no more anti-phase than they are</b>)" if pair.anti_phase.weak else ")")]
     if ver is not None and not math.isfinite(ver.grad_cosine):
         facts.append(f"<b>not verified</b>: {esc(ver.error)}")
     elif ver is not None:
@@ -173,7 +166,7 @@ def _pair_section(k: int, pair, run, sig, data) -> str:
                          + flag)
         if ver.error:
             facts.append(esc(ver.error))
-    facts.append(f"p-value against the null: {esc(_fmt(pair.p_value, 2))}")
+    facts.append(f"p-value against the null: {esc(_fmt(pair.coherence.p_value, 2))}")
     facts.append(f"share of the spikes' loss change per example: {esc(_fmt(pair.spike_share, 3))}x its size")
     if pair.spike_rise_share:
         steps = getattr(sig, "steps", ())
@@ -197,7 +190,8 @@ def _group_section(run, sig, data, note) -> str:
     parts = []
     pairs = list(getattr(sig, "pairs", ()))
     if not pairs:
-        parts.append("<div class='finding'>No significant opposing pair was found in this run at the default threshold.</div>")
+        parts.append("<div class='finding'>No significant opposing pair was found in this run "
+                     "at the default threshold.</div>")
     else:
         later = (f" Pairs {OPEN_PAIRS} to {len(pairs) - 1} are collapsed below the first {OPEN_PAIRS}: click one to "
                  "open it." if len(pairs) > OPEN_PAIRS else "")
@@ -233,7 +227,7 @@ def _heatmap_examples(sig, per_group: int = 8, max_groups: int = 6) -> tuple[lis
 def run_section(run, sig, title: str) -> str:
     cfg = run.config
     meta = run.meta
-    data, note = _dataset_for(run)
+    data, note = run_dataset_or_reason(run)
     parts = [f"<h2>{esc(title)}</h2>"]
     summ = run_summary(run)
     facts = {
@@ -254,7 +248,8 @@ def run_section(run, sig, title: str) -> str:
         "device / torch": f"{meta.get('device', '')} / {meta.get('torch', '')}",
         "oppsig / revision": f"{meta.get('oppsig_version', '')} / {meta.get('code_revision', '')}",
     }
-    parts.append("<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts.items() if v) + "</table>")
+    parts.append("<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts.items() if v)
+                 + "</table>")
     parts.append("<details><summary>config</summary>" + _config_table(cfg) + "</details>")
     if sig is not None:
         from ..signals import summary_text
@@ -340,7 +335,8 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike |
     out = Path(out)
     title = title or (f"oppsig report: {names[0]}" if len(runs) == 1 else "oppsig comparison: " + " vs ".join(names))
     body = [f"<h1>{esc(title)}</h1>",
-            f"<p class='sub'>written {esc(time.strftime('%Y-%m-%d %H:%M'))} by oppsig; self-contained, no network needed</p>"]
+            f"<p class='sub'>written {esc(time.strftime('%Y-%m-%d %H:%M'))} by oppsig; "
+            "self-contained, no network needed</p>"]
     if len(runs) > 1:
         body.append(comparison_section(runs, sigs, names))
     for run, sig, name in zip(runs, sigs, names):
@@ -352,7 +348,8 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike |
         body.append(run_section(run, sig, name))
     doc = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-           "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">"
+           "<meta http-equiv='Content-Security-Policy' "
+           "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">"
            f"<title>{esc(title)}</title><style>{CSS}</style></head><body>" + "".join(body) + "</body></html>")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ..store.dataset import run_dataset_or_reason
+
 __all__ = ["run_summary", "load_signals", "signals_summary", "example_columns"]
 
 
@@ -98,10 +100,8 @@ def signals_summary(sig) -> dict[str, Any]:
 
 def example_columns(run) -> tuple[dict, str | None]:
     """The ``class`` and ``group`` columns of a run's examples (in its column order), and why one is missing."""
-    from .html import _dataset_for
-
     cols: dict = {}
-    data, note = _dataset_for(run)
+    data, note = run_dataset_or_reason(run)
     if data is not None and len(getattr(data, "classes", ())):
         cols["class"] = [data.classes[int(y)] for y in data.y]
     sig = load_signals(run.path)

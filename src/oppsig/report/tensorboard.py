@@ -1,9 +1,19 @@
-"""Scalars of a run as TensorBoard event files (needs the optional ``tensorboard`` extra)."""
+"""Scalars of a run as TensorBoard event files (needs the optional ``tensorboard`` extra): :func:`write_tensorboard`
+after a run, :func:`summary_writer` for what is written while it runs (live spike events)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+
+TB_DIR = "tb"  # a run's TensorBoard folder: <run>/tb
+
+
+def summary_writer(log_dir: str | Path):
+    """A ``torch.utils.tensorboard.SummaryWriter`` writing event files under ``log_dir``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(log_dir))
 
 
 def available() -> bool:
@@ -15,14 +25,15 @@ def available() -> bool:
 
 
 def write_tensorboard(run, signals=None, log_dir: str | Path | None = None) -> Path | None:
-    """Write loss, accuracy, sharpness, threshold and group losses under ``<run>/tb`` (None if tensorboard is missing)."""
+    """Write loss, accuracy, sharpness, threshold and group losses under ``<run>/tb``.
+
+    Returns the folder written, or None when tensorboard is missing."""
     if not available():
         return None
     import numpy as np
-    from torch.utils.tensorboard import SummaryWriter
 
-    log_dir = Path(log_dir) if log_dir else Path(run.path) / "tb"
-    w = SummaryWriter(str(log_dir))
+    log_dir = Path(log_dir) if log_dir else Path(run.path) / TB_DIR
+    w = summary_writer(log_dir)
     m = run.metrics
     steps = m.get("step", [])
     for key, vals in m.items():

@@ -7,18 +7,24 @@ oscillate in anti-phase with growing amplitude, and the total loss spikes
 when the oscillation grows. This package finds them in a per-example loss
 record:
 
-- :mod:`~oppsig.signals.detect`: loss spikes (one spike window, one spike
-  share), per-step top-k extremes, recurring examples, leading components;
+- :mod:`~oppsig.signals.pipeline`: :func:`find_signals`, one function per stage
+  (:mod:`~oppsig.signals.pairing` the pair stage), :mod:`~oppsig.signals.run` the search
+  on a recorded run, :mod:`~oppsig.signals.text` the summaries in words;
+- :mod:`~oppsig.signals.matrix`: the loss matrix read in row blocks (memory, stream, Dask);
+- :mod:`~oppsig.signals.spikes`: loss spikes (one spike window, one spike share);
+- :mod:`~oppsig.signals.detect`: per-step top-k extremes, recurring examples, leading components;
 - :mod:`~oppsig.signals.group`: groups of examples that move together, found by
   coherence (no member needs to be extreme);
 - :mod:`~oppsig.signals.pair`: anti-phase pairs, each group's input coherence
   tested against the same pipeline on the loss record permuted within classes
   (family-wise error rate), then gates that only remove pairs (anti-phase beyond
-  random splits, a visible difference, not the leading oscillation itself);
+  random splits (:mod:`~oppsig.signals.antiphase`), a visible difference, not the
+  leading oscillation itself);
 - :mod:`~oppsig.signals.explain`: class mix, descriptors (brightness, colour of
   background and object) against the group's own classes, direction image;
 - :mod:`~oppsig.signals.verify`: gradient cosine, Hessian alignment, spike shares;
-- :mod:`~oppsig.signals.result`: dataclasses and the versioned ``signals.json``.
+- :mod:`~oppsig.signals.result`: dataclasses; :mod:`~oppsig.signals.signals_json` the versioned
+  ``signals.json``; :mod:`~oppsig.signals.tuning` the fixed tuning constants.
 
 Example:
     >>> import numpy as np
@@ -30,12 +36,17 @@ Example:
     0
 """
 
-from .api import detect_stage, explain_stage, find_signals, find_signals_in_run, group_stage, pair_stage, summary_text
-from .config import SignalsConfig
-from .detect import MIN_ROWS, LossMatrix, detect_spikes, extremes, rise_shares, spike_window
-from .explain import Descriptors, explain_group, input_descriptors
+from ..config import SignalsConfig
+from .detect import extremes
+from .descriptors import Descriptors, input_descriptors
+from .explain import explain_group
+from .matrix import LossMatrix
+from .pairing import pair_stage
+from .pipeline import detect_stage, explain_stage, find_signals, group_stage
 from .result import (
     FORMAT_VERSION,
+    AntiPhase,
+    Coherence,
     Group,
     Pair,
     Recurring,
@@ -44,9 +55,12 @@ from .result import (
     Spike,
     Verification,
     pair_name,
-    read_signals_json,
-    write_signals_json,
 )
+from .run import find_signals_in_run
+from .signals_json import read_signals_json, write_signals_json
+from .spikes import detect_spikes, rise_shares, spike_window
+from .text import summary_text
+from .tuning import MIN_ROWS
 from .verify import group_gradient, spike_shares, verify_pair, with_verifications
 
 __all__ = [
@@ -65,6 +79,8 @@ __all__ = [
     "Recurring",
     "Group",
     "Pair",
+    "Coherence",
+    "AntiPhase",
     "Verification",
     "SignalsError",
     "FORMAT_VERSION",

@@ -19,7 +19,7 @@ How (all of it reads the matrix in row blocks; :func:`find_groups`):
 3. Where a shared oscillation dominates every example, groups of modest
    swingers also show up in the components few examples carry
    (:func:`sparse_groups`); those groups join the others.
-4. Groups whose mean loss changes correlate at least :data:`MERGE_CORR` are one
+4. Groups whose mean loss changes correlate at least :data:`~oppsig.signals.tuning.MERGE_CORR` are one
    group split by two seeds: they are joined and grown twice more. Groups that
    are mostly the same (Jaccard index above 0.5) keep only the one with more
    members; groups under ``min_group_size`` are dropped.
@@ -44,7 +44,8 @@ matrix's memory budget, else the log is streamed (as a streamed matrix is in
 both views), plus ``N x G`` numbers.
 
 Example:
-    >>> from oppsig.signals.detect import LossMatrix, scan_losses, coherent_components
+    >>> from oppsig.signals.detect import scan_losses, coherent_components
+    >>> from oppsig.signals.matrix import LossMatrix
     >>> rng = np.random.default_rng(0)
     >>> d = 0.05 * rng.standard_normal((200, 300))
     >>> d[:, :20] += 0.1 * np.sin(np.arange(200) / 3.0)[:, None]   # 20 modest swingers in step
@@ -63,9 +64,11 @@ import numpy as np
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import pdist
 
-from .config import SignalsConfig
-from .detect import Components, LossMatrix, Scan, coherent_components, recurring_examples, scan_losses
+from ..config import SignalsConfig
+from .detect import Components, Scan, coherent_components, recurring_examples, scan_losses
+from .matrix import LossMatrix
 from .result import SignalsError
+from .tuning import MERGE_CORR, RELATIVE_FLOOR, SPARSE_COS, SPARSE_SCALE_FLOOR, SPARSE_SHARE, SPARSE_Z, robust_scale
 
 
 def cohesion(series: np.ndarray) -> float:
@@ -199,10 +202,6 @@ def merge_overlaps(groups: list[np.ndarray], max_jaccard: float = 0.5, score=Non
     return out
 
 
-MERGE_CORR = 0.9
-"""Groups whose mean loss changes correlate at least this are one group that two seeds split."""
-
-
 def merge_alike(lm: LossMatrix, groups: list[np.ndarray], min_corr: float) -> list[np.ndarray]:
     """Join groups whose mean loss changes correlate at least ``min_corr`` (single linkage).
 
@@ -222,18 +221,8 @@ def merge_alike(lm: LossMatrix, groups: list[np.ndarray], min_corr: float) -> li
     return [np.unique(np.concatenate([groups[i] for i in np.flatnonzero(lab == k)])) for k in np.unique(lab)]
 
 
-SPARSE_SHARE = 0.1
-"""A component is *sparse* when its participation ratio is at most this share of the examples."""
-SPARSE_Z = 6.0
-"""Robust z-score (median, 1.4826 MAD) an example's weight in the sparse subspace must reach."""
-SPARSE_COS = 0.6
-"""Smallest cosine between a member's sparse-subspace coordinates and its group's mean coordinates."""
-
-
 def _robust_z(x: np.ndarray) -> np.ndarray:
-    med = np.median(x, axis=0)
-    mad = 1.4826 * np.median(np.abs(x - med), axis=0)
-    return (x - med) / np.maximum(mad, 1e-12)
+    return (x - np.median(x, axis=0)) / robust_scale(x, SPARSE_SCALE_FLOOR, axis=0)
 
 
 def sparse_groups(comps: Components, min_group_size: int = 5, iterations: int = 3) -> list[np.ndarray]:
@@ -244,10 +233,11 @@ def sparse_groups(comps: Components, min_group_size: int = 5, iterations: int = 
     ``(sum v^2)^2 / sum v^4`` near ``N``) and a group of modest swingers moves
     together only in the components that few examples carry. In the coordinates
     ``V S`` of the components with participation ratio at most
-    :data:`SPARSE_SHARE` ``x N``, the examples whose weight lies :data:`SPARSE_Z`
+    :data:`~oppsig.signals.tuning.SPARSE_SHARE` ``x N``, the examples whose weight lies
+    :data:`~oppsig.signals.tuning.SPARSE_Z`
     robust standard deviations out are clustered by cosine (average linkage, cut
     0.5); each cluster then takes every example whose projection on its mean is
-    :data:`SPARSE_Z` out with cosine at least :data:`SPARSE_COS`.
+    :data:`~oppsig.signals.tuning.SPARSE_Z` out with cosine at least :data:`~oppsig.signals.tuning.SPARSE_COS`.
 
     Returns:
         Rows of each group (possibly none).
@@ -287,13 +277,9 @@ def sparse_groups(comps: Components, min_group_size: int = 5, iterations: int = 
     return [g for g in groups if len(g) >= min_group_size]
 
 
-RELATIVE_FLOOR = 1e-4
-"""Relative changes are the changes of ``log(L + floor)``, ``floor`` this share of the median first-row loss:
-a float32 loss far below its start is mostly rounding, and the floor keeps its log from amplifying it."""
-
-
 def relative_losses(lm: LossMatrix) -> LossMatrix | None:
-    """``log(L + floor)`` (see :data:`RELATIVE_FLOOR`), read like ``lm``; ``None`` for losses that can be negative.
+    """``log(L + floor)`` (see :data:`~oppsig.signals.tuning.RELATIVE_FLOOR`), read like ``lm``; ``None`` for losses
+    that can be negative.
 
     A cross-entropy loss far below 1 changes in proportion to itself (``dL ~ -L dmargin``): an example the model
     already fits well moves little in loss, yet its *relative* change follows the same margin change as its
@@ -310,7 +296,8 @@ def relative_losses(lm: LossMatrix) -> LossMatrix | None:
 
 
 def relative_floor(first_row: np.ndarray) -> float:
-    """The floor of :func:`relative_losses`: :data:`RELATIVE_FLOOR` x the median first-row loss (else itself)."""
+    """The floor of :func:`relative_losses`: :data:`~oppsig.signals.tuning.RELATIVE_FLOOR` x the median first-row
+    loss (else itself)."""
     floor = RELATIVE_FLOOR * float(np.median(np.asarray(first_row)))
     return floor if floor > 0 else RELATIVE_FLOOR
 

@@ -36,7 +36,7 @@ any reported pair holds a group without input structure is at most ``alpha``.
 
 **Gates after the test** (:func:`select_pairs`): a pair that passes must also be
 more anti-phase than random examples of its sizes split by their co-movement,
-as it is or beyond the leading oscillation (:class:`AntiPhaseNull`; without
+as it is or beyond the leading oscillation (:class:`~oppsig.signals.antiphase.AntiPhaseNull`; without
 ``anti_phase_gate`` such a pair is only flagged ``weak``), differ visibly from
 its classes, and not be the run's leading oscillation itself (:func:`failed_checks`).
 They can only remove pairs, so the family-wise error rate holds whatever their levels.
@@ -53,12 +53,12 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
-from .result import Pair, SignalsError
+from .result import Coherence, Pair, SignalsError
 
 
 def pair_correlation(x: np.ndarray, y: np.ndarray) -> float:
@@ -166,12 +166,6 @@ def draws_needed(n_null: int, alpha: float) -> int:
     return max(int(n_null), math.ceil(2 / alpha) - 1)
 
 
-def anti_phase_draws(level: float) -> int:
-    """Draws of :class:`AntiPhaseNull`: at least 199, and enough that each of its two p-values resolves
-    ``level / 2`` (their Bonferroni combination is compared with ``level``): 399 at 0.01."""
-    return draws_needed(199, level / 2)
-
-
 def maxt_pvalues(test: CoherenceTest, groups: list[np.ndarray], n: int, rng: np.random.Generator
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Family-wise adjusted p-values of the groups' coherence (single-step max-T, Westfall & Young 1993).
@@ -235,15 +229,11 @@ def assess_pairs(
         p = max(pvals[a], pvals[b])
         sw = float(np.sqrt(swing_ratio[a] * swing_ratio[b]))
         passed = bool(p <= alpha and c <= max_pair_corr)
-        pairs.append(
-            Pair(
-                a=a, b=b, corr=c, strength=-c * sw, swing=sw, spike_share=float(share),
-                coherence=float(0.5 * (stats[a] + stats[b]) / max(1, test.dims)),
-                null_corr=float("nan"), p_value=float(p), threshold=alpha, significant=passed,
-                p_a=float(pvals[a]), p_b=float(pvals[b]), n_null=n, resolution=1.0 / (n + 1),
-                failed=() if passed else ("test",),
-            )
-        )
+        coherence = Coherence(statistic=float(0.5 * (stats[a] + stats[b]) / max(1, test.dims)), p_value=float(p),
+                              threshold=alpha, p_a=float(pvals[a]), p_b=float(pvals[b]), n_null=n,
+                              resolution=1.0 / (n + 1))
+        pairs.append(Pair(a, b, corr=c, strength=-c * sw, swing=sw, spike_share=float(share), significant=passed,
+                          failed=() if passed else ("test",), coherence=coherence))
     return pairs
 
 
@@ -257,7 +247,8 @@ def failed_checks(p: Pair, anti_phase_level: float, min_direction_ratio: float, 
 
     - ``"anti-phase"``: its anti-phase is not beyond that of random examples of its
       sizes split by their co-movement, neither as it is nor with the leading oscillation
-      projected out (:class:`AntiPhaseNull`): ``anti_phase_p > anti_phase_level`` (or not computed);
+      projected out (:class:`~oppsig.signals.antiphase.AntiPhaseNull`): ``anti_phase.p > anti_phase_level``
+      (or not computed);
     - ``"visible"``: a group's mean input differs from its classes' by less than
       ``min_direction_ratio`` of a typical example's distance from its class mean;
     - ``"leading"``: the difference of the group means is the run's leading oscillation
@@ -268,18 +259,18 @@ def failed_checks(p: Pair, anti_phase_level: float, min_direction_ratio: float, 
     so the error rate holds whatever the gates' levels.
 
     Example:
-        >>> from oppsig.signals.result import Pair
-        >>> p = Pair(0, 1, -0.5, 1, 1, 1, 1, -0.6, 0.001, 0.01, True, anti_phase_p=0.2,
-        ...          leading_corr=0.3, direction_ratio=0.5)
+        >>> from oppsig.signals.result import AntiPhase, Pair
+        >>> p = Pair(0, 1, corr=-0.5, strength=1.0, swing=1.0, spike_share=1.0, significant=True,
+        ...          anti_phase=AntiPhase(p=0.2, leading_corr=0.3), direction_ratio=0.5)
         >>> failed_checks(p, 0.01, 0.3, 0.9), failed_checks(p, 0.01, 0.3, 0.9, gates=("visible",))
         (('anti-phase',), ())
     """
     out = []
-    if "anti-phase" in gates and not (p.anti_phase_p <= anti_phase_level):  # NaN fails: no evidence
+    if "anti-phase" in gates and not (p.anti_phase.p <= anti_phase_level):  # NaN fails: no evidence
         out.append("anti-phase")
     if "visible" in gates and not (p.direction_ratio >= min_direction_ratio):
         out.append("visible")
-    if "leading" in gates and not (abs(p.leading_corr) < max_leading_corr):
+    if "leading" in gates and not (abs(p.anti_phase.leading_corr) < max_leading_corr):
         out.append("leading")
     return tuple(out)
 
@@ -305,7 +296,7 @@ def select_pairs(pairs: list[Pair], anti_phase_level: float, min_direction_ratio
     for p in pairs:
         failed = ("test",) if "test" in p.failed else failed_checks(
             p, anti_phase_level, min_direction_ratio, max_leading_corr, gates)
-        out.append(Pair(**{**p.__dict__, "significant": not failed, "failed": failed}))
+        out.append(dataclasses.replace(p, significant=not failed, failed=failed))
     out.sort(key=lambda p: (not p.significant, -p.strength))
     return match_pairs(out)
 
@@ -322,132 +313,9 @@ def match_pairs(pairs: list[Pair]) -> list[Pair]:
     for p in pairs:
         if p.significant:
             if p.a in used or p.b in used:
-                p = Pair(**{**p.__dict__, "significant": False, "failed": p.failed + ("partner",)})
+                p = dataclasses.replace(p, significant=False, failed=p.failed + ("partner",))
             else:
                 used.update((p.a, p.b))
         out.append(p)
     out.sort(key=lambda p: (not p.significant, -p.strength))
     return out
-
-
-class AntiPhaseNull:
-    """What the leading oscillation alone gives: random examples of a pair's sizes, split by their co-movement.
-
-    Near the edge of stability every example oscillates along the top direction
-    with its own sign, so any examples split by that sign give anti-correlated
-    halves. A pair of groups of sizes ``(m_a, m_b)`` is compared with ``n`` draws
-    of ``m_a + m_b`` random examples (without replacement), ranked by the
-    correlation of their loss changes with ``reference`` (the leading component's
-    time profile), the ``m_a`` on group ``a``'s side of it against the other
-    ``m_b``. Two statistics of each draw (:meth:`draws`):
-
-    - the correlation of the two halves' mean series (*anti-phase*), and
-    - the same after the reference is projected out of both means (*anti-phase beyond
-      the leading oscillation*).
-
-    A pair's anti-phase is explained by the leading oscillation when neither is beyond
-    the draws. The first misses a pair with an oscillation of its own that is weaker
-    than the leading one (where that one is clean, random splits by it correlate near
-    -1); the second misses a pair that *is* the run's strongest oscillation (then the
-    reference is the pair's own profile, and projecting it out leaves noise). :meth:`test`
-    gives each one's Monte Carlo p-value ``(1 + #{draws at least as anti-phase}) / (n + 1)``
-    and their Bonferroni combination ``min(1, 2 min(p, p_beyond))``: the chance that a pair
-    whose anti-phase is that of random splits passes it at a level is at most the level.
-
-    Args:
-        series: (T, P) loss changes of the pool of examples the draws come from.
-        reference: (T,) the series the examples are ranked by.
-
-    Example:
-        >>> rng = np.random.default_rng(0)
-        >>> t = np.arange(200); ref = (-1.0) ** t
-        >>> x = ref[:, None] * rng.normal(0, 1, 400) + rng.normal(0, 1, (200, 400))
-        >>> null = AntiPhaseNull(x, ref)
-        >>> null.test(-0.99, 0.0, 20, 20, 1.0, 199, rng).p
-        0.01
-        >>> null.test(0.0, 0.9, 20, 20, 1.0, 199, rng).p  # no anti-phase, as it is or beyond
-        1.0
-    """
-
-    def __init__(self, series: np.ndarray, reference: np.ndarray) -> None:
-        x = np.asarray(series, dtype=np.float64)
-        r = np.asarray(reference, dtype=np.float64)
-        if x.ndim != 2 or r.shape != (x.shape[0],):
-            raise SignalsError(f"series must be (T, P) and reference (T,), got {x.shape} and {r.shape}")
-        self.xt = np.ascontiguousarray(x.T)  # (P, T): one example's series per row
-        xc = x - x.mean(axis=0)
-        rc = r - r.mean()
-        nr = float(np.linalg.norm(rc))
-        self.unit = rc / nr if nr > 0 else rc  # the centred reference, unit length (zero when constant)
-        den = np.linalg.norm(xc, axis=0) * max(nr, 1e-30)
-        self.score = (xc.T @ rc) / np.where(den > 0, den, 1.0)  # (P,) correlation with the reference
-
-    @property
-    def size(self) -> int:
-        """Examples in the pool."""
-        return int(self.xt.shape[0])
-
-    def beyond(self, a: np.ndarray, b: np.ndarray) -> float:
-        """Correlation of two series after the reference is projected out of both (0 when one is left constant)."""
-        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-        a, b = a - a.mean(), b - b.mean()
-        return pair_correlation(a - (a @ self.unit) * self.unit, b - (b @ self.unit) * self.unit)
-
-    def draws(self, size_a: int, size_b: int, sign: float, n: int, rng: np.random.Generator
-              ) -> tuple[np.ndarray, np.ndarray]:
-        """``(corr, beyond)``, each (n,): the two statistics of random splits of sizes ``(size_a, size_b)``,
-        ``size_a`` on the ``sign`` side.
-
-        Raises:
-            SignalsError: when the pool holds fewer than ``size_a + size_b`` examples (draws are never shrunk).
-        """
-        from scipy.sparse import csr_matrix
-
-        m, p = int(size_a) + int(size_b), self.size
-        if size_a < 1 or size_b < 1 or m > p:
-            raise SignalsError(f"random splits of {size_a} + {size_b} examples need that many in the pool, "
-                               f"which holds {p}")
-        picks = np.stack([rng.choice(p, m, replace=False) for _ in range(n)])  # (n, m)
-        order = np.argsort(-np.sign(sign or 1.0) * self.score[picks], axis=1, kind="stable")
-        picks = np.take_along_axis(picks, order, axis=1)
-        rows = np.repeat(np.arange(n), m)
-        w = np.tile(np.r_[np.full(size_a, 1.0 / size_a), np.full(size_b, 1.0 / size_b)], n)
-        side_a = np.tile(np.arange(m) < size_a, n)
-        ma = csr_matrix((w[side_a], (rows[side_a], picks.ravel()[side_a])), shape=(n, p)) @ self.xt  # (n, T)
-        mb = csr_matrix((w[~side_a], (rows[~side_a], picks.ravel()[~side_a])), shape=(n, p)) @ self.xt
-        ma -= ma.mean(axis=1, keepdims=True)
-        mb -= mb.mean(axis=1, keepdims=True)
-        out = []
-        for x, y in ((ma, mb), (ma - np.outer(ma @ self.unit, self.unit), mb - np.outer(mb @ self.unit, self.unit))):
-            den = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
-            out.append(np.where(den > 0, (x * y).sum(axis=1) / np.where(den > 0, den, 1.0), 0.0))
-        return out[0], out[1]
-
-    def test(self, corr: float, beyond: float, size_a: int, size_b: int, sign: float, n: int,
-             rng: np.random.Generator) -> "AntiPhase":
-        """The pair's anti-phase (``corr``, and ``beyond`` from :meth:`beyond`) against ``n`` random splits."""
-        c, cb = self.draws(size_a, size_b, sign, n, rng)
-        p_corr = float((1 + (c <= corr).sum()) / (n + 1))
-        p_beyond = float((1 + (cb <= beyond).sum()) / (n + 1))
-        return AntiPhase(p=min(1.0, 2 * min(p_corr, p_beyond)), p_corr=p_corr, p_beyond=p_beyond,
-                         null_corr=float(c.mean()), beyond=float(beyond), null_beyond=float(cb.mean()))
-
-
-@dataclass(frozen=True)
-class AntiPhase:
-    """A pair's anti-phase against :class:`AntiPhaseNull` (p-values ``(1 + #{draws as anti-phase}) / (n + 1)``).
-
-    Attributes:
-        p: ``min(1, 2 min(p_corr, p_beyond))``: small when either statistic is beyond random splits.
-        p_corr: of the correlation of the two group means.
-        p_beyond: of their correlation after the leading oscillation is projected out of both.
-        null_corr, null_beyond: the draws' mean of each statistic.
-        beyond: the pair's correlation beyond the leading oscillation.
-    """
-
-    p: float
-    p_corr: float
-    p_beyond: float
-    null_corr: float
-    beyond: float
-    null_beyond: float

@@ -1,44 +1,36 @@
-"""Result dataclasses of the opposing-signals search and their ``signals.json`` file.
+"""Result dataclasses of the opposing-signals search.
 
 Everything :func:`oppsig.signals.find_signals` finds is held in a
 :class:`SignalsResult`: the loss spikes of the run, the per-step extremes at
 each spike, the recurring examples, the groups that move together, the pairs of
-groups that move in anti-phase (with their significance against the generic
-edge-of-stability null), and optionally the gradient checks of
-:mod:`oppsig.signals.verify`.
-
-``write_signals_json(result, path)`` / ``read_signals_json(path)`` store and
-load it as versioned JSON (``format_version`` and the ``oppsig_version`` that
-wrote it). Example positions (``rows``, ``members``) are column positions in
-the loss matrix, i.e. rows of the data set; ``ids`` are the data set's stable
-``index`` values of the same examples.
+groups that move in anti-phase (a :class:`Pair`, with its :class:`Coherence` test
+against the within-class permutation null and its :class:`AntiPhase` against
+random splits), and optionally the gradient checks of :mod:`oppsig.signals.verify`.
+:mod:`oppsig.signals.signals_json` stores it as versioned JSON. Example positions
+(``rows``, ``members``) are column positions in the loss matrix, i.e. rows of the
+data set; ``ids`` are the data set's stable ``index`` values of the same examples.
 
 Example:
-    >>> r = SignalsResult(n_rows=10, n_examples=4)
-    >>> import tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), "signals.json")
-    >>> _ = write_signals_json(r, p)
-    >>> read_signals_json(p).n_examples
-    4
+    >>> p = Pair(0, 1, corr=-0.9, strength=0.9, swing=1.0, spike_share=1.0, significant=True,
+    ...          coherence=Coherence(statistic=2.0, p_value=0.001, threshold=0.01))
+    >>> p.coherence.p_value <= p.coherence.threshold, p.anti_phase.weak
+    (True, False)
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..errors import DataFormatError, OppsigError
-from ..store.format import atomic_write
+from ..errors import OppsigError
 
-FORMAT_VERSION = 2
-"""Version of the ``signals.json`` layout; bumped when a field changes meaning or is removed."""
+FORMAT_VERSION = 3
+"""Version of the ``signals.json`` layout; bumped when a field changes meaning or is removed. Version 3 nests
+each pair's :class:`Coherence` and :class:`AntiPhase`; version 2 held their fields flat in the pair."""
+
+NAN = float("nan")
 
 
 class SignalsError(OppsigError, ValueError):
@@ -151,6 +143,62 @@ class Group:
 
 
 @dataclass(frozen=True)
+class Coherence:
+    """A pair's input-coherence test against the within-class permutation null (:mod:`oppsig.signals.pair`).
+
+    Attributes:
+        statistic: mean over the two groups of the coherence statistic divided by
+            its null expectation (about 1 for groups without input structure).
+        p_value: ``max(p_a, p_b)``.
+        threshold: ``alpha``, the family-wise level of the test.
+        p_a, p_b: each group's Monte Carlo p-value ``(1 + #null >= observed) / (n + 1)``.
+        n_null: null draws behind the larger p-value (fewer than planned when the
+            draws stopped early because the group could no longer reach the threshold).
+        resolution: ``1 / (n + 1)`` for the planned number of draws: the smallest p-value possible.
+    """
+
+    statistic: float = NAN
+    p_value: float = NAN
+    threshold: float = NAN
+    p_a: float = NAN
+    p_b: float = NAN
+    n_null: int = 0
+    resolution: float = NAN
+
+
+@dataclass(frozen=True)
+class AntiPhase:
+    """A pair's anti-phase against random examples of its sizes split by their co-movement
+    (:class:`~oppsig.signals.antiphase.AntiPhaseNull`), and against the leading oscillation.
+
+    Attributes:
+        null_corr: mean correlation of random examples of the pair's two sizes split by
+            their co-movement with the leading oscillation (what anti-phase alone gives).
+        p: p-value of "the pair's anti-phase is what random examples of its sizes split
+            by their co-movement give": ``min(1, 2 min(p_corr, p_beyond))`` over the correlation of
+            the group means and their correlation beyond the leading oscillation, each
+            ``(1 + #{random splits at least as anti-phase}) / (n + 1)`` (NaN where not computed:
+            pairs that fail the test and are not shown).
+        beyond_corr: correlation of the two group means after the leading component's time
+            profile is projected out of both (an oscillation of the pair's own).
+        null_beyond: the random splits' mean of that correlation.
+        leading_corr: correlation of the difference of the two group means with the
+            leading component's time profile.
+        weak: ``p > anti_phase_level``: random examples of its sizes split by
+            their co-movement are as anti-phase as the pair, with and without the leading
+            oscillation. Shown with the pair, which is removed by the default
+            ``anti_phase_gate`` and kept, flagged, without it.
+    """
+
+    null_corr: float = NAN
+    p: float = NAN
+    beyond_corr: float = NAN
+    null_beyond: float = NAN
+    leading_corr: float = NAN
+    weak: bool = False
+
+
+@dataclass(frozen=True)
 class Pair:
     """Two groups whose losses move in anti-phase, tested against a null of the same procedure.
 
@@ -159,7 +207,8 @@ class Pair:
     more input structure than the groups the same pipeline finds when the loss
     record is permuted among the examples of each class (see
     :mod:`oppsig.signals.pair`); the error controlled is the family-wise error
-    over the groups that enter a tested pair.
+    over the groups that enter a tested pair. Everything after ``spike_share`` is
+    keyword-only.
 
     Attributes:
         a, b: group ids (``a`` the larger swing).
@@ -170,52 +219,28 @@ class Pair:
         spike_share: the pair's share of the absolute loss change in the spike
             windows divided by its share of the examples (1: no more than its size;
             NaN without spikes).
-        coherence: mean over the two groups of the coherence statistic divided by
-            its null expectation (about 1 for groups without input structure).
-        null_corr: mean correlation of random examples of the pair's two sizes split by
-            their co-movement with the leading oscillation (what anti-phase alone gives;
-            :class:`~oppsig.signals.pair.AntiPhaseNull`).
-        p_value: ``max(p_a, p_b)``.
-        threshold: ``alpha``, the family-wise level of the test.
-        significant: the pair passed every check (``failed`` is empty): ``p_value <= threshold``
-            and ``corr`` at most the configured maximum (the test), and the gates after it
-            (:func:`~oppsig.signals.pair.failed_checks`): with ``anti_phase_gate``, its
+        significant: the pair passed every check (``failed`` is empty): ``coherence.p_value <=
+            coherence.threshold`` and ``corr`` at most the configured maximum (the test), and the
+            gates after it (:func:`~oppsig.signals.pair.failed_checks`): with ``anti_phase_gate``, its
             anti-phase beyond that of random examples of its sizes split the same way
-            (``anti_phase_p <= anti_phase_level``), both groups' direction images at least ``min_direction_ratio`` (a visible
-            difference from their classes), the difference of the group means not the run's
-            leading oscillation itself (``|leading_corr| < max_leading_corr``), no stronger
-            significant pair holding either group, and, where the pair was checked on the
-            model, a negative gradient cosine.
-        p_a, p_b: each group's Monte Carlo p-value ``(1 + #null >= observed) / (n + 1)``.
-        n_null: null draws behind the larger p-value (fewer than planned when the
-            draws stopped early because the group could no longer reach the threshold).
-        resolution: ``1 / (n + 1)`` for the planned number of draws: the smallest p-value possible.
-        spikes: rows of the spikes where the pair carries most of the loss change.
-        spike_rise_share: for each of those spikes, the pair's share of the net total-loss rise.
-        anti_phase_p: p-value of "the pair's anti-phase is what random examples of its sizes split
-            by their co-movement give": ``min(1, 2 min(p_corr, p_beyond))`` over the correlation of
-            the group means and their correlation beyond the leading oscillation, each
-            ``(1 + #{random splits at least as anti-phase}) / (n + 1)``
-            (:class:`~oppsig.signals.pair.AntiPhaseNull`; NaN where not computed: pairs that
-            fail the test and are not shown).
-        beyond_corr: correlation of the two group means after the leading component's time
-            profile is projected out of both (an oscillation of the pair's own).
-        null_beyond: the random splits' mean of that correlation.
-        weak: ``anti_phase_p > anti_phase_level``: random examples of its sizes split by
-            their co-movement are as anti-phase as the pair, with and without the leading
-            oscillation. Shown with the pair, which is removed by the default
-            ``anti_phase_gate`` and kept, flagged, without it.
-        leading_corr: correlation of the difference of the two group means with the
-            leading component's time profile.
+            (``anti_phase.p <= anti_phase_level``), both groups' direction images at least
+            ``min_direction_ratio`` (a visible difference from their classes), the difference of
+            the group means not the run's leading oscillation itself
+            (``|anti_phase.leading_corr| < max_leading_corr``), no stronger significant pair holding
+            either group, and, where the pair was checked on the model, a negative gradient cosine.
+        failed: the checks the pair failed, in order: ``"test"``, ``"anti-phase"``,
+            ``"visible"``, ``"leading"``, ``"partner"`` (a stronger pair holds a group),
+            ``"gradient"`` (a non-negative gradient cosine on the model); empty for a reported pair.
+        coherence: its input-coherence test (:class:`Coherence`).
+        anti_phase: its anti-phase against random splits (:class:`AntiPhase`).
         direction_ratio: the smaller of the two groups' direction-image norms over a
             typical example's distance from its class mean.
         view: the loss changes the pair is anti-phase in: ``"raw"``, or ``"relative"`` (of ``log L``)
             for a pair whose groups oppose only relative to their own losses (examples the model
-            already fits well move little in raw loss); ``corr``, ``null_corr``, ``beyond_corr``
-            and ``leading_corr`` are then of the relative changes.
-        failed: the checks the pair failed, in order: ``"test"``, ``"anti-phase"``,
-            ``"visible"``, ``"leading"``, ``"partner"`` (a stronger pair holds a group),
-            ``"gradient"`` (a non-negative gradient cosine on the model); empty for a reported pair.
+            already fits well move little in raw loss); ``corr`` and the correlations of
+            ``anti_phase`` are then of the relative changes.
+        spikes: rows of the spikes where the pair carries most of the loss change.
+        spike_rise_share: for each of those spikes, the pair's share of the net total-loss rise.
     """
 
     a: int
@@ -224,25 +249,15 @@ class Pair:
     strength: float
     swing: float
     spike_share: float
-    coherence: float
-    null_corr: float
-    p_value: float
-    threshold: float
-    significant: bool
-    p_a: float = float("nan")
-    p_b: float = float("nan")
-    n_null: int = 0
-    resolution: float = float("nan")
+    _: KW_ONLY
+    significant: bool = False
+    failed: tuple[str, ...] = ()
+    coherence: Coherence = Coherence()
+    anti_phase: AntiPhase = AntiPhase()
+    direction_ratio: float = NAN
+    view: str = "raw"
     spikes: tuple[int, ...] = ()
     spike_rise_share: tuple[float, ...] = ()
-    anti_phase_p: float = float("nan")
-    beyond_corr: float = float("nan")
-    null_beyond: float = float("nan")
-    leading_corr: float = float("nan")
-    direction_ratio: float = float("nan")
-    failed: tuple[str, ...] = ()
-    weak: bool = False
-    view: str = "raw"
 
 
 @dataclass(frozen=True)
@@ -353,175 +368,7 @@ def pair_name(index: int, pair: Pair) -> str:
     """The one name of a pair used everywhere (summary, report, CLI, ``signals.json``): its rank and its groups.
 
     Example:
-        >>> pair_name(0, Pair(0, 12, -0.9, 1, 1, 1, 1, -0.5, 1, 1, 1, 1e-6, 1e-3, True))
+        >>> pair_name(0, Pair(0, 12, corr=-0.9, strength=0.9, swing=1.0, spike_share=1.0, significant=True))
         'pair 0 (group 0 vs group 12)'
     """
     return f"pair {index} (group {pair.a} vs group {pair.b})"
-
-
-# ----------------------------------------------------------------------------- JSON
-
-
-def _version() -> str:
-    from ..version import __version__
-
-    return __version__
-
-
-def _clean(obj: Any) -> Any:
-    """Turn numpy values and non-finite floats into plain JSON values (NaN/inf -> None)."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer, int)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    return obj
-
-
-def result_to_dict(result: SignalsResult) -> dict[str, Any]:
-    """The JSON-ready dict of ``result`` (what :func:`write_signals_json` writes)."""
-    out: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "oppsig_version": result.oppsig_version or _version(),
-    }
-    for f in dataclasses.fields(result):
-        if f.name in ("format_version", "oppsig_version"):
-            continue
-        v = getattr(result, f.name)
-        if f.name == "groups":
-            v = [_group_dict(g) for g in v]
-        elif f.name == "pairs":
-            v = [{"name": pair_name(i, p), **dataclasses.asdict(p)} for i, p in enumerate(v)]
-        elif isinstance(v, tuple) and v and dataclasses.is_dataclass(v[0]):
-            v = [dataclasses.asdict(x) for x in v]
-        out[f.name] = v
-    return _clean(out)
-
-
-def _group_dict(g: Group) -> dict[str, Any]:
-    d = {f.name: getattr(g, f.name) for f in dataclasses.fields(g)}
-    if g.direction is not None:
-        d["direction_shape"] = list(g.direction.shape)
-        d["direction"] = np.round(np.asarray(g.direction, dtype=np.float64).ravel(), 5)
-    return d
-
-
-def write_signals_json(result: SignalsResult, path: str | os.PathLike) -> Path:
-    """Write ``result`` as ``signals.json`` (atomically: a temporary file, then a rename).
-
-    Returns:
-        The path written.
-
-    Raises:
-        OSError: when the file cannot be written.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, json.dumps(result_to_dict(result), indent=1, allow_nan=False) + "\n")
-    return path
-
-
-def _nan(v: Any) -> float:
-    return float("nan") if v is None else float(v)
-
-
-def _build(cls, d: dict[str, Any]):
-    """``cls(**d)`` keeping only known fields, with tuples for sequences and NaN for nulls."""
-    kw = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in d:
-            continue
-        v = d[f.name]
-        if isinstance(v, list):
-            v = tuple(v)
-        if v is None and f.type in ("float",):
-            v = float("nan")
-        kw[f.name] = v
-    return cls(**kw)
-
-
-def result_from_dict(d: dict[str, Any]) -> SignalsResult:
-    """Rebuild a :class:`SignalsResult` from :func:`result_to_dict`'s output.
-
-    Raises:
-        DataFormatError: for a missing or newer format version, or missing fields.
-    """
-    ver = d.get("format_version")
-    if not isinstance(ver, int):
-        raise DataFormatError(f"signals.json has no integer format_version (got {ver!r}); is this a signals file?")
-    if ver > FORMAT_VERSION:
-        raise DataFormatError(
-            f"signals.json has format_version {ver}, newer than this oppsig reads ({FORMAT_VERSION}); upgrade oppsig"
-        )
-    try:
-        groups = []
-        for g in d.get("groups", []):
-            g = dict(g)
-            shape = g.pop("direction_shape", None)
-            if g.get("direction") is not None:
-                arr = np.asarray(g["direction"], dtype=np.float32)
-                g["direction"] = arr.reshape(shape) if shape else arr
-            for k in ("cohesion", "swing", "direction_norm", "direction_ratio", "projection_ratio"):
-                g[k] = _nan(g.get(k))
-            groups.append(_build(Group, g))
-        def _pairs(key):
-            out = []
-            for p in d.get(key, []):
-                p = {k: (_nan(v) if v is None else v) for k, v in p.items()}
-                p["spike_rise_share"] = [_nan(v) for v in p.get("spike_rise_share", [])]
-                out.append(_build(Pair, p))
-            return tuple(out)
-
-        pairs, rejected = _pairs("pairs"), _pairs("rejected_pairs")
-        spikes = [_build(Spike, s) for s in d.get("spikes", [])]
-        recurring = [_build(Recurring, r) for r in d.get("recurring", [])]
-        verifs = [_build(Verification, v) for v in d.get("verifications", [])]
-        tl = d.get("total_loss", [])
-        return SignalsResult(
-            n_rows=int(d["n_rows"]),
-            n_examples=int(d["n_examples"]),
-            steps=np.asarray(d.get("steps", []), dtype=np.int64),
-            total_loss=np.asarray([_nan(v) for v in tl], dtype=np.float64),
-            spikes=tuple(spikes),
-            recurring=tuple(recurring),
-            groups=tuple(groups),
-            pairs=pairs,
-            rejected_pairs=rejected,
-            verifications=tuple(verifs),
-            config=dict(d.get("config", {})),
-            dataset=dict(d.get("dataset", {})),
-            top_share=_nan(d.get("top_share")),
-            null_corr=_nan(d.get("null_corr")),
-            test=dict(d.get("test", {})),
-            timings=dict(d.get("timings", {})),
-            format_version=ver,
-            oppsig_version=str(d.get("oppsig_version", "")),
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        raise DataFormatError(f"signals.json is malformed: {e}") from None
-
-
-def read_signals_json(path: str | os.PathLike) -> SignalsResult:
-    """Read a ``signals.json`` written by :func:`write_signals_json`.
-
-    Raises:
-        FileNotFoundError: when ``path`` does not exist.
-        DataFormatError: when it is not valid JSON or not a signals file this version reads.
-    """
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataFormatError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(d, dict):
-        raise DataFormatError(f"{path} holds a JSON {type(d).__name__}, expected an object")
-    return result_from_dict(d)

@@ -40,8 +40,9 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from .detect import LossMatrix, rise_shares
+from .matrix import LossMatrix
 from .result import Group, SignalsError, SignalsResult, Spike, Verification
+from .spikes import rise_shares
 
 
 def _rows(g: Any, n: int) -> np.ndarray:
@@ -172,7 +173,7 @@ def with_verifications(result: SignalsResult, verifications: Sequence[Verificati
 
     Example:
         >>> from oppsig.signals.result import Pair
-        >>> p = Pair(0, 1, -0.9, 1, 1, 1, 1, -0.6, 0.001, 0.01, True)
+        >>> p = Pair(0, 1, corr=-0.9, strength=0.9, swing=1.0, spike_share=1.0, significant=True)
         >>> v = Verification(a=0, b=1, grad_cosine=0.2, grad_norm_a=1.0, grad_norm_b=1.0)
         >>> r = with_verifications(SignalsResult(n_rows=10, n_examples=4, pairs=(p,)), [v])
         >>> len(r.pairs), r.rejected_pairs[0].failed
@@ -196,7 +197,7 @@ def spike_shares(
 
     Args:
         losses: (R, N) per-example losses (array-like, read in row blocks).
-        spikes: spikes of the run (:func:`~oppsig.signals.detect.detect_spikes`).
+        spikes: spikes of the run (:func:`~oppsig.signals.spikes.detect_spikes`).
         rows: (m,) example columns, or a :class:`Group`.
         total_loss: (R,) total loss (default: the row means of ``losses``).
 

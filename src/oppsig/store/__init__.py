@@ -24,4 +24,5 @@ from .reader import Run, open_run
 from .recorder import Recorder, probe_losses
 from .writer import MetricsWriter, StoreWriter
 
-__all__ = ["BatchRecord", "BatchWriter", "FORMAT_VERSION", "Run", "open_run", "Recorder", "probe_losses", "StoreWriter", "MetricsWriter", "run_dataset"]
+__all__ = ["BatchRecord", "BatchWriter", "FORMAT_VERSION", "Run", "open_run", "Recorder", "probe_losses", "StoreWriter",
+           "MetricsWriter", "run_dataset"]

@@ -201,10 +201,15 @@ class BatchRecord:
     them whole (E entries: 17 bytes each in float32).
 
     Example:
-        >>> rec = open_run("runs/cnn-sgd").batches               # doctest: +SKIP
-        >>> L, S = rec.epoch_matrix(steps_per_epoch=79)          # doctest: +SKIP
-        >>> L.shape                                             # doctest: +SKIP
-        (30, 10000)
+        >>> from oppsig.store import Recorder, open_run
+        >>> rec = Recorder(tmp_path / "run", num_examples=6, sparse=True)  # 2 epochs of 3 batches of 2
+        >>> for step in range(6):
+        ...     rec.log(step, [2 * step % 6, (2 * step + 1) % 6], torch.tensor([1.0, 2.0]) / (step + 1))
+        >>> rec.close()
+        >>> batches = open_run(tmp_path / "run").batches
+        >>> L, S = batches.epoch_matrix(steps_per_epoch=3)  # (epochs, examples): losses and the step of each visit
+        >>> batches.entries, L.shape, S[1].tolist()
+        (12, (2, 6), [3, 3, 4, 4, 5, 5])
     """
 
     def __init__(self, group, run_dir: Path) -> None:

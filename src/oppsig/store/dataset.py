@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import OppsigError, StoreError
 
-__all__ = ["run_dataset"]
+__all__ = ["run_dataset", "run_dataset_or_reason"]
 
 
 def run_dataset(run: Any, train_set: Any = None, index: Any = None):
@@ -43,3 +43,14 @@ def run_dataset(run: Any, train_set: Any = None, index: Any = None):
 
         return token_examples(train_set, run.index)
     return train_set.by_ids(run.index)
+
+
+def run_dataset_or_reason(run: Any):
+    """``(dataset, None)``: the run's examples in column order (for image grids and class columns), or
+    ``(None, reason)`` when they cannot be shown (a run without an oppsig config, data moved or missing)."""
+    if not hasattr(run.config, "data"):
+        return None, "the run has no oppsig config; images are not available"
+    try:
+        return run_dataset(run), None
+    except OppsigError as e:  # data moved or missing: the report still renders, and says why
+        return None, f"images not shown: {e}"

@@ -150,7 +150,8 @@ def uses_batches(run, source: str = "auto") -> bool:
 
 
 def write_summary(run, path: str | os.PathLike | None = None, extra: dict | None = None, source: str = "auto") -> Path:
-    """Write :func:`summary_table` as CSV (``.csv``) or Parquet (``.parquet``, needs pyarrow); default ``<run>/examples.csv``.
+    """Write :func:`summary_table` as CSV (``.csv``) or Parquet (``.parquet``, needs pyarrow);
+    default ``<run>/examples.csv``.
 
     The file is written atomically (a failed write leaves no half file).
 

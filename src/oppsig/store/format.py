@@ -34,8 +34,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     file is removed and ``path`` is left as it was.
 
     Example:
-        >>> with atomic_open(tmp_path / "x.txt") as f:      # doctest: +SKIP
-        ...     f.write("all or nothing")
+        >>> with atomic_open(tmp_path / "x.txt") as f:
+        ...     _ = f.write("all or nothing")
+        >>> (tmp_path / "x.txt").read_text()
+        'all or nothing'
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -97,7 +99,8 @@ def code_revision() -> str | None:
     """The git revision of the oppsig source tree, with ``+dirty`` if it has local changes, or None."""
     here = Path(__file__).resolve().parent
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=5)
         if rev.returncode != 0:
             return None
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,

@@ -9,7 +9,8 @@ step -1) and give silently wrong numbers.
 
 :func:`find_gaps` lists what is missing as :class:`Gap` ranges (rows and
 columns, with the steps they cover), which readers turn into errors that name
-the exact range.
+the exact range. :func:`record_extent` says up to which step a record holds
+every row it should, which is where a run may resume.
 """
 
 from __future__ import annotations
@@ -120,3 +121,32 @@ def _col_ranges(chunk_cols: list, width: int | None, n: int | None) -> list[tupl
     if len(out) == 1 and out[0] == [0, full]:
         return [(None, None)]  # every column
     return [(a * width, min(b * width, n)) for a, b in out]
+
+
+def record_extent(steps: np.ndarray, gaps: list[Gap], first_step: int, every: int) -> tuple[int, str]:
+    """``(limit, why)``: the record holds every step it should before ``limit``; ``why`` it stops there.
+
+    Args:
+        steps: int (R,) the step of each complete row (``Run.steps``).
+        gaps: the absent chunks of the per-example arrays (``Run.losses.gaps + Run.correct.gaps``).
+        first_step: the run's first step; the rows hold steps ``s0, s0 + every, ...`` where ``s0`` is
+            the first multiple of ``every`` from ``first_step`` on.
+        every: the record's step interval (``record.every``).
+
+    Example:
+        >>> record_extent(np.array([0, 2, 4, 8]), [], first_step=0, every=2)
+        (6, 'row 3 holds step 8')
+        >>> record_extent(np.array([0, 1, 2, 3]), [Gap("loss", 2, 4)], first_step=0, every=1)
+        (2, 'chunk files of rows from 2 are missing')
+        >>> record_extent(np.array([4, 5]), [], first_step=4, every=1)
+        (6, 'it ends after 2 rows')
+    """
+    s0 = -(-first_step // every) * every  # the first step that is recorded
+    bad = np.flatnonzero(steps != s0 + every * np.arange(len(steps)))
+    k, why = (int(bad[0]), f"row {int(bad[0])} holds step {int(steps[bad[0]])}") if len(bad) else (len(steps), "")
+    gap = min((g.row_lo for g in gaps), default=None)
+    if gap is not None and gap < k:
+        k, why = gap, f"chunk files of rows from {gap} are missing"
+    if k == len(steps):
+        why = f"it ends after {len(steps)} rows"
+    return s0 + every * k, why

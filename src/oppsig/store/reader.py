@@ -120,7 +120,8 @@ class RowBounded:
         except Exception as e:  # a damaged chunk: decompression or decoding failed
             where = getattr(self._a, "path", "") or getattr(self._a, "name", "")
             raise StoreError(f"a chunk of the per-example array '{where}' is damaged and cannot be read "
-                             f"({type(e).__name__}: {str(e)[:120]}); restore it from a backup or re-run the affected steps") from None
+                             f"({type(e).__name__}: {str(e)[:120]}); "
+                             "restore it from a backup or re-run the affected steps") from None
 
     def __array__(self, dtype=None, copy=None):
         if self.gaps:
@@ -244,7 +245,8 @@ class Run:
         # a run recording only the mini-batch losses (record.mode batch) writes no dense rows
         dense = (cfg.get("record") or {}).get("mode", "dense") != "batch"
         expected = len(range(-(-first // every) * every, nxt, every)) if dense else 0
-        if rows != expected and read_json(self.path / PROGRESS).get("rows") == rows:  # not a run that moved on meanwhile
+        # not a run that moved on meanwhile
+        if rows != expected and read_json(self.path / PROGRESS).get("rows") == rows:
             warnings.warn(f"{self.path / PROGRESS} counts {rows} recorded rows, but the run ended at step {nxt} "
                           f"(meta.json), which makes {expected}; the store's bookkeeping is inconsistent, the "
                           "numbers cover only the rows counted", OppsigWarning, stacklevel=3)
@@ -372,9 +374,14 @@ def open_run(path: str | os.PathLike) -> Run:
     """Open a run directory for reading.
 
     Example:
-        >>> run = open_run("runs/demo")            # doctest: +SKIP
-        >>> run.losses.shape, run.steps[:3]         # doctest: +SKIP
-        ((1000, 5000), array([0, 1, 2]))
+        >>> from oppsig.store import Recorder
+        >>> rec = Recorder(tmp_path / "run", num_examples=3)
+        >>> for step in range(4):
+        ...     rec.log(step, [0, 1, 2], torch.tensor([1.0, 2.0, 3.0]) / (step + 1))
+        >>> rec.close()
+        >>> run = open_run(tmp_path / "run")
+        >>> run.losses.shape, run.steps[:3]
+        ((4, 3), array([0, 1, 2]))
 
     Raises:
         StoreError: when ``path`` is not a run, or its store is damaged or from a newer format.

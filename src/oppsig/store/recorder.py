@@ -63,9 +63,9 @@ class Recorder:
     Examples not logged at a step read as NaN.
 
     Example:
-        >>> rec = Recorder(tmp_path / "run", num_examples=4)          # doctest: +SKIP
-        >>> rec.log(0, [0, 1, 2, 3], torch.tensor([.1, .2, .3, .4]))    # doctest: +SKIP
-        >>> rec.close()                                                   # doctest: +SKIP
+        >>> rec = Recorder(tmp_path / "run", num_examples=4)
+        >>> rec.log(0, [0, 1, 2, 3], torch.tensor([.1, .2, .3, .4]))
+        >>> rec.close()
 
     The run directory is locked from construction to :meth:`close` (a second
     writer gets :class:`~oppsig.errors.RunLockedError`).

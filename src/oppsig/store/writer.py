@@ -107,7 +107,8 @@ class StoreWriter:
                                          **(attrs or {})})
                 ce = min(int(chunk_examples), max(self.n, 1))
                 cap = max(int(capacity), 1)
-                self._loss = _create(self.group, "loss", (cap, self.n), (self.chunk_steps, ce), self.dtype, float("nan"))
+                self._loss = _create(self.group, "loss", (cap, self.n), (self.chunk_steps, ce), self.dtype,
+                                     float("nan"))
                 self._correct = _create(self.group, "correct", (cap, self.n), (self.chunk_steps, ce), "bool", False)
                 self._steps = _create(self.group, "steps", (cap,), (max(1024, self.chunk_steps),), "int64", -1)
                 idx = _create(self.group, "index", (self.n,), (max(self.n, 1),), "int64", -1)
@@ -197,7 +198,8 @@ class StoreWriter:
         try:
             if self._logits is None:
                 c = logits.shape[1]
-                self._logits = _create(self.group, "logits", (16, self.n, c), (1, min(self.n, 1024), c), logits.dtype, float("nan"))
+                self._logits = _create(self.group, "logits", (16, self.n, c), (1, min(self.n, 1024), c), logits.dtype,
+                                       float("nan"))
                 self._logit_steps = _create(self.group, "logit_steps", (16,), (1024,), "int64", -1)
             r = self.logit_rows
             if r >= self._logits.shape[0]:

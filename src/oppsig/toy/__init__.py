@@ -1,7 +1,7 @@
 """Small exactly solvable models of the opposing-signals mechanism.
 
-- :mod:`.linear` (a package: data, network, prediction, dynamics, phase): a two-layer linear network on a data model with a rare,
-  large-magnitude feature that two groups of examples pull in opposite
+- :mod:`.linear` (a package: data, network, prediction, dynamics, phase): a two-layer linear
+  network on a data model with a rare, large-magnitude feature that two groups of examples pull in opposite
   directions; exact GD/Adam, the closed-form Hessian, its top eigenvalue, the
   curvature along the opposing feature, the groups' losses, and a phase diagram
   over ``(alpha, lr)`` against a predicted boundary.

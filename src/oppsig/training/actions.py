@@ -8,7 +8,7 @@
 - down-weight a named group of examples (:func:`downweight`).
 
 These are small pure helpers over a model and an optimiser; the training hook
-(:class:`oppsig.integrations.live_hook.LiveHook`) and the framework callbacks
+(:class:`oppsig.live.LiveHook`) and the framework callbacks
 decide when to use them and log each use as an event.
 
 Example:

@@ -1,13 +1,33 @@
-"""Checkpoints: model, optimiser, step, RNG and hook state, written atomically and loaded safely."""
+"""Checkpoints: model, optimiser, step, RNG and hook state, written atomically and loaded safely.
+
+Hook state is stored by hook name, ``{"hooks": {name: state}}``: the name is the hook's ``name``
+attribute, else its class name, with ``#2``, ``#3``, ... on repeats (:func:`hook_names`). A resumed
+run hands each saved state to the hook of that name only (:func:`load_hook_states`), so turning a
+hook on or off between segments gives no hook another's state.
+
+Example:
+    >>> class Count:
+    ...     name = "count"
+    ...     def __init__(self): self.n = 0
+    ...     def state_dict(self): return {"n": self.n}
+    ...     def load_state_dict(self, d): self.n = d["n"]
+    >>> a, b = Count(), Count(); a.n = 3
+    >>> saved = hook_states([object(), a, b]); saved
+    {'count': {'n': 3}, 'count#2': {'n': 0}}
+    >>> c = Count(); load_hook_states([c], {"count": {"n": 3}}); c.n
+    3
+"""
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 
-from ..errors import StoreError
+from ..errors import OppsigWarning, StoreError
 from ..store.format import CHECKPOINTS, atomic_open
 from ..store.rundir import start_over_command
 
@@ -132,3 +152,40 @@ def newest_intact(run_dir: str | os.PathLike, usable=None, map_location="cpu") -
         f"there is no checkpoint in {run_dir / CHECKPOINTS}"
     raise StoreError(f"cannot resume {run_dir}: no intact checkpoint to continue from ({tried}); start over with "
                      f"`{start_over_command(run_dir)}` (this replaces the record)")
+
+
+def hook_names(hooks: Sequence[Any]) -> list[str]:
+    """The name of each hook in checkpoints: its ``name`` attribute (a string), else its class name;
+    the second, third, ... hook of one name get ``#2``, ``#3``, ..."""
+    names, seen = [], {}
+    for h in hooks:
+        base = getattr(h, "name", None)
+        base = base if isinstance(base, str) and base else type(h).__name__
+        seen[base] = seen.get(base, 0) + 1
+        names.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
+    return names
+
+
+def hook_states(hooks: Sequence[Any]) -> dict[str, dict]:
+    """``{name: hook.state_dict()}`` of every hook that has ``state_dict`` (names from :func:`hook_names`)."""
+    return {name: h.state_dict() for name, h in zip(hook_names(hooks), hooks) if hasattr(h, "state_dict")}
+
+
+def load_hook_states(hooks: Sequence[Any], saved: dict) -> None:
+    """Hand each saved hook state to the hook of its name (a hook with none saved starts fresh).
+
+    A saved state whose hook is not in ``hooks`` is ignored with an :class:`~oppsig.errors.OppsigWarning`
+    naming it. Checkpoints that key hook states by position (``"0"``, ``"1"``, ...) are read by position.
+    """
+    if saved and all(isinstance(k, str) and k.isdigit() for k in saved):  # keyed by position
+        named = {str(i): h for i, h in enumerate(hooks)}
+    else:
+        named = dict(zip(hook_names(hooks), hooks))
+        lost = [k for k in saved if k not in named]
+        if lost:
+            warnings.warn(f"the checkpoint holds the state of hook(s) {', '.join(map(repr, lost))}, which this run "
+                          "does not have; their state is ignored", OppsigWarning, stacklevel=3)
+    for key, h in named.items():
+        d = saved.get(key)
+        if d is not None and hasattr(h, "load_state_dict"):
+            h.load_state_dict(d)

@@ -14,7 +14,9 @@ them in this order at every step ``t`` (0-based):
 ``on_train_start`` runs once before the first step (also after a resume), and
 ``on_train_end`` once after the last one (also after an interruption).
 Hooks that keep state across a resume implement ``state_dict`` /
-``load_state_dict``; it is saved in each checkpoint.
+``load_state_dict``; it is saved in each checkpoint under the hook's name (its
+``name`` attribute, else its class name; see :func:`~oppsig.training.checkpoint.hook_names`)
+and handed back to the hook of that name when the run resumes.
 """
 
 from __future__ import annotations

@@ -4,16 +4,23 @@
 data set in physical batches: each batch contributes ``sum(loss_i) / N`` to
 ``.grad``, so the result equals one big batch (up to float rounding) whatever
 the physical batch size. The per-example losses come from the same forward.
+
+Around it, what one training step needs: the rows of a step (:func:`batch_rows`,
+:func:`step_batch`), the gradient of those rows over all ranks (:func:`gradient`) and the
+optimiser step (:func:`optimizer_step`: SAM evaluates a second gradient at its ascent point).
 """
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import nn
 
 from ..losses import LossFn
+from ..optim import SAM
 
 
 _NULL = nullcontext()
@@ -75,3 +82,85 @@ def full_batch_backward(
             if want_logits:
                 logits.append(out.detach())
     return losses, accuracy, (torch.cat(logits) if want_logits else None)
+
+
+def batch_rows(step: int, n: int, batch_size: int, seed: int, device) -> torch.Tensor:
+    """Rows of the mini-batch of ``step``: epoch ``e`` is a permutation drawn from ``(seed, e)`` alone.
+
+    The data order is therefore a pure function of the seed: resumed and branched
+    runs see exactly the same batches.
+
+    Example:
+        >>> [len(batch_rows(s, n=10, batch_size=4, seed=0, device="cpu")) for s in range(4)]  # 3 steps an epoch
+        [4, 4, 2, 4]
+    """
+    per_epoch = math.ceil(n / batch_size)
+    epoch, pos = divmod(step, per_epoch)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    return perm[pos * batch_size : (pos + 1) * batch_size].to(device)
+
+
+class Batch(NamedTuple):
+    """The rows of one step's gradient: ``rows`` of ``x``/``y``/``w`` (None: all of them), ``size`` over all ranks."""
+
+    rows: torch.Tensor | None
+    size: int
+    x: torch.Tensor
+    y: torch.Tensor
+    w: torch.Tensor | None
+    all_rows: torch.Tensor | None = None  # the whole mini-batch's rows, before the split over ranks
+
+
+def step_batch(parts: Any, step: int) -> Batch:
+    """The rows of step ``step`` of a run (:class:`~oppsig.training.build.RunParts`): every example (full
+    batch) or the seeded mini-batch, this rank's share."""
+    if parts.full_batch:
+        return Batch(None, len(parts.train_set), *parts.local)
+    cfg = parts.cfg
+    all_rows = batch_rows(step, len(parts.train_set), cfg.train.batch_size, cfg.seed, parts.device)
+    rows, size = all_rows, len(all_rows)
+    if parts.dist.enabled:
+        lo, hi = parts.dist.shard(size)
+        rows = rows[lo:hi]
+    return Batch(rows, size, *parts.full, all_rows=all_rows)
+
+
+def batch_backward(parts: Any, batch: Batch, want_logits: bool = False):
+    """:func:`full_batch_backward` of ``batch`` on this rank: its share of the global mean-loss gradient."""
+    return full_batch_backward(parts.forward_model, batch.x, batch.y, parts.loss_fn,
+                               parts.cfg.train.physical_batch_size, rows=batch.rows, want_logits=want_logits,
+                               denominator=batch.size / parts.dist.world, sync=parts.sync, weights=batch.w)
+
+
+def gradient(parts: Any, batch: Batch, want_logits: bool = False):
+    """Accumulate the mean-loss gradient of ``batch`` (in bfloat16 autocast when ``cfg.bf16`` on CUDA).
+
+    Returns:
+        per-example losses (B,), accuracy (B,) and logits (B, C) or None, gathered over all ranks.
+    """
+    D = parts.dist
+    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if parts.cfg.bf16 and parts.device.type == "cuda"
+           else nullcontext())
+    with amp:
+        losses, accuracy, logits = batch_backward(parts, batch, want_logits)
+    if D.enabled:
+        losses = D.gather_rows(losses, batch.size)
+        accuracy = D.gather_rows(accuracy, batch.size)
+        if logits is not None:
+            logits = D.gather_rows(logits, batch.size)
+    return losses, accuracy, logits
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, backward: Callable[[], Any]) -> None:
+    """``optimizer.step()`` on the gradient in ``.grad``.
+
+    SAM takes its ascent step, then ``backward()`` accumulates the gradient at the ascent point
+    (on the same rows), and the descent step updates the original parameters.
+    """
+    if isinstance(optimizer, SAM):
+        optimizer.first_step(zero_grad=True)
+        backward()
+        optimizer.second_step()
+    else:
+        optimizer.step()

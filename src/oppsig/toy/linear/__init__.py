@@ -129,10 +129,36 @@ Example:
     True
 """
 
-from .data import *  # noqa: F401,F403
-from .dynamics import *  # noqa: F401,F403
-from .network import *  # noqa: F401,F403
-from .phase import *  # noqa: F401,F403
-from .prediction import *  # noqa: F401,F403
+from .data import OPPOSING, PHASES, SIGNAL, OpposingDataConfig, ToyData, make_data
+from .dynamics import Trajectory, TrainConfig, antiphase_correlation, classify, oscillation_window, train
+from .network import (
+    NetConfig,
+    flatten,
+    gauss_newton_sharpness,
+    gradients,
+    group_losses,
+    hessian,
+    hvp,
+    hvp_operator,
+    init_params,
+    lanczos_sharpness,
+    loss,
+    loss_flat,
+    opposing_curvature,
+    opposing_direction,
+    predict,
+    sharpness,
+    unflatten,
+)
+from .phase import PhaseDiagram, phase_diagram
+from .prediction import ValleyPrediction, predict_valley, predicted_phase
 
-__all__ = ["SIGNAL", "OPPOSING", "PHASES", "OpposingDataConfig", "ToyData", "make_data", "NetConfig", "init_params", "flatten", "unflatten", "predict", "loss", "loss_flat", "gradients", "hessian", "hvp", "hvp_operator", "sharpness", "gauss_newton_sharpness", "lanczos_sharpness", "opposing_direction", "opposing_curvature", "group_losses", "ValleyPrediction", "predict_valley", "predicted_phase", "TrainConfig", "Trajectory", "train", "classify", "oscillation_window", "antiphase_correlation", "PhaseDiagram", "phase_diagram"]
+__all__ = [
+    "SIGNAL", "OPPOSING", "PHASES", "OpposingDataConfig", "ToyData", "make_data",
+    "NetConfig", "init_params", "flatten", "unflatten", "predict", "loss", "loss_flat", "gradients",
+    "hessian", "hvp", "hvp_operator", "sharpness", "gauss_newton_sharpness", "lanczos_sharpness",
+    "opposing_direction", "opposing_curvature", "group_losses",
+    "ValleyPrediction", "predict_valley", "predicted_phase",
+    "TrainConfig", "Trajectory", "train", "classify", "oscillation_window", "antiphase_correlation",
+    "PhaseDiagram", "phase_diagram",
+]

@@ -71,24 +71,25 @@ class OpposingDataConfig:
 
     def __post_init__(self):
         check(_is_int(self.n) and self.n >= 4, "n", "must be an integer number of examples >= 4", self.n)
-        check(_is_int(self.d) and self.d >= 2, "d", "must be an integer dimension >= 2 (signal and opposing coordinates, then noise)",
-               self.d)
-        check(_is_num(self.signal) and self.signal > 0, "signal", "must be the magnitude of the genuine feature, a number > 0 (e.g. 0.1)",
-               self.signal)
+        check(_is_int(self.d) and self.d >= 2, "d",
+              "must be an integer dimension >= 2 (signal and opposing coordinates, then noise)", self.d)
+        check(_is_num(self.signal) and self.signal > 0, "signal",
+              "must be the magnitude of the genuine feature, a number > 0 (e.g. 0.1)", self.signal)
         check(_is_num(self.signal_noise) and self.signal_noise >= 0, "signal_noise", "must be a number >= 0",
                self.signal_noise)
-        check(_is_num(self.alpha) and self.alpha >= 0, "alpha", "must be the opposing feature's magnitude, a number >= 0 (0 removes it)",
-               self.alpha)
+        check(_is_num(self.alpha) and self.alpha >= 0, "alpha",
+              "must be the opposing feature's magnitude, a number >= 0 (0 removes it)", self.alpha)
         check(_is_num(self.p) and 0 <= self.p <= 1, "p", "must be a fraction in [0, 1]", self.p)
-        check(_is_num(self.imbalance) and -1 <= self.imbalance <= 1, "imbalance", "must be (n_A - n_B) / (n_A + n_B), a number in [-1, 1]",
-               self.imbalance)
+        check(_is_num(self.imbalance) and -1 <= self.imbalance <= 1, "imbalance",
+              "must be (n_A - n_B) / (n_A + n_B), a number in [-1, 1]", self.imbalance)
         check(_is_num(self.noise) and self.noise >= 0, "noise", "must be a standard deviation >= 0", self.noise)
         check(_is_int(self.seed) and self.seed >= 0, "seed", "must be an integer >= 0", self.seed)
         n_a, n_b = self.group_sizes
         n_pos = self.n // 2
-        check(n_a <= n_pos and n_b <= self.n - n_pos, "p", f"groups of {n_a} and {n_b} examples do not fit in {n_pos} positives and {self.n - n_pos} "
-               "negatives; pass a smaller p or imbalance",
-               self.p)
+        check(n_a <= n_pos and n_b <= self.n - n_pos, "p",
+              f"groups of {n_a} and {n_b} examples do not fit in {n_pos} positives and {self.n - n_pos} "
+              "negatives; pass a smaller p or imbalance",
+              self.p)
 
     @property
     def group_sizes(self) -> tuple[int, int]:

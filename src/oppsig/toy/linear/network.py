@@ -13,7 +13,12 @@ from ...errors import ConfigError
 
 from .data import _DT, OPPOSING, _is_int, _is_num
 
-__all__ = ["NetConfig", "init_params", "flatten", "unflatten", "predict", "loss", "loss_flat", "gradients", "hessian", "hvp", "hvp_operator", "sharpness", "gauss_newton_sharpness", "lanczos_sharpness", "opposing_direction", "opposing_curvature", "group_losses"]
+INIT_SEED_OFFSET = 104729
+"""The initial weights are drawn with seed ``seed + INIT_SEED_OFFSET`` (a prime), apart from the data's ``seed``."""
+
+__all__ = ["NetConfig", "init_params", "flatten", "unflatten", "predict", "loss", "loss_flat", "gradients", "hessian",
+           "hvp", "hvp_operator", "sharpness", "gauss_newton_sharpness", "lanczos_sharpness", "opposing_direction",
+           "opposing_curvature", "group_losses"]
 
 @dataclass(frozen=True)
 class NetConfig:
@@ -38,8 +43,8 @@ class NetConfig:
 
     def __post_init__(self):
         check(_is_int(self.width) and self.width >= 1, "width", "must be an integer >= 1", self.width)
-        check(_is_num(self.init_scale) and self.init_scale > 0, "init_scale", "must be a number > 0 (0 is a saddle that GD never leaves)",
-               self.init_scale)
+        check(_is_num(self.init_scale) and self.init_scale > 0, "init_scale",
+              "must be a number > 0 (0 is a saddle that GD never leaves)", self.init_scale)
         check(_is_int(self.seed) and self.seed >= 0, "seed", "must be an integer >= 0", self.seed)
 
 
@@ -56,7 +61,7 @@ def init_params(d: int, config: NetConfig | None = None) -> tuple[torch.Tensor, 
     """
     cfg = config or NetConfig()
     check(_is_int(d) and d >= 1, "d", "must be the input dimension, an integer >= 1", d)
-    gen = torch.Generator().manual_seed(cfg.seed + 104729)
+    gen = torch.Generator().manual_seed(cfg.seed + INIT_SEED_OFFSET)
     W = cfg.init_scale * torch.randn(cfg.width, d, generator=gen, dtype=_DT) / math.sqrt(d)
     v = cfg.init_scale * torch.randn(cfg.width, generator=gen, dtype=_DT) / math.sqrt(cfg.width)
     return W, v
@@ -205,7 +210,7 @@ def lanczos_sharpness(W: torch.Tensor, v: torch.Tensor, X: torch.Tensor, y: torc
     """The top Hessian eigenpair by :func:`oppsig.curvature.lanczos` on the closed-form HVP.
 
     Returns:
-        the :class:`~oppsig.curvature.lanczos.EigResult`.
+        the :class:`~oppsig.curvature.results.EigResult`.
     """
     from ...curvature import lanczos
 

@@ -151,6 +151,6 @@ def phase_diagram(alphas: Sequence[float], lrs: Sequence[float], data_config: Op
     lr_np = np.tile(lrs, A)
     max_ratio = np.where(alive.numpy(), smax.numpy() * lr_np / 2, np.nan).reshape(A, Lr)
     s_bal = np.array([p.s_balanced for p in preds])
-    predicted = np.array([[PHASES.index(predicted_phase(sb, float(l))) for l in lrs] for sb in s_bal])
+    predicted = np.array([[PHASES.index(predicted_phase(sb, float(rate))) for rate in lrs] for sb in s_bal])
     return PhaseDiagram(alphas, lrs, observed, predicted, s_bal, np.array([p.s_flattest for p in preds]),
                         max_ratio, (final.numpy() * lr_np / 2).reshape(A, Lr), steps)

@@ -66,11 +66,11 @@ def predict_valley(data: ToyData) -> ValleyPrediction:
     b = X.T @ y / X.shape[0]
     u = torch.linalg.pinv(S, hermitian=True) @ b
     Sh = _sym_sqrt(S)
-    I = torch.eye(S.shape[0], dtype=_DT)
+    eye = torch.eye(S.shape[0], dtype=_DT)
     nu = float(u.norm())
 
     def s_of(a: float) -> float:
-        return float(torch.linalg.eigvalsh(Sh @ (a * I + torch.outer(u, u) / a) @ Sh)[-1])
+        return float(torch.linalg.eigvalsh(Sh @ (a * eye + torch.outer(u, u) / a) @ Sh)[-1])
 
     if nu == 0.0:
         return ValleyPrediction(u, 0.0, 0.0, 0.0, 0.0, float(S[OPPOSING, OPPOSING]), float(b.norm()))
@@ -79,7 +79,7 @@ def predict_valley(data: ToyData) -> ValleyPrediction:
                           options={"xatol": 1e-10})
     a_flat = nu * math.exp(float(res.x))
     s_flat = min(s_of(a_flat), s_bal)
-    e_o = I[OPPOSING]
+    e_o = eye[OPPOSING]
     Ke = nu * e_o + u * u[OPPOSING] / nu  # K e_o at the balanced minimum, K = |u| I + u u^T / |u|
     kappa = float(Ke @ S @ Ke / Ke[OPPOSING])
     return ValleyPrediction(u, s_bal, s_flat, a_flat, kappa, float(S[OPPOSING, OPPOSING]), float(b.norm()))

@@ -1,7 +1,7 @@
-"""Curvature quantities of a network's training loss and the optimisers' stability thresholds.
+"""Top Hessian eigenvalues of a network's training loss: sharpness, per layer and Adam-preconditioned.
 
 - :func:`sharpness`: top-k Hessian eigenvalues of the mean loss;
-  :func:`top_hessian_eigs` the same for an existing :class:`~oppsig.curvature.hvp.HVP`.
+  :func:`top_hessian_eigs` the same for an existing :class:`~oppsig.curvature.engine.HVP`.
   A cold solve (no previous eigenvectors) is first run on a random
   ``presample`` fraction of the data (products ~10x cheaper) and the full
   solve starts from its block of Ritz vectors: on fc-tanh / 5k CIFAR-10 this
@@ -10,14 +10,18 @@
 - :func:`layerwise_sharpness`: the same for each layer's diagonal Hessian block.
 - :func:`preconditioned_sharpness`: top eigenvalues of ``P^{-1/2} H P^{-1/2}``
   with Adam's preconditioner ``P = sqrt(v_hat) + eps``.
-- thresholds: gradient descent is unstable along directions of curvature above
-  ``2 / lr`` (:func:`gd_threshold`); heavy-ball momentum above
-  ``(2 + 2 beta) / lr``; Adam (preconditioned) above ``(2 + 2 beta1) / ((1 - beta1) lr)``.
-- :func:`update_projection`, :func:`loss_slice`, :func:`hutchinson_trace`.
+
+The optimisers' stability thresholds to compare them with are in
+:mod:`oppsig.curvature.thresholds`.
 
 Example:
-    >>> gd_threshold(0.02)
-    100.0
+    >>> import torch
+    >>> from oppsig.losses import get_loss
+    >>> lin = torch.nn.Linear(3, 2).double()
+    >>> x, y = torch.randn(20, 3, dtype=torch.float64), torch.randint(0, 2, (20,))
+    >>> r = sharpness(lin, [(x, y)], get_loss("ce"), k=2, tol=1e-8)
+    >>> r.eigenvalues.shape, r.converged
+    (torch.Size([2]), True)
 """
 
 from __future__ import annotations
@@ -28,9 +32,13 @@ import torch
 from torch import nn
 
 from ..errors import OppsigError
-from .hvp import HVP, LossFn, make_hvp
-from .lanczos import EigResult, lanczos, warm_start
-from .operators import HessianOperator, LinearOperator, ParamLayout, PreconditionedOperator, as_operator
+from .engine import HVP
+from .hvp import LossFn
+from .lanczos import lanczos
+from .model_operators import HessianOperator, PreconditionedOperator
+from .operators import LinearOperator
+from .problem import make_hvp
+from .results import EigResult, warm_start
 
 __all__ = [
     "sharpness",
@@ -42,13 +50,6 @@ __all__ = [
     "parameter_groups",
     "adam_preconditioner",
     "preconditioned_sharpness",
-    "gd_threshold",
-    "momentum_threshold",
-    "adam_threshold",
-    "optimizer_threshold",
-    "update_projection",
-    "loss_slice",
-    "hutchinson_trace",
 ]
 
 
@@ -124,7 +125,7 @@ def top_hessian_eigs(
     64 rows) to the same tolerance; the full solve starts from its eigenvectors
     (a loose presample solve saves little: its products are cheap, and a poorer
     start costs full products). The presample is another matrix: only its
-    block of Ritz vectors is used (:func:`~oppsig.curvature.lanczos.warm_start`,
+    block of Ritz vectors is used (:func:`~oppsig.curvature.results.warm_start`,
     the full solve's first block), never its eigenvalues or gap, so every bound
     of the result comes from the full operator's own Ritz values; a full solve
     that certifies after its first block trusts that block to hold the top
@@ -133,7 +134,7 @@ def top_hessian_eigs(
     (rows / all rows).
 
     Args:
-        hvp: the full problem (:func:`~oppsig.curvature.hvp.make_hvp`).
+        hvp: the full problem (:func:`~oppsig.curvature.problem.make_hvp`).
         k, tol, max_iter, v0, seed, criterion: as in
             :func:`~oppsig.curvature.lanczos.lanczos`.
         presample: fraction of the rows for a cold start (0: random start).
@@ -141,7 +142,7 @@ def top_hessian_eigs(
         wrap: applied to every operator (e.g. summing products over processes).
 
     Returns:
-        an :class:`~oppsig.curvature.lanczos.EigResult`.
+        an :class:`~oppsig.curvature.results.EigResult`.
 
     Example:
         >>> from oppsig.models import build_model
@@ -184,14 +185,14 @@ def sharpness(
 
     Args:
         model, batches, loss_fn, params, method, num_examples, dtype, device,
-            batchnorm: as in :func:`~oppsig.curvature.hvp.make_hvp`.
+            batchnorm: as in :func:`~oppsig.curvature.problem.make_hvp`.
         solve: ``k``, ``tol``, ``max_iter``, ``v0``, ``seed``,
             ``criterion``, ``presample`` of :func:`top_hessian_eigs` (by default
             ``tol=1e-3`` bounds each eigenvalue's relative error; pass
             ``criterion="residual"`` for accurate eigenvectors too).
 
     Returns:
-        an :class:`~oppsig.curvature.lanczos.EigResult`; ``eigenvectors`` are flat
+        an :class:`~oppsig.curvature.results.EigResult`; ``eigenvectors`` are flat
         over the varying parameters in model order.
 
     Raises:
@@ -248,7 +249,7 @@ def layerwise_sharpness(
 
     Args:
         model, batches, loss_fn, method, num_examples, dtype, device, batchnorm:
-            as in :func:`~oppsig.curvature.hvp.make_hvp`.
+            as in :func:`~oppsig.curvature.problem.make_hvp`.
         solve: ``groups`` (default: :func:`parameter_groups`), ``v0`` (warm
             starts ``{group: (d_g,) or (d_g, j)}``), ``k``, ``tol``, ``max_iter``,
             ``seed``, ``criterion`` of :func:`layer_eigs`.
@@ -346,7 +347,8 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, model: nn.Module, name
         p = trainable[n]
         grp = group_of.get(id(p))
         if grp is None:
-            raise OppsigError(f"parameter {n!r} is not optimised by this optimiser; pass the optimiser built on model.parameters()")
+            raise OppsigError(f"parameter {n!r} is not optimised by this optimiser; "
+                              "pass the optimiser built on model.parameters()")
         st = optimizer.state.get(p, {})
         if "exp_avg_sq" not in st or "step" not in st:
             raise OppsigError(f"the optimiser has no Adam state for {n!r} yet; measure after its first step")
@@ -381,7 +383,7 @@ def preconditioned_sharpness(
 ) -> EigResult:
     """Top eigenpairs of ``P^{-1/2} H P^{-1/2}`` with Adam's ``P`` (see :func:`adam_preconditioner`).
 
-    Compare the top eigenvalue with :func:`adam_threshold`. The optimiser state is
+    Compare the top eigenvalue with :func:`~oppsig.curvature.thresholds.adam_threshold`. The optimiser state is
     the one after its last step (the preconditioner Adam used at that step).
 
     Raises:
@@ -402,192 +404,3 @@ def preconditioned_sharpness(
     diag = adam_preconditioner(optimizer, model, hvp.layout.names, dtype=hvp.dtype).to(hvp.device)
     op = PreconditionedOperator(HessianOperator(hvp), diag)
     return lanczos(op, k=k, tol=tol, max_iter=max_iter, v0=v0, seed=seed, criterion=criterion)
-
-
-# ----------------------------------------------------------------------------- thresholds
-
-
-def _positive(name: str, value: float) -> float:
-    value = float(value)
-    if not value > 0:
-        raise OppsigError(f"{name} must be > 0 (got {value})")
-    return value
-
-
-def gd_threshold(lr: float) -> float:
-    """``2 / lr``: gradient descent is unstable along curvature above this.
-
-    Raises:
-        OppsigError: for ``lr <= 0``.
-
-    Example:
-        >>> gd_threshold(0.01)
-        200.0
-    """
-    return 2.0 / _positive("lr", lr)
-
-
-def momentum_threshold(lr: float, beta: float, nesterov: bool = False) -> float:
-    """Stability threshold of heavy-ball momentum, ``(2 + 2 beta) / lr``.
-
-    With ``nesterov=True``: ``(2 + 2 beta) / ((1 + 2 beta) lr)``.
-
-    Raises:
-        OppsigError: for ``lr <= 0`` or ``beta`` outside ``[0, 1)``.
-
-    Example:
-        >>> round(momentum_threshold(0.1, 0.9), 9)
-        38.0
-    """
-    lr = _positive("lr", lr)
-    if not 0 <= beta < 1:
-        raise OppsigError(f"momentum beta must lie in [0, 1) (got {beta})")
-    t = (2.0 + 2.0 * beta) / lr
-    return t / (1.0 + 2.0 * beta) if nesterov else t
-
-
-def adam_threshold(lr: float, beta1: float) -> float:
-    """Stability threshold of Adam's preconditioned sharpness, ``(2 + 2 beta1) / ((1 - beta1) lr)``.
-
-    Raises:
-        OppsigError: for ``lr <= 0`` or ``beta1`` outside ``[0, 1)``.
-
-    Example:
-        >>> round(adam_threshold(1e-3, 0.9))
-        38000
-    """
-    lr = _positive("lr", lr)
-    if not 0 <= beta1 < 1:
-        raise OppsigError(f"beta1 must lie in [0, 1) (got {beta1})")
-    return (2.0 + 2.0 * beta1) / ((1.0 - beta1) * lr)
-
-
-def optimizer_threshold(name: str, lr: float, *, momentum: float = 0.0, dampening: float = 0.0,
-                        nesterov: bool = False, betas: Sequence[float] = (0.9, 0.999)) -> float:
-    """The stability threshold of an optimiser called ``name`` (``gd``, ``sgd``, ``adam``, ``adamw``, ...).
-
-    ``gd``/``sgd`` (and ``sam``, ``splitsgd`` for their plain momentum step):
-    :func:`gd_threshold`, or :func:`momentum_threshold` when ``momentum > 0``
-    (dampening scales the step: ``lr * (1 - dampening)``); ``signsgd``: NaN.
-    ``adam``/``adamw``: :func:`adam_threshold` with ``betas[0]``, to compare with
-    the preconditioned sharpness. ``lr <= 0`` (e.g. warm-up) gives ``inf``.
-
-    Raises:
-        OppsigError: for an unknown optimiser name.
-
-    Example:
-        >>> round(optimizer_threshold("sgd", 0.1, momentum=0.9), 9)
-        38.0
-    """
-    if not lr > 0:
-        return float("inf")
-    if name == "signsgd":  # a sign step has no curvature threshold
-        return float("nan")
-    if name in ("gd", "sgd", "sam", "splitsgd"):  # sam and splitsgd: the threshold of their plain (momentum) step
-        if momentum > 0:
-            return momentum_threshold(lr * (1.0 - dampening), momentum, nesterov)
-        return gd_threshold(lr)
-    if name in ("adam", "adamw"):
-        return adam_threshold(lr, betas[0])
-    raise OppsigError(f"no stability threshold for optimiser {name!r}; pass one of gd, sgd, adam, adamw, sam, "
-                      "splitsgd, signsgd")
-
-
-# ----------------------------------------------------------------------------- directions
-
-
-def update_projection(delta: torch.Tensor, eigvec: torch.Tensor) -> float:
-    """Signed length of the update ``delta`` along the direction ``eigvec``: ``<delta, u> / ||u||``.
-
-    Args:
-        delta: flat ``(d,)`` update ``theta_{t+1} - theta_t``.
-        eigvec: flat ``(d,)`` direction (e.g. the top Hessian eigenvector).
-
-    Raises:
-        OppsigError: for mismatched shapes or a zero direction.
-
-    Example:
-        >>> update_projection(torch.tensor([3.0, 4.0]), torch.tensor([0.0, 2.0]))
-        4.0
-    """
-    if delta.shape != eigvec.shape or delta.dim() != 1:
-        raise OppsigError(f"delta {tuple(delta.shape)} and eigvec {tuple(eigvec.shape)} must be flat vectors of the same size")
-    u = eigvec.to(device=delta.device, dtype=torch.float64)
-    nu = u.norm()
-    if float(nu) == 0:
-        raise OppsigError("eigvec is zero; pass a non-zero direction")
-    return float(delta.to(torch.float64) @ u / nu)
-
-
-def loss_slice(
-    model: nn.Module,
-    batches,
-    loss_fn: LossFn,
-    direction: torch.Tensor | Mapping[str, torch.Tensor],
-    alphas: Sequence[float] | torch.Tensor,
-    *,
-    params=None,
-    num_examples: int | None = None,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-    batchnorm: str = "batch",
-) -> torch.Tensor:
-    """The mean loss along a line, ``L(theta + alpha * direction)`` for each alpha.
-
-    Args:
-        direction: flat ``(d,)`` over the varying parameters (model order, or the
-            keys of ``params``), or a dict ``name -> tensor``; not normalised.
-        alphas: step sizes, ``(A,)``.
-        others: as in :func:`~oppsig.curvature.hvp.make_hvp`.
-
-    Returns:
-        losses ``(A,)`` in the computation dtype.
-
-    Raises:
-        OppsigError: when ``direction`` does not match the parameters.
-
-    Example:
-        >>> from oppsig.models import build_model
-        >>> from oppsig.losses import get_loss
-        >>> m = build_model("mlp", (4,), 3, widths=(5,))
-        >>> b = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
-        >>> loss_slice(m, b, get_loss("mse"), torch.zeros(43), [0.0, 1.0]).shape
-        torch.Size([2])
-    """
-    hvp = make_hvp(model, batches, loss_fn, params, "rev_rev", num_examples, dtype=dtype, device=device,
-                   batchnorm=batchnorm)
-    lay: ParamLayout = hvp.layout
-    if isinstance(direction, Mapping):
-        direction = lay.flatten(direction)
-    direction = torch.as_tensor(direction).to(device=hvp.device, dtype=hvp.dtype)
-    if direction.shape != (lay.dim,):
-        raise OppsigError(f"direction has shape {tuple(direction.shape)}; pass a flat ({lay.dim},) vector over the parameters")
-    theta = lay.flatten(hvp.params)
-    out = []
-    for a in torch.as_tensor(alphas, dtype=torch.float64).tolist():
-        out.append(hvp.at(lay.unflatten(theta + a * direction)).loss())
-    return torch.stack(out)
-
-
-def hutchinson_trace(op, num_samples: int = 100, seed: int = 0, *, dim: int | None = None,
-                     dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> tuple[float, float]:
-    """Hutchinson estimate of ``trace(A)`` with Rademacher probes: ``(mean, standard error)``.
-
-    Raises:
-        OppsigError: for ``num_samples < 2`` or a malformed ``op``.
-
-    Example:
-        >>> est, se = hutchinson_trace(torch.eye(4, dtype=torch.float64), num_samples=8)
-        >>> est
-        4.0
-    """
-    if num_samples < 2:
-        raise OppsigError(f"num_samples must be >= 2 (got {num_samples})")
-    A: LinearOperator = as_operator(op, dim, dtype, device)
-    g = torch.Generator().manual_seed(int(seed))
-    vals = []
-    for _ in range(int(num_samples)):
-        z = (torch.randint(0, 2, (A.dim,), generator=g) * 2 - 1).to(device=A.device, dtype=A.dtype)
-        vals.append(float(torch.dot(z.to(torch.float64), A.matvec(z).to(torch.float64))))
-    t = torch.tensor(vals, dtype=torch.float64)
-    return float(t.mean()), float(t.std() / len(vals) ** 0.5)

@@ -1,111 +1,37 @@
-"""Live spike attribution: while training runs, say which examples and groups carry each loss spike.
+"""Live attribution: which examples and groups carry a loss spike, within the step.
 
-At every step the running (total or mini-batch) loss goes through an online
-spike detector; at a spike, within the step, the per-example losses of that step
-are compared with each example's loss at the spike's onset, and the rise is
-split over the examples and over groups: groups of an earlier ``oppsig detect``
+At every step the running (total or mini-batch) loss goes through the online
+spike detector (:mod:`oppsig.live.detector`); at a spike the per-example losses
+of that step are compared with each example's loss at the spike's onset, and the
+rise is split over the examples and over groups: groups of an earlier ``oppsig detect``
 (``signals.json`` of this or another run), or groups estimated online from the
 recent per-example loss changes. The result is one line, e.g.::
 
     step 655: loss +201% over trend (z 14.2); 58% of the rise from group 0 (43 frogs, bright background)
     vs group 12 (142 frogs, dark background); sharpness 31.2 / 2/lr 20
 
-and an event in ``<run>/events.jsonl`` (and TensorBoard when asked).
+and an event in ``<run>/events.jsonl`` (and TensorBoard when given a writer).
 
-Pieces (pure functions first, then two small stateful objects):
-
-- :func:`trend_baseline`, :func:`spike_test`: the detector's arithmetic on a
-  history of log-losses;
-- :func:`rise_contributions`, :func:`group_shares`, :func:`online_groups`,
-  :func:`describe_rows`: attribution;
-- :class:`SpikeDetector`: the online detector (history, refractory gap);
+- :func:`rise_contributions`, :func:`group_shares`, :func:`online_groups`: the arithmetic;
 - :class:`LiveAttribution`: detector + per-example history + groups + event log;
-  what the training hook, the framework callbacks and ``Recorder(live=...)`` use.
-
-The detector works on ``y_t = log(loss_t)``. Its baseline at step t is the
-median of the previous ``window`` values moved forward along their robust slope
-(difference of the two halves' medians), so a downward trend does not lift the baseline, its scale
-1.4826 x the median absolute deviation of the past residuals (of those values
-around their robust line until ``window`` residuals exist): mini-batch noise and
-edge-of-stability oscillation set the scale. Step t is a spike when its residual exceeds both ``z`` scales
-and ``log(1 + min_rise)``; the detector then stays quiet until the residual
-falls back below the threshold (one event per spike), and for ``gap`` steps.
-It starts firing once it holds ``window`` values and ``window`` residuals
-(after ``2 * window`` steps).
-
-Example:
-    >>> import numpy as np
-    >>> det = SpikeDetector(LiveConfig(window=11))
-    >>> rng = np.random.default_rng(0)
-    >>> loss = np.exp(-np.arange(60) / 40) * (1 + 0.01 * rng.standard_normal(60))
-    >>> loss[50] *= 2.0  # the detector fires from step 2 * window = 22 on
-    >>> [t for t, v in enumerate(loss) if det.update(t, float(v)) is not None]
-    [50]
+  what :class:`~oppsig.live.session.LiveSession` and ``Recorder(live=...)`` use.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
-from collections import deque
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from ..config import LiveConfig
-
-EVENTS = "events.jsonl"
-
-
-# ----------------------------------------------------------------------------- pure functions
-
-
-def robust_slope(y: np.ndarray) -> float:
-    """Slope of a noisy series (w,): the difference of the medians of its two halves over their distance."""
-    y = np.asarray(y, dtype=np.float64)
-    h = len(y) // 2
-    if h < 1:
-        return 0.0
-    return float(np.median(y[-h:]) - np.median(y[:h])) / (len(y) - h)
-
-
-def trend_baseline(log_history: np.ndarray) -> float:
-    """Baseline of the next log-loss from the previous ones, (w,) -> float.
-
-    The median of the window, moved forward along its :func:`robust_slope` by
-    ``(w + 1) / 2`` steps (from the window's middle to the next step) when the
-    slope is negative; a rising window keeps its median (a rise is what the
-    detector looks for, not a trend to follow).
-    """
-    y = np.asarray(log_history, dtype=np.float64)
-    if len(y) == 0:
-        return float("nan")
-    # only a falling trend moves the baseline: a rising loss is what the detector looks for
-    return float(np.median(y)) + min(robust_slope(y), 0.0) * (len(y) + 1) / 2
-
-
-def spike_test(value: float, log_history: np.ndarray, s: LiveConfig,
-               residuals: np.ndarray | None = None) -> tuple[float, float, float]:
-    """``(residual, scale, threshold)`` of the log-loss ``log(value)`` against its history (w,).
-
-    ``residual = log(value) - trend_baseline(history)``. ``scale`` is 1.4826 x the
-    median absolute deviation of the past ``residuals`` when there are at least
-    ``w`` of them, else of the history around its own robust line (median plus
-    slope): the step-to-step noise either way. It is a spike when
-    ``residual > threshold = max(z * scale, log(1 + min_rise))``.
-    """
-    y = np.asarray(log_history, dtype=np.float64)
-    r = math.log(max(value, 1e-12)) - trend_baseline(y)
-    if residuals is not None and len(residuals) >= len(y):
-        dev = np.asarray(residuals, dtype=np.float64)
-    else:
-        dev = y - (np.median(y) + robust_slope(y) * (np.arange(len(y)) - (len(y) - 1) / 2))
-    scale = max(1.4826 * float(np.median(np.abs(dev - np.median(dev)))), 1e-6)
-    return r, scale, max(s.z * scale, math.log1p(s.min_rise))
+from ..errors import StoreError
+from .detector import SpikeCheck, SpikeDetector
+from .events import GroupInfo, SpikeEvent, append_event, load_groups
+from .text import class_counts, describe_rows, format_message
 
 
 def rise_contributions(now: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -208,190 +134,6 @@ def online_groups(
     return rise.astype(np.int64), opp.astype(np.int64)
 
 
-def plural(name: str) -> str:
-    """English plural of a class name (``frog`` -> ``frogs``, ``class`` -> ``classes``)."""
-    if not name or not name[-1].isalpha():
-        return name
-    if name.endswith(("s", "x", "ch", "sh")):
-        return name + "es"
-    if name.endswith("y") and len(name) > 1 and name[-2] not in "aeiou":
-        return name[:-1] + "ies"
-    return name + "s"
-
-
-def describe_rows(class_counts: dict[str, int], words: tuple[str, ...] | list[str] = (), max_words: int = 2) -> str:
-    """A group in words: ``43 frogs, bright background`` or ``60 examples (frog 31, deer 20), dark``."""
-    n = int(sum(class_counts.values()))
-    items = sorted(class_counts.items(), key=lambda kv: -kv[1])
-    if items and items[0][1] >= 0.7 * n:
-        head = f"{n} {plural(str(items[0][0])) if n != 1 else items[0][0]}"
-    elif items:
-        head = f"{n} examples (" + ", ".join(f"{k} {v}" for k, v in items[:3]) + ")"
-    else:
-        head = f"{n} examples"
-    return ", ".join([head, *list(words)[:max_words]])
-
-
-def _class_counts(labels: np.ndarray | None, classes, rows: np.ndarray) -> dict[str, int]:
-    if labels is None or len(rows) == 0:
-        return {"example": len(rows)} if len(rows) else {}
-    lab = np.asarray(labels)[rows]
-    if lab.ndim > 1:  # sequences: no class per example
-        return {"example": len(rows)}
-    vals, counts = np.unique(lab, return_counts=True)
-    names = list(classes) if classes is not None else None
-    out = {}
-    for v, c in sorted(zip(vals.tolist(), counts.tolist()), key=lambda t: -t[1]):
-        out[names[v] if names and 0 <= v < len(names) else str(v)] = int(c)
-    return out
-
-
-# ----------------------------------------------------------------------------- stateful pieces
-
-
-@dataclass
-class SpikeCheck:
-    """The detector's verdict at one step."""
-
-    step: int
-    loss: float
-    baseline: float  # exp of the log baseline
-    rise: float  # loss / baseline - 1
-    z: float  # residual over the noise scale
-
-
-class SpikeDetector:
-    """Online spike detector on a running loss (see the module docstring).
-
-    ``update(step, loss)`` returns a :class:`SpikeCheck` at the first step of a
-    spike and None otherwise. Non-finite losses are ignored (the loop's own
-    divergence check handles them).
-    """
-
-    def __init__(self, settings: LiveConfig = LiveConfig()) -> None:
-        self.s = settings
-        self.logs: deque[float] = deque(maxlen=settings.window)
-        self.residuals: deque[float] = deque(maxlen=4 * settings.window)
-        self.in_spike = False
-        self.quiet_until = -1
-        self.last_step: int | None = None
-
-    def update(self, step: int, loss: float) -> SpikeCheck | None:
-        if not math.isfinite(loss) or loss <= 0:
-            return None
-        out = None
-        if len(self.logs) >= self.s.window:
-            r, scale, thr = spike_test(loss, np.array(self.logs), self.s, np.array(self.residuals))
-            quiet = step <= self.quiet_until  # the aftermath of a spike neither fires nor sets the scale
-            warm = len(self.residuals) >= self.s.window  # enough residuals for the scale
-            if r > thr and not quiet and warm:
-                if not self.in_spike:
-                    out = SpikeCheck(step, loss, loss / math.exp(r), math.expm1(r), r / scale)
-                self.in_spike = True
-            elif r <= thr:
-                if self.in_spike:
-                    self.quiet_until = step + self.s.gap - 1
-                self.in_spike = False
-            if not self.in_spike and not quiet:
-                self.residuals.append(r)
-        self.logs.append(math.log(loss))
-        self.last_step = step
-        return out
-
-    def state_dict(self) -> dict:
-        return {"logs": list(self.logs), "residuals": list(self.residuals), "in_spike": self.in_spike,
-                "quiet_until": self.quiet_until, "last_step": self.last_step}
-
-    def load_state_dict(self, d: dict) -> None:
-        self.logs.clear()
-        self.logs.extend(d.get("logs", []))
-        self.residuals.clear()
-        self.residuals.extend(d.get("residuals", []))
-        self.in_spike = bool(d.get("in_spike", False))
-        self.quiet_until = int(d.get("quiet_until", -1))
-        self.last_step = d.get("last_step")
-
-
-@dataclass
-class GroupInfo:
-    """A known group: its column positions in the record and its name in words."""
-
-    id: Any
-    cols: np.ndarray
-    name: str
-    opposite: Any = None  # id of the group it is paired with, if any
-
-
-@dataclass
-class SpikeEvent:
-    """What :class:`LiveAttribution` says about one spike (one line of ``events.jsonl``)."""
-
-    step: int
-    loss: float
-    baseline: float
-    rise: float
-    z: float
-    onset_step: int | None
-    examples: list[int]  # ids of the examples carrying most of the rise, largest first
-    example_share: float  # their share of the net rise
-    groups: list[dict] = field(default_factory=list)  # [{id, name, share, source, size}]
-    sharpness: float | None = None
-    threshold: float | None = None
-    message: str = ""
-    kind: str = "spike"
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-
-def format_message(ev: SpikeEvent) -> str:
-    """The one-line message of a spike event."""
-    parts = [f"step {ev.step}: loss {ev.rise * 100:+.0f}% over trend (z {ev.z:.1f})"]
-    if ev.groups:
-        g0 = ev.groups[0]
-        txt = f"{g0['share'] * 100:.0f}% of the rise from {g0['label']} ({g0['name']})"
-        if len(ev.groups) > 1:
-            g1 = ev.groups[1]
-            txt += f" vs {g1['label']} ({g1['name']})"
-        parts.append(txt)
-    elif ev.examples:
-        parts.append(f"{ev.example_share * 100:.0f}% of the rise from {len(ev.examples)} examples "
-                     f"(ids {', '.join(map(str, ev.examples[:5]))}{', ...' if len(ev.examples) > 5 else ''})")
-    if ev.sharpness is not None and ev.threshold is not None:
-        parts.append(f"sharpness {ev.sharpness:.3g} / 2/lr {ev.threshold:.3g}")
-    return "; ".join(parts)
-
-
-def load_groups(signals_json: str | os.PathLike, index: np.ndarray) -> list[GroupInfo]:
-    """Groups of an earlier ``oppsig detect`` (its ``signals.json``), mapped onto the record's columns.
-
-    Members are matched by stable id, so the groups may come from another run
-    on the same data. Paired groups (significant pairs first) know their opposite.
-
-    Raises:
-        DataFormatError: the file is not a signals file this version reads.
-        FileNotFoundError: no such file.
-    """
-    from .result import read_signals_json
-
-    res = read_signals_json(signals_json)
-    index = np.asarray(index, dtype=np.int64)
-    order = np.argsort(index, kind="stable")
-    pairs = sorted(res.pairs, key=lambda p: (not p.significant, -p.strength))
-    opp: dict[int, int] = {}
-    for p in pairs:
-        opp.setdefault(p.a, p.b)
-        opp.setdefault(p.b, p.a)
-    out = []
-    for g in res.groups:
-        ids = np.asarray(g.ids, dtype=np.int64)
-        pos = np.searchsorted(index[order], ids)
-        ok = (pos < len(index)) & (index[order][np.minimum(pos, len(index) - 1)] == ids)
-        cols = order[pos[ok]]
-        out.append(GroupInfo(g.id, cols, describe_rows(dict(g.class_counts), g.shared), opp.get(g.id)))
-    return out
-
-
 class LiveAttribution:
     """The online detector plus attribution, with an event log in a run directory.
 
@@ -474,8 +216,6 @@ class LiveAttribution:
         Raises:
             StoreError: for ids the record does not hold.
         """
-        from ..errors import StoreError
-
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         pos = np.searchsorted(self._sorted, ids)
         pos = np.minimum(pos, len(self._sorted) - 1)
@@ -608,7 +348,7 @@ class LiveAttribution:
 
     def _online_group(self, role: str, cols: np.ndarray, share: float) -> dict:
         words = tuple(self.describe(cols)) if self.describe is not None else ()
-        name = describe_rows(_class_counts(self.labels, self.classes, cols), words)
+        name = describe_rows(class_counts(self.labels, self.classes, cols), words)
         return {"id": role, "label": "a rising group" if role == "rise" else "an opposing group", "name": name,
                 "share": share, "size": int(len(cols)), "source": "online", "ids": self.index[cols].tolist()}
 
@@ -624,31 +364,10 @@ class LiveAttribution:
 
     def log_event(self, event: dict) -> None:
         """Append one event (a JSON object with ``kind`` and ``step``) to ``<run>/events.jsonl``."""
-        if self.run_dir is None:
-            return
-        with open(self.run_dir / EVENTS, "a", encoding="utf-8") as f:
-            f.write(json.dumps(event, default=_json_default) + "\n")
+        append_event(self.run_dir, event)
 
     def state_dict(self) -> dict:
         return {"detector": self.detector.state_dict()}
 
     def load_state_dict(self, d: dict) -> None:
         self.detector.load_state_dict(d.get("detector", {}))
-
-
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
-
-
-def read_events(run_dir: str | os.PathLike) -> list[dict]:
-    """The events of a run (``events.jsonl``), oldest first; [] when there are none."""
-    p = Path(run_dir) / EVENTS
-    if not p.exists():
-        return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]

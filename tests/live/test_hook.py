@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from oppsig.integrations.live_hook import LiveHook
+from oppsig.live import LiveHook, read_events
 from oppsig.signals import Group, SignalsResult, write_signals_json
-from oppsig.signals.live import read_events
 from oppsig.training import load_checkpoint, train
 
 SPIKE = 30

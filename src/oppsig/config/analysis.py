@@ -1,4 +1,5 @@
-"""Settings of the opposing-signals search (:class:`SignalsConfig`)."""
+"""Settings of the analysis: the opposing-signals search (:class:`SignalsConfig`) and live spike attribution
+while training (:class:`LiveConfig`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from .parse import check
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class SignalsConfig:
             deviations of the residual, to count as a spike. Default 4.
         spike_min_height: smallest relative rise over the trend (0.1: 10 %). Default 0.1.
         spike_context: rows before a spike's onset that belong to its window (the
-            growing oscillation; see :func:`~oppsig.signals.detect.spike_window`). Default 12.
+            growing oscillation; see :func:`~oppsig.signals.spikes.spike_window`). Default 12.
         min_spike_gap: peaks closer than this many rows are merged (highest kept). Default 5.
 
     Grouping (:mod:`~oppsig.signals.group`):
@@ -56,7 +58,7 @@ class SignalsConfig:
             any spike); this gate only removes pairs, so the error rate holds; 0 turns it off. Default 0.3.
         anti_phase_level: a reported pair's anti-phase must also not be what random
             examples of its two sizes split by their co-movement with the leading
-            oscillation give (:class:`~oppsig.signals.pair.AntiPhaseNull`): it must be
+            oscillation give (:class:`~oppsig.signals.antiphase.AntiPhaseNull`): it must be
             beyond theirs, either as it is or with the leading oscillation projected out
             of both group means (an oscillation of the pair's own); the Bonferroni
             combination of the two Monte Carlo p-values ``(1 + #{splits at least as
@@ -181,3 +183,41 @@ class SignalsConfig:
 def _check(ok: bool, name: str, expected: str, value: Any) -> None:
     if not ok:
         raise ConfigError(f"signals.{name}: expected {expected}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """Live spike attribution while training (see :mod:`oppsig.live`); actions are off by default."""
+
+    enabled: bool = False
+    groups: str | None = None  # signals.json of an earlier `oppsig detect` (this or another run); None: online groups
+    window: int = 31  # previous steps of the detector's baseline (median + trend)
+    z: float = 4.0  # rise over the baseline in robust standard deviations
+    min_rise: float = 0.2  # and at least this relative rise (0.2: 20 %)
+    gap: int = 5  # quiet steps after a spike ends
+    context: int = 12  # steps back searched for the spike's onset
+    history: int = 24  # per-example loss rows kept (> context)
+    max_share_examples: int = 200  # largest online group / list of examples carrying the rise
+    tensorboard: bool = False  # also write events to <run>/tb
+    skip_update: bool = False  # action: undo the update of a spiking step
+    rollback: bool = False  # action: go back to the last checkpoint at or before the onset, skipping the batches since
+    checkpoint_every: int = 100  # callbacks: keep an in-memory rollback point every k steps
+    lr_factor: float = 1.0  # action: multiply the lr by this for lr_steps steps after a spike
+    lr_steps: int = 0
+    downweight_group: int | None = None  # action: weight this group of `groups` by `downweight` once it spikes
+    downweight: float = 1.0
+
+    def validate(self, key: str) -> None:
+        check(self.window >= 3, f"{key}.window", "must be >= 3", self.window)
+        check(self.z > 0, f"{key}.z", "must be > 0", self.z)
+        check(self.min_rise >= 0, f"{key}.min_rise", "must be >= 0", self.min_rise)
+        check(self.gap >= 0, f"{key}.gap", "must be >= 0", self.gap)
+        check(self.context >= 1, f"{key}.context", "must be >= 1", self.context)
+        check(self.history > self.context, f"{key}.history", f"must exceed live.context ({self.context})", self.history)
+        check(self.max_share_examples >= 1, f"{key}.max_share_examples", "must be >= 1", self.max_share_examples)
+        check(self.checkpoint_every >= 1, f"{key}.checkpoint_every", "must be >= 1", self.checkpoint_every)
+        check(0 < self.lr_factor <= 1, f"{key}.lr_factor", "must lie in (0, 1]", self.lr_factor)
+        check(self.lr_steps >= 0, f"{key}.lr_steps", "must be >= 0", self.lr_steps)
+        check(0 <= self.downweight <= 1, f"{key}.downweight", "must lie in [0, 1]", self.downweight)
+        check(self.downweight_group is None or self.groups is not None, f"{key}.downweight_group",
+               "needs live.groups (the signals.json that names the group)", self.downweight_group)

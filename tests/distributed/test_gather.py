@@ -1,17 +1,14 @@
-"""What the callbacks share: gathering per-example losses by id across ranks (two gloo processes), live_config."""
+"""Gathering per-example values by example id across ranks (two gloo processes), and without a group."""
 
 import json
 import os
 import socket
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from oppsig.config import LiveConfig
-from oppsig.errors import ConfigError
-from oppsig.integrations.core import gather_by_id, live_config
+from oppsig.distributed import current_context, gather_by_id
 
 
 def _free_port() -> int:
@@ -48,12 +45,6 @@ def test_gather_by_id_without_distributed_is_a_copy():
     assert i.tolist() == [3, 1] and v.tolist() == [1.0, 2.0]
 
 
-def test_live_config_from_the_callback_argument():
-    assert live_config(True).enabled and not live_config(False).enabled
-    c = live_config({"skip_update": True, "z": 5})
-    assert c.enabled and c.skip_update and c.z == 5
-    with pytest.raises(ConfigError, match="'live.skipupdate'; did you mean 'live.skip_update'"):
-        live_config({"skipupdate": True})
-    with pytest.raises(ConfigError, match="LiveConfig"):
-        live_config("yes")
-    assert live_config(LiveConfig(window=9)).window == 9
+def test_current_context_without_a_process_group():
+    ctx = current_context()
+    assert (ctx.rank, ctx.world, ctx.is_main) == (0, 1, True)

@@ -7,8 +7,8 @@ import pytest
 
 from oppsig.config import LiveConfig, load_config
 from oppsig.errors import ConfigError, StoreError
-from oppsig.signals import Group, Pair, SignalsResult, write_signals_json
-from oppsig.signals.live import (
+from oppsig.signals import AntiPhase, Coherence, Group, Pair, SignalsResult, write_signals_json
+from oppsig.live import (
     LiveAttribution,
     SpikeDetector,
     describe_rows,
@@ -107,7 +107,9 @@ def test_attribution_names_the_known_groups(tmp_path):
                 Group(1, tuple(range(10, 30)), tuple(range(1010, 1030)), class_counts={"frog": 20},
                       shared=("dark background",)),
                 Group(2, tuple(range(30, 40)), tuple(range(1030, 1040)), class_counts={"ship": 10})),
-        pairs=(Pair(0, 1, -0.9, 3.0, 1.0, 2.0, 1.0, -0.5, 5, 5, 5, 1e-4, 1e-2, True),),
+        pairs=(Pair(0, 1, corr=-0.9, strength=3.0, swing=1.0, spike_share=2.0, significant=True,
+                    coherence=Coherence(statistic=1.0, p_value=1e-4, threshold=1e-2),
+                    anti_phase=AntiPhase(null_corr=-0.5)),),
     )
     sig = write_signals_json(res, tmp_path / "signals.json")
     printed = []

@@ -1,0 +1,145 @@
+"""The online spike detector: :func:`trend_baseline` and :func:`spike_test` (its arithmetic on a history of
+log-losses), :class:`SpikeDetector` (history, refractory gap) and its verdict :class:`SpikeCheck`.
+
+The detector works on ``y_t = log(loss_t)``. Its baseline at step t is the
+median of the previous ``window`` values moved forward along their robust slope
+(difference of the two halves' medians), so a downward trend does not lift the baseline, its scale
+1.4826 x the median absolute deviation of the past residuals (of those values
+around their robust line until ``window`` residuals exist): mini-batch noise and
+edge-of-stability oscillation set the scale. Step t is a spike when its residual exceeds both ``z`` scales
+and ``log(1 + min_rise)``; the detector then stays quiet until the residual
+falls back below the threshold (one event per spike), and for ``gap`` steps.
+It starts firing once it holds ``window`` values and ``window`` residuals
+(after ``2 * window`` steps).
+
+Example:
+    >>> import numpy as np
+    >>> det = SpikeDetector(LiveConfig(window=11))
+    >>> rng = np.random.default_rng(0)
+    >>> loss = np.exp(-np.arange(60) / 40) * (1 + 0.01 * rng.standard_normal(60))
+    >>> loss[50] *= 2.0  # the detector fires from step 2 * window = 22 on
+    >>> [t for t, v in enumerate(loss) if det.update(t, float(v)) is not None]
+    [50]
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import LiveConfig
+from ..signals.tuning import robust_scale
+
+LIVE_SCALE_FLOOR = 1e-6
+"""Smallest robust scale of the live detector's log-loss residuals (a flat loss has none)."""
+
+
+def robust_slope(y: np.ndarray) -> float:
+    """Slope of a noisy series (w,): the difference of the medians of its two halves over their distance."""
+    y = np.asarray(y, dtype=np.float64)
+    h = len(y) // 2
+    if h < 1:
+        return 0.0
+    return float(np.median(y[-h:]) - np.median(y[:h])) / (len(y) - h)
+
+
+def trend_baseline(log_history: np.ndarray) -> float:
+    """Baseline of the next log-loss from the previous ones, (w,) -> float.
+
+    The median of the window, moved forward along its :func:`robust_slope` by
+    ``(w + 1) / 2`` steps (from the window's middle to the next step) when the
+    slope is negative; a rising window keeps its median (a rise is what the
+    detector looks for, not a trend to follow).
+    """
+    y = np.asarray(log_history, dtype=np.float64)
+    if len(y) == 0:
+        return float("nan")
+    # only a falling trend moves the baseline: a rising loss is what the detector looks for
+    return float(np.median(y)) + min(robust_slope(y), 0.0) * (len(y) + 1) / 2
+
+
+def spike_test(value: float, log_history: np.ndarray, s: LiveConfig,
+               residuals: np.ndarray | None = None) -> tuple[float, float, float]:
+    """``(residual, scale, threshold)`` of the log-loss ``log(value)`` against its history (w,).
+
+    ``residual = log(value) - trend_baseline(history)``. ``scale`` is 1.4826 x the
+    median absolute deviation of the past ``residuals`` when there are at least
+    ``w`` of them, else of the history around its own robust line (median plus
+    slope): the step-to-step noise either way. It is a spike when
+    ``residual > threshold = max(z * scale, log(1 + min_rise))``.
+    """
+    y = np.asarray(log_history, dtype=np.float64)
+    r = math.log(max(value, 1e-12)) - trend_baseline(y)
+    if residuals is not None and len(residuals) >= len(y):
+        dev = np.asarray(residuals, dtype=np.float64)
+    else:
+        dev = y - (np.median(y) + robust_slope(y) * (np.arange(len(y)) - (len(y) - 1) / 2))
+    scale = float(robust_scale(dev, floor=LIVE_SCALE_FLOOR))
+    return r, scale, max(s.z * scale, math.log1p(s.min_rise))
+
+
+@dataclass
+class SpikeCheck:
+    """The detector's verdict at one step."""
+
+    step: int
+    loss: float
+    baseline: float  # exp of the log baseline
+    rise: float  # loss / baseline - 1
+    z: float  # residual over the noise scale
+
+
+class SpikeDetector:
+    """Online spike detector on a running loss (see the module docstring).
+
+    ``update(step, loss)`` returns a :class:`SpikeCheck` at the first step of a
+    spike and None otherwise. Non-finite losses are ignored (the loop's own
+    divergence check handles them).
+    """
+
+    def __init__(self, settings: LiveConfig = LiveConfig()) -> None:
+        self.s = settings
+        self.logs: deque[float] = deque(maxlen=settings.window)
+        self.residuals: deque[float] = deque(maxlen=4 * settings.window)
+        self.in_spike = False
+        self.quiet_until = -1
+        self.last_step: int | None = None
+
+    def update(self, step: int, loss: float) -> SpikeCheck | None:
+        if not math.isfinite(loss) or loss <= 0:
+            return None
+        out = None
+        if len(self.logs) >= self.s.window:
+            r, scale, thr = spike_test(loss, np.array(self.logs), self.s, np.array(self.residuals))
+            quiet = step <= self.quiet_until  # the aftermath of a spike neither fires nor sets the scale
+            warm = len(self.residuals) >= self.s.window  # enough residuals for the scale
+            if r > thr and not quiet and warm:
+                if not self.in_spike:
+                    out = SpikeCheck(step, loss, loss / math.exp(r), math.expm1(r), r / scale)
+                self.in_spike = True
+            elif r <= thr:
+                if self.in_spike:
+                    self.quiet_until = step + self.s.gap - 1
+                self.in_spike = False
+            if not self.in_spike and not quiet:
+                self.residuals.append(r)
+        self.logs.append(math.log(loss))
+        self.last_step = step
+        return out
+
+    def state_dict(self) -> dict:
+        return {"logs": list(self.logs), "residuals": list(self.residuals), "in_spike": self.in_spike,
+                "quiet_until": self.quiet_until, "last_step": self.last_step}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.logs.clear()
+        self.logs.extend(d.get("logs", []))
+        self.residuals.clear()
+        self.residuals.extend(d.get("residuals", []))
+        self.in_spike = bool(d.get("in_spike", False))
+        self.quiet_until = int(d.get("quiet_until", -1))
+        self.last_step = d.get("last_step")
+

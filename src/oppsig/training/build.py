@@ -1,0 +1,228 @@
+"""What a training run is made of, built once from a config: :func:`build_run` -> :class:`RunParts`.
+
+The device and distributed context, the data (with this rank's share and the probe set), the model,
+loss, optimiser and learning-rate schedule, the hooks, and what the record holds. Every part is known
+when :class:`RunParts` is made; the loop (:mod:`oppsig.training.loop`) only reads them.
+
+Example:
+    >>> from oppsig.config import load_config
+    >>> parts = build_run(load_config(None, ["data.n=64", "model.widths=[8]"]), TrainOptions(run_dir=None))
+    >>> parts.device.type, parts.full_batch, parts.run_dir is None, len(parts.record_ids)
+    ('cpu', True, True, 64)
+    >>> parts.lr(0) == parts.cfg.optim.lr
+    True
+"""
+
+from __future__ import annotations
+
+import functools
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import Config
+from ..data import build_datasets
+from ..data.base import ArrayDataset
+from ..errors import ConfigError, StoreError
+from ..losses import LossFn, get_loss
+from ..models import build_from_config
+from ..optim import build_optimizer, is_full_batch, lr_at
+
+PROBE_SEED_OFFSET = 7
+"""A mini-batch run's probe subset is drawn with seed ``cfg.seed + PROBE_SEED_OFFSET``: a stream apart from the
+one the data order and the model's initialisation use (``cfg.seed``)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device of the config's ``device``.
+
+    Raises:
+        ConfigError: when the device is not available in this torch build or machine.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r}: this torch ({torch.__version__}) sees no CUDA device; "
+                              "use --device=cpu (or --device=auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here; "
+                              "use --device=cuda:0 (or --device=auto)")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError(f"device {name!r}: MPS is not available here; use --device=cpu (or --device=auto)")
+    return dev
+
+
+@dataclass(frozen=True, eq=False)
+class TrainOptions:
+    """How to run a config: everything :func:`~oppsig.training.train` takes besides the config.
+
+    Attributes:
+        run_dir: where to record (default ``"auto"``: ``<out_dir>/<name>``; None: nothing is written).
+        hooks: extra hooks (see :mod:`oppsig.training.hooks`).
+        resume: continue the run in ``run_dir`` from its newest intact checkpoint.
+        overwrite: replace an existing run in ``run_dir`` (only files oppsig wrote; see
+            :func:`~oppsig.store.rundir.prepare_run_dir`).
+        progress: show a progress bar.
+        data: (train, test) data sets to use instead of building them from ``cfg.data``.
+        branch_from: a checkpoint dict (see :func:`~oppsig.training.load_checkpoint`) to start from: its
+            model, step and RNG state (and optimiser state when the optimiser is the same).
+        example_weights: float (N,) weight of each training example in the loss (default all 1).
+    """
+
+    run_dir: str | Path | None = "auto"
+    hooks: Sequence[Any] = ()
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+    data: tuple[ArrayDataset, ArrayDataset | None] | None = None
+    branch_from: dict | None = None
+    example_weights: torch.Tensor | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class RunParts:
+    """Everything one run is made of (see :func:`build_run`).
+
+    Attributes:
+        cfg, options: the run's config and :class:`TrainOptions`.
+        run_dir: where the run is recorded (None: nothing is written).
+        dist, device: the distributed context (one process without DDP) and this rank's device.
+        writes: this process writes the run directory (it has one, and is rank 0).
+        train_set, test_set: the data on ``device`` (``test_set`` may be None).
+        model, forward_model: the network, and what the training forward calls (DDP's wrapper, or the model).
+        optimizer, lr, loss_fn: the optimiser, the schedule ``lr(step)``, the per-example loss.
+        hooks: the curvature hook (when ``curvature.every > 0``) first, then the options' hooks.
+        full_batch: every step sees every example (gd, or a mini-batch that covers the data).
+        full, local: ``(x, y, weights)`` of all examples and of this rank's share (the same without DDP);
+            ``weights`` is None or the (N,) tensor that hooks may change in place.
+        sync: ``sync(is_last)`` -> DDP's gradient-sync context of a physical batch (None without DDP).
+        probe_set, probe_local: the examples the dense record probes (all of them, or a seeded sample),
+            and this rank's share.
+        per_token: one recorded example per target token (text with ``record.per_token``).
+        probe_record: the dense record comes from a probe forward (else from the training forward).
+        record_ids: the ids of the record's columns.
+        dense_record, batch_record: which records are on (``record.mode``).
+    """
+
+    cfg: Config
+    options: TrainOptions
+    run_dir: Path | None
+    dist: Any
+    device: torch.device
+    writes: bool
+    train_set: ArrayDataset
+    test_set: ArrayDataset | None
+    model: nn.Module
+    forward_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    lr: Callable[[int], float]
+    loss_fn: LossFn
+    hooks: tuple
+    full_batch: bool
+    full: tuple
+    local: tuple
+    sync: Callable[[bool], Any] | None
+    probe_set: ArrayDataset
+    probe_local: ArrayDataset
+    per_token: bool
+    probe_record: bool
+    record_ids: np.ndarray
+    dense_record: bool
+    batch_record: bool
+
+
+def _run_dir(cfg: Config, rd) -> Path | None:
+    return Path(cfg.out_dir) / cfg.name if rd == "auto" else (Path(rd) if rd else None)
+
+
+def _data(cfg: Config, options: TrainOptions, device, dtype) -> tuple[ArrayDataset, ArrayDataset | None]:
+    train_set, test_set = options.data if options.data is not None else build_datasets(cfg.data, seed=cfg.seed)
+    if len(train_set) == 0:
+        raise StoreError("the training set is empty; check data.n / data.per_class")
+    return train_set.to(device, dtype), (test_set.to(device, dtype) if test_set is not None else None)
+
+
+def _probe_set(cfg: Config, train_set: ArrayDataset, full_batch: bool) -> ArrayDataset:
+    """The examples a mini-batch run probes: a seeded sample of ``record.probe_n`` (default all of them)."""
+    n = len(train_set)
+    if not full_batch and cfg.record.probe_n and cfg.record.probe_n < n:
+        g = np.random.default_rng(cfg.seed + PROBE_SEED_OFFSET)
+        return train_set.take(np.sort(g.choice(n, size=cfg.record.probe_n, replace=False)))
+    return train_set
+
+
+def _record_ids(probe_set: ArrayDataset, per_token: bool, tokens: int) -> np.ndarray:
+    """The record's column ids: the examples' ids, or one id per target token (``id * T + t``)."""
+    ids = probe_set.index.cpu().numpy()
+    if per_token:
+        ids = (ids[:, None] * tokens + np.arange(tokens)[None, :]).reshape(-1)
+    return ids
+
+
+def build_run(cfg: Config, options: TrainOptions | None = None) -> RunParts:
+    """Build the parts of a run as ``cfg`` and ``options`` say (seeded: ``torch.manual_seed(cfg.seed)``).
+
+    Raises:
+        ConfigError: the device is not available.
+        StoreError: the training set is empty, or ``record.mode`` records mini-batches of a full-batch run.
+        DataNotFoundError: the data set is not on disk.
+    """
+    from ..distributed import context_from_env, device_for
+
+    options = options if options is not None else TrainOptions()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_dir = _run_dir(cfg, options.run_dir)
+    dist = context_from_env(cfg.device)
+    device = device_for(dist, resolve_device(cfg.device))
+    if device.type == "cuda":  # training precision as asked; curvature always runs in full float32
+        torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+        torch.backends.cudnn.allow_tf32 = cfg.tf32
+    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+    train_set, test_set = _data(cfg, options, device, dtype)
+    torch.manual_seed(cfg.seed)
+    model = build_from_config(cfg.model, tuple(train_set.x.shape[1:]), train_set.num_classes, device, dtype)
+    model.train()
+    forward_model = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = build_optimizer(cfg.optim, model.parameters())
+    full_batch = is_full_batch(cfg.optim) or cfg.train.batch_size >= len(train_set)
+    hooks = list(options.hooks)
+    if cfg.curvature.every > 0:
+        from ..curvature.hook import CurvatureHook
+
+        hooks.insert(0, CurvatureHook(cfg.curvature))
+    probe_set = _probe_set(cfg, train_set, full_batch)
+    per_token = cfg.record.per_token and train_set.y.dim() > 1
+    rec = cfg.record
+    batch_record = rec.enabled and rec.mode in ("batch", "both")  # each mini-batch's losses, no extra forward
+    if batch_record and full_batch:
+        raise StoreError(f"record.mode={rec.mode} records each mini-batch's losses, but this run trains on "
+                         f"the full batch ({cfg.optim.name}); use record.mode=dense, which records every example "
+                         "at every step from the training forward")
+    x, y = train_set.x, train_set.y
+    w = None if options.example_weights is None else options.example_weights.to(device, x.dtype)
+    lo, hi = dist.shard(len(train_set))
+    p_lo, p_hi = dist.shard(len(probe_set))
+    return RunParts(
+        cfg=cfg, options=options, run_dir=run_dir, dist=dist, device=device,
+        writes=run_dir is not None and dist.is_main, train_set=train_set, test_set=test_set, model=model,
+        forward_model=forward_model, optimizer=optimizer, lr=functools.partial(lr_at, cfg.optim),
+        loss_fn=get_loss(cfg.train.loss), hooks=tuple(hooks), full_batch=full_batch, full=(x, y, w),
+        local=(x[lo:hi], y[lo:hi], None if w is None else w[lo:hi]) if dist.enabled else (x, y, w),
+        sync=(lambda last: nullcontext() if last else forward_model.no_sync()) if dist.enabled else None,
+        probe_set=probe_set, probe_local=probe_set.take(np.arange(p_lo, p_hi)) if dist.enabled else probe_set,
+        per_token=per_token, probe_record=not full_batch or per_token,
+        record_ids=_record_ids(probe_set, per_token, y.shape[1] if per_token else 0),
+        dense_record=rec.enabled and rec.mode in ("dense", "both"), batch_record=batch_record,
+    )
