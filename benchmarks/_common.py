@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from contextlib import contextmanager
 import time
 from pathlib import Path
 
@@ -16,6 +17,30 @@ def data_overrides(n: int = 5000) -> tuple[list[str], str]:
     if find_cifar10() is not None:
         return ["data.name=cifar10", f"data.n={n}"], f"CIFAR-10, first {n} images"
     return ["data.name=synthetic", f"data.n={n}"], f"synthetic ({n} images; CIFAR-10 not found)"
+
+
+@contextmanager
+def batch_record_time():
+    """Inside the block, time spent in the per-batch record (``BatchWriter.append`` and ``flush``): yields ``[s]``."""
+    from oppsig.store import batches as B
+
+    spent = [0.0]
+    orig = B.BatchWriter.append, B.BatchWriter.flush
+
+    def timed(fn):
+        def wrapper(*args, **kw):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kw)
+            finally:
+                spent[0] += time.perf_counter() - t
+        return wrapper
+
+    B.BatchWriter.append, B.BatchWriter.flush = timed(orig[0]), timed(orig[1])
+    try:
+        yield spent
+    finally:
+        B.BatchWriter.append, B.BatchWriter.flush = orig
 
 
 class StepTimer:

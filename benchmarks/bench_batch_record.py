@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import StepTimer, data_overrides
+from _common import StepTimer, batch_record_time, data_overrides
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cnn-sgd-minibatch-cifar10k.yaml"
 
@@ -38,7 +38,6 @@ def du(path: Path) -> int:
 def main() -> None:
     from oppsig.config import load_config
     from oppsig.data import build_datasets
-    from oppsig.store import batches as B
     from oppsig.training import train
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -54,20 +53,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
     # 1. direct timing of everything the record does
-    spent = [0.0]
-    orig_append, orig_flush = B.BatchWriter.append, B.BatchWriter.flush
-
-    def timed(fn):
-        def wrapper(*args, **kw):
-            t = time.perf_counter()
-            try:
-                return fn(*args, **kw)
-            finally:
-                spent[0] += time.perf_counter() - t
-        return wrapper
-
-    B.BatchWriter.append, B.BatchWriter.flush = timed(orig_append), timed(orig_flush)
-    try:
+    with batch_record_time() as spent:
         with tempfile.TemporaryDirectory() as d:
             c = base.replace([f"train.steps={a.steps}", "record.mode=batch", f"out_dir={d}", "name=direct"])
             t0 = time.perf_counter()
@@ -87,8 +73,6 @@ def main() -> None:
                 w.append(s, row, np.zeros(n, bool))
             w.close()
             masked = du(Path(d) / "masked" / "store.zarr")
-    finally:
-        B.BatchWriter.append, B.BatchWriter.flush = orig_append, orig_flush
     share = spent[0] / wall
     print(f"direct: the record took {1000 * spent[0] / a.steps:.3f} ms per step of {1000 * wall / a.steps:.1f} ms "
           f"= {100 * share:.2f}% of the step time (target <= 3%)")

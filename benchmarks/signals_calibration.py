@@ -34,7 +34,10 @@ its pairs from the same tested pairs, so the columns differ only by the gates.
    swings more than the median example): mean best F1 of the two groups and the
    share of runs that report them as a pair, per gate set; then quiet pairs
    (:func:`oppsig.signals.synthetic.quiet_matrix`: low-loss members that move together
-   only in relative terms, every member quieter than the median example).
+   only in relative terms, every member quieter than the median example); then cross-class
+   pairs (:func:`oppsig.signals.synthetic.cross_class_matrix`: groups of classes 0 and 1
+   sharing a feature, each also opposed by a louder, less anti-phase group of its own class
+   with a feature of its own): the planted cross-class pair reported.
 
 3. **Real runs** (``--planted`` runs with ``planted.json``, ``--plain`` run
    directories): whether each planted pair is reported, and the number of pairs, per gate set.
@@ -58,7 +61,7 @@ import numpy as np
 from scipy.stats import kstest
 
 from _common import planted_dataset
-from oppsig.data import cifar10, opposing_signals
+from oppsig.data import PlantedPair, cifar10, opposing_signals
 from oppsig.errors import DataNotFoundError
 from oppsig.signals import SignalsConfig, find_signals
 from oppsig.signals.pairing import Inputs, pair_candidates
@@ -66,7 +69,7 @@ from oppsig.signals.pipeline import detect_stage, group_stage
 from oppsig.signals.pair import GATES, CoherenceTest, select_pairs
 from oppsig.signals.descriptors import input_descriptors
 from oppsig.signals.explain import coherence_features
-from oppsig.signals.synthetic import eos_matrix, overlap_f1, quiet_matrix
+from oppsig.signals.synthetic import cross_class_matrix, eos_matrix, overlap_f1, quiet_matrix
 
 VARIANTS = {
     "all gates (default)": GATES,
@@ -179,17 +182,23 @@ def null_families(seeds: int, real_run: str | None, adam_dir: str | None, cfg: S
     return out
 
 
-def power_cell(make, size: int, seeds: int, cfg: SignalsConfig, names: list[str]) -> dict:
-    """One cell of the power curve: ``make(truth, s)`` gives the losses of seed ``s`` with the planted pair
-    ``truth`` (groups of ``size`` in 1,000 examples of ``opposing_signals``); the mean largest member's swing over
-    the median example's, the mean best F1 of the two groups, and the pairs reported per gate set (``found``: counts,
-    ``pair_rate``: shares)."""
+CROSS_CLASS = (PlantedPair("bright_top", 0, 1), PlantedPair("dark_border", 0, 1))
+"""The cross-class cells' data: groups 0 and 1 share a feature (the planted pair), 2 and 3 (their partners,
+of classes 0 and 1) another."""
+
+
+def power_cell(make, size: int, seeds: int, cfg: SignalsConfig, names: list[str], data_pairs=None) -> dict:
+    """One cell of the power curve: ``make(planted, s)`` gives the losses of seed ``s`` with the planted groups
+    ``planted`` (rows of ``opposing_signals`` groups 0, 1, ...; groups of ``size`` in 1,000 examples; its
+    ``data_pairs``); the mean largest member's swing over the median example's, the mean best F1 of groups 0 and 1,
+    and how often they are reported as a pair per gate set (``found``: counts, ``pair_rate``: shares)."""
     f1s, found, swing = [], dict.fromkeys(names, 0), []
     for s in range(seeds):
-        ds = opposing_signals(n=1000, frequency=size / 100, seed=s)
+        ds = opposing_signals(n=1000, frequency=size / 100, seed=s, pairs=data_pairs)
         g = ds.groups
-        truth = (np.flatnonzero(g == 0), np.flatnonzero(g == 1))
-        losses = make(truth, s)
+        planted = [np.flatnonzero(g == k) for k in range(int(g.max()) + 1)]
+        truth = planted[:2]
+        losses = make(planted, s)
         sw = np.diff(losses, axis=0).std(axis=0)
         swing.append(float(sw[np.concatenate(truth)].max() / np.median(sw)))
         groups, sel = analyse(losses, np.arange(len(losses)), ds, cfg)
@@ -210,8 +219,8 @@ def power_curve(seeds: int, cfg: SignalsConfig) -> list[dict]:
     rows = []
     for size in (20, 10, 5):
         for amp, ordinary in ((0.4, False), (0.1, False), (0.04, False), (0.02, True), (0.015, True)):
-            cell = power_cell(lambda truth, s: eos_matrix(1000, 200, {0: truth}, seed=100 + s, amplitude=amp,
-                                                           ordinary=ordinary), size, seeds, cfg, names)
+            cell = power_cell(lambda planted, s: eos_matrix(1000, 200, {0: tuple(planted[:2])}, seed=100 + s,
+                                                             amplitude=amp, ordinary=ordinary), size, seeds, cfg, names)
             found = cell.pop("found")
             rows.append({"size": size, "amplitude": amp, "ordinary": ordinary, **cell})
             print(f"   {size:>5}{amp:>10}{str(ordinary):>9}{cell['max_member_swing']:>13.2f}{cell['f1']:>6.2f}"
@@ -219,11 +228,22 @@ def power_curve(seeds: int, cfg: SignalsConfig) -> list[dict]:
     print("   quiet: members' losses fall to 1% of the others' and swing in anti-phase in log L only (quiet_matrix)")
     for size in (20, 10, 5):
         for amp in (0.3, 0.1):
-            cell = power_cell(lambda truth, s: quiet_matrix(1000, 200, truth, amplitude=amp, seed=100 + s),
-                              size, seeds, cfg, names)
+            cell = power_cell(lambda planted, s: quiet_matrix(1000, 200, tuple(planted[:2]), amplitude=amp,
+                                                               seed=100 + s), size, seeds, cfg, names)
             found = cell.pop("found")
             rows.append({"size": size, "amplitude": amp, "quiet": True, **cell})
             print(f"   {size:>5}{amp:>10}{'quiet':>9}{cell['max_member_swing']:>13.2f}{cell['f1']:>6.2f}"
+                  + "".join(f"{f'{found[v]}/{seeds}':>17}" for v in names), flush=True)
+    print("   cross-class: the planted pair shares a feature across classes 0 and 1; each group is also opposed,")
+    print("   less anti-phase, by a group of its own class swinging 8x as much (cross_class_matrix)")
+    for size in (20, 10):
+        for amp in (0.04, 0.1):
+            cell = power_cell(lambda planted, s: cross_class_matrix(1000, 200, tuple(planted[:2]), tuple(planted[2:]),
+                                                                     amplitude=amp, seed=100 + s),
+                              size, seeds, cfg, names, CROSS_CLASS)
+            found = cell.pop("found")
+            rows.append({"size": size, "amplitude": amp, "cross_class": True, **cell})
+            print(f"   {size:>5}{amp:>10}{'cross':>9}{cell['max_member_swing']:>13.2f}{cell['f1']:>6.2f}"
                   + "".join(f"{f'{found[v]}/{seeds}':>17}" for v in names), flush=True)
     return rows
 

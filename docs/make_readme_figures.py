@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readme-only", action="store_true",
                     help="measure nothing: rewrite the README block from docs/readme_numbers.json (default: measure)")
     ap.add_argument("--all", action="store_true", help="also run bench_sharpness.py and toy_linear.py (default: off)")
+    ap.add_argument("--no-screenshot", action="store_true",
+                    help="keep docs/report.png as it is: no headless Chromium needed (default: retake it)")
     args = ap.parse_args(argv)
     from oppsig.data.cifar import find_cifar10
 
@@ -220,8 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         if find_cifar10(args.data_dir) is None:
             raise SystemExit("CIFAR-10 not found: pass --data-dir or set OPPSIG_DATA (or --skip-cifar)")
         numbers["cifar10"] = run_demo_measured(out_dir, False, args.data_dir)
-        screenshot_first_pair(Path(numbers["cifar10"]["report"]), ROOT / "docs" / "report.png")
-        print(f"screenshot: {ROOT / 'docs' / 'report.png'}")
+        if not args.no_screenshot:
+            screenshot_first_pair(Path(numbers["cifar10"]["report"]), ROOT / "docs" / "report.png")
+            print(f"screenshot: {ROOT / 'docs' / 'report.png'}")
     if not args.skip_synthetic:
         numbers["synthetic"] = run_demo_measured(out_dir, True, None)
     if args.all:

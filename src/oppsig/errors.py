@@ -46,3 +46,7 @@ class RunLockedError(StoreError):
 
 class OppsigWarning(UserWarning):
     """Something is off but the result is still usable; the message says what (the CLI prints ``warning: ...``)."""
+
+
+class DataMismatchError(OppsigError, ValueError):
+    """The data a reader rebuilt for a run are not the data it trained on (their fingerprints differ)."""

@@ -72,3 +72,17 @@ def test_a_diverging_branch_is_kept_and_the_others_run(tiny_cfg):
     assert open_run(res.branches["gd"]).steps.tolist() == list(range(4, 12))
     rows, _ = comparison_table(res.branches)
     assert rows[0]["branch"].startswith("gd-boom (diverged at")
+
+
+def test_table_fills_the_preconditioned_column_for_adam_and_no_threshold_for_sam(tiny_cfg):
+    from oppsig.experiments.compare import comparison_table
+
+    cfg = tiny_cfg("curvature.every=2", "curvature.n=64", steps=10)
+    res = compare(cfg, parse_branches("gd,adam,sam"), branch_at=4, detect=False, report=False, progress=False,
+                  log=lambda *_: None)
+    rows = {r["branch"]: r for r in comparison_table(res.branches)[0]}
+    assert rows["adam"]["precond/thr"] > 0 and rows["adam"]["sharp/thr"] == rows["adam"]["precond/thr"]
+    assert rows["gd"]["sharp/thr"] > 0 and np.isnan(rows["gd"]["precond/thr"])
+    assert np.isnan(rows["sam"]["sharp/thr"]) and np.isnan(rows["sam"]["precond/thr"])  # SAM: no threshold
+    assert "threshold" not in open_run(res.branches["sam"]).metrics
+    assert np.isfinite(open_run(res.branches["sam"]).metrics["sharpness"]).any()

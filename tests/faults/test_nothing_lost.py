@@ -369,5 +369,5 @@ def test_7_offline_download_message(tmp_path):
 
 def test_6_resume_with_another_model_is_one_line(tiny_run, capsys):
     assert_one_line_error(*cli(capsys, "train", "--resume", tiny_run, "--model.widths=[4]", "--no-progress"),
-                          "does not fit this config")
+                          "with model.widths=[4]: these settings cannot change mid-run")
     assert open_run(tiny_run).rows == 6

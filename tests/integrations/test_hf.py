@@ -15,6 +15,8 @@ from oppsig import open_run  # noqa: E402
 from oppsig.integrations.hf import OppsigCallback, sequence_losses, with_ids  # noqa: E402
 from oppsig.live import read_events  # noqa: E402
 
+from ._accumulation import check_accumulated  # noqa: E402
+
 
 class Seqs(torch.utils.data.Dataset):
     def __init__(self, x):
@@ -59,28 +61,36 @@ def _random_tokens(n=64, t=16, vocab=20, seed=0):
     return torch.randint(0, vocab, (n, t), generator=torch.Generator().manual_seed(seed))
 
 
-def test_records_the_trainers_own_forward(tmp_path):
-    x = _random_tokens()
-    model = _gpt(20, 16)
+def _watch_forwards(model, step=lambda: None) -> list:
+    """``[step(), ids, reference per-example losses]`` of each training forward, from hooks registered before the
+    callback's (so they see the ids)."""
     seen = []
 
-    def pre(module, args, kwargs):  # registered before the callback's: sees the ids
-        seen.append([kwargs["oppsig_id"].clone()])
+    def pre(module, args, kwargs):
+        if module.training:
+            seen.append([step(), kwargs["oppsig_id"].clone()])
 
     def post(module, args, kwargs, out):
         if module.training:
             lg, lb = out.logits[:, :-1].detach(), kwargs["labels"][:, 1:]
-            seen[-1].append(F.cross_entropy(lg.reshape(-1, 20), lb.reshape(-1), reduction="none")
+            seen[-1].append(F.cross_entropy(lg.reshape(-1, lg.shape[-1]), lb.reshape(-1), reduction="none")
                             .reshape(lb.shape).mean(1))
 
     model.register_forward_pre_hook(pre, with_kwargs=True)
     model.register_forward_hook(post, with_kwargs=True)
+    return seen
+
+
+def test_records_the_trainers_own_forward(tmp_path):
+    x = _random_tokens()
+    model = _gpt(20, 16)
+    seen = _watch_forwards(model)
     cb = OppsigCallback(tmp_path / "run", num_examples=len(x), live=False)
     Trainer(model=model, args=_args(tmp_path, 6, 16), train_dataset=with_ids(Seqs(x)), callbacks=[cb]).train()
     run = open_run(tmp_path / "run")
     assert list(run.steps) == list(range(6)) and len(seen) == 6
     L = np.asarray(run.losses[:])
-    for t, (ids, ref) in enumerate(seen):
+    for t, (_, ids, ref) in enumerate(seen):
         np.testing.assert_allclose(L[t, ids.numpy()], ref.numpy(), rtol=1e-5)
         assert np.isnan(np.delete(L[t], ids.numpy())).all()
 
@@ -92,6 +102,20 @@ def test_gradient_accumulation_is_one_step(tmp_path):
             train_dataset=with_ids(Seqs(x)), callbacks=[cb]).train()
     L = np.asarray(open_run(tmp_path / "run").losses[:])
     assert L.shape == (3, 64) and (np.isfinite(L).sum(1) == 32).all()
+
+
+def test_gradient_accumulation_records_each_micro_batch_under_its_update(tmp_path):
+    x = _random_tokens(n=48)
+    model = _gpt(20, 16)
+    trainer = []
+    micro = _watch_forwards(model, lambda: trainer[0].state.global_step)
+    cb = OppsigCallback(tmp_path / "run", num_examples=len(x), live=False)
+    # 48 sequences, micro-batches of 8, 2 per update: 3 updates an epoch; 5 updates cross into the second epoch
+    trainer.append(Trainer(model=model, args=_args(tmp_path, 5, 8, gradient_accumulation_steps=2),
+                           train_dataset=with_ids(Seqs(x)), callbacks=[cb]))
+    trainer[0].train()
+    assert [m[0] for m in micro] == [t for t in range(5) for _ in range(2)]
+    check_accumulated(tmp_path / "run", [tuple(m) for m in micro], n_steps=5, per_step=16)
 
 
 def test_probe_every_k_steps(tmp_path):

@@ -12,6 +12,8 @@ from oppsig import open_run  # noqa: E402
 from oppsig.integrations.lightning import OppsigCallback  # noqa: E402
 from oppsig.live import read_events  # noqa: E402
 
+from ._accumulation import check_accumulated  # noqa: E402
+
 
 class Net(L.LightningModule):
     """A plain module: its training_step returns the per-example losses beside the loss it trains on."""
@@ -144,6 +146,38 @@ def test_missing_per_example_losses_is_a_clear_error(tiny_data, tmp_path):
     cb = OppsigCallback(tmp_path / "run", index=ds.index.numpy())
     with pytest.raises(ConfigError, match="per_example_loss"):
         _fit(Plain(_mlp(int(np.prod(ds.x.shape[1:])), 10)), cb, _loader(ds, 32), steps=2)
+
+
+def test_lightning_accumulate_grad_batches(tiny_data, tmp_path):
+    micro = []
+
+    class Micro(L.LightningModule):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def training_step(self, batch, batch_idx):
+            idx, x, y = batch
+            losses = F.cross_entropy(self.model(x), y, reduction="none")
+            micro.append((self.global_step, idx.clone(), losses.detach().clone()))
+            return {"loss": losses.mean(), "per_example_loss": losses}
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    ds = tiny_data
+    torch.manual_seed(0)
+    d = int(np.prod(ds.x.shape[1:]))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(d, 16), torch.nn.Tanh(), torch.nn.Linear(16, 10))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(ds.index, ds.x, ds.y), batch_size=16,
+                                         shuffle=True, generator=torch.Generator().manual_seed(0))
+    cb = OppsigCallback(tmp_path / "run", index=ds.index.numpy(), live=False)
+    # 128 examples, micro-batches of 16, 2 per update: 4 updates an epoch; 6 updates cross into the second epoch
+    L.Trainer(max_steps=6, accumulate_grad_batches=2, accelerator="cpu", devices=1, logger=False,
+              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+              callbacks=[cb]).fit(Micro(model), loader)
+    assert len(micro) == 12 and [s for s, _, _ in micro] == [t for t in range(6) for _ in range(2)]
+    check_accumulated(tmp_path / "run", micro, n_steps=6, per_step=32)
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ def test_planted_pairs_reported_and_significant(planted):
                  for gid in (p.a, p.b) if f1(res.group(gid).members, np.flatnonzero(ds.groups == k)) >= 0.9}
         found.add(frozenset(truth))
     assert frozenset({0, 1}) in found and frozenset({2, 3}) in found, found
-    # each group appears in one reported pair at most
+    # each group appears in one reported pair at most: here every planted group is its partner's best
     ids = [i for p in res.pairs for i in (p.a, p.b)]
     assert len(ids) == len(set(ids))
 

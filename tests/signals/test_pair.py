@@ -8,6 +8,7 @@ from oppsig.signals.pair import (
     CoherenceTest,
     anti_phase_candidates,
     assess_pairs,
+    best_partner_pairs,
     draws_needed,
     failed_checks,
     match_pairs,
@@ -71,13 +72,43 @@ def test_candidates_and_assessment():
     assert c.n_null == 199 and c.resolution == 1 / 200
 
 
-def test_match_pairs_keeps_each_group_once():
-    def pair(a, b, s):
-        return Pair(a, b, corr=-0.9, strength=s, swing=1.0, spike_share=1.0, significant=True, coherence=COH,
-                    anti_phase=AntiPhase(null_corr=-0.5))
+def _stronger_left_out(edges, kept):
+    """Reported pairs that leave a stronger partner of one of their groups unreported."""
+    order = {i: (c, i) for i, (_, _, c) in enumerate(edges)}
+    return [(i, j) for i in kept for j in range(len(edges)) if j not in kept and order[j] < order[i]
+            and set(edges[i][:2]) & set(edges[j][:2])]
 
-    out = match_pairs([pair(0, 1, 3.0), pair(1, 2, 2.0), pair(2, 3, 1.0)])
-    assert [(p.a, p.b, p.significant) for p in out] == [(0, 1, True), (2, 3, True), (1, 2, False)]
+
+def test_best_partner_pairs_reports_every_groups_best_and_no_weaker_one_in_its_place():
+    """The defect's shape: groups 0 and 1 (two classes, one feature) at -0.93; each also opposes a louder group of
+    its own class, less anti-phase (-0.72 and -0.54). The planted pair is reported, and so are the partners' own
+    best; no reported pair leaves a stronger partner out, and each group's strongest pair is among those reported."""
+    edges = [(0, 2, -0.72), (1, 3, -0.54), (0, 1, -0.93), (2, 3, -0.35)]
+    assert best_partner_pairs(edges) == [2, 0, 1]  # (2, 3) is neither group's best: both have a stronger one
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        g = int(rng.integers(2, 8))
+        all_pairs = [(a, b) for a in range(g) for b in range(a + 1, g)]
+        pick = rng.choice(len(all_pairs), size=int(rng.integers(1, len(all_pairs) + 1)), replace=False)
+        edges = [(*all_pairs[i], float(rng.choice([-0.9, -0.8, -0.6, -0.5]))) for i in pick]  # ties too
+        kept = set(best_partner_pairs(edges))
+        assert not _stronger_left_out(edges, kept)
+        for grp in {x for e in edges for x in e[:2]}:
+            mine = [i for i, e in enumerate(edges) if grp in e[:2]]
+            assert min(mine, key=lambda i: (edges[i][2], i)) in kept
+        for i in set(range(len(edges))) - kept:  # a pair left out: each group has a stronger reported partner
+            assert all(any(grp in edges[j][:2] and (edges[j][2], j) < (edges[i][2], i) for j in kept)
+                       for grp in edges[i][:2])
+
+
+def test_match_pairs_chooses_partners_by_anti_phase_not_swing():
+    def pair(a, b, corr, strength):
+        return Pair(a, b, corr=corr, strength=strength, swing=1.0, spike_share=1.0, significant=True,
+                    coherence=COH, anti_phase=AntiPhase(null_corr=-0.5))
+
+    out = match_pairs([pair(0, 2, -0.72, 3.0), pair(1, 3, -0.54, 2.5), pair(0, 1, -0.93, 1.0), pair(2, 3, -0.4, 2.8)])
+    assert [(p.a, p.b, p.significant) for p in out] == [(0, 2, True), (1, 3, True), (0, 1, True), (2, 3, False)]
+    assert out[-1].failed == ("partner",)
 
 
 def _generic(rng, t, n, loading=0.3):
@@ -153,10 +184,10 @@ def test_gates_after_the_test_only_remove_pairs():
     why = {(p.a, p.b): p.failed for p in out}
     assert why[(0, 1)] == ("anti-phase",) and why[(3, 4)] == ("leading",) and why[(5, 6)] == ("visible",)
     assert why[(7, 8)] == ("test",)  # a gate never rescues a pair that failed the test
-    assert len([p for p in select_pairs(pairs, 0.01, 0.3, 0.9, gates=()) if p.significant]) == 3  # matched
-    # without the anti-phase gate pair (0, 1) is kept, and (1, 2) loses group 1 to it
+    assert len([p for p in select_pairs(pairs, 0.01, 0.3, 0.9, gates=()) if p.significant]) == 4  # each a best
+    # without the anti-phase gate pair (0, 1) is kept too; (1, 2), group 2's only partner, stays
     ungated = select_pairs(pairs, 0.01, 0.3, 0.9, ("visible", "leading"))
-    assert [(p.a, p.b) for p in ungated if p.significant] == [(0, 1)]
+    assert [(p.a, p.b) for p in ungated if p.significant] == [(0, 1), (1, 2)]
     assert failed_checks(pair(0, 1, 1.0), 0.01, 0.3, 0.9) == ("anti-phase", "visible", "leading")  # NaN: not passed
 
 

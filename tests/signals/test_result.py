@@ -72,7 +72,7 @@ def _as_v2(pair: dict) -> dict:
 def test_json_version_3_nests_the_pair_results_and_version_2_reads_into_them(result, tmp_path):
     path = write_signals_json(result, tmp_path / "signals.json")
     d = json.loads(path.read_text())
-    assert d["format_version"] == FORMAT_VERSION == 3
+    assert d["format_version"] == FORMAT_VERSION == 4
     first = d["pairs"][0]
     assert set(first["coherence"]) == set(V2_KEYS["coherence"])
     assert set(first["anti_phase"]) == set(V2_KEYS["anti_phase"])
@@ -98,7 +98,7 @@ def test_pair_optional_fields_are_keyword_only():
 def test_json_nan_and_version_checks(tmp_path):
     r = SignalsResult(n_rows=3, n_examples=2, top_share=float("nan"))
     p = write_signals_json(r, tmp_path / "s.json")
-    assert json.loads(p.read_text())["top_share"] is None  # strict JSON, no NaN literal
+    assert json.loads(p.read_text())["top_share"] == "NaN"  # strict JSON, no NaN literal
     assert np.isnan(read_signals_json(p).top_share)
     d = json.loads(p.read_text())
     d["format_version"] = FORMAT_VERSION + 1

@@ -22,3 +22,10 @@ def split_overrides(extra: list[str]) -> list[str]:
                               "(e.g. --optim.lr=0.05)")
         out.append(s)
     return out
+
+
+def add_allow_other_data(p) -> None:
+    """The ``--allow-other-data`` flag of the commands that read a run's data (its fingerprint is checked)."""
+    p.add_argument("--allow-other-data", action="store_true",
+                   help="go on when the data found are not those the run trained on (its data fingerprint differs); "
+                        "every output says so (default: an error)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import split_overrides
+from ._common import add_allow_other_data, split_overrides
 
 
 def add_parser(sub) -> None:
@@ -18,6 +18,7 @@ def add_parser(sub) -> None:
                    help="do not run signal detection on the branches (default: detected)")
     p.add_argument("--overwrite", action="store_true", help="replace existing runs of the same names (default: refuse)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
+    add_allow_other_data(p)
     p.set_defaults(func=run, accepts_overrides=True)
 
 
@@ -27,7 +28,7 @@ def run(args) -> int:
 
     cfg = load_config(args.config, split_overrides(args.overrides))
     res = compare(cfg, parse_branches(args.optimizers), args.branch_at, args.steps, detect=not args.no_detect,
-                  overwrite=args.overwrite, progress=not args.no_progress)
+                  overwrite=args.overwrite, progress=not args.no_progress, allow_other_data=args.allow_other_data)
     print(f"base: {res.base}")
     for name, d in res.branches.items():
         print(f"branch {name}: {d}")

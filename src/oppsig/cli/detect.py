@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._common import add_allow_other_data
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -23,6 +25,7 @@ def add_parser(sub) -> None:
     p.add_argument("--dask", metavar="SCHEDULER",
                    help="run the passes over the store on Dask: threads, processes, or a scheduler address "
                         "(tcp://host:8786); needs pip install 'oppsig[dask]' (default: none, computed here)")
+    add_allow_other_data(p)
     p.set_defaults(func=run)
 
 
@@ -42,11 +45,15 @@ def run(args) -> int:
         scheduler = client = Client(args.dask)
     try:
         res = detect_run(args.run, cfg, verify=args.verify, grids=not args.no_grids, log=lambda m: print(f"  {m}"),
-                         source=args.source, scheduler=scheduler)
+                         source=args.source, scheduler=scheduler, allow_other_data=args.allow_other_data)
     finally:
         if client is not None:
             client.close()
     print(summary_text(res))
+    if res.dataset.get("data_mismatch"):
+        from ..store.fingerprint import mismatch_text
+
+        print(f"OTHER DATA: {mismatch_text(res.dataset['data_mismatch'])}")
     print(f"saved: {args.run}/signals.json")
     from pathlib import Path
 

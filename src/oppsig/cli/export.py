@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._common import add_allow_other_data
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -12,6 +14,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", help="output file, .csv or .parquet (default <run>/examples.csv)")
     p.add_argument("--source", choices=("auto", "dense", "batch"), default="auto",
                    help="dense record, the sparse mini-batch record, or auto (dense when it has a row; default)")
+    add_allow_other_data(p)
     p.set_defaults(func=run)
 
 
@@ -23,9 +26,12 @@ def run(args) -> int:
 
     run = open_run(args.run)
     view = EpochRun(run) if uses_batches(run, args.source) else run
-    extra, why = example_columns(view)
+    extra, why = example_columns(view, allow_other_data=args.allow_other_data)
     path = write_summary(run, args.out, extra, source=args.source)
     print(f"per-example summary: {path}")
+    if "other_data" in extra:
+        print(f"OTHER DATA: the class column comes from data that are not the run's ({extra['other_data'][0]}); "
+              "the other_data column says so in every row")
     if why:
         print(f"no class column: {why}")
     if not (run.path / "signals.json").exists():

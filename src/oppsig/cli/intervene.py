@@ -3,6 +3,8 @@ against a random control."""
 
 from __future__ import annotations
 
+from ._common import add_allow_other_data
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -25,6 +27,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random control (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace existing branch runs (default: refuse)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
+    add_allow_other_data(p)
     p.set_defaults(func=run)
 
 
@@ -32,7 +35,7 @@ def run(args) -> int:
     from ..experiments.intervene import intervene
 
     res = intervene(args.run, args.mode, args.group, args.from_step, args.steps, args.weight, args.attenuation,
-                    args.seed, args.overwrite, not args.no_progress)
+                    args.seed, args.overwrite, not args.no_progress, allow_other_data=args.allow_other_data)
     print(f"branched from step {res.from_step}: {len(res.members)} group examples, {len(res.control)} control examples")
     keys = ["spikes", "largest spike", "mean sharpness", "max sharpness / threshold", "final loss"]
     print(f"{'branch':24s}" + "".join(f"{k:>26s}" for k in keys))
@@ -41,6 +44,10 @@ def run(args) -> int:
     for label, row in res.table.items():
         if "spikes not counted" in row:
             print(f"{label}: spikes not counted: {row['spikes not counted']}")
+    if res.data_mismatch is not None:
+        from ..store.fingerprint import mismatch_text
+
+        print(f"OTHER DATA: {mismatch_text(res.data_mismatch)}")
     if res.report:
         print(f"report: {res.report}")
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._common import add_allow_other_data
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -14,6 +16,7 @@ def add_parser(sub) -> None:
                                  "first run for several)")
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard event files, needs tensorboard (default: not written)")
+    add_allow_other_data(p)
     p.set_defaults(func=run)
 
 
@@ -22,7 +25,7 @@ def run(args) -> int:
     from ..report.summary import load_signals
     from ..store import open_run
 
-    path = write_report(args.runs, args.out)
+    path = write_report(args.runs, args.out, allow_other_data=args.allow_other_data)
     print(f"report: {path}")
     if args.tensorboard:
         for d in args.runs:

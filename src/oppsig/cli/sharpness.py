@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._common import add_allow_other_data
+
 import json
 
 
@@ -31,10 +33,32 @@ def add_parser(sub) -> None:
     p.add_argument("--n", type=int, help="use the first n training examples (default: as in training)")
     p.add_argument("--layerwise", action="store_true", help="also each module's diagonal Hessian block (default: off)")
     p.add_argument("--out", help="write the results to this JSON file (default: printed only)")
+    add_allow_other_data(p)
     p.set_defaults(func=run)
 
 
+def _bad_checkpoint(run_dir: str, e: Exception) -> Exception | None:
+    """The error for a damaged kept checkpoint in terms of this command (which steps it holds up, what to
+    measure instead), or None when ``e`` is about something else. The loader's own advice is about training."""
+    from ..errors import StoreError
+    from ..training.checkpoint import DamagedCheckpointError, list_checkpoints
+
+    kept = list_checkpoints(run_dir)
+    hit = [s for s, p in kept.items() if isinstance(e, DamagedCheckpointError) and p.name == e.path.name]
+    if not hit:
+        return None
+    s = hit[0]
+    later = [k for k in kept if k > s]
+    held = f"steps {s} to {later[0] - 1}" if later else f"steps from {s} on"
+    other = [k for k in kept if k != s][-2:]
+    example = f" (e.g. --steps {','.join(map(str, other))})" if other else ""
+    return StoreError(f"checkpoint {kept[s]} is damaged or not an oppsig checkpoint, and {held} are replayed "
+                      f"from it; restore it from a backup, or measure steps replayed from another kept "
+                      f"checkpoint with --steps{example}")
+
+
 def run(args) -> int:
+    from ..errors import StoreError
     from ..experiments.sharpness import run_curvature
 
     steps = None if args.steps is None else _steps(args.steps)
@@ -58,8 +82,12 @@ def run(args) -> int:
                 f"{g} {v:.4g} +- {e:.2g}{'' if c else ' ' + UNCONVERGED_MARK}" for g, (v, e, c) in r.layers.items()),
                 flush=True)
 
-    res = run_curvature(args.run, steps, k=k, tol=args.tol, n=args.n, layerwise=args.layerwise,
-                        max_iter=args.max_iter, device=args.device, on_step=row)
+    try:
+        res = run_curvature(args.run, steps, k=k, tol=args.tol, n=args.n, layerwise=args.layerwise,
+                            max_iter=args.max_iter, device=args.device, on_step=row,
+                            allow_other_data=args.allow_other_data)
+    except StoreError as e:
+        raise _bad_checkpoint(args.run, e) or e from None
     nxt = "" if k == 1 else f"; eig 2{'' if k == 2 else f'..{k}'}: the next eigenvalue{'s' if k > 2 else ''}"
     print(f"sharpness: top Hessian eigenvalue{nxt}; +-: its error bound; threshold: the optimiser's stability "
           "threshold; ratio: sharpness / threshold; HVPs: Hessian-vector products used")
@@ -68,8 +96,14 @@ def run(args) -> int:
     if not all(r.converged for r in res):
         print(f"{UNCONVERGED_MARK}: the solve ran out of iterations; the value is within its residual bound of "
               "some eigenvalue, not certified to --tol")
+    mismatch = next((r.data_mismatch for r in res if r.data_mismatch), None)
+    if mismatch is not None:
+        from ..store.fingerprint import mismatch_text
+
+        print(f"OTHER DATA: {mismatch_text(mismatch)}")
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"run": str(args.run), "steps": [r.to_dict() for r in res]}, f, indent=1)
+            json.dump({"run": str(args.run), "steps": [r.to_dict() for r in res],
+                       **({"data_mismatch": mismatch} if mismatch else {})}, f, indent=1)
         print(f"saved: {args.out}")
     return 0

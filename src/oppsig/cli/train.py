@@ -58,7 +58,9 @@ def run(args) -> int:
         if not (rd / "config.yaml").exists():
             raise ConfigError(f"cannot resume {rd}: it has no config.yaml (is it a run directory?)")
         cfg = load_config(rd / "config.yaml", overrides)
-        result = train(cfg, run_dir=rd, resume=True, progress=not args.no_progress, **_live(cfg))
+        asked = tuple(o.lstrip("-").split("=", 1)[0].strip() for o in overrides)
+        result = train(cfg, run_dir=rd, resume=True, progress=not args.no_progress, resume_overrides=asked,
+                       **_live(cfg))
     else:
         cfg = load_config(args.config, overrides)  # no file: the built-in defaults (synthetic data)
         result = train(cfg, overwrite=args.overwrite, progress=not args.no_progress, **_live(cfg))

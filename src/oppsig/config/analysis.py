@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from .parse import check
+from .parse import MAX_SEED, check
 
 
 @dataclass(frozen=True)
@@ -161,6 +161,7 @@ class SignalsConfig:
         _check(self.max_words >= 1, "max_words", ">= 1", self.max_words)
         _check(self.block_rows >= 2, "block_rows", ">= 2", self.block_rows)
         _check(self.max_memory_mb > 0, "max_memory_mb", "> 0", self.max_memory_mb)
+        _check(0 <= self.seed <= MAX_SEED, "seed", "an integer from 0 to 2**63 - 1", self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a plain dict (as stored in ``signals.json``)."""

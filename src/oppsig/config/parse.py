@@ -14,6 +14,52 @@ import yaml
 from ..errors import ConfigError
 
 
+MAX_SEED = 2**63 - 1
+"""The largest seed: every seed is an integer in ``[0, MAX_SEED]``, which numpy's ``default_rng`` (no negative
+seeds) and torch's ``manual_seed`` (at most 64 bits) both take, with room for the offsets added to it."""
+
+
+def check_seed(seed: Any, key: str) -> None:
+    """Raise :class:`ConfigError` naming ``key`` unless ``seed`` is an integer in ``[0, MAX_SEED]``."""
+    check(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED, key,
+          "must be an integer from 0 to 2**63 - 1 (e.g. 0)", seed)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping key given twice (plain PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: SafeLoader reports it
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise ConfigError(f"key {key!r} is given twice (lines {first} and {key_node.start_mark.line + 1} "
+                                  f"of {key_node.start_mark.name}); keep one of them")
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, name: str = "<config>") -> Any:
+    """``yaml.safe_load(text)``, except that a mapping key given twice raises :class:`ConfigError` (key and lines).
+
+    Example:
+        >>> load_yaml("optim:\\n  lr: 0.1\\n")
+        {'optim': {'lr': 0.1}}
+        >>> load_yaml("seed: 1\\nseed: 2\\n", "a.yaml")
+        Traceback (most recent call last):
+        oppsig.errors.ConfigError: key 'seed' is given twice (lines 1 and 2 of a.yaml); keep one of them
+    """
+    loader = _UniqueKeyLoader(text)
+    loader.name = name
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def check(ok: bool, key: str, what: str, value: Any) -> None:
     """Raise :class:`ConfigError` ``config key '<key>' <what> (got <value>)`` unless ``ok``.
 

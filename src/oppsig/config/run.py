@@ -11,7 +11,7 @@ import yaml
 
 from ..errors import ConfigError
 from .analysis import LiveConfig
-from .parse import apply_overrides, build, check, deep_update, to_plain
+from .parse import apply_overrides, build, check, check_seed, deep_update, load_yaml, to_plain
 from .sections import CurvatureConfig, DataConfig, ModelConfig, OptimConfig, RecordConfig, TrainConfig
 
 
@@ -42,10 +42,14 @@ class Config:
         check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps",
                "device", "must be cpu, cuda, cuda:N, mps or auto", self.device)
         check(self.threads is None or self.threads > 0, "threads", "must be > 0", self.threads)
+        check_seed(self.seed, "seed")
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if dataclasses.is_dataclass(v):
                 v.validate(f.name)
+        check((self.model.name == "gpt") == (self.data.name == "text"), "model.name",
+              "must be gpt for data.name=text (token sequences) and an image model for image data",
+              f"{self.model.name} with data.name={self.data.name}")
 
     # ------------------------------------------------------------------ conversions
     def to_dict(self) -> dict:
@@ -79,10 +83,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     d: dict = {}
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(_directory_message(p))
         if not p.is_file():
             raise ConfigError(f"config file {p} not found")
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+            loaded = load_yaml(p.read_text(encoding="utf-8"), str(p))
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
         except UnicodeDecodeError as e:
@@ -100,3 +106,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     if overrides:
         apply_overrides(base, overrides)
     return from_dict(base)
+
+
+def _directory_message(p: Path) -> str:
+    """The error for a config path that is a folder: it says so and names the YAML files in it."""
+    found = sorted(f.name for f in p.iterdir() if f.suffix in (".yaml", ".yml") and f.is_file())
+    if not found:
+        return f"config {p} is a directory with no .yaml file in it; pass a YAML config file (see configs/)"
+    shown = ", ".join(found[:12]) + (f" and {len(found) - 12} more" if len(found) > 12 else "")
+    return f"config {p} is a directory, not a file; pass one of its YAML files, e.g. {p / found[0]} ({shown})"

@@ -54,15 +54,15 @@ class DataConfig:
 class ModelConfig:
     """Which network (see :func:`oppsig.models.build_model`); unused fields are ignored by other models."""
 
-    name: str = "mlp"  # mlp | cnn | vgg11 | resnet18 | gpt
+    name: str = "mlp"  # mlp | cnn | vgg11 | resnet18 | vit | gpt
     widths: tuple[int, ...] = (200, 200)  # mlp hidden widths
     activation: str = "tanh"  # tanh | relu | gelu
     batchnorm: bool = False  # vgg11 / resnet18 / cnn
-    channels: tuple[int, ...] = (32, 64)  # cnn
-    width: int = 64  # resnet18 base width
-    n_layer: int = 2  # gpt
-    n_head: int = 4
-    n_embd: int = 128
+    channels: tuple[int, ...] = (32, 64)  # cnn, at width 64 (scaled by width / 64)
+    width: int = 64  # every image network: cnn (channels x width/64), vgg11 / resnet18 first conv, vit embedding dim
+    n_layer: int = 2  # gpt, vit
+    n_head: int = 4  # gpt, vit
+    n_embd: int = 128  # gpt (vit: width)
     bias: bool = True
 
     def validate(self, key: str) -> None:
@@ -73,6 +73,8 @@ class ModelConfig:
               None)
         check(self.n_embd % self.n_head == 0, f"{key}.n_embd", f"must be divisible by n_head={self.n_head}",
               self.n_embd)
+        check(self.name != "vit" or self.width % self.n_head == 0, f"{key}.width",
+              f"must be divisible by n_head={self.n_head} for vit", self.width)
 
 
 @dataclass(frozen=True)

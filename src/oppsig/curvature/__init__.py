@@ -50,7 +50,8 @@ from .spectrum import (
     sharpness,
     top_hessian_eigs,
 )
-from .thresholds import adam_threshold, gd_threshold, momentum_threshold, optimizer_threshold
+from .thresholds import Stability, adam_threshold, gd_threshold, momentum_threshold, optimizer_threshold, stability
+from .thresholds import stability_of
 
 __all__ = [
     "CurvatureHook",
@@ -79,6 +80,9 @@ __all__ = [
     "make_hvp",
     "momentum_threshold",
     "optimizer_threshold",
+    "Stability",
+    "stability",
+    "stability_of",
     "parameter_groups",
     "power_iteration",
     "preconditioned_sharpness",

@@ -16,8 +16,9 @@ warm one). Metrics:
 - ``sharpness`` (top eigenvalue), ``sharpness_2`` ... ``sharpness_k``;
 - ``threshold``: the optimiser's stability threshold at this step's lr
   (``2/lr`` for GD; momentum and Adam variants, see
-  :func:`~oppsig.curvature.thresholds.optimizer_threshold`; for Adam compare it
-  with ``precond_sharpness``);
+  :func:`~oppsig.curvature.thresholds.stability`), written only beside the
+  sharpness it is for: for Adam/AdamW beside ``precond_sharpness``
+  (``cfg.preconditioned``), never for SAM or sign-SGD, which have none;
 - ``eig_residual``: largest relative residual ``||Hv - lambda v|| / |lambda|`` of the top-k;
 - ``eig_error``: largest relative error bound of the top-k eigenvalues;
 - for every eigenvalue stored under a key ``K`` (``sharpness``, ``sharpness_2``,
@@ -29,6 +30,9 @@ warm one). Metrics:
   presample's products count by their share of the rows);
 - ``update_proj``: ``<theta_{t+1} - theta_t, u>`` for the unit top eigenvector u at theta_t;
 - ``layer/<module>``: top eigenvalue of each module's diagonal block (``cfg.layerwise``);
+- ``layer_share/<module>``: the share of the unit top eigenvector in each module's parameters,
+  ``||u_module||^2`` (they sum to 1; every measurement, at no extra product), the paper's layer-wise view of
+  where the sharpest direction lives (see :func:`layer_shares`);
 - ``precond_sharpness``: top eigenvalue of ``P^{-1/2} H P^{-1/2}`` with Adam's
   preconditioner (``cfg.preconditioned``, adam/adamw, from the first step on
   which the optimiser has state);
@@ -61,13 +65,27 @@ from .model_operators import HessianOperator, PreconditionedOperator, all_reduce
 from .problem import make_hvp
 from .results import eigen_metrics, warm_start
 from .spectrum import adam_preconditioner, layer_eigs, parameter_groups, top_hessian_eigs
-from .thresholds import optimizer_threshold
+from .thresholds import stability
 
-__all__ = ["CurvatureHook"]
+__all__ = ["CurvatureHook", "layer_shares"]
 
 
 def _vec_ok(v: torch.Tensor | None, dim: int) -> bool:
     return v is not None and v.shape[0] == dim and bool(torch.isfinite(v).all())
+
+
+def layer_shares(vec: torch.Tensor, layout, groups: dict[str, list[str]]) -> dict[str, float]:
+    """``{"layer_share/<module>": ||vec_module||^2 / ||vec||^2}`` for a flat ``vec`` (d,) in ``layout`` order.
+
+    Example:
+        >>> from oppsig.curvature.layout import ParamLayout
+        >>> lay = ParamLayout.from_dict({"a.w": torch.zeros(2), "b.w": torch.zeros(1)})
+        >>> layer_shares(torch.tensor([1.0, 1.0, 2.0]), lay, {"a": ["a.w"], "b": ["b.w"]})
+        {'layer_share/a': 0.3333333333333333, 'layer_share/b': 0.6666666666666666}
+    """
+    total = float(vec.double().square().sum())
+    return {f"layer_share/{g}": sum(float(vec[layout.slice(n)].double().square().sum()) for n in names) / total
+            for g, names in groups.items()}
 
 
 class CurvatureHook:
@@ -158,6 +176,7 @@ class CurvatureHook:
 
         metrics["hvps"] = float(hvps)
         top = res.eigenvectors[:, 0].detach()
+        metrics.update(layer_shares(top, hvp.layout, parameter_groups(model, hvp.layout.names)))
         theta = hvp.layout.flatten(hvp.params).clone() if cfg.projection else None
         self._pending = {"step": int(state.step), "metrics": metrics, "theta": theta, "vec": top,
                          "names": hvp.layout.names, "t": time.perf_counter() - t0}
@@ -173,8 +192,10 @@ class CurvatureHook:
         t0 = time.perf_counter()
         metrics = dict(p["metrics"])
         o = state.config.optim
-        metrics["threshold"] = optimizer_threshold(o.name, float(state.lr), momentum=o.momentum,
-                                                   dampening=o.dampening, nesterov=o.nesterov, betas=o.betas)
+        st = stability(o.name, float(state.lr), momentum=o.momentum, dampening=o.dampening, nesterov=o.nesterov,
+                       betas=o.betas)
+        if st.against in metrics:  # only beside the sharpness it is for (Adam: the preconditioned one)
+            metrics["threshold"] = st.threshold
         if p["theta"] is not None:
             params = dict(state.model.named_parameters())
             theta_next = torch.cat([params[n].detach().reshape(-1).to(p["theta"].dtype) for n in p["names"]])

@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config
-from ..errors import ConfigError, DivergenceError, OppsigError
+from ..errors import ConfigError, DataMismatchError, DivergenceError, OppsigError
 from ..optim import OPTIMIZERS
 
 # settings that make each optimiser a sensible branch of a GD run at its edge of stability
 BRANCH_DEFAULTS: dict[str, tuple[str, ...]] = {
     "gd": (),
     "sgd": ("optim.momentum=0.9", "train.batch_size=128", "record.every=1"),
-    "adam": ("optim.lr=0.0005", "train.batch_size=100000"),
-    "adamw": ("optim.lr=0.0005", "train.batch_size=100000"),
+    "adam": ("optim.lr=0.0005", "train.batch_size=100000", "curvature.preconditioned=true"),
+    "adamw": ("optim.lr=0.0005", "train.batch_size=100000", "curvature.preconditioned=true"),
     "splitsgd": ("optim.momentum=0.9", "optim.dampening=0.9", "train.batch_size=100000"),
     "sam": ("optim.rho=0.05",),
     "signsgd": ("optim.lr=0.0005", "train.batch_size=100000"),
@@ -87,8 +87,11 @@ def branch_config(base: Config, spec: BranchSpec, steps: int | None) -> Config:
 
 def compare(cfg: Config, branches: list[BranchSpec], branch_at: int, steps: int | None = None,
             detect: bool = True, report: bool = True, overwrite: bool = False, progress: bool = True,
-            log=print) -> CompareResult:
+            log=print, allow_other_data: bool = False) -> CompareResult:
     """Train the base run to ``branch_at``, then each branch from there to ``steps`` (default ``cfg.train.steps``).
+
+    Each branch's detection checks the data it rebuilds against the branch's data fingerprint
+    (``allow_other_data``: go on when they differ, and say so in its summary; see :func:`detect_run`).
 
     Raises:
         ConfigError: when ``branch_at`` is not inside the run.
@@ -118,8 +121,14 @@ def compare(cfg: Config, branches: list[BranchSpec], branch_at: int, steps: int 
             try:
                 from .detect import detect_run
                 from ..signals import summary_text
+                from ..store.fingerprint import mismatch_text
 
-                out.summaries[spec.run_name] = summary_text(detect_run(run_dir, verify=1))
+                found = detect_run(run_dir, verify=1, allow_other_data=allow_other_data)
+                other = found.dataset.get("data_mismatch")
+                out.summaries[spec.run_name] = summary_text(found) + (
+                    f"\nOTHER DATA: {mismatch_text(other)}" if other else "")
+            except DataMismatchError:
+                raise
             except OppsigError as e:  # e.g. too few steps recorded before a divergence
                 out.summaries[spec.run_name] = f"no detection: {e}"
     if report:
@@ -138,8 +147,10 @@ def comparison_table(branches: dict[str, Path], reference: str | None = None) ->
 
     ``pair swing`` is the standard deviation of the per-step change of the mean loss of the reference
     branch's top detected pair (both groups), measured in every branch on the same examples: how strongly
-    those opposing groups oscillate under each optimiser. ``sharp/thr`` and ``precond/thr`` are medians of
-    the raw and Adam-preconditioned top eigenvalue over the optimiser's stability threshold.
+    those opposing groups oscillate under each optimiser. ``sharp/thr`` is the median of the sharpness the
+    optimiser's stability threshold is for over that threshold (the preconditioned one for Adam/AdamW, whose
+    branches track it), ``precond/thr`` that of the Adam-preconditioned top eigenvalue (Adam/AdamW only); a
+    dash where the optimiser has no threshold (SAM, sign-SGD, see :func:`oppsig.curvature.stability`).
     """
     import numpy as np
 

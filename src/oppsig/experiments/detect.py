@@ -18,6 +18,7 @@ skipped silently. It then writes ``signals.json`` and one image grid per group
 from __future__ import annotations
 
 import dataclasses
+import errno
 import time
 from pathlib import Path
 
@@ -60,7 +61,8 @@ def _verify_at_spike(run, data, examples, cfg, loss_fn, pair, groups, spikes, pr
 
 
 def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), verify: int = 3, grids: bool = True,
-               log=None, progress: bool = False, source: str = "auto", scheduler=None) -> SignalsResult:
+               log=None, progress: bool = False, source: str = "auto", scheduler=None,
+               allow_other_data: bool = False) -> SignalsResult:
     """Find, verify and save the opposing signals of a recorded run.
 
     Args:
@@ -73,13 +75,20 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
         source: which record to read: ``dense``, ``batch`` (the sparse mini-batch record,
             one row per epoch) or ``auto`` (see :func:`~oppsig.signals.find_signals_in_run`).
         scheduler: a Dask scheduler or ``distributed.Client`` for the passes over the dense record (None: here).
+        allow_other_data: go on when the rebuilt data are not those the run trained on (its data fingerprint);
+            the result then says so in ``result.dataset["data_mismatch"]``.
 
     Returns:
         The :class:`SignalsResult`, also written to ``<run_dir>/signals.json``.
+
+    Raises:
+        DataMismatchError: when the rebuilt data differ from the run's and ``allow_other_data`` is False.
     """
     from ..data import build_datasets
     from ..losses import get_loss
     from ..store import open_run, run_dataset
+    from ..store.dataset import data_mismatch
+    from ..store.fingerprint import check_run_data, mismatch_text
 
     say = log or (lambda *_: None)
     run = open_run(run_dir)
@@ -87,13 +96,19 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
     data = build_datasets(cfg.data, seed=cfg.seed) if hasattr(cfg, "data") else None  # built once, passed down
     source = record_source(run, source)
     batch_index = run.batches.index if source == "batch" and run.batches is not None else None
-    examples = None if data is None else run_dataset(run, data[0], index=batch_index)
+    examples = None if data is None else run_dataset(run, data[0], index=batch_index,
+                                                     allow_other_data=allow_other_data)
     if verify and data is not None and examples.meta.get("unit") == "token":
         say("pairs not verified: gradient checks need whole sequences, and this run records tokens")
         verify = 0
     if verify and data is None:
         say("pairs not verified: the run has no oppsig config to rebuild its model from")
         verify = 0
+    mismatch = None if examples is None else data_mismatch(examples)
+    if verify and examples.x is not data[0].x:  # the replay trains on the whole training set: check it too
+        mismatch = check_run_data(run, data[0], allow_other_data) or mismatch
+    if mismatch is not None:
+        say(f"warning: {mismatch_text(mismatch)}")
     t0 = time.perf_counter()
     if source == "batch" and batch_index is not None:
         say(f"searching the mini-batch record: {run.batches.entries} losses of {len(batch_index)} examples")
@@ -118,12 +133,33 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
         res = dataclasses.replace(res, timings={**res.timings, "verification": time.perf_counter() - t_verify})
         if len(res.pairs) < n_before:
             say(f"{n_before - len(res.pairs)} pair(s) not reported: their groups' gradient cosine is >= 0")
-    path = Path(run_dir)
-    if grids and examples is not None and examples.raw is not None and res.groups:
-        t_grids = time.perf_counter()
-        say(f"drawing {len(res.groups)} group image grids")
-        written = save_group_grids(res, examples, path / "signals")
-        res = dataclasses.replace(res, timings={**res.timings, "grids": time.perf_counter() - t_grids})
-        say(f"image grids: {path / 'signals'}/group_NN.png ({len(written)} files, one per group)")
-    write_signals_json(res, path / "signals.json")
+    if mismatch is not None:
+        res = dataclasses.replace(res, dataset={**res.dataset, "data_mismatch": mismatch})
+    return _save(res, examples if grids else None, Path(run_dir), say)
+
+
+def _save(res: SignalsResult, examples, path: Path, say) -> SignalsResult:
+    """Write the image grids (when ``examples`` holds images) and ``signals.json`` into the run directory ``path``.
+
+    Raises:
+        StoreError: when a file cannot be written (a read-only run directory, a full disk), naming it and the fix.
+    """
+    target = path / "signals"
+    try:
+        if examples is not None and examples.raw is not None and res.groups:
+            t_grids = time.perf_counter()
+            say(f"drawing {len(res.groups)} group image grids")
+            written = save_group_grids(res, examples, target)
+            res = dataclasses.replace(res, timings={**res.timings, "grids": time.perf_counter() - t_grids})
+            say(f"image grids: {target}/group_NN.png ({len(written)} files, one per group)")
+        target = path / "signals.json"
+        write_signals_json(res, target)
+    except OSError as e:
+        fix = {errno.ENOSPC: "free space on its disk", errno.EDQUOT: "free space on its disk (quota)",
+               errno.EACCES: f"make {path} writable (chmod -R u+w) or detect a copy of the run",
+               errno.EPERM: f"make {path} writable (chmod -R u+w) or detect a copy of the run",
+               errno.EROFS: "detect a copy of the run on a writable disk"}.get(e.errno, "fix the cause")
+        grids_hint = "; --no-grids skips the image grids" if target.name == "signals" else ""
+        raise StoreError(f"cannot write the detection results to {target} ({e.strerror or e}); {fix} and run "
+                         f"oppsig detect again{grids_hint}") from None
     return res

@@ -35,6 +35,7 @@ class InterventionResult:
     members: np.ndarray | None = None
     control: np.ndarray | None = None
     report: Path | None = None
+    data_mismatch: dict | None = None  # with allow_other_data: what differs from the run's data
 
 
 def matched_control(dataset: ArrayDataset, members: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -99,7 +100,8 @@ def _spike_stats(run_dir: Path) -> dict:
 
 def intervene(run_dir: str | Path, mode: str = "remove", groups: list[int] | None = None, from_step: int | None = None,
               steps: int | None = None, weight: float = 0.1, attenuation: float = 0.1, seed: int = 0,
-              overwrite: bool = False, progress: bool = True, report: bool = True, log=print) -> InterventionResult:
+              overwrite: bool = False, progress: bool = True, report: bool = True, log=print,
+              allow_other_data: bool = False) -> InterventionResult:
     """Branch the run in ``run_dir`` untouched, intervened and controlled, and compare them.
 
     Args:
@@ -107,14 +109,18 @@ def intervene(run_dir: str | Path, mode: str = "remove", groups: list[int] | Non
         from_step: branch from the kept checkpoint at this step (default: the last one at
             least 20 steps before the first detected spike).
         steps: total steps of the branches (default: the run's).
+        allow_other_data: go on when the rebuilt data are not those the run trained on (its data fingerprint);
+            the result (``data_mismatch``) and the log say so.
 
     Raises:
         StoreError: when the run has no signals.json or no usable checkpoint.
         ConfigError: for an unknown mode or group.
+        DataMismatchError: when the rebuilt data differ from the run's and ``allow_other_data`` is False.
     """
     from ..data import build_datasets
     from ..report.summary import load_signals
     from ..store import open_run
+    from ..store.fingerprint import check_run_data, mismatch_text
     from ..training import load_checkpoint, train
     from ..training.checkpoint import list_checkpoints
 
@@ -147,9 +153,12 @@ def intervene(run_dir: str | Path, mode: str = "remove", groups: list[int] | Non
         raise StoreError(f"no checkpoint at step {from_step} in {run_dir}; kept: {sorted(kept)}")
     ckpt = load_checkpoint(kept[from_step])
     train_set, test_set = build_datasets(cfg.data, seed=cfg.seed)
+    mismatch = check_run_data(run, train_set, allow_other_data)
+    if mismatch is not None:
+        log(f"warning: {mismatch_text(mismatch)}")
     control = matched_control(train_set, members, seed)
     total = steps or cfg.train.steps
-    out = InterventionResult(from_step=from_step, members=members, control=control)
+    out = InterventionResult(from_step=from_step, members=members, control=control, data_mismatch=mismatch)
     for label, rows in (("untouched", None), (f"{mode}-groups", members), (f"{mode}-control", control)):
         data, w = (train_set, None) if rows is None else apply(train_set, rows, mode, weight, attenuation)
         bcfg = cfg.replace([f"name={cfg.name}-{label}", f"train.steps={total}", f"out_dir={run_dir.parent}"])
@@ -161,5 +170,7 @@ def intervene(run_dir: str | Path, mode: str = "remove", groups: list[int] | Non
     if report:
         from ..report import write_report
 
-        out.report = write_report(list(out.branches.values()), run_dir.parent / f"{cfg.name}-intervention.html")
+        # an attenuated branch trained on changed inputs: its section shows the config's, under a banner
+        out.report = write_report(list(out.branches.values()), run_dir.parent / f"{cfg.name}-intervention.html",
+                                  allow_other_data=True)
     return out

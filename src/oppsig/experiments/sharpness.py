@@ -47,6 +47,8 @@ class StepCurvature:
         hvps: Hessian-vector products spent (in full products).
         seconds: time of the measurement, replay excluded.
         layers: ``{module: (top eigenvalue of its diagonal block, error bound, converged)}`` (when asked).
+        data_mismatch: None, or (measured with ``allow_other_data`` on data that are not the run's)
+            what differs (:func:`~oppsig.store.fingerprint.check_fingerprint`).
     """
 
     step: int
@@ -58,6 +60,7 @@ class StepCurvature:
     seconds: float
     preconditioned_threshold: bool = False
     layers: dict[str, tuple[float, float, bool]] = dataclasses.field(default_factory=dict)
+    data_mismatch: dict | None = None
 
     @property
     def sharpness(self) -> float:
@@ -88,7 +91,8 @@ class StepCurvature:
             against = f"{OPTIM_NOTE}"
         else:
             against = f"threshold {self.threshold:.4g}, {self.ratio:.2f}x"
-        return f"sharpness {self.sharpness:.4g} +- {self.error_bounds[0]:.2g}{mark} ({against})"
+        other = "" if self.data_mismatch is None else ", on OTHER DATA than the run's"
+        return f"sharpness {self.sharpness:.4g} +- {self.error_bounds[0]:.2g}{mark} ({against}{other})"
 
 
 OPTIM_NOTE = "Adam's threshold applies to the preconditioned sharpness, not measured here"
@@ -106,6 +110,7 @@ def run_curvature(
     device: str | None = None,
     log: Callable[[str], None] | None = None,
     on_step: Callable[[StepCurvature], None] | None = None,
+    allow_other_data: bool = False,
 ) -> list[StepCurvature]:
     """Top Hessian eigenvalues of a recorded run at ``steps``.
 
@@ -126,6 +131,8 @@ def run_curvature(
         log: a function taking a progress line per step (e.g. ``print``), or None.
         on_step: a function called with each step's :class:`StepCurvature` as soon as it is measured
             (e.g. to print a table row by row), or None.
+        allow_other_data: go on when the rebuilt data are not those the run trained on (its data fingerprint);
+            each result then says so (``data_mismatch``).
 
     Returns:
         one :class:`StepCurvature` per step, in increasing step order.
@@ -134,6 +141,7 @@ def run_curvature(
         StoreError: when the run was not trained by oppsig, kept no checkpoint
             at or before a step, or a step lies outside the run.
         OppsigError: for ``k < 1`` or ``tol <= 0``.
+        DataMismatchError: when the rebuilt data differ from the run's and ``allow_other_data`` is False.
 
     Example (skipped as a doctest: it needs a trained run of ``configs/fc-tanh-mse-gd-cifar5k.yaml``):
         >>> res = run_curvature("runs/fc-tanh-mse-gd-cifar5k", [200, 1000], k=2)  # doctest: +SKIP
@@ -144,6 +152,7 @@ def run_curvature(
     from ..losses import get_loss
     from ..training.replay import model_at
     from ..store import open_run
+    from ..store.fingerprint import check_run_data, mismatch_text
     from ..training.checkpoint import list_checkpoints
     from ..optim import lr_at
 
@@ -154,7 +163,7 @@ def run_curvature(
     if not hasattr(cfg, "data"):
         raise StoreError(f"{run_dir} was not trained by oppsig train; cannot rebuild its model")
     kept = sorted(list_checkpoints(run.path))
-    last = int(run.meta.get("next_step") or cfg.train.steps)
+    last = int(run.meta.get("next_step") or run.config_at(2**62).train.steps)
     wanted = sorted({int(s) for s in steps}) if steps is not None else kept
     if not wanted:
         raise StoreError(f"{run_dir} kept no checkpoint; pass --steps (replayed from step 0 only if it was kept)")
@@ -162,8 +171,11 @@ def run_curvature(
         if not 0 <= s <= last:
             raise StoreError(f"step {s} lies outside the run (steps 0..{last}); pass steps in that range")
     data = build_datasets(cfg.data, seed=cfg.seed)
+    mismatch = check_run_data(run, data[0], allow_other_data)
     loss_fn = get_loss(cfg.train.loss)
     say = log or (lambda *_: None)
+    if mismatch is not None:
+        say(f"warning: {mismatch_text(mismatch)}")
     out: list[StepCurvature] = []
     vecs = None
     layer_vecs: dict[str, torch.Tensor] = {}
@@ -187,13 +199,13 @@ def run_curvature(
                 layer_vecs[g] = warm_start(r)
                 layers[g] = (float(r.eigenvalues[0]), float(r.error_bounds[0]), bool(r.converged))
                 hvps += r.num_matvecs
-        o = cfg.optim
+        o = run.config_at(s).optim  # the lr in force at this step (a resume may have changed it)
         thr = optimizer_threshold(o.name, lr_at(o, s), momentum=o.momentum, dampening=o.dampening,
                                   nesterov=o.nesterov, betas=o.betas)
         sc = StepCurvature(step=s, eigenvalues=tuple(float(x) for x in res.eigenvalues),
                            error_bounds=tuple(float(x) for x in res.error_bounds), converged=bool(res.converged),
                            threshold=thr, hvps=float(hvps), seconds=time.perf_counter() - t0,
-                           preconditioned_threshold=o.name in ADAPTIVE, layers=layers)
+                           preconditioned_threshold=o.name in ADAPTIVE, layers=layers, data_mismatch=mismatch)
         out.append(sc)
         if on_step is not None:
             on_step(sc)

@@ -23,7 +23,8 @@ are recorded as one step; under DDP the ranks' losses are gathered by id and
 rank 0 writes. ``probe=loader, probe_every=k`` records a fixed probe set (dict
 batches with ids) every k steps instead or as well; ``sharpness_every=k,
 sharpness_batch={"input_ids": ..., "labels": ...}`` tracks the top Hessian
-eigenvalue against 2/lr. Live spike attribution is on by default (see
+eigenvalue against the optimiser's stability threshold (as ``oppsig train``; see
+:func:`~oppsig.integrations.record.sharpness_on`). Live spike attribution is on by default (see
 :mod:`oppsig.live`); actions are off by default.
 """
 
@@ -120,17 +121,20 @@ class OppsigCallback(TrainerCallback):
         config: a YAML-able description of the run, saved as ``config.yaml``.
         overwrite: replace a run already in ``run_dir``.
         enabled: False: do nothing.
+        dataset: the training set (``x``, ``y``, ``index`` tensors, e.g. an ArrayDataset): meta.json records its
+            data fingerprint, which detect, report and export check (default: none; they warn).
     """
 
     def __init__(self, run_dir, num_examples: int | None = None, index=None, *, live: Any = True,
                  labels=None, classes=None, id_key: str = ID_KEY,
                  per_example_loss: Callable | None = None, probe=None, probe_every: int = 0,
                  record_batches: bool = True, sharpness_every: int = 0, sharpness_batch: dict | None = None,
-                 config: dict | None = None, overwrite: bool = False, enabled: bool = True) -> None:
+                 config: dict | None = None, overwrite: bool = False, enabled: bool = True, dataset=None) -> None:
         self.enabled = enabled
         self.core = callback_record(run_dir, num_examples, index, live, labels, classes, config, overwrite,
                                     probe=probe, probe_every=probe_every, sharpness_every=sharpness_every,
-                                    sharpness_batch=sharpness_batch, batch_form="{'input_ids': ..., 'labels': ...}")
+                                    sharpness_batch=sharpness_batch, batch_form="{'input_ids': ..., 'labels': ...}",
+                                    dataset=dataset)
         self.id_key = id_key
         self.loss_of = per_example_loss or sequence_losses
         self.probe, self.probe_every, self.record_batches = probe, probe_every, record_batches

@@ -25,7 +25,12 @@ What it records, into the same run directory format as ``oppsig train``:
   loader of ``(idx, x, y)``) every k steps, by an extra no-grad forward (the
   model's train/eval mode is left as it is);
 - with ``sharpness_every=k, sharpness_batch=(x, y)``: the top Hessian eigenvalue
-  on that batch every k steps, with the optimiser's threshold 2/lr, in ``metrics.jsonl``;
+  on that batch every k steps, in ``metrics.jsonl``, with the optimiser's stability
+  threshold as ``oppsig train`` writes it (:func:`~oppsig.integrations.record.sharpness_on`:
+  Adam's beside the preconditioned sharpness, none for SAM or an optimiser oppsig
+  does not know);
+- with gradient accumulation (``accumulate_grad_batches``), one step per update,
+  holding the losses of all its micro-batches;
 - the loss and learning rate of each step (``metrics.jsonl``) and the run's
   versions (``meta.json``);
 - live spike attribution (on by default): a one-line message and an event in
@@ -70,22 +75,25 @@ class OppsigCallback(Callback):
         config: a YAML-able description of the run, saved as ``config.yaml``.
         overwrite: replace a run already in ``run_dir``.
         enabled: False: do nothing.
+        dataset: the training set (``x``, ``y``, ``index`` tensors, e.g. an ArrayDataset): meta.json records its
+            data fingerprint, which detect, report and export check (default: none; they warn).
     """
 
     def __init__(self, run_dir, num_examples: int | None = None, index=None, *, live: Any = True,
                  labels=None, classes=None, probe=None, probe_every: int = 0, loss_fn=None,
                  sharpness_every: int = 0, sharpness_batch=None, config: dict | None = None,
-                 overwrite: bool = False, enabled: bool = True) -> None:
+                 overwrite: bool = False, enabled: bool = True, dataset=None) -> None:
         super().__init__()
         self.enabled = enabled
         self.core = callback_record(run_dir, num_examples, index, live, labels, classes, config, overwrite,
                                     probe=probe, probe_every=probe_every, sharpness_every=sharpness_every,
-                                    sharpness_batch=sharpness_batch, batch_form="(x, y)")
+                                    sharpness_batch=sharpness_batch, batch_form="(x, y)", dataset=dataset)
         self.probe, self.probe_every = probe, probe_every
         self.loss_fn = loss_fn
         self.sharpness_every, self.sharpness_batch = sharpness_every, sharpness_batch
         self._buf: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._sharp: dict = {}
+        self._step_before = 0
         self._started = False
 
     # ------------------------------------------------------------------ hooks
@@ -103,6 +111,9 @@ class OppsigCallback(Callback):
             self._sharp = sharpness_on(pl_module, self.sharpness_batch, self.loss_fn, optimizer)
         self.core.before_update(step, pl_module, optimizer)
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._step_before = trainer.global_step  # the step of the update this micro-batch goes into
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self._started:
             return
@@ -116,11 +127,10 @@ class OppsigCallback(Callback):
                                   "'ids' from training_step")
             ids = batch[0]
         self._buf.append((torch.as_tensor(ids).detach(), outputs["per_example_loss"].detach().float()))
-        # with gradient accumulation the update happens on the last micro-batch only
-        if trainer.global_step == getattr(self, "_last_global", -1):
+        # with gradient accumulation the update happens on the last micro-batch only: the step counter moves
+        step = self._step_before
+        if trainer.global_step == step:
             return
-        self._last_global = trainer.global_step
-        step = trainer.global_step - 1
         ids = torch.cat([b[0].reshape(-1) for b in self._buf])
         losses = torch.cat([b[1].reshape(-1) for b in self._buf])
         self._buf.clear()

@@ -1,5 +1,5 @@
 """What both framework callbacks use: :class:`LiveRecord` (the record and the live session of a run in someone
-else's loop), :func:`callback_record`, :func:`live_config`, :func:`probe_pass`, :func:`optimizer_name` and
+else's loop), :func:`callback_record`, :func:`live_config`, :func:`probe_pass` and
 :func:`sharpness_on`.
 
 :class:`LiveRecord` is framework-neutral: a callback tells it when an update is
@@ -40,11 +40,13 @@ class LiveRecord:
         labels, classes: each recorded example's class (N,) and the class names, to name groups.
         config: a YAML-able description of the run, saved as ``config.yaml``.
         overwrite: replace a run already in ``run_dir``.
+        dataset: the training set (``x``, ``y``, ``index`` tensors, e.g. an ArrayDataset): meta.json records its
+            data fingerprint, which detect, report and export check (default: none; they warn).
     """
 
     def __init__(self, run_dir, index=None, num_examples: int | None = None, live: LiveConfig | None = None,
                  labels=None, classes=None, config: dict | None = None, overwrite: bool = False,
-                 dtype: str = "float32", print_fn: Any = "stderr") -> None:
+                 dtype: str = "float32", print_fn: Any = "stderr", dataset=None) -> None:
         if index is None:
             if not num_examples or num_examples <= 0:
                 raise ConfigError(f"pass the number of training examples (num_examples > 0) or their ids; "
@@ -55,6 +57,7 @@ class LiveRecord:
         self.cfg = live if live is not None else LiveConfig()
         self.labels, self.classes, self.config = labels, classes, config
         self.overwrite, self.dtype, self.print_fn = overwrite, dtype, print_fn
+        self.dataset = dataset
         self.rec: Recorder | None = None
         self.session = LiveSession(self.cfg, Snapshots(self.cfg.checkpoint_every))
         self.weights: torch.Tensor | None = None
@@ -72,11 +75,12 @@ class LiveRecord:
         self.rank, self.world = ctx.rank, ctx.world
         if self.rank == 0:
             self.rec = Recorder(self.run_dir, index=self.index, config=self.config, overwrite=self.overwrite,
-                                dtype=self.dtype)
+                                dtype=self.dtype, dataset=self.dataset)
         self.session.start(self.run_dir, self.index, main=self.rank == 0, attribute=self.cfg.enabled,
                            labels=self.labels, classes=self.classes, print_fn=self.print_fn)
         if self.cfg.downweight_group is not None:
             self.weights = torch.ones(len(self.index))
+            self.session.restore_weights(self.weights)  # a resumed run whose group was down-weighted already
 
     def close(self) -> None:
         self.session.close()
@@ -143,7 +147,8 @@ def _is_number(x) -> bool:
 
 
 def callback_record(run_dir, num_examples, index, live, labels, classes, config, overwrite, *, probe,
-                    probe_every: int, sharpness_every: int, sharpness_batch, batch_form: str) -> LiveRecord:
+                    probe_every: int, sharpness_every: int, sharpness_batch, batch_form: str,
+                    dataset=None) -> LiveRecord:
     """The :class:`LiveRecord` of a framework callback, after checking the probe and sharpness arguments.
 
     Raises:
@@ -155,7 +160,7 @@ def callback_record(run_dir, num_examples, index, live, labels, classes, config,
     if sharpness_every and sharpness_batch is None:
         raise ConfigError(f"sharpness_every is set but no sharpness_batch was given; pass sharpness_batch={batch_form}")
     return LiveRecord(run_dir, index=index, num_examples=num_examples, live=live_config(live), labels=labels,
-                      classes=classes, config=config, overwrite=overwrite)
+                      classes=classes, config=config, overwrite=overwrite, dataset=dataset)
 
 
 def live_config(live: Any) -> LiveConfig:
@@ -198,32 +203,34 @@ def probe_pass(model: nn.Module, loader, loss_fn=None) -> tuple[torch.Tensor, to
     return torch.cat(ids), torch.cat(vals)
 
 
-def optimizer_name(optimizer: torch.optim.Optimizer) -> str:
-    """``adam``/``adamw``/``sgd`` for the stability threshold of a torch optimiser."""
-    if isinstance(optimizer, torch.optim.AdamW):
-        return "adamw"
-    if isinstance(optimizer, torch.optim.Adam):
-        return "adam"
-    return "sgd"
-
-
 def sharpness_on(model: nn.Module, batch, loss_fn, optimizer) -> dict:
-    """``{"sharpness", "threshold", "sharpness_converged"}`` of the model on one ``(x, y)`` batch.
+    """The sharpness of the model on one ``(x, y)`` batch, with the optimiser's threshold beside the one it is for.
 
-    The top Hessian eigenvalue of the mean loss over the batch (Lanczos to the
-    curvature code's default tolerance) and the optimiser's stability threshold
-    at its current learning rate (2/lr for plain SGD; for Adam the threshold is
-    that of the preconditioned sharpness, so the two are not comparable).
+    ``sharpness`` (the top Hessian eigenvalue of the mean loss over the batch,
+    Lanczos to the curvature code's default tolerance) and ``sharpness_converged``;
+    for Adam/AdamW also ``precond_sharpness`` (of ``P^-1/2 H P^-1/2`` with Adam's
+    preconditioner, once the optimiser has state). ``threshold`` is the one of
+    :func:`~oppsig.curvature.thresholds.stability_of` at the current lr, the same as
+    ``oppsig train`` writes, and only when the sharpness it is compared with was
+    measured: none for SAM, sign-SGD or an optimiser oppsig does not know.
     """
-    from ..curvature import optimizer_threshold, sharpness
+    from ..curvature import preconditioned_sharpness, sharpness, stability_of
+    from ..curvature.thresholds import unwrap
+    from ..errors import OppsigError
     from ..losses import cross_entropy
 
     x, y = batch
     dev = next(model.parameters()).device
-    r = sharpness(model, [(x.to(dev), y.to(dev))], loss_fn or cross_entropy, k=1)
-    g = optimizer.param_groups[0] if optimizer is not None else {"lr": float("nan")}
-    name = optimizer_name(optimizer) if optimizer is not None else "sgd"
-    thr = optimizer_threshold(name, float(g["lr"]), momentum=float(g.get("momentum", 0.0) or 0.0),
-                              betas=tuple(g.get("betas", (0.9, 0.999))))
-    return {"sharpness": float(r.eigenvalues[0]), "threshold": float(thr),
-            "sharpness_converged": float(bool(r.converged))}
+    batches, fn = [(x.to(dev), y.to(dev))], loss_fn or cross_entropy
+    r = sharpness(model, batches, fn, k=1)
+    out = {"sharpness": float(r.eigenvalues[0]), "sharpness_converged": float(bool(r.converged))}
+    st = stability_of(optimizer) if optimizer is not None else None
+    if st is not None and st.against == "precond_sharpness":
+        try:
+            p = preconditioned_sharpness(model, batches, fn, unwrap(optimizer), k=1)
+            out["precond_sharpness"] = float(p.eigenvalues[0])
+        except OppsigError:
+            pass  # no Adam state before the first step
+    if st is not None and st.against in out:
+        out["threshold"] = float(st.threshold)
+    return out

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from ..config import LiveConfig
 from ..errors import StoreError
@@ -149,6 +150,8 @@ class LiveAttribution:
             descriptors) used for online groups.
         print_fn: where the one-line message goes (default: stderr); None: silent.
         tensorboard: a ``SummaryWriter`` to also log events to, or None.
+        dataset: what is known of the run's data (``name``, ``n``, ``classes``, ``fingerprint``, each
+            optional); a ``signals.json`` of other data is refused at :meth:`bind`.
 
     Call :meth:`bind` once the record's example ids are known, then
     :meth:`observe` at every step with the step's per-example losses.
@@ -173,8 +176,10 @@ class LiveAttribution:
         describe: Callable[[np.ndarray], tuple[str, ...]] | None = None,
         print_fn: Callable[[str], None] | None = "stderr",  # type: ignore[assignment]
         tensorboard=None,
+        dataset: dict | None = None,
     ) -> None:
         self.s = settings
+        self.dataset = dataset
         self.detector = SpikeDetector(settings)
         self._groups_src = groups
         self.groups: list[GroupInfo] = []
@@ -193,7 +198,12 @@ class LiveAttribution:
 
     # -------------------------------------------------------------- setup
     def bind(self, run_dir: str | os.PathLike | None, index: np.ndarray) -> None:
-        """Attach to a run directory (None: no event file) and the record's example ids (n,)."""
+        """Attach to a run directory (None: no event file) and the record's example ids (n,).
+
+        Raises:
+            ConfigError: the ``signals.json`` of ``groups`` comes from other data or holds examples the record
+                lacks (see :func:`~oppsig.live.groups.check_groups_file`).
+        """
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.index = np.asarray(index, dtype=np.int64).reshape(-1)
         n = len(self.index)
@@ -206,7 +216,7 @@ class LiveAttribution:
         self._head = 0
         src = self._groups_src
         if isinstance(src, (str, os.PathLike)):
-            self.groups = load_groups(src, self.index)
+            self.groups = load_groups(src, self.index, self.dataset)
         elif src is not None:
             self.groups = list(src)
 
@@ -366,8 +376,43 @@ class LiveAttribution:
         """Append one event (a JSON object with ``kind`` and ``step``) to ``<run>/events.jsonl``."""
         append_event(self.run_dir, event)
 
+    @property
+    def last_step(self) -> int | None:
+        """The last step observed (None before the first)."""
+        return self._pending[0] if self._pending is not None else self.detector.last_step
+
     def state_dict(self) -> dict:
-        return {"detector": self.detector.state_dict()}
+        """The detector and the per-example history (tensors and plain values: a checkpoint loads it with
+        ``weights_only=True``), so a resumed run attributes its spikes as an uninterrupted one does."""
+        d = {"detector": self.detector.state_dict(), "fired_at": self._fired_at,
+             "sharpness": self.sharpness, "threshold": self.threshold}
+        if self.index is None:
+            return d
+        d["history"] = {"index": torch.from_numpy(self.index.copy()), "rows": torch.from_numpy(self.rows.copy()),
+                        "row_steps": torch.from_numpy(self.row_steps.copy()),
+                        "row_loss": torch.from_numpy(self.row_loss.copy()),
+                        "last_seen": torch.from_numpy(self.last_seen.copy()), "head": int(self._head)}
+        if self._pending is not None:
+            step, cols, vals = self._pending
+            d["pending"] = {"step": int(step), "cols": torch.from_numpy(np.asarray(cols, np.int64)),
+                            "vals": torch.from_numpy(np.asarray(vals, np.float32)), "before": self._before}
+        return d
 
     def load_state_dict(self, d: dict) -> None:
+        """Continue from :meth:`state_dict` (after :meth:`bind`; the history is kept only when the record's
+        example ids are the same)."""
         self.detector.load_state_dict(d.get("detector", {}))
+        self._fired_at = d.get("fired_at")
+        self.sharpness, self.threshold = d.get("sharpness"), d.get("threshold")
+        h = d.get("history")
+        if h is None or self.index is None or h["rows"].shape[0] != self.s.history:
+            return
+        if not np.array_equal(h["index"].numpy(), self.index):
+            return
+        self.rows, self.row_steps = h["rows"].numpy().copy(), h["row_steps"].numpy().copy()
+        self.row_loss, self.last_seen = h["row_loss"].numpy().copy(), h["last_seen"].numpy().copy()
+        self._head = int(h["head"])
+        p = d.get("pending")
+        if p is not None:
+            self._pending = (int(p["step"]), p["cols"].numpy().copy(), p["vals"].numpy().copy())
+            self._before = p["before"]

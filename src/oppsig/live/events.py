@@ -1,6 +1,6 @@
 """Spike events and the run's event log: :class:`SpikeEvent` (one line of ``<run>/events.jsonl``),
 :class:`GroupInfo` and :func:`load_groups` (the known groups of an earlier ``oppsig detect``),
-:func:`append_event` and :func:`read_events`."""
+:func:`append_event`, :func:`read_events` and :func:`cut_events_after` (a resumed run's log)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DataFormatError
 from .text import describe_rows
 
 EVENTS = "events.jsonl"
@@ -49,19 +50,24 @@ class SpikeEvent:
         return asdict(self)
 
 
-def load_groups(signals_json: str | os.PathLike, index: np.ndarray) -> list[GroupInfo]:
+def load_groups(signals_json: str | os.PathLike, index: np.ndarray, dataset: dict | None = None) -> list[GroupInfo]:
     """Groups of an earlier ``oppsig detect`` (its ``signals.json``), mapped onto the record's columns.
 
     Members are matched by stable id, so the groups may come from another run
     on the same data. Paired groups (significant pairs first) know their opposite.
+    ``dataset`` (``name``, ``n``, ``classes``, ``fingerprint``, each optional) describes
+    the run's data, which the file's must fit (:func:`~oppsig.live.groups.check_groups_file`).
 
     Raises:
+        ConfigError: the file comes from other data, or its groups hold examples the record lacks.
         DataFormatError: the file is not a signals file this version reads.
         FileNotFoundError: no such file.
     """
     from ..signals import read_signals_json
+    from .groups import check_groups_file
 
     res = read_signals_json(signals_json)
+    check_groups_file(res, signals_json, index, dataset)
     index = np.asarray(index, dtype=np.int64)
     order = np.argsort(index, kind="stable")
     pairs = sorted(res.pairs, key=lambda p: (not p.significant, -p.strength))
@@ -88,13 +94,46 @@ def append_event(run_dir: str | os.PathLike | None, event: dict) -> None:
 
 
 def _json_default(o):
+    """numpy values as Python ones (floats keep NaN and inf, which ``read_events`` reads back); anything else is
+    refused, so that no object is written as its string."""
     if isinstance(o, np.integer):
         return int(o)
     if isinstance(o, np.floating):
         return float(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
     if isinstance(o, np.ndarray):
         return o.tolist()
-    return str(o)
+    raise DataFormatError(f"cannot write a {type(o).__name__} ({str(o)[:60]!r}) to {EVENTS}: an event holds only "
+                          "numbers, strings, booleans, None, lists, dicts and numpy values")
+
+
+def cut_events_after(run_dir: str | os.PathLike | None, step: int | None) -> int:
+    """Keep the events of steps up to ``step`` (None: none) in ``<run>/events.jsonl``; the number dropped.
+
+    A resumed run calls it with the last step its saved state has seen: the events a killed
+    process wrote after its last checkpoint are written again when those steps are. A torn last
+    line (a kill mid-write) is dropped too. The file is replaced atomically.
+    """
+    p = Path(run_dir) / EVENTS if run_dir is not None else None
+    if p is None or not p.exists():
+        return 0
+    from ..store.format import atomic_write
+
+    lines = p.read_text(encoding="utf-8").splitlines(keepends=True)
+    last = step if step is not None else -1
+    keep = [ln for ln in lines if ln.endswith("\n") and _event_step(ln) <= last]
+    if len(keep) < len(lines):
+        atomic_write(p, "".join(keep))
+    return len(lines) - len(keep)
+
+
+def _event_step(line: str) -> float:
+    """The step of an event line; infinity for a line that is not an event (dropped by any cut)."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 def read_events(run_dir: str | os.PathLike) -> list[dict]:

@@ -19,10 +19,13 @@ used; the down-weight action needs the loop's example weights (the CLI passes th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ..config import LiveConfig
 from ..errors import ConfigError
+from ..store.format import META, read_json
 from .rollback import KeptCheckpoints
 from .session import LiveSession
 
@@ -70,10 +73,12 @@ class LiveHook:
         self.session.start(state.run_dir, data.index.cpu().numpy(), main=main, labels=labels,
                            classes=getattr(data, "classes", None),
                            describe=_describer(data) if (self.describe and labels is not None) else None,
-                           print_fn=_printer() if main else None)
-        if self.cfg.downweight_group is not None and state.extras.get("example_weights") is None:
+                           print_fn=_printer() if main else None, dataset=data_facts(data, state.run_dir))
+        weights = state.extras.get("example_weights")
+        if self.cfg.downweight_group is not None and weights is None:
             raise ConfigError("live.downweight_group needs the loop's example weights; run through `oppsig train` "
                               "or pass example_weights=torch.ones(n) to oppsig.train")
+        self.session.restore_weights(weights)
 
     def on_step_start(self, state) -> None:
         self.session.before_update(state.step, state.model, state.optimizer)
@@ -122,6 +127,18 @@ class LiveHook:
         if len(rows) != b:
             raise ConfigError(f"live attribution got {b} losses at step {state.step}, expected {n} or {len(rows)}")
         return data.index.cpu()[rows].numpy()
+
+
+def data_facts(data, run_dir=None) -> dict:
+    """What live attribution checks a ``live.groups`` file against: the data set's ``name``, ``n``, ``classes``,
+    and its ``fingerprint`` when the run's ``meta.json`` records one."""
+    facts = {"name": getattr(data, "name", ""), "n": len(data), "classes": list(getattr(data, "classes", ()))}
+    meta = Path(run_dir) / META if run_dir is not None else None
+    if meta is not None and meta.exists():
+        fp = read_json(meta).get("fingerprint")
+        if fp:
+            facts["fingerprint"] = fp
+    return facts
 
 
 def _printer():

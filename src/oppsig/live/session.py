@@ -36,6 +36,7 @@ from ..config import LiveConfig
 from ..errors import ConfigError
 from ..training.actions import LrDrop, UpdateGuard, downweight, restore_state
 from .attribution import LiveAttribution
+from .events import cut_events_after
 from .rollback import RollbackSource
 
 
@@ -63,26 +64,54 @@ class LiveSession:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, run_dir, index, *, main: bool = True, attribute: bool = True, labels=None, classes=None,
-              describe=None, print_fn="stderr") -> None:
+              describe=None, print_fn="stderr", dataset: dict | None = None) -> None:
         """Start attributing (``attribute``) with the examples ``index`` (N,) of the record, and continue a
         resumed session's state (:meth:`load_state_dict`).
 
         Only the ``main`` process writes: events into ``run_dir``, TensorBoard under ``<run_dir>/tb``
-        (``live.tensorboard``), and messages through ``print_fn``.
+        (``live.tensorboard``), and messages through ``print_fn``. ``dataset`` (``name``, ``n``, ``classes``,
+        ``fingerprint``, each optional) describes the run's data, which the file of ``live.groups`` must fit.
+        A resumed session drops the events a killed process logged after its saved state (they come again).
+
+        Raises:
+            ConfigError: ``live.groups`` comes from other data, or ``live.downweight_group`` is not one of
+                its groups.
         """
         if attribute:
-            tb = None
+            live = LiveAttribution(self.cfg, groups=self.cfg.groups, labels=labels, classes=classes,
+                                   describe=describe, print_fn=print_fn if main else None, dataset=dataset)
+            live.bind(run_dir if main else None, index)
+            self._check_downweight_group(live)
             if self.cfg.tensorboard and main and run_dir is not None:
                 from ..report.tensorboard import TB_DIR, summary_writer
 
-                tb = summary_writer(Path(run_dir) / TB_DIR)
-            self.live = LiveAttribution(self.cfg, groups=self.cfg.groups, labels=labels, classes=classes,
-                                        describe=describe, print_fn=print_fn if main else None, tensorboard=tb)
-            self.live.bind(run_dir if main else None, index)
+                live.tb = summary_writer(Path(run_dir) / TB_DIR)
+            self.live = live
             if self._saved is not None:
-                self.live.load_state_dict(self._saved.get("live", {}))
+                live.load_state_dict(self._saved.get("live", {}))
+                if main:
+                    cut_events_after(run_dir, live.last_step)
         if self._saved is not None:
             self.load_actions(self._saved.get("actions", {}))
+
+    def _check_downweight_group(self, live: LiveAttribution) -> None:
+        g = self.cfg.downweight_group
+        if g is not None and all(str(x.id) != str(g) for x in live.groups):
+            raise ConfigError(f"live.downweight_group={g} is not a group of live.groups {self.cfg.groups}; pick "
+                              f"one of its groups {[x.id for x in live.groups]}")
+
+    def restore_weights(self, weights: torch.Tensor | None) -> None:
+        """A resumed session that had down-weighted its group: down-weight it again in ``weights`` (N,)."""
+        g = self._downweight_target()
+        if self.downweighted and weights is not None and g is not None:
+            downweight(weights, g.cols, self.cfg.downweight)
+
+    def _downweight_target(self):
+        """The :class:`~oppsig.live.events.GroupInfo` of ``live.downweight_group`` (None: not asked for)."""
+        g = self.cfg.downweight_group
+        if g is None or self.live is None:
+            return None
+        return next((x for x in self.live.groups if str(x.id) == str(g)), None)
 
     def close(self) -> None:
         """Complete the last step and close TensorBoard (at the end of training)."""
@@ -155,11 +184,8 @@ class LiveSession:
             self.lr_drop.trigger()
             event("lower_lr", f"step {step}: learning rate x{c.lr_factor:g} for the next {c.lr_steps} steps",
                   factor=c.lr_factor, steps=c.lr_steps)
-        if c.downweight_group is not None and not self.downweighted and weights is not None:
-            g = next((g for g in live.groups if str(g.id) == str(c.downweight_group)), None)
-            if g is None:
-                raise ConfigError(f"live.downweight_group {c.downweight_group!r} is not a group of {c.groups}; "
-                                  f"its groups are {[x.id for x in live.groups]}")
+        g = self._downweight_target()  # checked at start: a group of live.groups
+        if g is not None and not self.downweighted and weights is not None:
             if any(str(x.get("id")) == str(g.id) for x in ev.groups):
                 downweight(weights, g.cols, c.downweight)
                 self.downweighted = True

@@ -22,19 +22,23 @@ from .gpt import GPT
 from .mlp import MLP
 from .resnet import resnet18
 from .vgg import vgg11
+from .vit import ViT
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": lambda input_shape, num_classes, widths=(200, 200), activation="tanh", bias=True, **_: MLP(
         input_shape, num_classes, widths, activation, bias
     ),
-    "cnn": lambda input_shape, num_classes, channels=(32, 64), activation="relu", batchnorm=False, **_: CNN(
-        input_shape, num_classes, channels, activation, batchnorm
+    "cnn": lambda input_shape, num_classes, channels=(32, 64), activation="relu", batchnorm=False, width=64, **_: CNN(
+        input_shape, num_classes, channels, activation, batchnorm, width
     ),
-    "vgg11": lambda input_shape, num_classes, batchnorm=False, activation="relu", **_: vgg11(
-        input_shape, num_classes, batchnorm, activation
+    "vgg11": lambda input_shape, num_classes, batchnorm=False, activation="relu", width=64, **_: vgg11(
+        input_shape, num_classes, batchnorm, activation, width
     ),
     "resnet18": lambda input_shape, num_classes, batchnorm=True, width=64, activation="relu", **_: resnet18(
         input_shape, num_classes, batchnorm, width, activation
+    ),
+    "vit": lambda input_shape, num_classes, width=64, n_layer=2, n_head=4, bias=True, **_: ViT(
+        input_shape, num_classes, width, n_layer, n_head, bias=bias
     ),
     "gpt": lambda input_shape, num_classes, n_layer=2, n_head=4, n_embd=128, bias=True, **_: GPT(
         vocab_size=num_classes, block_size=input_shape[0], n_layer=n_layer, n_head=n_head, n_embd=n_embd, bias=bias
@@ -53,10 +57,12 @@ def build_model(
     """Build the model ``name`` on ``device`` in ``dtype``.
 
     Args:
-        name: one of :data:`MODELS` (``mlp``, ``cnn``, ``vgg11``, ``resnet18``, ``gpt``).
+        name: one of :data:`MODELS` (``mlp``, ``cnn``, ``vgg11``, ``resnet18``, ``vit``, ``gpt``).
         input_shape: shape of one example, e.g. ``(3, 32, 32)`` (GPT: ``(block_size,)``).
         num_classes: number of outputs (GPT: vocabulary size).
-        **kwargs: the model's own options (widths, activation, batchnorm, ...).
+        **kwargs: the model's own options (widths, activation, batchnorm, ...). ``width`` scales every image
+            network: ``cnn`` (its ``channels`` times ``width / 64``), ``vgg11`` and ``resnet18`` (the first
+            convolution's channels, 64 in the paper), ``vit`` (the embedding dimension).
 
     Raises:
         ConfigError: for an unknown name (the message lists the valid ones) or bad options.
@@ -84,4 +90,4 @@ def build_from_config(cfg, input_shape, num_classes, device="cpu", dtype=torch.f
     return build_model(cfg.name, input_shape, num_classes, device=device, dtype=dtype, **kw)
 
 
-__all__ = ["MODELS", "build_model", "build_from_config", "MLP", "CNN", "GPT", "vgg11", "resnet18"]
+__all__ = ["MODELS", "build_model", "build_from_config", "MLP", "CNN", "GPT", "ViT", "vgg11", "resnet18"]

@@ -9,10 +9,23 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def init_weights(m: nn.Module) -> None:
+    """N(0, 0.02) linear and embedding weights, zero biases (GPT-2's initialisation)."""
+    if isinstance(m, nn.Linear):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Embedding):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+
+
 class CausalSelfAttention(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, bias: bool):
+    """Multi-head self-attention; ``causal=False`` lets every token attend to every other (the ViT)."""
+
+    def __init__(self, n_embd: int, n_head: int, bias: bool, causal: bool = True):
         super().__init__()
         self.n_head = n_head
+        self.causal = causal
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)
         self.proj = nn.Linear(n_embd, n_embd, bias=bias)
 
@@ -22,16 +35,18 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.proj(y)
 
 
 class Block(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, bias: bool):
+    """Pre-norm transformer block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``; shapes (B, T, C) -> (B, T, C)."""
+
+    def __init__(self, n_embd: int, n_head: int, bias: bool, causal: bool = True):
         super().__init__()
         self.ln1 = nn.LayerNorm(n_embd, bias=bias)
-        self.attn = CausalSelfAttention(n_embd, n_head, bias)
+        self.attn = CausalSelfAttention(n_embd, n_head, bias, causal)
         self.ln2 = nn.LayerNorm(n_embd, bias=bias)
         self.mlp = nn.Sequential(nn.Linear(n_embd, 4 * n_embd, bias=bias), nn.GELU(),
                                  nn.Linear(4 * n_embd, n_embd, bias=bias))
@@ -53,19 +68,10 @@ class GPT(nn.Module):
         self.blocks = nn.Sequential(*[Block(n_embd, n_head, bias) for _ in range(n_layer)])
         self.ln_f = nn.LayerNorm(n_embd, bias=bias)
         self.head = nn.Linear(n_embd, vocab_size, bias=False)
-        self.apply(self._init)
+        self.apply(init_weights)
         for name, p in self.named_parameters():
             if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
                 nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * n_layer))
-
-    @staticmethod
-    def _init(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, 0.0, 0.02)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         B, T = idx.shape

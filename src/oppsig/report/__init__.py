@@ -6,6 +6,7 @@ from .figures import (
     plot_group_losses,
     plot_heatmap,
     plot_image_grid,
+    plot_layer_shares,
     plot_loss,
     plot_sharpness,
     plot_update_projection,
@@ -15,4 +16,5 @@ from .html import write_report
 from .tensorboard import write_tensorboard
 
 __all__ = ["write_report", "save_group_grids", "write_tensorboard", "plot_loss", "plot_sharpness", "plot_group_losses",
-           "plot_heatmap", "plot_image_grid", "plot_direction", "plot_update_projection", "plot_comparison"]
+           "plot_heatmap", "plot_image_grid", "plot_direction", "plot_update_projection", "plot_comparison",
+           "plot_layer_shares"]

@@ -117,6 +117,36 @@ def plot_sharpness(run, title: str | None = None) -> Figure:
     return fig
 
 
+def layer_share_keys(run) -> list[str]:
+    """The ``layer_share/<module>`` metrics of a run, in model order (empty when not recorded)."""
+    return [k for k in run.metrics if k.startswith("layer_share/")]
+
+
+def plot_layer_shares(run, title: str | None = None) -> Figure:
+    """Where the top Hessian eigenvector lives: its squared norm in each layer (rows) at each measurement (columns).
+
+    Each column sums to 1 (the curvature hook's ``layer_share/<module>`` metrics).
+    """
+    keys = layer_share_keys(run)
+    fig, ax = plt.subplots(figsize=(8, max(2.2, 0.16 * len(keys) + 1.2)), layout="constrained")
+    steps = _metric(run, keys[0])[0] if keys else np.zeros(0)
+    if not len(steps):
+        ax.text(0.5, 0.5, "layer shares not recorded (set curvature.every)", ha="center", va="center",
+                transform=ax.transAxes)
+        return fig
+    share = np.stack([np.interp(steps, *_metric(run, k)) for k in keys])  # (layers, measurements)
+    edges = np.concatenate([steps, [steps[-1] + (steps[-1] - steps[-2] if len(steps) > 1 else 1)]])
+    im = ax.pcolormesh(edges, np.arange(len(keys) + 1) - 0.5, share, cmap="viridis", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, label="share of the top eigenvector", fraction=0.03)
+    ax.set_yticks(range(len(keys)), [k.split("/", 1)[1] for k in keys], fontsize=6 if len(keys) > 20 else 8)
+    ax.invert_yaxis()
+    ax.set_xlabel("step")
+    ax.set_ylabel("layer")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
 def plot_update_projection(run) -> Figure:
     """Each tracked step's update projected on the top Hessian eigenvector: \
 its sign flips when GD bounces across the valley."""

@@ -19,6 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..signals.result import SignalsError, SignalsResult
+from ..store.format import atomic_open
 
 
 def _images(dataset, rows: np.ndarray) -> np.ndarray:
@@ -86,6 +87,7 @@ def save_group_grids(
 
     Raises:
         SignalsError: when the data set does not match the result or holds no images.
+        OSError: when a grid cannot be written (each is written atomically: no torn file is left).
     """
     if len(dataset) != result.n_examples:
         raise SignalsError(
@@ -125,6 +127,7 @@ def save_group_grids(
             ax.text(c * (w + gap) + w / 2, r * (h + cap) + h + 1, text, ha="center", va="top", fontsize=7)
         fig.suptitle(f"group {g.id}: {g.size} examples ({mix})\n{words}", fontsize=8, y=0.995, va="top")
         p = out / f"group_{g.id:02d}.png"
-        fig.savefig(p)
+        with atomic_open(p, "wb") as f:  # a full disk leaves the previous grid, never a torn one
+            fig.savefig(f, format="png")
         paths.append(p)
     return paths

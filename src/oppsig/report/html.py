@@ -19,7 +19,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import StoreError
-from ..store.dataset import run_dataset_or_reason
+from ..store.dataset import data_mismatch, run_dataset_or_reason
+from ..store.fingerprint import mismatch_text
 from ..store.format import atomic_write
 from . import figures
 from .summary import load_signals, run_summary, signals_summary
@@ -37,6 +38,7 @@ td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left}
 th{background:#f6f6f6} img{max-width:100%;height:auto;display:block;margin:.4rem 0}
 .grid2{display:grid;grid-template-columns:1fr 1fr;gap:.8rem} \
 .side{display:grid;grid-auto-flow:column;grid-auto-columns:1fr;gap:.6rem}
+.otherdata{background:#fff0f0;border-left:4px solid #c00;padding:.5rem .8rem;margin:.6rem 0}
 .finding{background:#f3f8ff;border-left:4px solid #1f77b4;padding:.5rem .8rem;margin:.6rem 0}
 .warn{background:#fff6f0;border-left:4px solid #d62728;padding:.5rem .8rem;margin:.6rem 0}
 code{background:#f4f4f4;padding:0 .2rem} .small{font-size:.85rem;color:#555}
@@ -224,11 +226,21 @@ def _heatmap_examples(sig, per_group: int = 8, max_groups: int = 6) -> tuple[lis
     return ex, lab, blocks
 
 
-def run_section(run, sig, title: str) -> str:
+def _other_data_banner(data, sig) -> str:
+    """A visible warning when the images shown, or the signals read, come from data the run did not train on."""
+    lines = []
+    if data_mismatch(data) is not None:
+        lines.append("Images and classes: " + mismatch_text(data_mismatch(data)))
+    if sig is not None and (sig.dataset or {}).get("data_mismatch"):
+        lines.append("Signals (oppsig detect): " + mismatch_text(sig.dataset["data_mismatch"]))
+    return "".join(f"<div class='otherdata'><b>Other data.</b> {esc(t)}</div>" for t in lines)
+
+
+def run_section(run, sig, title: str, allow_other_data: bool = False) -> str:
     cfg = run.config
     meta = run.meta
-    data, note = run_dataset_or_reason(run)
-    parts = [f"<h2>{esc(title)}</h2>"]
+    data, note = run_dataset_or_reason(run, allow_other_data=allow_other_data)
+    parts = [f"<h2>{esc(title)}</h2>", _other_data_banner(data, sig)]
     summ = run_summary(run)
     facts = {
         "run directory": str(run.path),
@@ -236,6 +248,9 @@ def run_section(run, sig, title: str) -> str:
         "examples recorded": f"{len(run.index)} x {run.rows} steps",
         "model": getattr(getattr(cfg, "model", None), "name", ""),
         "optimiser": (f"{cfg.optim.name}, lr {cfg.optim.lr:g}" if hasattr(cfg, "optim") else ""),
+        "changed on resume": "; ".join(f"from step {c['step']}: " + ", ".join(f"{k}={v}" for k, v in
+                                                                               c["changes"].items())
+                                       for c in meta.get("config_changes", [])),
         "loss": getattr(getattr(cfg, "train", None), "loss", ""),
         "wall time": f"{meta.get('wall_time', float('nan')):.0f} s" if "wall_time" in meta else "",
         "final train loss / accuracy": f"{_fmt(summ['final loss'])} / {_fmt(summ['final accuracy'], 3)}",
@@ -250,7 +265,8 @@ def run_section(run, sig, title: str) -> str:
     }
     parts.append("<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts.items() if v)
                  + "</table>")
-    parts.append("<details><summary>config</summary>" + _config_table(cfg) + "</details>")
+    parts.append("<details><summary>config (the run's first; changes above)</summary>" + _config_table(cfg)
+                 + "</details>")
     if sig is not None:
         from ..signals import summary_text
 
@@ -272,6 +288,9 @@ def run_section(run, sig, title: str) -> str:
     if "update_proj" in run.metrics:
         parts.append("<h3>The update's projection on the top eigenvector</h3>")
         parts.append(fig_to_img(figures.plot_update_projection(run), "update projection"))
+    if figures.layer_share_keys(run):
+        parts.append("<h3>Where the top eigenvector lives: its share in each layer</h3>")
+        parts.append(fig_to_img(figures.plot_layer_shares(run), "layer shares of the top eigenvector"))
     if sig is not None:
         parts.append("<h3>Opposing groups</h3>")
         parts.append(_group_section(run, sig, data, note))
@@ -309,19 +328,22 @@ def comparison_section(runs: Sequence, sigs: Sequence, names: Sequence[str]) -> 
 
 
 def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike | None = None,
-                 title: str | None = None) -> Path:
+                 title: str | None = None, allow_other_data: bool = False) -> Path:
     """Write ``report.html`` for one run (into its directory) or several (a comparison).
 
     Args:
         run_dirs: run directories; each may hold a ``signals.json`` from ``oppsig detect``.
         out: the HTML file to write (default: ``<run>/report.html``, or
             ``<first run's parent>/comparison.html`` for several runs).
+        allow_other_data: go on when a run's data are not those it trained on (its data fingerprint);
+            its section then opens with a banner that says so.
 
     Returns:
         the path written.
 
     Raises:
         StoreError: when a directory is not a run or the file cannot be written.
+        DataMismatchError: when a run's data differ from those it trained on and ``allow_other_data`` is False.
     """
     from ..store import open_run
 
@@ -345,7 +367,7 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike |
             from ..store.batches import EpochRun
 
             run = EpochRun(run, record["steps_per_epoch"])
-        body.append(run_section(run, sig, name))
+        body.append(run_section(run, sig, name, allow_other_data))
     doc = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
            "<meta http-equiv='Content-Security-Policy' "

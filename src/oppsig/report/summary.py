@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..store.dataset import run_dataset_or_reason
+from ..store.dataset import data_mismatch, run_dataset_or_reason
 
 __all__ = ["run_summary", "load_signals", "signals_summary", "example_columns"]
 
@@ -98,12 +98,19 @@ def signals_summary(sig) -> dict[str, Any]:
             "pairs": len(pairs), "group oscillation": max((float(p.swing) for p in pairs), default=float("nan"))}
 
 
-def example_columns(run) -> tuple[dict, str | None]:
-    """The ``class`` and ``group`` columns of a run's examples (in its column order), and why one is missing."""
+def example_columns(run, allow_other_data: bool = False) -> tuple[dict, str | None]:
+    """The ``class`` and ``group`` columns of a run's examples (in its column order), and why one is missing.
+
+    With ``allow_other_data`` and data that are not those the run trained on, an ``other_data`` column says so
+    in every row (:func:`~oppsig.store.run_dataset`)."""
     cols: dict = {}
-    data, note = run_dataset_or_reason(run)
+    data, note = run_dataset_or_reason(run, allow_other_data=allow_other_data)
     if data is not None and len(getattr(data, "classes", ())):
         cols["class"] = [data.classes[int(y)] for y in data.y]
+    mismatch = data_mismatch(data)
+    if mismatch is not None:
+        cols["other_data"] = [f"class from other data: fingerprint {mismatch['found'][:12]}, "
+                              f"the run's {mismatch['expected'][:12]}"] * len(run.index)
     sig = load_signals(run.path)
     group: list = [None] * len(run.index)
     # groups name columns of the record detection read: the sparse one (source batch) or the dense one

@@ -41,6 +41,15 @@ as it is or beyond the leading oscillation (:class:`~oppsig.signals.antiphase.An
 its classes, and not be the run's leading oscillation itself (:func:`failed_checks`).
 They can only remove pairs, so the family-wise error rate holds whatever their levels.
 
+**Partners** (:func:`match_pairs`): of the pairs that pass the test and the gates, a
+pair is *stronger* than another when it is more anti-phase: a lower ``corr`` in its own
+view (raw or relative; both are past the anti-phase gate, i.e. anti-phase beyond what
+the leading oscillation gives random splits). Every group's strongest pair is reported,
+and no reported pair leaves a stronger partner of one of its groups unreported
+(:func:`best_partner_pairs`); a group can be in several pairs. Swing does not choose
+partners: a loud group weakly opposed to a quiet one does not take it from the partner
+it opposes most. This too only removes pairs.
+
 Example:
     >>> rng = np.random.default_rng(0)
     >>> feats = rng.standard_normal((400, 5)); labels = np.arange(400) % 4
@@ -277,7 +286,7 @@ def failed_checks(p: Pair, anti_phase_level: float, min_direction_ratio: float, 
 
 def select_pairs(pairs: list[Pair], anti_phase_level: float, min_direction_ratio: float, max_leading_corr: float,
                  gates: tuple[str, ...] = GATES) -> list[Pair]:
-    """Apply the gates after the test and keep each group in one reported pair.
+    """Apply the gates after the test and keep the pairs that are their groups' best (:func:`match_pairs`).
 
     Args:
         pairs: from :func:`assess_pairs` (with ``anti_phase_p``, ``leading_corr`` and
@@ -289,33 +298,74 @@ def select_pairs(pairs: list[Pair], anti_phase_level: float, min_direction_ratio
     Returns:
         Every pair, significant ones first, then by strength (``-corr`` times the
         geometric mean swing ratio); ``significant`` when it passed the test and the
-        gates and no stronger such pair holds either group (:func:`match_pairs`);
-        ``failed`` names what it failed.
+        gates and is chosen by :func:`match_pairs`; ``failed`` names what it failed.
     """
     out = []
     for p in pairs:
         failed = ("test",) if "test" in p.failed else failed_checks(
             p, anti_phase_level, min_direction_ratio, max_leading_corr, gates)
         out.append(dataclasses.replace(p, significant=not failed, failed=failed))
-    out.sort(key=lambda p: (not p.significant, -p.strength))
     return match_pairs(out)
 
 
-def match_pairs(pairs: list[Pair]) -> list[Pair]:
-    """Keep each group in at most one significant pair: the strongest, taken greedily.
+def anti_phase_order(p: Pair) -> float:
+    """How strongly a pair is anti-phase, for choosing partners (lower: stronger): ``corr``, the correlation of
+    its group-mean loss changes in its own view (raw, or relative for a relative pair)."""
+    return float(p.corr)
 
-    ``pairs`` must be sorted significant first, strongest first. A significant
-    pair whose group already has a stronger partner is marked not significant
-    (its groups are explained by their main partners).
+
+def best_partner_pairs(edges: list[tuple[int, int, float]]) -> list[int]:
+    """Which of the eligible pairs ``(a, b, order)`` to report (lower ``order``: more anti-phase).
+
+    A pair is *stronger* than another when its ``order`` is lower (ties: the earlier in
+    ``edges``). Each group's strongest pair is reported, and so is every pair stronger
+    than a reported pair of either of its groups, until no reported pair leaves a stronger
+    partner of one of its groups unreported. A group can be in several reported pairs
+    (a weaker partner whose own best it is); a pair left out has, for each of its groups,
+    a stronger reported partner.
+
+    Returns:
+        Indices into ``edges`` of the pairs to report, strongest first.
+
+    Example:
+        >>> best_partner_pairs([(0, 2, -0.7), (1, 3, -0.5), (0, 1, -0.9)])  # 2 and 3 keep their only partners
+        [2, 0, 1]
+        >>> best_partner_pairs([(0, 1, -0.9), (0, 2, -0.7), (1, 2, -0.8)])  # 2's best is 1
+        [0, 2]
     """
-    used: set[int] = set()
-    out = []
-    for p in pairs:
-        if p.significant:
-            if p.a in used or p.b in used:
-                p = dataclasses.replace(p, significant=False, failed=p.failed + ("partner",))
-            else:
-                used.update((p.a, p.b))
-        out.append(p)
+    order = sorted(range(len(edges)), key=lambda i: (edges[i][2], i))
+    rank = {i: r for r, i in enumerate(order)}
+    best: dict[int, int] = {}
+    for i in order:
+        for g in edges[i][:2]:
+            best.setdefault(g, i)  # each group's strongest pair
+    keep = set(best.values())
+    while True:  # close: every pair stronger than a reported pair of one of its groups
+        weakest: dict[int, int] = {}
+        for i in keep:
+            for g in edges[i][:2]:
+                weakest[g] = max(weakest.get(g, -1), rank[i])
+        more = {i for i in order if i not in keep and any(rank[i] < weakest.get(g, -1) for g in edges[i][:2])}
+        if not more:
+            return sorted(keep, key=rank.get)
+        keep |= more
+
+
+def match_pairs(pairs: list[Pair]) -> list[Pair]:
+    """Report, of the pairs that passed the test and the gates, those :func:`best_partner_pairs` chooses.
+
+    *Stronger* is more anti-phase beyond the leading oscillation, in the pair's own view
+    (:func:`anti_phase_order`), among pairs that passed the test and the gates: every group's
+    strongest such pair is reported, and no reported pair has a group with a stronger such
+    partner left unreported. The others are marked not significant, ``failed`` ending in
+    ``"partner"`` (each of their groups has a stronger reported partner).
+
+    Returns:
+        The pairs, significant first, then by strength.
+    """
+    sig = [i for i, p in enumerate(pairs) if p.significant]
+    keep = {sig[j] for j in best_partner_pairs([(pairs[i].a, pairs[i].b, anti_phase_order(pairs[i])) for i in sig])}
+    out = [p if i in keep or not p.significant else
+           dataclasses.replace(p, significant=False, failed=p.failed + ("partner",)) for i, p in enumerate(pairs)]
     out.sort(key=lambda p: (not p.significant, -p.strength))
     return out

@@ -23,8 +23,8 @@ from .detect import Components
 from .descriptors import Descriptors, input_descriptors
 from .explain import InputSpace, coherence_features
 from .matrix import LossMatrix
-from .pair import (GATES, CoherenceTest, anti_phase_candidates, assess_pairs, draws_needed, pair_correlation,
-                   select_pairs)
+from .pair import (GATES, CoherenceTest, anti_phase_candidates, anti_phase_order, assess_pairs, draws_needed,
+                   pair_correlation, select_pairs)
 from .result import AntiPhase, Pair
 from .spikes import rise_shares, spike_rows, spike_window
 from .tuning import NULL_HALF, NULL_HALF_DRAWS, POOL, derived_rng
@@ -264,18 +264,20 @@ def pair_stage(det, rows: list[np.ndarray], series: list[np.ndarray], inputs: In
     :func:`pair_candidates`, then :func:`~oppsig.signals.pair.select_pairs` (the gates after
     the test: anti-phase beyond random splits of its sizes, as it is or beyond the leading
     oscillation (with ``anti_phase_gate``, the default; else such a pair is only flagged
-    ``weak``), a visible difference, not the leading oscillation itself; each group in one
-    reported pair).
+    ``weak``), a visible difference, not the leading oscillation itself; then the pairs that
+    are their groups' most anti-phase, :func:`~oppsig.signals.pair.match_pairs`).
 
     Returns:
-        ``(pairs, null_corr, test)``: the ``max_pairs`` strongest significant and the
-        ``max_pairs`` strongest other tested pairs (significant first, then by
+        ``(pairs, null_corr, test)``: the ``max_pairs`` most anti-phase significant pairs
+        (:func:`~oppsig.signals.pair.anti_phase_order`: a group's stronger partner is never
+        cut while a weaker one stays) and the ``max_pairs`` strongest other tested pairs
+        (significant first, then by
         strength; spikes and rise shares attached), the mean correlation of random
         20-vs-20 splits by their co-movement, and the test's description (:func:`test_description`).
     """
     tested, null_corr = pair_candidates(det, rows, series, inputs, config)
     pairs = select_pairs(tested, config.anti_phase_level, config.min_direction_ratio, config.max_leading_corr,
                          GATES if config.anti_phase_gate else tuple(g for g in GATES if g != "anti-phase"))
-    kept = ([p for p in pairs if p.significant][: config.max_pairs]
-            + [p for p in pairs if not p.significant][: config.max_pairs])
+    sig = sorted((p for p in pairs if p.significant), key=anti_phase_order)[: config.max_pairs]
+    kept = sorted(sig, key=lambda p: -p.strength) + [p for p in pairs if not p.significant][: config.max_pairs]
     return [with_spikes(p, series, det, config) for p in kept], null_corr, test_description(tested, inputs, config)

@@ -26,9 +26,10 @@ import numpy as np
 
 from ..errors import OppsigError
 
-FORMAT_VERSION = 3
-"""Version of the ``signals.json`` layout; bumped when a field changes meaning or is removed. Version 3 nests
-each pair's :class:`Coherence` and :class:`AntiPhase`; version 2 held their fields flat in the pair."""
+FORMAT_VERSION = 4
+"""Version of the ``signals.json`` layout; bumped when a field changes meaning or is removed. Version 4 spells
+non-finite floats ``"NaN"``/``"Infinity"``/``"-Infinity"`` (version 3: ``null``); version 3 nests each pair's
+:class:`Coherence` and :class:`AntiPhase`; version 2 held their fields flat in the pair."""
 
 NAN = float("nan")
 
@@ -226,10 +227,12 @@ class Pair:
             (``anti_phase.p <= anti_phase_level``), both groups' direction images at least
             ``min_direction_ratio`` (a visible difference from their classes), the difference of
             the group means not the run's leading oscillation itself
-            (``|anti_phase.leading_corr| < max_leading_corr``), no stronger significant pair holding
-            either group, and, where the pair was checked on the model, a negative gradient cosine.
+            (``|anti_phase.leading_corr| < max_leading_corr``), chosen as a partner
+            (:func:`~oppsig.signals.pair.match_pairs`: the most anti-phase pair, lowest ``corr``,
+            of one of its groups, or more anti-phase than a reported pair of one of its groups),
+            and, where the pair was checked on the model, a negative gradient cosine.
         failed: the checks the pair failed, in order: ``"test"``, ``"anti-phase"``,
-            ``"visible"``, ``"leading"``, ``"partner"`` (a stronger pair holds a group),
+            ``"visible"``, ``"leading"``, ``"partner"`` (each group has a more anti-phase reported partner),
             ``"gradient"`` (a non-negative gradient cosine on the model); empty for a reported pair.
         coherence: its input-coherence test (:class:`Coherence`).
         anti_phase: its anti-phase against random splits (:class:`AntiPhase`).

@@ -12,6 +12,9 @@ members whose own swing is no larger than the median example's.
 of the others' and the planted pair moves them only in relative terms (``log L``), so that no member swings
 as much as the median example and their raw loss changes are dominated by the early, common phase.
 
+:func:`cross_class_matrix` makes one whose planted pair (e.g. two classes' groups sharing a feature) is each
+group's most anti-phase partner, while each group is also opposed, less anti-phase, by a louder group.
+
 :func:`overlap_f1` scores a found group against a planted one.
 
 Example:
@@ -38,6 +41,16 @@ def _period_two(steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows ``t``, the period-2 sign ``(-1)^t`` and the slowly varying envelope of the generic oscillation."""
     t = np.arange(steps)
     return t, (-1.0) ** t, 0.5 + 0.5 * np.abs(np.sin(2 * np.pi * t / 60.0))
+
+
+def _episodes(steps: int, k: int) -> np.ndarray:
+    """(steps,) envelope of planted pair ``k``'s own episodes: growing swings (25 rows) that end in a burst,
+    every ``70 + 23 k`` rows from row ``10 + 17 k``."""
+    env = np.zeros(steps)
+    for start in range(10 + 17 * k, steps, 70 + 23 * k):
+        ramp = np.arange(min(25, steps - start))
+        env[start : start + len(ramp)] = np.exp(ramp / 8.0) / np.exp(24 / 8.0)
+    return env
 
 
 def eos_matrix(
@@ -95,12 +108,7 @@ def eos_matrix(
     d = generic * (alt * growth)[:, None] * c[None, :]
     d += noise * rng.standard_normal((steps, n))
     for k, (a, b) in (planted or {}).items():
-        env = np.zeros(steps)
-        period = 70 + 23 * k
-        for start in range(10 + 17 * k, steps, period):
-            ramp = np.arange(min(25, steps - start))
-            env[start : start + len(ramp)] = np.exp(ramp / 8.0) / np.exp(24 / 8.0)
-        osc = amplitude * alt * (0.15 + env)
+        osc = amplitude * alt * (0.15 + _episodes(steps, k))
         d[:, a] += osc[:, None] * rng.uniform(0.7, 1.3, size=len(a))
         d[:, b] -= osc[:, None] * rng.uniform(0.7, 1.3, size=len(b))
     loss = 1.0 + 0.5 * np.exp(-t / 80.0)[:, None] + np.cumsum(d, axis=0) - np.cumsum(d, axis=0).mean(0)
@@ -114,6 +122,50 @@ def eos_matrix(
             if s + 1 < steps:
                 loss[s + 1, second] += 3 * amplitude
     return loss.astype(np.float32)
+
+
+def cross_class_matrix(
+    n: int,
+    steps: int,
+    planted: tuple[np.ndarray, np.ndarray],
+    partners: tuple[np.ndarray, np.ndarray],
+    amplitude: float = 0.04,
+    partner_swing: float = 8.0,
+    share: float = 0.8,
+    seed: int = 0,
+) -> np.ndarray:
+    """Losses (steps, n) of a cross-class planted pair whose groups each also oppose a louder, weaker partner.
+
+    ``planted = (a, b)`` (e.g. groups of two classes sharing a feature) swing in anti-phase
+    in episodes of their own (:func:`eos_matrix`, ``amplitude``). ``partners = (c, d)`` (e.g.
+    groups of ``a``'s and ``b``'s classes) swing ``partner_swing`` times as much in episodes
+    of their own, with period 4 (along another direction), ``c`` against ``a`` and ``d`` against
+    ``b``, which follow them at ``share`` of their planted swing. Each planted group is then
+    more anti-phase with the other than with its partner, while the partner pair, louder, has
+    the larger ``-corr`` times swing.
+
+    Returns:
+        (steps, n) float32 losses, all positive.
+
+    Example:
+        >>> rows = [np.arange(i * 20, i * 20 + 20) for i in range(4)]
+        >>> L = cross_class_matrix(1000, 200, (rows[0], rows[1]), (rows[2], rows[3]), seed=1)
+        >>> m = np.diff(L, axis=0)
+        >>> ab, ac = (float(np.corrcoef(m[:, rows[0]].mean(1), m[:, rows[j]].mean(1))[0, 1]) for j in (1, 2))
+        >>> round(ab, 2), round(ac, 2)
+        (-0.75, -0.5)
+    """
+    a, b = planted
+    loss = eos_matrix(n, steps, {0: (a, b)}, amplitude=amplitude, seed=seed).astype(np.float64)
+    rng = np.random.default_rng([seed, 1])
+    second = (-1.0) ** (np.arange(steps) // 2)  # period 4: along another direction than the planted pair's
+    d = np.zeros((steps, n))
+    for k, (loud, planted_group) in ((1, (partners[0], a)), (2, (partners[1], b))):
+        osc = amplitude * second * _episodes(steps, k)  # the partner pair's own episodes
+        d[:, loud] += partner_swing * osc[:, None] * rng.uniform(0.7, 1.3, size=len(loud))
+        d[:, planted_group] -= share * osc[:, None] * rng.uniform(0.7, 1.3, size=len(planted_group))
+    loss += np.cumsum(d, axis=0) - np.cumsum(d, axis=0).mean(axis=0)
+    return np.maximum(loss, 0.01).astype(np.float32)
 
 
 def quiet_matrix(

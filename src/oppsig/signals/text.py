@@ -45,7 +45,7 @@ def failed_text(p: Pair) -> str:
         "visible": f"a group's mean input differs from its classes' by only {p.direction_ratio:.2f}x a typical "
                    "example's distance",
         "leading": f"its group-mean difference is the leading oscillation (corr {ap.leading_corr:.2f})",
-        "partner": "a stronger pair holds one of its groups",
+        "partner": "each of its groups has a more anti-phase partner, reported",
         "gradient": "its groups' gradients do not point apart on the model (cosine >= 0)",
     }
     return "; ".join(why.get(f, f) for f in p.failed) or "reported"

@@ -3,7 +3,7 @@
 A run directory holds::
 
     config.yaml      the resolved config (oppsig runs)
-    meta.json        format version, oppsig/torch versions, code revision, device
+    meta.json        format version, oppsig/torch versions, code revision, device, data fingerprint
     metrics.jsonl    one JSON object of scalars per step (loss, accuracy, lr, sharpness, ...)
     store.zarr/      per-example arrays (zarr): loss[row, example], correct[row, example],
                      steps[row], index[example], optional logits[lrow, example, class]

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from ..errors import OppsigError, StoreError
+from ..errors import DataMismatchError, OppsigError, StoreError
+from .fingerprint import check_run_data
 
-__all__ = ["run_dataset", "run_dataset_or_reason"]
+__all__ = ["run_dataset", "run_dataset_or_reason", "data_mismatch"]
 
 
-def run_dataset(run: Any, train_set: Any = None, index: Any = None):
-    """The examples of ``run``'s columns, in column order.
+CHECK_KEY = "data_check"  # set on what run_dataset returns: {"run": its path, "mismatch": None or what differs}
+
+
+def data_mismatch(dataset: Any) -> dict | None:
+    """What differs between ``dataset`` (as :func:`run_dataset` returned it) and the data its run trained on: None
+    when they match or were not checked, else :func:`~oppsig.store.fingerprint.check_fingerprint`'s dict."""
+    return ((getattr(dataset, "meta", None) or {}).get(CHECK_KEY) or {}).get("mismatch")
+
+
+def run_dataset(run: Any, train_set: Any = None, index: Any = None, allow_other_data: bool = False):
+    """The examples of ``run``'s columns, in column order, checked against the data fingerprint the run wrote.
 
     Args:
         run: a :class:`~oppsig.store.Run`.
@@ -18,6 +29,8 @@ def run_dataset(run: Any, train_set: Any = None, index: Any = None):
             default: rebuilt from the run's config.
         index: the stable ids to match instead of the dense record's columns (e.g. the
             sparse mini-batch record's ``run.batches.index``).
+        allow_other_data: go on when the data are not those the run trained on; the returned data set
+            then says so (:func:`data_mismatch`).
 
     Returns:
         An :class:`~oppsig.data.ArrayDataset` with one row per recorded column: the training set
@@ -27,6 +40,8 @@ def run_dataset(run: Any, train_set: Any = None, index: Any = None):
     Raises:
         StoreError: when the run has no oppsig config to rebuild its data from.
         DataFormatError: when the data set lacks examples of the run (or cannot be built: missing data).
+        DataMismatchError: when the data differ from those the run trained on (``meta.json``'s fingerprint)
+            and ``allow_other_data`` is False. A run without a fingerprint warns that it cannot be checked.
     """
     cfg = run.config
     if train_set is None:
@@ -35,22 +50,40 @@ def run_dataset(run: Any, train_set: Any = None, index: Any = None):
         from ..data import build_datasets
 
         train_set, _ = build_datasets(cfg.data, seed=getattr(cfg, "seed", 0))
-    if index is not None:
-        return train_set.by_ids(index)
     record = getattr(cfg, "record", None)
-    if record is not None and getattr(record, "per_token", False) and train_set.y.dim() > 1:
+    per_token = record is not None and getattr(record, "per_token", False) and train_set.y.dim() > 1
+    if index is not None:
+        out = train_set.by_ids(index)
+    elif per_token:
         from ..data.text import token_examples
 
-        return token_examples(train_set, run.index)
-    return train_set.by_ids(run.index)
+        out = token_examples(train_set, run.index)
+    else:
+        out = train_set.by_ids(run.index)
+    prior = (getattr(train_set, "meta", None) or {}).get(CHECK_KEY)
+    if prior is not None and prior.get("run") == str(run.path):  # returned by this function for this run
+        return out if out.meta.get(CHECK_KEY) == prior else replace(out, meta={**out.meta, CHECK_KEY: prior})
+    fp = (getattr(run, "meta", None) or {}).get("fingerprint") or {}
+    columns = index is None and not per_token and not getattr(run, "is_epoch_view", False)
+    if columns and "record" in fp:  # a probe sample: its fingerprint is in the record's column order
+        mismatch = check_run_data(run, out, allow_other_data, key="record")
+    else:  # the examples the run trained on, in its order (a branch may have trained on a subset of the config's)
+        mismatch = check_run_data(run, train_set if per_token else out, allow_other_data, key="train")
+    return replace(out, meta={**out.meta, CHECK_KEY: {"run": str(run.path), "mismatch": mismatch}})
 
 
-def run_dataset_or_reason(run: Any):
+def run_dataset_or_reason(run: Any, allow_other_data: bool = False):
     """``(dataset, None)``: the run's examples in column order (for image grids and class columns), or
-    ``(None, reason)`` when they cannot be shown (a run without an oppsig config, data moved or missing)."""
+    ``(None, reason)`` when they cannot be shown (a run without an oppsig config, data moved or missing).
+
+    Raises:
+        DataMismatchError: when the data differ from those the run trained on and ``allow_other_data`` is False.
+    """
     if not hasattr(run.config, "data"):
         return None, "the run has no oppsig config; images are not available"
     try:
-        return run_dataset(run), None
+        return run_dataset(run, allow_other_data=allow_other_data), None
+    except DataMismatchError:
+        raise
     except OppsigError as e:  # data moved or missing: the report still renders, and says why
         return None, f"images not shown: {e}"

@@ -24,6 +24,9 @@ import numpy as np
 from ..errors import StoreError
 from .format import atomic_open
 
+FORMATS = (".csv", ".parquet")
+"""The file formats :func:`write_summary` writes, by file suffix."""
+
 COLUMNS = ("id", "mean_loss", "loss_std", "mean_abs_change", "final_loss", "accuracy", "forgetting")
 
 
@@ -162,10 +165,14 @@ def write_summary(run, path: str | os.PathLike | None = None, extra: dict | None
             :func:`batch_summary_table`) or ``auto`` (dense when it has a row, else batch); see :func:`uses_batches`.
 
     Raises:
-        StoreError: when an extra column does not have one value per example, pyarrow is missing, the
-            folder does not exist, the file cannot be written, or the asked record is missing or empty.
+        StoreError: when the suffix is not one of :data:`FORMATS`, an extra column does not have one value per
+            example, pyarrow is missing, the folder does not exist, the file cannot be written, or the asked
+            record is missing or empty.
     """
     path = Path(path) if path is not None else Path(run.path) / "examples.csv"
+    if path.suffix.lower() not in FORMATS:
+        raise StoreError(f"cannot write {path}: unknown format {path.suffix or '(no suffix)'!r}; "
+                         f"name the file with one of {', '.join(FORMATS)} (e.g. {path.with_suffix('.csv').name})")
     if not path.parent.is_dir():
         raise StoreError(f"cannot write {path}: the folder {path.parent} does not exist; create it first")
     table = batch_summary_table(run.batches) if uses_batches(run, source) else summary_table(run)
@@ -174,7 +181,7 @@ def write_summary(run, path: str | os.PathLike | None = None, extra: dict | None
         if len(v) != len(table["id"]):
             raise StoreError(f"column {k!r} has {len(v)} values for {len(table['id'])} examples")
     try:
-        if path.suffix == ".parquet":
+        if path.suffix.lower() == ".parquet":
             try:
                 import pyarrow as pa
                 import pyarrow.parquet as pq

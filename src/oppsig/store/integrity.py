@@ -150,3 +150,57 @@ def record_extent(steps: np.ndarray, gaps: list[Gap], first_step: int, every: in
     if k == len(steps):
         why = f"it ends after {len(steps)} rows"
     return s0 + every * k, why
+
+
+def read_metric_steps(path: str | os.PathLike) -> np.ndarray | None:
+    """int (K,) the ``step`` of each readable row of a ``metrics.jsonl`` (None when the file is missing)."""
+    import json
+
+    p = Path(path)
+    if not p.exists():
+        return None
+    steps = []
+    for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a torn or damaged line
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            steps.append(row["step"])
+    return np.asarray(steps, dtype=np.int64)
+
+
+def metrics_extent(steps: np.ndarray | None, first_step: int) -> tuple[int, str]:
+    """``(limit, why)``: ``metrics.jsonl`` (one row per step) holds every step from ``first_step`` before ``limit``.
+
+    Example:
+        >>> metrics_extent(np.array([0, 1, 2, 4]), 0)
+        (3, 'it lacks step 3')
+        >>> metrics_extent(None, 0)
+        (0, 'metrics.jsonl is missing')
+    """
+    if steps is None:
+        return first_step, "metrics.jsonl is missing"
+    have = set(steps.tolist())
+    limit = first_step
+    while limit in have:
+        limit += 1
+    return limit, (f"it lacks step {limit}" if any(s > limit for s in have) else f"it ends after step {limit - 1}")
+
+
+def metrics_shortfall(metric_steps: np.ndarray | None, record_steps: np.ndarray) -> str | None:
+    """Why ``metrics.jsonl`` does not cover the recorded steps (None when it does): for a reader's warning.
+
+    Example:
+        >>> metrics_shortfall(np.array([0, 1]), np.array([0, 1, 2, 3]))
+        'metrics.jsonl lacks 2 of the 4 recorded steps (2..3)'
+    """
+    if not len(record_steps):
+        return None
+    if metric_steps is None:
+        return "metrics.jsonl is missing"
+    lost = np.setdiff1d(record_steps, metric_steps)
+    if not len(lost):
+        return None
+    return (f"metrics.jsonl lacks {len(lost)} of the {len(record_steps)} recorded steps "
+            f"({int(lost[0])}..{int(lost[-1])})")

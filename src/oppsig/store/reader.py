@@ -15,7 +15,7 @@ import zarr
 from ..errors import ConfigError, OppsigWarning, StoreError
 from .format import (CHECKPOINTS, CONFIG, FORMAT_VERSION, META, METRICS, PROGRESS, STORE, ZARR_FORMAT,
                      check_zarr_format, read_json)
-from .integrity import Gap, find_gaps
+from .integrity import Gap, find_gaps, metrics_shortfall
 
 
 def _check_steps(steps: np.ndarray, path: Path) -> None:
@@ -28,6 +28,30 @@ def _check_steps(steps: np.ndarray, path: Path) -> None:
     if len(down):
         raise StoreError(f"{path / STORE}/steps is not increasing at row {down[0] + 1} (step {steps[down[0]]} then "
                          f"{steps[down[0] + 1]}); the store is damaged: restore it or re-create the run")
+
+
+def _settle_zarr(timeout: float = 10.0) -> None:
+    """Cancel and wait out the reads a failed zarr read left running on zarr's event loop.
+
+    When one chunk of a read fails, zarr's ``asyncio.gather`` raises at once and the reads of the other chunks
+    stay pending; destroyed at exit, each prints asyncio's "Task was destroyed but it is pending!". Settling them
+    here leaves the one-line error alone on stderr. Best effort: a failure to settle never hides the read error.
+    """
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def _settle() -> None:
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
+    try:
+        sync(_settle(), timeout=timeout + 1)
+    except Exception:  # noqa: BLE001 - the read error is what the caller reports
+        pass
 
 
 def _is_oppsig_config(d: Any) -> bool:
@@ -118,6 +142,7 @@ class RowBounded:
         except (IndexError, StoreError):
             raise
         except Exception as e:  # a damaged chunk: decompression or decoding failed
+            _settle_zarr()
             where = getattr(self._a, "path", "") or getattr(self._a, "name", "")
             raise StoreError(f"a chunk of the per-example array '{where}' is damaged and cannot be read "
                              f"({type(e).__name__}: {str(e)[:120]}); "
@@ -199,6 +224,7 @@ class Run:
             self.steps = np.asarray(arrays["steps"][:rows])
             self.index = np.asarray(arrays["index"][:])
         except Exception as e:  # a damaged chunk
+            _settle_zarr()
             raise StoreError(f"{store.name}/steps or index is damaged ({type(e).__name__}); restore it from a "
                              "backup or re-create the run") from None
         _check_steps(self.steps, self.path)
@@ -343,7 +369,22 @@ class Run:
                 out[k] = np.asarray(vals, dtype=np.int64)
             else:
                 out[k] = np.asarray([np.nan if v is None or isinstance(v, str) else v for v in vals], dtype=np.float64)
+        short = metrics_shortfall(out.get("step", np.zeros(0)) if p.exists() else None, self.steps)
+        if short and not bad and (self.path / CONFIG).exists() and self.attrs.get("writer") != "Recorder":
+            warnings.warn(f"{self.path}: {short}; the loss, lr and sharpness of those steps are unknown (resume "
+                          "the run from a checkpoint before them, or re-create it)", OppsigWarning, stacklevel=2)
         return out
+
+    @property
+    def config_changes(self) -> list[dict]:
+        """Settings changed when the run was resumed (meta.json): ``[{"step": s, "changes": {key: value}}]``."""
+        return list(self.meta.get("config_changes", []))
+
+    def config_at(self, step: int) -> Any:
+        """The config in force at ``step``: :attr:`config` (the run's first) with each change made at or before it."""
+        cfg = self.config
+        merged = {k: v for c in self.config_changes if c["step"] <= step for k, v in c["changes"].items()}
+        return cfg.replace(merged) if merged and hasattr(cfg, "replace") else cfg
 
     @property
     def checkpoint(self) -> Path | None:

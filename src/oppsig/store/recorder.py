@@ -27,6 +27,7 @@ from torch import nn
 
 from ..data.base import ArrayDataset
 from ..errors import StoreError
+from .fingerprint import run_fingerprint
 from .format import CONFIG, META, atomic_write, environment
 from .rundir import prepare_run_dir
 from .writer import MetricsWriter, StoreWriter
@@ -57,6 +58,10 @@ class Recorder:
             ``flush()``, e.g. :class:`oppsig.LiveAttribution`: each logged batch goes through
             it, and a loss spike prints one line and appends an event to ``events.jsonl``
             within the same ``log`` call.
+        dataset: the training set (an :class:`~oppsig.data.ArrayDataset`, or anything with ``x``, ``y`` and
+            ``index`` tensors) whose data fingerprint meta.json records, so that later readers check they
+            have the same data (:mod:`oppsig.store.fingerprint`); default: none, and readers warn that the
+            data cannot be checked.
 
     Several ``log`` calls may fill parts of one step (one per mini-batch); a
     step's row is complete when a later step is logged or on :meth:`close`.
@@ -87,6 +92,7 @@ class Recorder:
         chunk_steps: int = 32,
         sparse: bool = False,
         live=None,
+        dataset=None,
     ) -> None:
         if index is None:
             if num_examples is None or num_examples <= 0:
@@ -102,7 +108,10 @@ class Recorder:
                 import yaml
 
                 atomic_write(self.run_dir / CONFIG, yaml.safe_dump(config, sort_keys=False))
-            atomic_write(self.run_dir / META, json.dumps({**environment(), "writer": "Recorder"}, indent=1))
+            meta = {**environment(), "writer": "Recorder"}
+            if dataset is not None:
+                meta["fingerprint"] = run_fingerprint(dataset)
+            atomic_write(self.run_dir / META, json.dumps(meta, indent=1))
             self._w = StoreWriter(self.run_dir, _numpy(index), dtype=dtype, chunk_steps=chunk_steps,
                                   attrs={"config": config, "writer": "Recorder"})
             self._metrics = MetricsWriter(self.run_dir)

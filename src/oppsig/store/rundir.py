@@ -7,14 +7,17 @@ process is writing is never touched.
 
 What a run directory may hold is listed in :data:`RUN_MANIFEST`: the files the
 writers, ``detect``, ``report`` and ``export`` put there. ``overwrite`` removes
-exactly those; if the directory holds anything else (a user's notes, a
-symbolic link anywhere inside, a folder oppsig does not write), it refuses and
-names it, so that nothing of the user's is ever deleted. Links are never
-followed.
+exactly those, and inside its folders only the files it writes there, by name
+(:data:`_OWN_FILES`: ``last.pt``/``step_NNNNNN.pt``, zarr metadata and chunks,
+``group_NN.png``, TensorBoard event files); if the directory holds anything else
+anywhere (a user's notes, a symbolic link, a folder oppsig does not write), it
+refuses and names it, so that nothing of the user's is ever deleted. Links are
+never followed.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -34,6 +37,26 @@ RUN_MANIFEST: dict[str, str] = {
 }
 _TMP = re.compile(r"^\..+\.tmp$")  # an atomic write cut short (see format.atomic_write)
 
+# the files oppsig writes inside its folders, by name (a folder below them holds the same kind of files)
+_ZARR_FILE = re.compile(r"^(zarr\.json|\.zarray|\.zattrs|\.zgroup|\.zmetadata|\d+(\.\d+)*)$")
+_OWN_FILES: dict[str, re.Pattern] = {
+    CHECKPOINTS: re.compile(r"^(last\.pt|step_\d+\.pt)$"),
+    "signals": re.compile(r"^group_\d+\.png$"),
+    "tb": re.compile(r"^events\.out\.tfevents\..+$"),
+    STORE: _ZARR_FILE,
+}
+
+
+def _own_inside(folder: str, path: Path, is_dir: bool) -> bool:
+    """Whether ``path`` (below the run's folder ``folder``) is something oppsig writes there."""
+    name = path.name
+    if is_dir:
+        if folder == STORE:  # an array or group (it holds zarr metadata), or a folder of chunks
+            return name == "c" or name.isdigit() or any((path / m).is_file() for m in ("zarr.json", ".zarray",
+                                                                                         ".zgroup"))
+        return folder == "tb"  # TensorBoard writes a folder per tag of add_scalars
+    return bool(_OWN_FILES[folder].match(name) or _TMP.match(name))
+
 
 class RunLock:
     """An exclusive ``flock`` on ``<run_dir>/.lock``; a second writer gets :class:`RunLockedError`."""
@@ -52,9 +75,11 @@ class RunLock:
 
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.run_dir, os.W_OK):  # the lock file may exist; the run's files could not
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as e:
-            raise StoreError(f"cannot create the run directory {self.run_dir}: {e.strerror or e}") from None
+            raise StoreError(_cannot_create(self.run_dir, e)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -86,6 +111,16 @@ class RunLock:
         self.release()
 
 
+def _cannot_create(p: Path, e: OSError) -> str:
+    """The message of a run directory that cannot be created or locked: what it is, and the fix."""
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        where = p if p.exists() else next((q for q in p.parents if q.exists()), p)
+        fs = "on a read-only file system" if e.errno == errno.EROFS else "read-only for this user"
+        return (f"cannot write the run directory {p}: {where} is {fs} ({e.strerror}); make it writable "
+                f"(chmod u+w {where}) or choose another folder with --out-dir")
+    return f"cannot create the run directory {p}: {e.strerror or e}; fix the cause or choose another --out-dir"
+
+
 def start_over_command(run_dir: str | os.PathLike) -> str:
     """The command that starts the run in ``run_dir`` over from its saved config (replacing its record)."""
     p = Path(run_dir)
@@ -110,22 +145,26 @@ def foreign_entries(run_dir: str | os.PathLike) -> list[str]:
         elif kind == "file" and stat.S_ISREG(st.st_mode) or _TMP.match(child.name) and stat.S_ISREG(st.st_mode):
             continue
         elif kind == "dir" and stat.S_ISDIR(st.st_mode):
-            out += _foreign_inside(child, child.name)
+            out += _foreign_inside(child, child.name, child.name)
         else:
             out.append(child.name)
     return out
 
 
-def _foreign_inside(d: Path, rel: str) -> list[str]:
+def _foreign_inside(d: Path, rel: str, folder: str) -> list[str]:
+    """What the run's folder ``d`` holds that oppsig does not write there (a foreign folder is not entered)."""
     out = []
     for root, dirs, files in os.walk(d, followlinks=False):
-        for name in dirs + files:
+        for name in list(dirs) + files:
             q = Path(root) / name
             m = q.lstat().st_mode
+            shown = os.path.join(rel, os.path.relpath(q, d))
             if stat.S_ISLNK(m):
-                out.append(f"{os.path.join(rel, os.path.relpath(q, d))} (a symbolic link)")
-            elif not (stat.S_ISDIR(m) or stat.S_ISREG(m)):
-                out.append(os.path.join(rel, os.path.relpath(q, d)))
+                out.append(f"{shown} (a symbolic link)")
+            elif not (stat.S_ISDIR(m) or stat.S_ISREG(m)) or not _own_inside(folder, q, stat.S_ISDIR(m)):
+                out.append(shown)
+                if name in dirs:
+                    dirs.remove(name)
     return out
 
 
@@ -157,8 +196,13 @@ def prepare_run_dir(run_dir: str | os.PathLike, overwrite: bool = False) -> RunL
         StoreError: the directory cannot be created or cleared.
     """
     p = Path(run_dir)
-    if p.is_symlink() or (p.exists() and not p.is_dir()):
-        raise StoreError(f"cannot create the run directory {p}: it exists and is not a directory")
+    if p.is_symlink():
+        raise StoreError(f"cannot use the run directory {p}: it is a symbolic link (to {os.readlink(p)}), and oppsig "
+                         f"does not write through links; pass the real folder (--out-dir={p.resolve().parent} "
+                         f"--name={p.resolve().name}) or remove the link")
+    if p.exists() and not p.is_dir():
+        raise StoreError(f"cannot create the run directory {p}: a file of that name exists; move it away or "
+                         "choose another run name (--name)")
     if p.exists() and holds_run(p) and not overwrite:
         raise RunExistsError(f"{p} already holds a run; pass --overwrite (overwrite=True) to replace it, "
                              f"--resume to continue it, or choose another name")

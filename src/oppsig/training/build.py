@@ -32,6 +32,7 @@ from ..errors import ConfigError, StoreError
 from ..losses import LossFn, get_loss
 from ..models import build_from_config
 from ..optim import build_optimizer, is_full_batch, lr_at
+from ..store.format import CONFIG
 
 PROBE_SEED_OFFSET = 7
 """A mini-batch run's probe subset is drawn with seed ``cfg.seed + PROBE_SEED_OFFSET``: a stream apart from the
@@ -74,6 +75,8 @@ class TrainOptions:
         branch_from: a checkpoint dict (see :func:`~oppsig.training.load_checkpoint`) to start from: its
             model, step and RNG state (and optimiser state when the optimiser is the same).
         example_weights: float (N,) weight of each training example in the loss (default all 1).
+        resume_overrides: with ``resume``, the dotted keys set for this resume (``oppsig train --resume RUN
+            --optim.lr=0.1``): their values in ``cfg`` are used even where they equal the first config's.
     """
 
     run_dir: str | Path | None = "auto"
@@ -84,6 +87,7 @@ class TrainOptions:
     data: tuple[ArrayDataset, ArrayDataset | None] | None = None
     branch_from: dict | None = None
     example_weights: torch.Tensor | None = None
+    resume_overrides: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,20 +170,38 @@ def _record_ids(probe_set: ArrayDataset, per_token: bool, tokens: int) -> np.nda
     return ids
 
 
+def _check_curvature(cfg: Config, model: nn.Module) -> None:
+    """Refuse curvature settings the measurement cannot meet, before the run directory is touched."""
+    c = cfg.curvature
+    k = min(c.top_k, sum(q.numel() for q in model.parameters()))
+    if k > c.max_iter:
+        raise ConfigError(f"curvature.top_k={c.top_k} needs at least {k} Hessian-vector products per solve but "
+                          f"curvature.max_iter={c.max_iter}; pass --curvature.max_iter={k} (or more) or a smaller "
+                          "--curvature.top_k")
+
+
 def build_run(cfg: Config, options: TrainOptions | None = None) -> RunParts:
     """Build the parts of a run as ``cfg`` and ``options`` say (seeded: ``torch.manual_seed(cfg.seed)``).
 
+    With ``options.resume``, the run is built with the settings in force at the run's end and the changes
+    ``cfg`` asks for (see :mod:`oppsig.training.changes`).
+
     Raises:
-        ConfigError: the device is not available.
+        ConfigError: the device is not available, or a resume changes a setting that cannot change mid-run.
         StoreError: the training set is empty, or ``record.mode`` records mini-batches of a full-batch run.
         DataNotFoundError: the data set is not on disk.
     """
     from ..distributed import context_from_env, device_for
 
     options = options if options is not None else TrainOptions()
+    run_dir = _run_dir(cfg, options.run_dir)
+    if options.resume and run_dir is not None and (run_dir / CONFIG).is_file():
+        from .changes import resumed_config
+
+        # the settings in force at the run's end, with the asked changes
+        cfg = resumed_config(run_dir, cfg, options.resume_overrides)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    run_dir = _run_dir(cfg, options.run_dir)
     dist = context_from_env(cfg.device)
     device = device_for(dist, resolve_device(cfg.device))
     if device.type == "cuda":  # training precision as asked; curvature always runs in full float32
@@ -199,6 +221,7 @@ def build_run(cfg: Config, options: TrainOptions | None = None) -> RunParts:
     full_batch = is_full_batch(cfg.optim) or cfg.train.batch_size >= len(train_set)
     hooks = list(options.hooks)
     if cfg.curvature.every > 0:
+        _check_curvature(cfg, model)
         from ..curvature.hook import CurvatureHook
 
         hooks.insert(0, CurvatureHook(cfg.curvature))

@@ -21,6 +21,8 @@ Example:
 from __future__ import annotations
 
 import os
+import pickle
+import struct
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -94,7 +96,10 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """Load a checkpoint with ``weights_only=True`` (no arbitrary objects are unpickled).
 
     Raises:
-        StoreError: when the file is missing, truncated or not a checkpoint.
+        StoreError: when the file is missing.
+        DamagedCheckpointError: when it is truncated, damaged or not an oppsig checkpoint.
+        LoadFailedError: when it cannot be loaded for another reason (out of memory, a device this machine
+            lacks, a read error): not damage, so no older checkpoint is resumed instead.
     """
     p = Path(path)
     if p.is_dir():
@@ -103,13 +108,50 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise StoreError(f"no checkpoint at {p}")
     try:
         state = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated zip, bad magic, unsafe object...
-        raise StoreError(f"checkpoint {p} is damaged or not an oppsig checkpoint ({type(e).__name__}); "
-                         "--resume continues from the newest intact checkpoint (a kept step_*.pt), "
-                         "or start over with --overwrite") from None
+    except _DAMAGE as e:  # truncated zip, bad magic, unsafe object...
+        _not_damage(e, p, map_location)
+        raise DamagedCheckpointError(
+            p, f"checkpoint {p} is damaged or not an oppsig checkpoint ({type(e).__name__}); --resume continues "
+               "from the newest intact checkpoint (a kept step_*.pt), or start over with --overwrite") from None
+    except (MemoryError, OSError) as e:
+        _not_damage(e, p, map_location)
+        raise
     if not isinstance(state, dict) or "model" not in state or not isinstance(state.get("step"), int):
-        raise StoreError(f"checkpoint {p} lacks model or step; it is not an oppsig checkpoint")
+        raise DamagedCheckpointError(p, f"checkpoint {p} lacks model or step; it is not an oppsig checkpoint")
     return state
+
+
+# what a damaged file raises in torch.load (a RuntimeError that is not about memory or a device)
+_DAMAGE = (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, KeyError, IndexError, TypeError,
+           AttributeError, struct.error)
+
+
+def _not_damage(e: BaseException, p: Path, map_location) -> None:
+    """Raise the error of a load that failed for a reason other than damage (memory, device, a read error)."""
+    if isinstance(e, (torch.OutOfMemoryError, MemoryError)):
+        raise LoadFailedError(f"out of memory while loading the checkpoint {p} (onto {map_location}); free memory "
+                              "(other processes?) and resume again, or resume on another device with --device=cpu"
+                              ) from None
+    if isinstance(e, OSError):
+        raise LoadFailedError(f"cannot read the checkpoint {p} ({e.strerror or e}); fix the cause (permissions, "
+                              "a disk error) and resume again") from None
+    msg = (str(e).strip().splitlines() or [""])[0]
+    if isinstance(e, RuntimeError) and ("device" in msg.lower() or "cuda" in msg.lower()):
+        raise LoadFailedError(f"cannot load the checkpoint {p} onto {map_location}: {msg[:160]}; resume on a "
+                              "device this machine has, e.g. --device=cpu") from None
+
+
+class LoadFailedError(StoreError):
+    """A checkpoint that may be intact could not be loaded here (memory, device, a read error): not damage."""
+
+
+class DamagedCheckpointError(StoreError):
+    """A checkpoint file that is damaged or not an oppsig checkpoint; ``path`` names it. The message advises
+    training (``--resume``, ``--overwrite``); commands that only read a run give their own advice."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(message)
+        self.path = Path(path)
 
 
 def newest_intact(run_dir: str | os.PathLike, usable=None, map_location="cpu") -> tuple[dict, Path, list[str]]:
@@ -139,7 +181,9 @@ def newest_intact(run_dir: str | os.PathLike, usable=None, map_location="cpu") -
         ident = (p.stat().st_dev, p.stat().st_ino)
         try:
             state = load_checkpoint(p, map_location=map_location)
-        except StoreError:
+        except LoadFailedError:  # not damage: a resume from an older checkpoint would hide it
+            raise
+        except DamagedCheckpointError:
             if ident not in seen:
                 skipped.append(f"{p.name} is damaged")
             seen.add(ident)

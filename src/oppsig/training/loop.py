@@ -26,11 +26,12 @@ from torch import nn
 
 from ..config import Config
 from ..data.base import ArrayDataset
-from ..errors import DivergenceError
+from ..errors import DivergenceError, StoreError
 from ..store.recorder import probe_losses
+from ..store.rundir import start_over_command
 from . import hooks as hook_api
 from .build import RunParts, TrainOptions, build_run, resolve_device
-from .checkpoint import hook_states, save_checkpoint
+from .checkpoint import checkpoint_path, hook_states, list_checkpoints, save_checkpoint
 from .hooks import TrainState
 from .progress import Progress
 from .record import Outputs, numpy, open_outputs, probe, record_row, update_meta
@@ -86,13 +87,27 @@ def run(p: RunParts) -> TrainResult:
         out = open_outputs(p, start)
         if not start.resuming and p.cfg.train.keep_checkpoints and p.cfg.train.checkpoint_every:
             _checkpoint(p, out, start.step, start.wall)  # the starting point, so any step can be replayed exactly
-        return _loop(p, out, start.step, start.wall)
+        try:
+            return _loop(p, out, start.step, start.wall)
+        except StoreError as e:
+            raise _without_resume_point(p, e) from None
     finally:
         if out is not None and out.metrics is not None:
             out.metrics.close()
         if lock is not None:
             lock.release()
         p.dist.close()  # the process group it started, if any (not one a caller started)
+
+
+def _without_resume_point(p: RunParts, e: StoreError) -> StoreError:
+    """A write error that advises a resume, where there is no checkpoint to resume from: advise starting over."""
+    text = str(e)
+    if not p.writes or "and resume the run" not in text or checkpoint_path(p.run_dir).exists() \
+            or list_checkpoints(p.run_dir):
+        return e
+    return StoreError(f"{text.split('; fix the cause')[0]}; no checkpoint was written yet to resume from "
+                      f"(train.checkpoint_every={p.cfg.train.checkpoint_every}): fix the cause (e.g. free disk "
+                      f"space) and start over with `{start_over_command(p.run_dir)}`")
 
 
 def _loop(p: RunParts, out: Outputs, start: int, wall0: float) -> TrainResult:

@@ -15,9 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import from_dict
+from ..store.fingerprint import run_fingerprint
 from ..store.format import CONFIG, META, atomic_write, environment, read_json
 from ..store.recorder import probe_losses
 from ..store.writer import MetricsWriter, StoreWriter
+from .changes import first_config
 
 # what meta.json says about how a run ended (removed when it is resumed, written again when it ends)
 _END_KEYS = ("finished", "stopped", "next_step", "wall_time", "final", "diverged_at", "loss")
@@ -31,6 +34,7 @@ class Start:
     wall: float = 0.0
     resuming: bool = False
     resumed_from: dict | None = None  # {"checkpoint": file name, "skipped": [why each newer one was passed over]}
+    config_changes: tuple = ()  # the run's settings changed on resume, [{"step": s, "changes": {key: value}}]
 
 
 @dataclass(frozen=True)
@@ -64,12 +68,15 @@ def update_meta(run_dir, facts: dict) -> None:
 def _write_meta(parts, start: Start) -> None:
     rd = parts.run_dir
     meta = {**environment(), "device": str(parts.device), "data": parts.train_set.name,
-            "num_examples": len(parts.train_set), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "num_examples": len(parts.train_set), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "fingerprint": run_fingerprint(parts.train_set, parts.probe_set)}
     if start.resuming and (rd / META).exists():
         old = read_json(rd / META)
         ended = {k: old.pop(k) for k in _END_KEYS if k in old}  # this segment's end replaces them
         entry = {"step": start.step, **(start.resumed_from or {}), "after": ended.get("stopped"), **meta}
-        meta = {**old, "resumed": old.get("resumed", []) + [entry]}
+        meta = {**old, "resumed": old.get("resumed", []) + [entry], "config_changes": list(start.config_changes)}
+        if not start.config_changes:
+            meta.pop("config_changes")
     else:
         meta["first_step"] = start.step
     atomic_write(rd / META, json.dumps(meta, indent=1))
@@ -80,7 +87,8 @@ def open_outputs(parts, start: Start) -> Outputs:
     cfg, rd, resuming = parts.cfg, parts.run_dir, start.resuming
     if not parts.writes:
         return Outputs()
-    atomic_write(rd / CONFIG, cfg.to_yaml())
+    # config.yaml stays the run's first config; a resume's changes are in meta.json (see training.changes)
+    atomic_write(rd / CONFIG, from_dict(first_config(rd)).to_yaml() if resuming else cfg.to_yaml())
     _write_meta(parts, start)
     store = batches = None
     if cfg.record.enabled:

@@ -53,6 +53,21 @@ def _available(device: torch.device) -> bool:
     return False
 
 
+def _config_between(run, start: int, step: int):
+    """The config in force over the replayed steps ``start .. step - 1`` (the same at each of them).
+
+    Raises:
+        StoreError: a setting changed within them (a resume from a checkpoint that was not kept).
+    """
+    mid = [c["step"] for c in getattr(run, "config_changes", []) if start < c["step"] < step]
+    if mid:
+        raise StoreError(f"{run.path} changed its settings at step {mid[0]} (meta.json config_changes), between the "
+                         f"kept checkpoint of step {start} and step {step}, and no checkpoint of step {mid[0]} is "
+                         f"kept; replay cannot apply the change exactly: measure at a step before {mid[0]} or from "
+                         "one on")
+    return run.config_at(start) if hasattr(run, "config_at") else run.config
+
+
 def model_at(run, step: int, data=None, device: str | None = None, progress: bool = False):
     """The run's model at parameters theta_step, replayed from the last kept checkpoint at or before ``step``.
 
@@ -66,7 +81,8 @@ def model_at(run, step: int, data=None, device: str | None = None, progress: boo
 
     Returns:
         ``(model, train_set)``; the model is on the replay device in train mode,
-        trained with the run's own precision settings (``dtype``, ``tf32``, ``bf16``).
+        trained with the run's own precision settings (``dtype``, ``tf32``, ``bf16``) and the settings in force
+        at each replayed step (a resume that changed the lr: see :mod:`oppsig.training.changes`).
 
     Raises:
         StoreError: when the run was not trained by oppsig, kept no checkpoint
@@ -97,6 +113,7 @@ def model_at(run, step: int, data=None, device: str | None = None, progress: boo
         raise StoreError(f"{run.path} kept no checkpoint at or before step {step} ({have}); replay needs one: "
                          "train with train.checkpoint_every=N (step 0 is kept too), or measure at a later step")
     start = max(kept)
+    cfg = _config_between(run, start, step)
     ckpt = load_checkpoint(kept[start])
     if data is None:
         from ..data import build_datasets

@@ -1,10 +1,12 @@
 """Where a run starts: a new run directory, the resume point of an existing one, or another run's checkpoint.
 
-A run resumes from the newest intact checkpoint whose steps its record holds (``last.pt``, else the
-newest kept ``step_*.pt``; :func:`~oppsig.training.checkpoint.newest_intact`): the record's extent
-comes from :func:`~oppsig.store.integrity.record_extent`, and a checkpoint past it is passed over
-with a warning (the later steps are recomputed). A record whose bookkeeping is damaged is not cut
-blindly: resuming it is refused.
+A run resumes from the newest intact checkpoint whose steps its record and ``metrics.jsonl`` hold
+(``last.pt``, else the newest kept ``step_*.pt``; :func:`~oppsig.training.checkpoint.newest_intact`):
+their extents come from :func:`~oppsig.store.integrity.record_extent` and
+:func:`~oppsig.store.integrity.metrics_extent`, and a checkpoint past either is passed over
+with a warning (the later steps are recomputed). A run that already finished is not resumed (nothing
+changes) unless the resume raises ``train.steps`` (or changes the goal it stopped at). A record whose
+bookkeeping is damaged is not cut blindly: resuming it is refused.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import warnings
 import torch
 
 from ..errors import OppsigWarning, StoreError
-from ..store.format import META, STORE, read_json
-from ..store.integrity import record_extent
+from ..store.format import META, METRICS, STORE, read_json
+from ..store.integrity import metrics_extent, read_metric_steps, record_extent
 from ..store.rundir import RunLock, prepare_run_dir, start_over_command
+from .changes import config_in_force, first_config, history, record_change
 from .checkpoint import load_hook_states, newest_intact
 from .record import Start
 
@@ -75,21 +78,58 @@ def _record_limit(parts) -> tuple[int, str]:
     return record_extent(run.steps, run.losses.gaps + run.correct.gaps, first, parts.cfg.record.every)
 
 
-def resume_point(parts) -> Start:
-    """Load the newest intact checkpoint whose steps the record holds (last.pt, else a kept one)."""
-    usable = None
+def _limits(parts) -> list[tuple[int, str, str]]:
+    """``(limit, why, what)``: the record (when on) and metrics.jsonl hold every step before ``limit``."""
+    rd = parts.run_dir
+    out = []
     if parts.cfg.record.enabled:
-        limit, why = _record_limit(parts)  # raises when the record's bookkeeping is damaged
+        out.append(_record_limit(parts) + ("the record",))  # raises when the record's bookkeeping is damaged
+    meta = read_json(rd / META) if (rd / META).exists() else {}
+    first = meta.get("first_step", 0)
+    return out + [metrics_extent(read_metric_steps(rd / METRICS), first if isinstance(first, int) else 0)
+                  + ("metrics.jsonl",)]
 
-        def usable(step: int) -> str | None:
-            return None if step <= limit else f"the record is intact only before step {limit} ({why})"
+
+def resume_point(parts) -> Start:
+    """Load the newest intact checkpoint whose steps the record and metrics.jsonl hold (last.pt, else a kept one).
+
+    Raises:
+        StoreError: no such checkpoint, or the run already finished (nothing is changed then).
+        ConfigError: the resume changes a setting that cannot change mid-run.
+    """
+    limits = _limits(parts)
+
+    def usable(step: int) -> str | None:
+        return next((f"{what} is intact only before step {limit} ({why})" for limit, why, what in limits
+                     if step > limit), None)
 
     ckpt, path, skipped = newest_intact(parts.run_dir, usable, map_location=parts.device)
+    step = int(ckpt["step"])
+    first = first_config(parts.run_dir)
+    _refuse_finished(parts, step, first)
+    changes = record_change(parts.run_dir, first, step, parts.cfg)
     if skipped:
-        warnings.warn(f"{parts.run_dir}: resuming from {path.name} at step {ckpt['step']} "
+        warnings.warn(f"{parts.run_dir}: resuming from {path.name} at step {step} "
                       f"({'; '.join(skipped)}); later steps are recomputed", OppsigWarning, stacklevel=3)
     step, wall = load_run_state(parts, ckpt)
-    return Start(step, wall, True, {"checkpoint": path.name, "skipped": skipped})
+    return Start(step, wall, True, {"checkpoint": path.name, "skipped": skipped}, tuple(changes))
+
+
+def _refuse_finished(parts, step: int, first: dict) -> None:
+    """Refuse to resume a run that reached its end (its last step, or a goal that still holds)."""
+    rd, t = parts.run_dir, parts.cfg.train
+    if step >= t.steps:
+        raise StoreError(f"{rd} already finished: it reached step {step} of train.steps={t.steps}, nothing was "
+                         f"changed; to train it further raise train.steps, e.g. `oppsig train --resume {rd} "
+                         f"--train.steps={step + max(step, 1)}`")
+    meta = read_json(rd / META) if (rd / META).exists() else {}
+    goal = meta.get("stopped")
+    if goal in ("loss_goal", "acc_goal") and meta.get("next_step") == step:
+        was = config_in_force(first, history(rd), step).train
+        if getattr(was, goal) == getattr(t, goal):
+            raise StoreError(f"{rd} already finished: it reached train.{goal}={getattr(t, goal)} at step {step}, "
+                             f"nothing was changed; to train it further change train.{goal} (null: none), e.g. "
+                             f"`oppsig train --resume {rd} --train.{goal}=null`")
 
 
 def load_run_state(parts, ckpt: dict) -> tuple[int, float]:
