@@ -31,9 +31,10 @@ class ReplayWarning(UserWarning):
 def run_device(run) -> str:
     """The device a run was trained on: ``meta.json``'s ``device`` (e.g. ``cuda:0``), else its config's.
 
-    Example (a run trained on the CPU):
-        >>> run_device(open_run("runs/demo-cifar10"))  # doctest: +SKIP
-        'cpu'
+    Example (``run`` is what :func:`~oppsig.store.open_run` returns; any object with ``meta`` will do):
+        >>> from types import SimpleNamespace
+        >>> run_device(SimpleNamespace(meta={"device": "cuda:0"}))
+        'cuda:0'
     """
     meta = getattr(run, "meta", None) or {}
     if not meta and hasattr(run, "path"):
