@@ -60,15 +60,16 @@ def fmt(x: float) -> str:
     return f"{x * 1000:8.1f} ms"
 
 
-def timed_run(cfg, data, steps: int, record: bool, keep: Path | None = None) -> np.ndarray:
-    """Per-step wall times of ``oppsig.train`` for ``steps`` steps (recording on or off), in a temporary run dir."""
+def timed_run(cfg, data, steps: int, record: bool, keep: Path | None = None, hooks=()) -> np.ndarray:
+    """Per-step wall times of ``oppsig.train`` for ``steps`` steps (recording on or off), in a temporary run dir,
+    with ``hooks`` (before the timer's)."""
     from oppsig.training import train
 
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as d:
         out = keep if keep is not None else Path(d)
         c = cfg.replace([f"train.steps={steps + 1}", f"record.enabled={str(record).lower()}", f"out_dir={out}"])
-        train(c, hooks=[timer], progress=False, data=data, overwrite=True)
+        train(c, hooks=[*hooks, timer], progress=False, data=data, overwrite=True)
     return timer.per_step()
 
 
