@@ -195,7 +195,8 @@ values = st.one_of(
 keys = st.sampled_from([f"{s}.{k}" for s, ks in SECTIONS.items() for k in ks] + ["optim.lrr", "bogus.key", "name"])
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(keys, values, min_size=1, max_size=3))
 def test_fuzzed_configs_validate_or_name_the_key(overrides):
     try:

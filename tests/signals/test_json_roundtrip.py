@@ -76,14 +76,23 @@ def same(a, b) -> bool:
     return a == b
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(RESULT)
 def test_signals_json_reads_back_what_it_wrote(tmp_path, result):
     p = write_signals_json(result, tmp_path / "signals.json")
     json.loads(p.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
     back = read_signals_json(p)
     assert same(back, result), (back, result)
+
+
+def test_a_string_field_spelled_like_a_non_finite_float_stays_a_string(tmp_path):
+    """A string field reads back as the string it was, even "NaN" or "Infinity" (the spellings of non-finite
+    floats in float fields)."""
+    pairs = tuple(Pair(0, 1, corr=-0.5, strength=1.0, swing=1.0, spike_share=1.0, view=v)
+                  for v in ("Infinity", "NaN", "-Infinity"))
+    back = read_signals_json(write_signals_json(SignalsResult(3, 2, rejected_pairs=pairs), tmp_path / "s.json"))
+    assert [p.view for p in back.rejected_pairs] == ["Infinity", "NaN", "-Infinity"]
 
 
 def test_float_or_none_fields_keep_nan_apart_from_none(tmp_path):
@@ -133,7 +142,8 @@ EVENT = st.builds(SpikeEvent, step=INT, loss=FLOAT, baseline=FLOAT, rise=FLOAT, 
                   sharpness=OPT_FLOAT, threshold=OPT_FLOAT, message=TEXT)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(EVENT, min_size=1, max_size=3))
 def test_events_read_back_what_was_written(tmp_path, events):
     run = tmp_path / "run"

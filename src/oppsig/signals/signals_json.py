@@ -171,6 +171,8 @@ def _value(v: Any, t: str, where: str) -> Any:
         return _float(v, where, optional=t.endswith("None"))
     if v is None:
         return None
+    if t == "str":  # a string field keeps its text, "NaN" and "Infinity" included
+        return v
     if t == "tuple[float, ...]":
         return tuple(_float(x, f"{where}[{i}]") for i, x in enumerate(v))
     if t == "dict[str, float]":
