@@ -4,8 +4,9 @@ For one family (its shipped config in configs/), in one process and interleaved 
 hits every variant alike), it times
   plain      a plain PyTorch loop: the same model, data, batches (physical batches too) and optimiser
   off        ``oppsig.train`` with record off, curvature.every=0, live off
-  record     + the record as the config sets it (gpt: none, its record is the probe)
-  probe      + the probe (cnn-sgd: record.mode=both, 1,000 examples every 25 steps; gpt: the config's record)
+  record     + the record as the config sets it (mini-batch: the batch record; gpt: none, its record is the probe)
+  probe      + the probe (mini-batch: the default probe subset as planned from record.budget for the config's
+             length; gpt: the config's record)
   sharpness  + sharpness tracking at the config's curvature interval (cnn-sgd, gpt: none in the config)
   live       + live attribution (live.enabled=true, a LiveHook)
 A stage the config lacks costs nothing and is reported as not applying. Each variant's figure is its mean
@@ -41,12 +42,14 @@ from oppsig.live import LiveHook
 from oppsig.losses import get_loss
 from oppsig.models import build_from_config
 from oppsig.optim import build_optimizer, is_full_batch
+from oppsig.store.probe_plan import plan_probe
 from oppsig.training import batch_rows
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 FAMILIES = {
     "fc-tanh-gd": "fc-tanh-ce-gd-cifar5k.yaml",
     "cnn-sgd": "cnn-sgd-minibatch-cifar10k.yaml",
+    "fc-tanh-sgd": "fc-tanh-ce-sgd-cifar5k.yaml",
     "resnet18": "resnet18-gd-cifar2k.yaml",
     "vgg11": "vgg11-gd-cifar2k.yaml",
     "vit": "vit-gd-cifar2k.yaml",
@@ -58,12 +61,20 @@ SKIP = 2  # warm-up steps left out of every round
 
 
 def stages(family: str, cfg, n: int) -> dict[str, list[str] | None]:
-    """Each watching stage's overrides on top of the variant before it (None: the config has no such stage)."""
-    probe = {"cnn-sgd": ["record.mode=both", "record.every=25", f"record.probe_n={min(1000, n)}"],
-             "gpt": ["record.enabled=true"]}.get(family)
+    """Each watching stage's overrides on top of the variant before it (None: the config has no such stage).
+
+    A mini-batch config's record is its batch record; its probe is the default one, as planned for the config's
+    own length (``record.budget``; :func:`~oppsig.store.probe_plan.plan_probe`), whatever ``--steps`` times."""
+    minibatch = not is_full_batch(cfg.optim) and family != "gpt"
+    probe = {"gpt": ["record.enabled=true"]}.get(family)
+    record = None if family == "gpt" else ["record.enabled=true"] + (["record.mode=batch"] if minibatch else [])
+    if minibatch:
+        plan = plan_probe(n, cfg.train.batch_size, cfg.train.steps, cfg.record.budget, every=cfg.record.every,
+                          n=cfg.record.probe_n)
+        probe = ["record.mode=both", f"record.every={plan.every}", f"record.probe_n={plan.n}"]
     curv = cfg.curvature.every
     return {"off": ["record.enabled=false", "curvature.every=0", "live.enabled=false"],
-            "record": None if family == "gpt" else ["record.enabled=true"],
+            "record": record,
             "probe": probe,
             "sharpness": [f"curvature.every={curv}"] if curv > 0 else None,
             "live": ["live.enabled=true"]}

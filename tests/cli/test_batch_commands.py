@@ -18,7 +18,7 @@ def sgd_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     argv = ["train", str(ROOT / "configs" / "synthetic-gd.yaml"), *TINY_RUN, "--curvature.every=0",
             "--optim.name=sgd", "--optim.momentum=0.9", "--train.batch_size=32", "--train.steps=40",
-            "--record.mode=both", "--record.every=4", f"--out_dir={out}", "--name=sgd"]
+            "--record.mode=both", "--record.every=4", "--record.probe_n=128", f"--out_dir={out}", "--name=sgd"]
     assert main(argv) == 0
     return out / "sgd"
 

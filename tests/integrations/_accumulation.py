@@ -1,9 +1,22 @@
-"""What the gradient-accumulation tests of both callbacks check of a run."""
+"""What the gradient-accumulation tests of both callbacks check of a run, and the batch record as a matrix."""
 
 import numpy as np
 import torch
 
 from oppsig import open_run
+
+
+def batch_matrix(run) -> tuple[list[int], np.ndarray]:
+    """The steps of a run's sparse batch record and its entries as a (steps, N) matrix, NaN where not recorded
+    (each entry exactly once)."""
+    step, col, loss, _ = run.batches.arrays()
+    steps = sorted({int(s) for s in step})
+    L = np.full((len(steps), run.batches.n_examples), np.nan, dtype=np.float32)
+    row = {s: k for k, s in enumerate(steps)}
+    for s, c, v in zip(step, col, loss):
+        assert np.isnan(L[row[int(s)], c])  # one entry per example and step
+        L[row[int(s)], c] = v
+    return steps, L
 
 
 def check_accumulated(run_dir, micro: list[tuple[int, torch.Tensor, torch.Tensor]], n_steps: int,
@@ -12,9 +25,9 @@ def check_accumulated(run_dir, micro: list[tuple[int, torch.Tensor, torch.Tensor
     update they went into. ``micro``: (global step at the forward, ids, reference losses) of every training
     micro-batch."""
     run = open_run(run_dir)
-    assert list(run.steps) == list(range(n_steps))
-    L = np.asarray(run.losses[:])
-    cols = {int(i): k for k, i in enumerate(run.index)}
+    steps, L = batch_matrix(run)
+    assert steps == list(range(n_steps))
+    cols = {int(i): k for k, i in enumerate(run.batches.index)}
     seen = np.zeros(L.shape, dtype=int)
     for step, ids, ref in micro:
         c = [cols[int(i)] for i in ids]

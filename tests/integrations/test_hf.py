@@ -15,7 +15,7 @@ from oppsig import open_run  # noqa: E402
 from oppsig.integrations.hf import OppsigCallback, sequence_losses, with_ids  # noqa: E402
 from oppsig.live import read_events  # noqa: E402
 
-from ._accumulation import check_accumulated  # noqa: E402
+from ._accumulation import batch_matrix, check_accumulated  # noqa: E402
 
 
 class Seqs(torch.utils.data.Dataset):
@@ -85,11 +85,11 @@ def test_records_the_trainers_own_forward(tmp_path):
     x = _random_tokens()
     model = _gpt(20, 16)
     seen = _watch_forwards(model)
-    cb = OppsigCallback(tmp_path / "run", num_examples=len(x), live=False)
+    cb = OppsigCallback(tmp_path / "run", num_examples=len(x), live=False, budget=0)  # no probe forwards
     Trainer(model=model, args=_args(tmp_path, 6, 16), train_dataset=with_ids(Seqs(x)), callbacks=[cb]).train()
     run = open_run(tmp_path / "run")
-    assert list(run.steps) == list(range(6)) and len(seen) == 6
-    L = np.asarray(run.losses[:])
+    steps, L = batch_matrix(run)  # mini-batches of 16 of 64: the sparse batch record
+    assert steps == list(range(6)) and len(seen) == 6 and run.rows == 0
     for t, (_, ids, ref) in enumerate(seen):
         np.testing.assert_allclose(L[t, ids.numpy()], ref.numpy(), rtol=1e-5)
         assert np.isnan(np.delete(L[t], ids.numpy())).all()
@@ -100,7 +100,7 @@ def test_gradient_accumulation_is_one_step(tmp_path):
     cb = OppsigCallback(tmp_path / "run", num_examples=len(x), live=False)
     Trainer(model=_gpt(20, 16), args=_args(tmp_path, 3, 8, gradient_accumulation_steps=4),
             train_dataset=with_ids(Seqs(x)), callbacks=[cb]).train()
-    L = np.asarray(open_run(tmp_path / "run").losses[:])
+    steps, L = batch_matrix(open_run(tmp_path / "run"))
     assert L.shape == (3, 64) and (np.isfinite(L).sum(1) == 32).all()
 
 
@@ -109,7 +109,7 @@ def test_gradient_accumulation_records_each_micro_batch_under_its_update(tmp_pat
     model = _gpt(20, 16)
     trainer = []
     micro = _watch_forwards(model, lambda: trainer[0].state.global_step)
-    cb = OppsigCallback(tmp_path / "run", num_examples=len(x), live=False)
+    cb = OppsigCallback(tmp_path / "run", num_examples=len(x), live=False, budget=0)  # no probe forwards
     # 48 sequences, micro-batches of 8, 2 per update: 3 updates an epoch; 5 updates cross into the second epoch
     trainer.append(Trainer(model=model, args=_args(tmp_path, 5, 8, gradient_accumulation_steps=2),
                            train_dataset=with_ids(Seqs(x)), callbacks=[cb]))

@@ -12,7 +12,7 @@ from oppsig import open_run  # noqa: E402
 from oppsig.integrations.lightning import OppsigCallback  # noqa: E402
 from oppsig.live import read_events  # noqa: E402
 
-from ._accumulation import check_accumulated  # noqa: E402
+from ._accumulation import batch_matrix, check_accumulated  # noqa: E402
 
 
 class Net(L.LightningModule):
@@ -65,11 +65,11 @@ def test_records_the_batches_own_losses(tiny_data, tmp_path):
     cb = OppsigCallback(tmp_path / "run", index=ds.index.numpy(), live=False)
     _fit(net, cb, _loader(ds, 32), steps=12)
     run = open_run(tmp_path / "run")
-    assert list(run.steps) == list(range(12))
-    L_ = np.asarray(run.losses[:])
-    cols = {int(i): k for k, i in enumerate(run.index)}
+    steps, L_ = batch_matrix(run)  # mini-batches of 32 of 128: the sparse batch record
+    assert steps == list(range(12))
+    cols = {int(i): k for k, i in enumerate(run.batches.index)}
     for t, (idx, losses) in net.seen.items():
-        row = np.full(len(run.index), np.nan, dtype=np.float32)
+        row = np.full(len(cols), np.nan, dtype=np.float32)
         row[[cols[int(i)] for i in idx]] = losses.numpy()
         np.testing.assert_array_equal(L_[t], row)  # exactly the training forward's losses, by id
     assert "loss" in run.metrics and len(run.metrics["loss"]) == 12

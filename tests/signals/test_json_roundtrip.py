@@ -16,7 +16,7 @@ from oppsig.errors import DataFormatError  # noqa: E402
 from oppsig.live.events import SpikeEvent, append_event, read_events  # noqa: E402
 from oppsig.signals import read_signals_json, write_signals_json  # noqa: E402
 from oppsig.signals.result import (  # noqa: E402
-    AntiPhase, Coherence, Group, Pair, Recurring, SignalsResult, Spike, Verification,
+    AntiPhase, Coherence, Extension, Group, Pair, Recurring, SignalsResult, Spike, Verification,
 )
 
 FLOAT = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([math.nan, math.inf, -math.inf]))
@@ -51,7 +51,8 @@ RESULT = _record(
     total_loss=st.lists(FLOAT, max_size=4).map(lambda v: np.asarray(v, dtype=np.float64)),
     spikes=st.lists(_record(Spike), max_size=2).map(tuple),
     recurring=st.lists(_record(Recurring), max_size=2).map(tuple),
-    groups=st.lists(_record(Group, direction=DIRECTION), max_size=2).map(tuple),
+    groups=st.lists(_record(Group, direction=DIRECTION, extension=st.one_of(st.none(), _record(Extension))),
+                    max_size=2).map(tuple),
     pairs=st.lists(PAIR, max_size=2).map(tuple), rejected_pairs=st.lists(PAIR, max_size=2).map(tuple),
     verifications=st.lists(_record(Verification), max_size=2).map(tuple),
     config=st.dictionaries(TEXT, FREE, max_size=3), dataset=st.dictionaries(TEXT, FREE, max_size=3),

@@ -82,7 +82,8 @@ def test_recorder_sparse_from_a_plain_loop(tmp_path):
 
 
 def test_sgd_batch_record_equals_training_forward(tiny_cfg):
-    cfg = tiny_cfg("optim.name=sgd", "train.batch_size=32", "record.mode=both", "record.every=4", steps=10)
+    cfg = tiny_cfg("optim.name=sgd", "train.batch_size=32", "record.mode=both", "record.every=4", "record.probe_n=128",
+                   steps=10)
     res = train(cfg, progress=False)
     run = open_run(res.run_dir)
     rec = run.batches

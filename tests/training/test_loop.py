@@ -70,7 +70,9 @@ def test_resume_equals_uninterrupted(tiny_cfg, tmp_path):
 
 
 def test_sgd_records_probe_every_k(tiny_cfg):
-    cfg = tiny_cfg("optim.name=sgd", "optim.momentum=0.9", "train.batch_size=32", "record.every=3", steps=10)
+    cfg = tiny_cfg("optim.name=sgd", "optim.momentum=0.9", "train.batch_size=32", "record.every=3",
+                   "record.probe_n=128",
+                   steps=10)
     res = train(cfg, progress=False)
     run = open_run(res.run_dir)
     assert run.steps.tolist() == [0, 3, 6, 9]

@@ -50,6 +50,11 @@ def run(args) -> int:
         if client is not None:
             client.close()
     print(summary_text(res))
+    if res.dataset.get("inputs") is False and res.groups:  # without the inputs, the ids say who they are
+        print("the groups' examples by id (signals.json lists all):")
+        for g in res.groups[:6]:
+            more = f", ... ({len(g.ids)} in all)" if len(g.ids) > 8 else ""
+            print(f"  group {g.id}: {', '.join(str(i) for i in g.ids[:8])}{more}")
     if res.dataset.get("data_mismatch"):
         from ..store.fingerprint import mismatch_text
 
@@ -59,6 +64,8 @@ def run(args) -> int:
 
     if not args.no_grids and any(Path(args.run, "signals").glob("group_*.png")):
         print(f"image grids: {Path(args.run, 'signals')}/group_NN.png (one per group; NN is the group id)")
+    elif not args.no_grids and res.dataset.get("inputs") is False:
+        print("image grids: none (the run's inputs were not given)")
     elif not args.no_grids:
         print("image grids: none (the data are not images)")
     return 0

@@ -67,6 +67,10 @@ def run(args) -> int:
     m = result.metrics
     print(f"{result.run_dir}: {result.next_step} steps ({result.stopped}), loss {m.get('loss', float('nan')):.4f}, "
           f"accuracy {m.get('accuracy', float('nan')):.3f}, {result.wall_time:.1f} s")
+    if result.probe:
+        pr = result.probe
+        print(f"probe: {pr['n']:,} examples every {pr['every']} steps took {100 * pr['measured_share']:.1f}% of "
+              f"the training steps' time (planned {100 * pr['planned_share']:.1f}%, budget {100 * pr['budget']:g}%)")
     if result.resume_command:
         print(f"stopped early; resume with: {result.resume_command}")
         return 130

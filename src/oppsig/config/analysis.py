@@ -38,6 +38,8 @@ class SignalsConfig:
     Grouping (:mod:`~oppsig.signals.group`):
         seed_size: examples taken from each side of each component as a seed. Default 60.
         min_corr: a member's loss changes correlate with its group's mean at least this. Default 0.8.
+        probe_min_corr: the same on a mini-batch run's probe subset, whose rows lie k steps apart, each
+            change holding k steps of mini-batch noise (see :mod:`~oppsig.signals.extend`). Default 0.6.
         min_beta: and its regression slope on the group's mean is at least this (it
             swings with at least this fraction of the group's amplitude). Default 0.3.
         min_group_size: smaller groups are dropped. Default 5.
@@ -103,6 +105,7 @@ class SignalsConfig:
     min_spike_gap: int = 5
     seed_size: int = 60
     min_corr: float = 0.8
+    probe_min_corr: float = 0.6
     min_beta: float = 0.3
     min_group_size: int = 5
     max_groups: int = 60
@@ -146,6 +149,7 @@ class SignalsConfig:
         _check(self.seed_size >= self.min_group_size, "seed_size", f">= min_group_size = {self.min_group_size}",
                self.seed_size)
         _check(0 < self.min_corr < 1, "min_corr", "in (0, 1)", self.min_corr)
+        _check(0 < self.probe_min_corr < 1, "probe_min_corr", "in (0, 1)", self.probe_min_corr)
         _check(0 < self.min_beta <= 1, "min_beta", "in (0, 1]", self.min_beta)
         _check(self.min_group_size >= 2, "min_group_size", ">= 2", self.min_group_size)
         _check(self.max_groups >= 2, "max_groups", ">= 2", self.max_groups)

@@ -38,6 +38,7 @@ class DataConfig:
     test_n: int | None = None  # also evaluate on the first test_n test examples (0/None: no test set)
     path: str | None = None  # text: the text file
     block_size: int = 64  # text: characters per example
+    augment: str = "none"  # none | crop_flip: each training mini-batch's images (data.augment; the probe stays clean)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def validate(self, key: str) -> None:
@@ -47,6 +48,9 @@ class DataConfig:
         check(self.per_class is None or self.per_class > 0, f"{key}.per_class", "must be > 0", self.per_class)
         check(self.test_n is None or self.test_n >= 0, f"{key}.test_n", "must be >= 0", self.test_n)
         check(self.block_size > 0, f"{key}.block_size", "must be > 0", self.block_size)
+        check(self.augment in ("none", "crop_flip"), f"{key}.augment", "must be none or crop_flip", self.augment)
+        check(self.augment == "none" or self.name != "text", f"{key}.augment",
+              "crops and flips images; data.name=text holds token sequences: set data.augment=none", self.augment)
         self.synthetic.validate(f"{key}.synthetic")
 
 
@@ -130,6 +134,7 @@ class TrainConfig:
     loss_goal: float | None = None  # stop once the training loss is below
     acc_goal: float | None = None  # stop once the training accuracy is at least
     eval_every: int = 0  # test-set evaluation interval (0: only at the end)
+    autocast: str = "none"  # none | bf16: the training forward in bfloat16 autocast (CPU, CUDA); losses in float32
 
     def validate(self, key: str) -> None:
         check(self.steps > 0, f"{key}.steps", "must be > 0", self.steps)
@@ -139,6 +144,7 @@ class TrainConfig:
         check(self.checkpoint_every >= 0, f"{key}.checkpoint_every", "must be >= 0", self.checkpoint_every)
         check(self.eval_every >= 0, f"{key}.eval_every", "must be >= 0", self.eval_every)
         check(self.acc_goal is None or 0 < self.acc_goal <= 1, f"{key}.acc_goal", "must lie in (0, 1]", self.acc_goal)
+        check(self.autocast in ("none", "bf16"), f"{key}.autocast", "must be none or bf16", self.autocast)
 
 
 @dataclass(frozen=True)
@@ -146,24 +152,28 @@ class RecordConfig:
     """The per-example record (see :mod:`oppsig.store`)."""
 
     enabled: bool = True
-    every: int = 1  # record every k steps
+    every: int | None = None  # record every k steps (None: full batch every step; mini-batch from the budget)
     dtype: str = "float32"  # float32 | float16
-    probe_n: int | None = None  # sgd/adam: probe on a seeded sample of this size (None: every training example)
+    probe_n: int | None = None  # mini-batch: probe a seeded sample of this size (None: from the budget)
+    budget: float = 0.10  # mini-batch: the probe's cost at most, a share of training time (store.probe_plan)
     logits_every: int = 0  # also store logits every k steps (0: never)
     per_token: bool = False  # text: every target token of the probe sequences is one recorded example
     chunk_steps: int = 32  # rows per chunk and per flush
     # dense: loss[step, example] (full batch: the training forward; sgd/adam: a probe forward every `every` steps)
     # batch: sgd/adam: each example's loss from the training forward of its own mini-batch, at every step,
     #        kept sparse (store.zarr/batch, run.batches): no extra forward; both: the two records
-    mode: str = "dense"
+    # auto: full batch dense, mini-batch both (a probe within the budget, and every example in its batch)
+    mode: str = "auto"
 
     def validate(self, key: str) -> None:
-        check(self.every > 0, f"{key}.every", "must be > 0", self.every)
+        check(self.every is None or self.every > 0, f"{key}.every", "must be > 0", self.every)
+        check(0 < self.budget <= 1, f"{key}.budget", "must lie in (0, 1]", self.budget)
         check(self.dtype in ("float32", "float16"), f"{key}.dtype", "must be float32 or float16", self.dtype)
         check(self.probe_n is None or self.probe_n > 0, f"{key}.probe_n", "must be > 0", self.probe_n)
         check(self.logits_every >= 0, f"{key}.logits_every", "must be >= 0", self.logits_every)
         check(self.chunk_steps > 0, f"{key}.chunk_steps", "must be > 0", self.chunk_steps)
-        check(self.mode in ("dense", "batch", "both"), f"{key}.mode", "must be dense, batch or both", self.mode)
+        check(self.mode in ("auto", "dense", "batch", "both"), f"{key}.mode", "must be auto, dense, batch or both",
+              self.mode)
 
 
 @dataclass(frozen=True)
@@ -183,9 +193,13 @@ class CurvatureConfig:
     projection: bool = True  # each step's update projected on the top eigenvector
     physical_batch_size: int | None = None  # default: train.physical_batch_size
     n: int | None = None  # use the first n training examples (None: all)
+    batch_every: int = 0  # mini-batch runs: the batch sharpness and mean top batch-Hessian eigenvalue (0: off)
+    batch_count: int = 8  # sampled batches (the run's batch size) per such measurement
 
     def validate(self, key: str) -> None:
         check(self.every >= 0, f"{key}.every", "must be >= 0", self.every)
+        check(self.batch_every >= 0, f"{key}.batch_every", "must be >= 0", self.batch_every)
+        check(self.batch_count >= 1, f"{key}.batch_count", "must be >= 1", self.batch_count)
         check(self.top_k > 0, f"{key}.top_k", "must be > 0", self.top_k)
         check(self.tol > 0, f"{key}.tol", "must be > 0", self.tol)
         check(self.criterion in ("eigenvalue", "residual"), f"{key}.criterion", "must be eigenvalue or residual",

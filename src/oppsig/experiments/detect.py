@@ -62,8 +62,14 @@ def _verify_at_spike(run, data, examples, cfg, loss_fn, pair, groups, spikes, pr
 
 def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), verify: int = 3, grids: bool = True,
                log=None, progress: bool = False, source: str = "auto", scheduler=None,
-               allow_other_data: bool = False) -> SignalsResult:
+               allow_other_data: bool = False, dataset=None) -> SignalsResult:
     """Find, verify and save the opposing signals of a recorded run.
+
+    A run without an oppsig config (a callback's or the ``Recorder``'s, on a user's own data) is searched from its
+    record alone when ``dataset`` is not given: groups and pairs come from the losses and are named by example ids
+    and by the labels and class names the run stored; explanations in words and image grids need the inputs, and
+    ``log`` says once how to pass them (:data:`~oppsig.store.dataset.NO_INPUTS`);
+    ``result.dataset["inputs"]`` is False.
 
     Args:
         run_dir: the run directory.
@@ -77,6 +83,20 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
         scheduler: a Dask scheduler or ``distributed.Client`` for the passes over the dense record (None: here).
         allow_other_data: go on when the rebuilt data are not those the run trained on (its data fingerprint);
             the result then says so in ``result.dataset["data_mismatch"]``.
+        dataset: the run's training set (an :class:`~oppsig.data.ArrayDataset`: ``x``, ``y``, ``index`` holding
+            the example ids the run recorded, ``classes``; ``raw`` uint8 images for grids), for a run whose config
+            cannot rebuild it (default: rebuilt from the config, else none).
+
+    Example:
+        >>> from oppsig import Recorder
+        >>> from oppsig.data import opposing_signals
+        >>> ds = opposing_signals(n=64, seed=0)
+        >>> rec = Recorder(tmp_path / "run", index=ds.index.numpy(), dataset=ds)
+        >>> for t in range(12):
+        ...     rec.log(t, ds.index, torch.rand(64) + 1)
+        >>> rec.close()
+        >>> detect_run(tmp_path / "run", dataset=ds).dataset["inputs"]
+        True
 
     Returns:
         The :class:`SignalsResult`, also written to ``<run_dir>/signals.json``.
@@ -86,25 +106,28 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
     """
     from ..data import build_datasets
     from ..losses import get_loss
-    from ..store import open_run, run_dataset
-    from ..store.dataset import data_mismatch
+    from ..store import open_run
+    from ..store.dataset import NO_INPUTS, data_mismatch, has_inputs
     from ..store.fingerprint import check_run_data, mismatch_text
 
     say = log or (lambda *_: None)
     run = open_run(run_dir)
     cfg = run.config
-    data = build_datasets(cfg.data, seed=cfg.seed) if hasattr(cfg, "data") else None  # built once, passed down
+    # built once, passed down; a data set given is used instead
+    data = build_datasets(cfg.data, seed=cfg.seed) if hasattr(cfg, "data") and dataset is None else None
     source = record_source(run, source)
     batch_index = run.batches.index if source == "batch" and run.batches is not None else None
-    examples = None if data is None else run_dataset(run, data[0], index=batch_index,
-                                                     allow_other_data=allow_other_data)
+    train_set = dataset if dataset is not None else (None if data is None else data[0])
+    if train_set is None:
+        say(NO_INPUTS.format(run=run_dir, run_q=repr(str(run_dir))))
+    searched, examples = _run_examples(run, train_set, source, allow_other_data)
     if verify and data is not None and examples.meta.get("unit") == "token":
         say("pairs not verified: gradient checks need whole sequences, and this run records tokens")
         verify = 0
     if verify and data is None:
         say("pairs not verified: the run has no oppsig config to rebuild its model from")
         verify = 0
-    mismatch = None if examples is None else data_mismatch(examples)
+    mismatch = data_mismatch(examples)
     if verify and examples.x is not data[0].x:  # the replay trains on the whole training set: check it too
         mismatch = check_run_data(run, data[0], allow_other_data) or mismatch
     if mismatch is not None:
@@ -114,7 +137,7 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
         say(f"searching the mini-batch record: {run.batches.entries} losses of {len(batch_index)} examples")
     else:
         say(f"searching {run.rows} steps x {len(run.index)} examples")
-    res = find_signals_in_run(run, examples, config, source=source, scheduler=scheduler)
+    res = find_signals_in_run(run, searched, config, source=source, scheduler=scheduler)
     say(f"found {len(res.groups)} groups and {len(res.pairs)} significant pairs in {time.perf_counter() - t0:.1f} s")
     t_verify = time.perf_counter()
     if verify and res.pairs:
@@ -135,7 +158,28 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
             say(f"{n_before - len(res.pairs)} pair(s) not reported: their groups' gradient cosine is >= 0")
     if mismatch is not None:
         res = dataclasses.replace(res, dataset={**res.dataset, "data_mismatch": mismatch})
+    res = dataclasses.replace(res, dataset={**res.dataset, "inputs": has_inputs(examples)})
     return _save(res, examples if grids else None, Path(run_dir), say)
+
+
+def _run_examples(run, train_set, source: str, allow_other_data: bool):
+    """``(searched, examples)``: the examples detection searches (every example of the mini-batch record when it
+    reads it, or when the dense record probes a subset of them, so that groups can be extended to all; else the
+    dense record's columns) and those of the record's columns (image grids, verification), both checked against
+    the run's data fingerprint once. Without ``train_set``: what the record alone tells
+    (:func:`~oppsig.store.dataset.record_dataset`)."""
+    from ..store import run_dataset
+    from ..store.dataset import record_dataset
+
+    b = run.batches
+    every = b.index if b is not None and (source == "batch" or len(run.index) < b.n_examples) else None
+    if train_set is None:
+        searched = record_dataset(run, every)
+    else:
+        searched = run_dataset(run, train_set, index=every, allow_other_data=allow_other_data)
+    if every is None or source == "batch":
+        return searched, searched
+    return searched, run_dataset(run, searched)  # the probe's columns; checked already (the check is kept)
 
 
 def _save(res: SignalsResult, examples, path: Path, say) -> SignalsResult:

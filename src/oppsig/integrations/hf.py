@@ -20,8 +20,14 @@ sequence's labelled tokens for causal LMs with ``(B, T, V)`` logits, plain
 cross-entropy for ``(B, C)`` logits; pass ``per_example_loss=fn(logits, labels)``
 otherwise). No second forward. Gradient-accumulation micro-batches of one update
 are recorded as one step; under DDP the ranks' losses are gathered by id and
-rank 0 writes. ``probe=loader, probe_every=k`` records a fixed probe set (dict
-batches with ids) every k steps instead or as well; ``sharpness_every=k,
+rank 0 writes. In mini-batches (fewer examples an update than the training set)
+the batches' losses go to the sparse batch record, and a seeded probe subset of
+the train dataloader's data set is measured every k steps by a no-grad forward,
+its size and k chosen within ``budget`` (default 10% of training time; printed at
+the start, the measured share at the end and in ``meta.json``); full batches: the
+dense record. ``probe=loader, probe_every=k`` records that probe set (dict
+batches with ids) every k steps instead of the planned subset; ``labels`` and
+``classes`` go to ``labels.npz`` (detect names groups by class); ``sharpness_every=k,
 sharpness_batch={"input_ids": ..., "labels": ...}`` tracks the top Hessian
 eigenvalue against the optimiser's stability threshold (as ``oppsig train``; see
 :func:`~oppsig.integrations.record.sharpness_on`). Live spike attribution is on by default (see
@@ -30,6 +36,7 @@ eigenvalue against the optimiser's stability threshold (as ``oppsig train``; see
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import torch
@@ -37,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .record import callback_record, sharpness_on
+from .record import callback_record, sharpness_on, start_record
 
 try:
     from transformers import TrainerCallback
@@ -99,6 +106,14 @@ class _Logits(nn.Module):
         return self.model(input_ids=x).logits
 
 
+def _logits_of(output):
+    """The logits of a forward's output (a ModelOutput or a dict), or None."""
+    logits = getattr(output, "logits", None)
+    if logits is None and isinstance(output, dict):
+        logits = output.get("logits")
+    return logits
+
+
 def _token_ce(logits, labels):
     return sequence_losses(logits, labels)
 
@@ -114,8 +129,10 @@ class OppsigCallback(TrainerCallback):
         labels, classes: each example's class (N,) and the class names, to name groups.
         id_key: the batch key holding the example ids.
         per_example_loss: ``(logits, labels) -> (B,)`` (default :func:`sequence_losses`).
-        probe: a loader of dict batches (with ids) recorded every ``probe_every`` steps.
-        probe_every: 0: record the training batches only.
+        probe: a loader of dict batches (with ids) recorded every ``probe_every`` steps (default: a seeded subset
+            of the train dataloader's data set, planned from ``budget``, in a mini-batch run).
+        probe_every: 0: record the training batches only (with ``probe`` given).
+        budget: the planned probe's cost at most, a share of training time (0: no planned probe).
         record_batches: record the training batches' own losses (default True).
         sharpness_every, sharpness_batch: top Hessian eigenvalue every k steps on that dict batch.
         config: a YAML-able description of the run, saved as ``config.yaml``.
@@ -129,12 +146,14 @@ class OppsigCallback(TrainerCallback):
                  labels=None, classes=None, id_key: str = ID_KEY,
                  per_example_loss: Callable | None = None, probe=None, probe_every: int = 0,
                  record_batches: bool = True, sharpness_every: int = 0, sharpness_batch: dict | None = None,
-                 config: dict | None = None, overwrite: bool = False, enabled: bool = True, dataset=None) -> None:
+                 config: dict | None = None, overwrite: bool = False, enabled: bool = True, dataset=None,
+                 budget: float = 0.10) -> None:
         self.enabled = enabled
         self.core = callback_record(run_dir, num_examples, index, live, labels, classes, config, overwrite,
                                     probe=probe, probe_every=probe_every, sharpness_every=sharpness_every,
                                     sharpness_batch=sharpness_batch, batch_form="{'input_ids': ..., 'labels': ...}",
-                                    dataset=dataset)
+                                    dataset=dataset, budget=budget)
+        self.budget, self._t0 = budget, 0.0
         self.id_key = id_key
         self.loss_of = per_example_loss or sequence_losses
         self.probe, self.probe_every, self.record_batches = probe, probe_every, record_batches
@@ -157,9 +176,7 @@ class OppsigCallback(TrainerCallback):
         if self._probing or not (module.training and torch.is_grad_enabled()) or not self.record_batches:
             return None
         labels = kwargs.get("labels")
-        logits = getattr(output, "logits", None)
-        if logits is None and isinstance(output, dict):
-            logits = output.get("logits")
+        logits = _logits_of(output)
         if labels is None or logits is None:
             raise ConfigError("OppsigCallback reads per-example losses from the forward's logits and labels; "
                               "this forward has " + ("no labels" if labels is None else "no logits"))
@@ -173,13 +190,18 @@ class OppsigCallback(TrainerCallback):
         return None
 
     # ------------------------------------------------------------------ callback events
-    def on_train_begin(self, args, state, control, model=None, **kw):
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kw):
         if not self.enabled:
             return
+        per_update = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        self.probe, self.probe_every = start_record(self.core, train_dataloader, per_update, state.max_steps,
+                                                    self.probe, self.probe_every, self.budget, key=self.id_key)
         self._handles = [model.register_forward_pre_hook(self._pre, with_kwargs=True),
                          model.register_forward_hook(self._post, with_kwargs=True)]
-        self.core.start()
         self._started = True
+
+    def on_step_begin(self, args, state, control, **kw):
+        self._t0 = time.perf_counter()
 
     def on_pre_optimizer_step(self, args, state, control, model=None, optimizer=None, **kw):
         if not self._started:
@@ -204,6 +226,7 @@ class OppsigCallback(TrainerCallback):
         if not self._started:
             return
         step = state.global_step - 1
+        self.core.seconds["train"] += time.perf_counter() - self._t0
         metrics = dict(self._sharp)
         self._sharp = {}
         if self._lr_used is not None:
@@ -215,7 +238,9 @@ class OppsigCallback(TrainerCallback):
             metrics["loss"] = float(losses.mean())
             self.core.after_update(step, ids, losses, model, optimizer, metrics=metrics)
         if self.probe_every and step % self.probe_every == 0:
+            t0 = time.perf_counter()
             self._probe(step, model)
+            self.core.seconds["probe"] += time.perf_counter() - t0
 
     @torch.no_grad()
     def _probe(self, step: int, model) -> None:
@@ -228,7 +253,7 @@ class OppsigCallback(TrainerCallback):
                 i = batch.pop(self.id_key)
                 out = model(**batch)
                 ids.append(torch.as_tensor(i).reshape(-1))
-                vals.append(self.loss_of(out.logits, batch["labels"]).float())
+                vals.append(self.loss_of(_logits_of(out), batch["labels"]).float())
         finally:
             self._probing = False
         self.core.log_probe(step, torch.cat(ids), torch.cat(vals))

@@ -20,10 +20,15 @@ What it records, into the same run directory format as ``oppsig train``:
 
 - every step, the batch's own per-example losses from the user's forward pass
   (no second forward), keyed by example id; under DDP the ranks' losses are
-  gathered by id and rank 0 writes;
-- with ``probe=loader, probe_every=k``: every example of a fixed probe set (a
-  loader of ``(idx, x, y)``) every k steps, by an extra no-grad forward (the
-  model's train/eval mode is left as it is);
+  gathered by id and rank 0 writes. In mini-batches (fewer examples an update
+  than the training set) they go to the sparse batch record, and a seeded probe
+  subset of the train loader's data set is measured every k steps by an extra
+  no-grad forward (the model's train/eval mode is left as it is), its size and k
+  chosen within ``budget`` (default 10% of training time; printed at the start, the
+  measured share at the end and in ``meta.json``); full batches: the dense record;
+- with ``probe=loader, probe_every=k``: every example of that probe set (a
+  loader of ``(idx, x, y)``) every k steps instead of the planned subset;
+- ``labels`` and ``classes``, when given, in ``labels.npz`` (detect names groups by class);
 - with ``sharpness_every=k, sharpness_batch=(x, y)``: the top Hessian eigenvalue
   on that batch every k steps, in ``metrics.jsonl``, with the optimiser's stability
   threshold as ``oppsig train`` writes it (:func:`~oppsig.integrations.record.sharpness_on`:
@@ -43,16 +48,18 @@ checkpoints (``state_dict``).
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 import torch
 
 from ..config import LiveConfig
 from ..errors import ConfigError
-from .record import callback_record, probe_pass, sharpness_on
+from .record import callback_record, probe_pass, sharpness_on, start_record
 
 try:
-    from lightning.pytorch import Callback
+    from lightning.pytorch import Callback, LightningModule
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError('oppsig.integrations.lightning needs Lightning: pip install "oppsig[lightning]"') from e
 
@@ -67,8 +74,10 @@ class OppsigCallback(Callback):
         live: ``True`` (default settings), ``False``, a :class:`~oppsig.config.LiveConfig`
             or a dict of its fields (e.g. ``{"groups": "runs/old/signals.json", "skip_update": True}``).
         labels, classes: each example's class (N,) in ``index`` order and the class names, to name groups.
-        probe: a loader of ``(idx, x, y)`` batches recorded every ``probe_every`` steps.
-        probe_every: 0: record the training batches only.
+        probe: a loader of ``(idx, x, y)`` batches recorded every ``probe_every`` steps (default: a seeded subset
+            of the train loader's data set, planned from ``budget``, in a mini-batch run).
+        probe_every: 0: record the training batches only (with ``probe`` given).
+        budget: the planned probe's cost at most, a share of training time (0: no planned probe).
         loss_fn: per-example loss ``(out, y) -> (B,)`` for the probe and the sharpness (default cross-entropy).
         sharpness_every: measure the top Hessian eigenvalue every k steps on ``sharpness_batch`` (0: never).
         sharpness_batch: ``(x, y)`` tensors.
@@ -82,13 +91,15 @@ class OppsigCallback(Callback):
     def __init__(self, run_dir, num_examples: int | None = None, index=None, *, live: Any = True,
                  labels=None, classes=None, probe=None, probe_every: int = 0, loss_fn=None,
                  sharpness_every: int = 0, sharpness_batch=None, config: dict | None = None,
-                 overwrite: bool = False, enabled: bool = True, dataset=None) -> None:
+                 overwrite: bool = False, enabled: bool = True, dataset=None, budget: float = 0.10) -> None:
         super().__init__()
         self.enabled = enabled
         self.core = callback_record(run_dir, num_examples, index, live, labels, classes, config, overwrite,
                                     probe=probe, probe_every=probe_every, sharpness_every=sharpness_every,
-                                    sharpness_batch=sharpness_batch, batch_form="(x, y)", dataset=dataset)
-        self.probe, self.probe_every = probe, probe_every
+                                    sharpness_batch=sharpness_batch, batch_form="(x, y)", dataset=dataset,
+                                    budget=budget)
+        self.probe, self.probe_every, self.budget = probe, probe_every, budget
+        self._t0 = 0.0
         self.loss_fn = loss_fn
         self.sharpness_every, self.sharpness_batch = sharpness_every, sharpness_batch
         self._buf: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -100,7 +111,15 @@ class OppsigCallback(Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         if not self.enabled:
             return
-        self.core.start()
+        loader = getattr(trainer, "train_dataloader", None)
+        bs = getattr(loader, "batch_size", None) or getattr(getattr(loader, "batch_sampler", None), "batch_size", None)
+        per_update = bs * trainer.accumulate_grad_batches * trainer.world_size if bs else None
+        steps = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else trainer.estimated_stepping_batches
+        steps = int(steps) if math.isfinite(steps) else None
+        no_forward = type(pl_module).forward in (LightningModule.forward, torch.nn.Module.forward)
+        self.probe, self.probe_every = start_record(
+            self.core, loader, per_update, steps, self.probe, self.probe_every, self.budget, key=0,
+            why_not="the LightningModule defines no forward(x) for the probe to call" if no_forward else None)
         self._started = True
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
@@ -113,6 +132,7 @@ class OppsigCallback(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._step_before = trainer.global_step  # the step of the update this micro-batch goes into
+        self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self._started:
@@ -127,6 +147,7 @@ class OppsigCallback(Callback):
                                   "'ids' from training_step")
             ids = batch[0]
         self._buf.append((torch.as_tensor(ids).detach(), outputs["per_example_loss"].detach().float()))
+        self.core.seconds["train"] += time.perf_counter() - self._t0
         # with gradient accumulation the update happens on the last micro-batch only: the step counter moves
         step = self._step_before
         if trainer.global_step == step:
@@ -142,7 +163,9 @@ class OppsigCallback(Callback):
         self._sharp = {}
         self.core.after_update(step, ids, losses, pl_module, opt, metrics=metrics)
         if self.probe_every and step % self.probe_every == 0:
+            t0 = time.perf_counter()
             i, v = probe_pass(pl_module, self.probe, self.loss_fn)
+            self.core.seconds["probe"] += time.perf_counter() - t0
             self.core.log_probe(step, i, v)
 
     def on_train_end(self, trainer, pl_module) -> None:

@@ -10,10 +10,24 @@ them on rank 0 through :class:`oppsig.Recorder` (so ``oppsig detect``,
 ``oppsig report`` and ``open_run`` read the result unchanged), and runs a
 :class:`~oppsig.live.session.LiveSession` on every rank alike (live attribution
 and the actions asked for; a rollback goes back to in-memory snapshots).
+
+The record of a run in mini-batches (a batch smaller than the training set) is the
+sparse batch record (``store.zarr/batch``: each example's loss from the training
+forward of its own batch, :mod:`oppsig.store.batches`) plus, where the callback
+reaches the training set, a seeded probe subset measured at the same parameters
+every k steps in the dense record, its size and k from a cost budget
+(:func:`choose_record`, :func:`~oppsig.store.probe_plan.plan_probe`). The plan is
+printed at the start; the probe's measured share of the training steps' time is
+printed at the end and kept in ``meta.json`` (``probe_share``, and ``probe`` as
+``oppsig train`` writes it). A full-batch run keeps every example's loss at every
+step in the dense record. Labels and class names given go to ``labels.npz``
+(:mod:`oppsig.store.labels`), so that detect names groups by class without the data.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +40,14 @@ from ..distributed import current_context, gather_by_id
 from ..errors import ConfigError
 from ..live.rollback import Snapshots
 from ..live.session import LiveSession
+from ..store.batches import BatchWriter
+from ..store.labels import write_labels
+from ..store.probe_plan import ProbePlan, plan_probe
 from ..store.recorder import Recorder
 from ..training.actions import LrDrop
+
+PROBE_SEED = 7
+"""The seed of a callback's probe subset (a seeded sample of the training set's positions)."""
 
 
 class LiveRecord:
@@ -59,6 +79,9 @@ class LiveRecord:
         self.overwrite, self.dtype, self.print_fn = overwrite, dtype, print_fn
         self.dataset = dataset
         self.rec: Recorder | None = None
+        self.batches: BatchWriter | None = None
+        self.plan: ProbePlan | None = None
+        self.seconds = {"probe": 0.0, "train": 0.0}  # the probe's passes and the training steps, measured
         self.session = LiveSession(self.cfg, Snapshots(self.cfg.checkpoint_every))
         self.weights: torch.Tensor | None = None
         self.rank, self.world = 0, 1
@@ -70,12 +93,33 @@ class LiveRecord:
         return self.session.live
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> None:
+    def start(self, dense_index=None, batches: bool = False, plan: ProbePlan | None = None) -> None:
+        """Open the record (rank 0) and the live session (every rank).
+
+        Args:
+            dense_index: the ids of the dense record's columns (a probe subset; default every example).
+            batches: keep the training batches' losses in the sparse batch record (a mini-batch run).
+            plan: the probe's plan, printed here and reported at :meth:`close`.
+        """
         ctx = current_context()
         self.rank, self.world = ctx.rank, ctx.world
+        self.plan = plan
         if self.rank == 0:
-            self.rec = Recorder(self.run_dir, index=self.index, config=self.config, overwrite=self.overwrite,
+            dense = self.index if dense_index is None else np.asarray(dense_index, dtype=np.int64).reshape(-1)
+            self.rec = Recorder(self.run_dir, index=dense, config=self.config, overwrite=self.overwrite,
                                 dtype=self.dtype, dataset=self.dataset)
+            if batches:
+                self.batches = BatchWriter(self.rec.run_dir, self.index, dtype=self.dtype)
+            if dense_index is not None and hasattr(self.dataset, "by_ids"):  # the probe's examples, checked by detect
+                from ..store.fingerprint import run_fingerprint
+                from ..training.record import update_meta
+
+                update_meta(self.rec.run_dir, {"fingerprint": run_fingerprint(self.dataset,
+                                                                              self.dataset.by_ids(dense))})
+            if self.labels is not None:
+                write_labels(self.rec.run_dir, self.index, _numpy(self.labels), self.classes)
+            if plan is not None:
+                self.say(plan.describe(len(self.index)))
         self.session.start(self.run_dir, self.index, main=self.rank == 0, attribute=self.cfg.enabled,
                            labels=self.labels, classes=self.classes, print_fn=self.print_fn)
         if self.cfg.downweight_group is not None:
@@ -84,9 +128,38 @@ class LiveRecord:
 
     def close(self) -> None:
         self.session.close()
+        if self.batches is not None:
+            self.batches.close()
+            self.batches = None
         if self.rec is not None:
+            cost = self.probe_cost()
+            if cost is not None:
+                from ..training.record import update_meta
+
+                update_meta(self.rec.run_dir, {"probe_share": cost["measured_share"], "probe": cost})
             self.rec.close()
             self.rec = None
+            if cost is not None:
+                self.say(f"probe: {cost['n']:,} examples every {cost['every']} steps took "
+                         f"{100 * cost['measured_share']:.1f}% of the training steps' time (planned "
+                         f"{100 * cost['planned_share']:.1f}%, budget {100 * cost['budget']:g}%)")
+
+    def probe_cost(self) -> dict | None:
+        """The plan and the probe's measured time over the training steps' (``meta.json["probe"]``), or None."""
+        if self.plan is None:
+            return None
+        t = self.seconds
+        share = t["probe"] / t["train"] if t["train"] > 0 else float("nan")
+        return {"n": self.plan.n, "every": self.plan.every, "budget": self.plan.budget,
+                "planned_share": round(self.plan.share, 4), "measured_share": round(share, 4),
+                "probe_seconds": round(t["probe"], 3), "train_seconds": round(t["train"], 3)}
+
+    def say(self, message: str) -> None:
+        """A message of the record (the plan, the probe's cost) through ``print_fn``."""
+        if self.print_fn == "stderr":
+            print(message, file=sys.stderr, flush=True)
+        elif self.print_fn is not None:
+            self.print_fn(message)
 
     # ------------------------------------------------------------------ per step
     @property
@@ -107,8 +180,11 @@ class LiveRecord:
         self.session.after_update(optimizer)
         i, v = gather_by_id(ids, losses)
         metrics = dict(metrics or {})
-        if self.rec is not None:
+        if self.batches is not None:
+            self.batches.append(step, self.batches.columns(_numpy(i)), _numpy(v))
+        elif self.rec is not None:
             self.rec.log(step, i, v)
+        if self.rec is not None:
             if metrics:
                 self.rec.log_metrics(step, **{k: float(x) for k, x in metrics.items() if _is_number(x)})
         ev = self.session.observe(step, i, v, loss=loss, metrics=metrics)
@@ -138,6 +214,10 @@ class LiveRecord:
         self.session.load_state_dict(d)
 
 
+def _numpy(a) -> np.ndarray:
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
 def _is_number(x) -> bool:
     try:
         float(x)
@@ -148,19 +228,102 @@ def _is_number(x) -> bool:
 
 def callback_record(run_dir, num_examples, index, live, labels, classes, config, overwrite, *, probe,
                     probe_every: int, sharpness_every: int, sharpness_batch, batch_form: str,
-                    dataset=None) -> LiveRecord:
+                    dataset=None, budget: float = 0.10) -> LiveRecord:
     """The :class:`LiveRecord` of a framework callback, after checking the probe and sharpness arguments.
 
     Raises:
         ConfigError: ``probe_every`` without ``probe``, ``sharpness_every`` without ``sharpness_batch``
-            (``batch_form`` says what to pass), or a bad ``live``.
+            (``batch_form`` says what to pass), a ``budget`` outside [0, 1], or a bad ``live``.
     """
     if probe_every and probe is None:
         raise ConfigError("probe_every is set but no probe loader was given; pass probe=DataLoader(...)")
+    if not 0 <= budget <= 1:
+        raise ConfigError(f"budget is the probe's share of training time, in [0, 1] (0: no probe); got {budget}")
     if sharpness_every and sharpness_batch is None:
         raise ConfigError(f"sharpness_every is set but no sharpness_batch was given; pass sharpness_batch={batch_form}")
     return LiveRecord(run_dir, index=index, num_examples=num_examples, live=live_config(live), labels=labels,
                       classes=classes, config=config, overwrite=overwrite, dataset=dataset)
+
+
+def choose_record(num_examples: int, batch_size: int | None, steps: int | None, budget: float,
+                  probe_given: bool) -> tuple[bool, ProbePlan | None]:
+    """Whether a run is in mini-batches (``batch_size`` examples an update, fewer than ``num_examples``), and the
+    plan of its probe (None: full batch, a probe loader given, ``budget`` 0 or the steps unknown).
+
+    Example:
+        >>> mini, plan = choose_record(1024, 32, 600, 0.10, probe_given=False)
+        >>> mini, (plan.n, plan.every)
+        (True, (115, 12))
+        >>> choose_record(1024, 1024, 600, 0.10, probe_given=False)
+        (False, None)
+    """
+    mini = bool(batch_size) and batch_size < num_examples
+    if not mini or probe_given or not budget or not steps:
+        return mini, None
+    return True, plan_probe(num_examples, batch_size, int(steps), budget)
+
+
+PROBE_BATCH = 512
+PROBE_CACHE = 8192
+"""A planned probe of at most this many examples keeps its collated batches in memory (CPU), so that a probe pass
+is the forward alone; a larger one loads its items again at every pass."""
+
+
+def probe_subset(loader, n: int, key) -> tuple[Any, np.ndarray] | None:
+    """The batches of a seeded sample of ``n`` items of ``loader``'s data set (in their order, collated by the
+    loader's own ``collate_fn``), and their example ids (``batch[key]``); None when the loader has no map-style
+    data set. Up to :data:`PROBE_CACHE` items the batches are a list held in memory, else a loader."""
+    ds = getattr(loader, "dataset", None)
+    if ds is None or isinstance(ds, torch.utils.data.IterableDataset) or not hasattr(ds, "__len__"):
+        return None
+    size = len(ds)
+    pos = np.sort(np.random.default_rng(PROBE_SEED).choice(size, size=min(n, size), replace=False))
+    sub = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, pos.tolist()), batch_size=PROBE_BATCH,
+                                      shuffle=False, collate_fn=getattr(loader, "collate_fn", None))
+    batches = list(sub) if len(pos) <= PROBE_CACHE else None
+    ids = [_ids_in(b, key) for b in (batches or sub)]
+    if any(i is None for i in ids):
+        return None
+    return (sub if batches is None else batches), torch.cat(ids).numpy()
+
+
+def _ids_in(batch, key) -> torch.Tensor | None:
+    """The example ids ``batch[key]`` (B,) of a collated batch, or None when it holds none there."""
+    try:
+        ids = torch.as_tensor(batch[key])
+    except (KeyError, IndexError, TypeError):
+        return None
+    return ids.reshape(-1) if ids.dim() <= 1 and not ids.is_floating_point() and not ids.is_complex() else None
+
+
+def start_record(core: LiveRecord, loader, batch_size: int | None, steps: int | None, probe, probe_every: int,
+                 budget: float, key, why_not: str | None = None) -> tuple[Any, int]:
+    """Start ``core``'s record for a run whose updates take ``batch_size`` examples over ``steps`` steps.
+
+    A mini-batch run records its batches in the sparse batch record; without a probe loader given, a seeded
+    probe subset of the train ``loader``'s data set (ids at ``batch[key]``) is planned from ``budget``, unless
+    ``why_not`` says why the callback cannot probe (said once).
+
+    Returns:
+        The probe loader and its interval (``(None, 0)``: no probe).
+    """
+    mini, plan = choose_record(len(core.index), batch_size, steps, budget, probe is not None)
+    dense = None
+    if plan is not None:
+        sub = None if why_not else probe_subset(loader, plan.n, key)
+        if sub is None:
+            why_not = why_not or ("the train loader's data set is not reachable, or its batches do not hold the "
+                                  "example ids where the training step reads them")
+            core.say(f"probe: none ({why_not}; pass probe=loader, probe_every=k); recording the mini-batch losses "
+                     "only")
+            plan, probe_every = None, 0
+        else:
+            probe, dense = sub
+            probe_every = plan.every
+            if len(dense) < plan.n:
+                plan = dataclasses.replace(plan, n=len(dense))
+    core.start(dense_index=dense, batches=mini, plan=plan)
+    return probe, probe_every
 
 
 def live_config(live: Any) -> LiveConfig:

@@ -102,6 +102,21 @@ class Recurring:
 
 
 @dataclass(frozen=True)
+class Extension:
+    """A group found on a mini-batch run's probe subset, extended to the unprobed examples
+    (:mod:`oppsig.signals.extend`): their ids, and the precision and recall the extension is expected to have
+    (cross-validated on the probed examples, where membership is known)."""
+
+    ids: tuple[int, ...]  # stable ids of the unprobed examples named members
+    precision: float
+    recall: float
+    threshold: float  # membership probability at least
+    features: tuple[str, ...]  # what told members apart: follow (batch record), class, input
+    probed_members: int
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Group:
     """Examples whose losses move together.
 
@@ -137,10 +152,16 @@ class Group:
     projection_ratio: float = float("nan")
     direction: np.ndarray | None = None
     explanation: str = ""
+    extension: Extension | None = None  # mini-batch runs: members outside the probe subset
 
     @property
     def size(self) -> int:
         return len(self.members)
+
+    @property
+    def all_ids(self) -> tuple[int, ...]:
+        """Its members' ids, with those found outside the probe subset (mini-batch runs)."""
+        return self.ids + (self.extension.ids if self.extension is not None else ())
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 record of an ``oppsig.open_run(path)`` and calls :func:`~oppsig.signals.pipeline.find_signals`.
 
 - :func:`record_source`: which record detection reads;
+- a mini-batch run's probe subset: groups found there are extended to every example by the mini-batch
+  record (:func:`extend_to_batches`, :mod:`~oppsig.signals.extend`);
 - :func:`epoch_length`: steps per epoch of a mini-batch run (rows of the batch record's epoch matrix);
 - the spikes' sharpness gets the error bound and converged flag the run recorded with it.
 """
@@ -17,7 +19,7 @@ from ..config import SignalsConfig
 from .matrix import LossMatrix
 from .pipeline import find_signals
 from .result import SignalsError, SignalsResult
-from .tuning import MIN_ROWS
+from .tuning import MIN_ROWS, PROBE_CANDIDATES
 
 SOURCES = ("auto", "dense", "batch")
 
@@ -68,10 +70,17 @@ def find_signals_in_run(
 
     if record_source(run, source) == "batch":
         return _find_in_batches(run, run.batches, dataset, config, steps_per_epoch, scheduler)
+    given = dataset
     try:
-        dataset = run_dataset(run, dataset)
+        dataset = run_dataset(run, given)
     except (DataFormatError, StoreError) as e:
         raise SignalsError(str(e)) from None
+    full = None
+    if is_probe_subset(run):  # every example's data, to extend the probe's groups (without them: by losses alone)
+        try:
+            full = run_dataset(run, given, index=run.batches.index)
+        except (DataFormatError, StoreError):
+            full = None
     steps = np.asarray(run.steps)
     sharpness = None
     metrics = run.metrics
@@ -83,8 +92,50 @@ def find_signals_in_run(
     losses = run.losses
     if scheduler is not None:
         losses = LossMatrix(losses, config.block_rows, config.max_memory_mb, scheduler=scheduler)
+    probe = is_probe_subset(run)
+    if probe:  # a mini-batch probe: rows k steps apart, each change holding k steps of mini-batch noise
+        config = dataclasses.replace(config, min_corr=config.probe_min_corr, min_recurrence=1,
+                                     max_candidates=max(config.max_candidates, PROBE_CANDIDATES))
     res = find_signals(losses, steps, dataset, sharpness=sharpness, config=config)
+    if probe:
+        res = extend_to_batches(res, run, full, steps_per_epoch or epoch_length(run, run.batches), config.seed)
     return _with_sharpness_bounds(res, metrics)
+
+
+def is_probe_subset(run: Any) -> bool:
+    """Whether ``run``'s dense record probes a subset of the examples its mini-batch record holds."""
+    b = getattr(run, "batches", None)
+    return b is not None and len(run.index) < b.n_examples
+
+
+def extend_to_batches(res: SignalsResult, run: Any, full: Any, per: int, seed: int = 0) -> SignalsResult:
+    """``res`` (found on the probe subset) with each group extended to the unprobed examples of the mini-batch
+    record (:func:`~oppsig.signals.extend.extend_group`); ``full`` is the data set of every example, or None."""
+    from .extend import BatchView, merge_extended, predict_group
+    from .group import relative_floor
+
+    b = run.batches
+    L, S = b.epoch_matrix(per)
+    bidx = np.asarray(b.index)
+    col = {int(i): j for j, i in enumerate(bidx)}
+    pidx = np.asarray(run.index)
+    probed = np.array([col[int(i)] for i in pidx], dtype=np.int64)
+    P = np.asarray(run.losses, dtype=np.float64)
+    floor = relative_floor(P[0])
+    plog = np.log(P + floor)
+    labels = full.y.cpu().numpy() if full is not None and full.y.dim() == 1 else None
+    x = getattr(full, "x", None)
+    inputs = x.cpu().numpy() if x is not None and x.is_floating_point() else None
+    view = BatchView.build(probed, L, S, plog, np.asarray(run.steps, np.float64), bidx, labels, inputs, floor)
+    found = [predict_group(view, np.array([col[i] for i in g.ids], dtype=np.int64), seed) for g in res.groups]
+    groups = tuple(dataclasses.replace(g, extension=ext) for g, (ext, _) in zip(res.groups, found))
+    record = {"source": "probe+batch", "probe_examples": int(len(pidx)), "examples": int(len(bidx)),
+              "rows": int(len(P)), "steps_per_epoch": int(per), "epochs": int(len(S)),
+              "what": "groups found on the probe subset, extended to every example by its mini-batch losses"
+                      + (", class" if labels is not None else "") + (" and inputs" if inputs is not None else "")}
+    groups, pairs, rejected = merge_extended(groups, res.pairs, res.rejected_pairs, [named for _, named in found])
+    return dataclasses.replace(res, groups=groups, pairs=pairs, rejected_pairs=rejected,
+                               dataset={**res.dataset, "record": record})
 
 
 def _with_sharpness_bounds(res: SignalsResult, metrics: dict) -> SignalsResult:

@@ -42,7 +42,18 @@ import numpy as np
 
 from ..errors import DataFormatError
 from ..store.format import atomic_write
-from .result import FORMAT_VERSION, AntiPhase, Coherence, Group, Pair, Recurring, SignalsResult, Spike, Verification
+from .result import (
+    FORMAT_VERSION,
+    AntiPhase,
+    Coherence,
+    Extension,
+    Group,
+    Pair,
+    Recurring,
+    SignalsResult,
+    Spike,
+    Verification,
+)
 from .result import pair_name
 
 V2_COHERENCE = {"coherence": "statistic", "p_value": "p_value", "threshold": "threshold", "p_a": "p_a",
@@ -118,6 +129,8 @@ def result_to_dict(result: SignalsResult) -> dict[str, Any]:
 
 def _group_dict(g: Group) -> dict[str, Any]:
     d = {f.name: getattr(g, f.name) for f in dataclasses.fields(g)}
+    if g.extension is not None:
+        d["extension"] = dataclasses.asdict(g.extension)
     if g.direction is not None:
         d["direction_shape"] = list(g.direction.shape)
         d["direction"] = np.round(np.asarray(g.direction, dtype=np.float64).ravel(), 5)
@@ -162,7 +175,7 @@ def _free(v: Any) -> Any:
     return v
 
 
-RECORDS = {"Coherence": Coherence, "AntiPhase": AntiPhase}
+RECORDS = {"Coherence": Coherence, "AntiPhase": AntiPhase, "Extension": Extension}
 
 
 def _value(v: Any, t: str, where: str) -> Any:
@@ -177,8 +190,8 @@ def _value(v: Any, t: str, where: str) -> Any:
         return tuple(_float(x, f"{where}[{i}]") for i, x in enumerate(v))
     if t == "dict[str, float]":
         return {k: _float(x, f"{where}[{k!r}]") for k, x in v.items()}
-    if t in RECORDS:
-        return _build(RECORDS[t], v, where)
+    if t.removesuffix(" | None") in RECORDS:
+        return _build(RECORDS[t.removesuffix(" | None")], v, where)
     if t.startswith("tuple["):
         return tuple(v)
     return _free(v)

@@ -51,6 +51,16 @@ def failed_text(p: Pair) -> str:
     return "; ".join(why.get(f, f) for f in p.failed) or "reported"
 
 
+def extension_text(g) -> str:
+    """One line on a mini-batch group's members outside the probe (:attr:`Group.extension`)."""
+    e = g.extension
+    if not e.ids:
+        return f"{g.size} probed members; {e.note or 'none found outside the probe'}"
+    return (f"{g.size} probed members + {len(e.ids)} found outside the probe (cross-validated on the probe: "
+            f"precision {e.precision:.2f}, recall {e.recall:.2f}; by {', '.join(e.features)})"
+            + (f"; {e.note}" if e.note else ""))
+
+
 def summary_text(result: SignalsResult, max_groups: int = 6) -> str:
     """A short human summary of ``result`` (what the CLI prints).
 
@@ -64,6 +74,10 @@ def summary_text(result: SignalsResult, max_groups: int = 6) -> str:
     if rec and rec.get("source") == "batch":
         lines[0] = (f"opposing signals: {result.n_rows} epochs ({rec['steps_per_epoch']} steps each) x "
                     f"{result.n_examples} examples, each seen in its own mini-batch once an epoch")
+    elif rec and rec.get("source") == "probe+batch":
+        lines[0] = (f"opposing signals: {result.n_rows} probe rows x {result.n_examples} probed examples of "
+                    f"{rec['examples']}; groups extended to the rest by their mini-batch losses"
+                    + (" and inputs" if rec.get("what", "").endswith("inputs") else ""))
     if result.spikes:
         sp = ", ".join(f"{s.step} (+{100 * s.height:.0f}%)" for s in sorted(result.spikes, key=lambda s: -s.height)[:5])
         lines.append(f"loss spikes: {len(result.spikes)}; largest at steps {sp}")
@@ -99,11 +113,14 @@ def summary_text(result: SignalsResult, max_groups: int = 6) -> str:
             f"(random examples of its sizes split the same way "
             f"{ap.null_corr:.2f}; beyond the leading oscillation {ap.beyond_corr:.2f} vs {ap.null_beyond:+.2f}; "
             f"p={ap.p:.2g}{'; WEAK: no more anti-phase than they are' if ap.weak else ''}), "
-            f"swing {p.swing:.1f}x the total loss's, spike share {p.spike_share:.1f}x its size, "
-            f"input coherence {c.statistic:.1f}x null, p={c.p_value:.2g} (family-wise, {c.n_null} permutations)"
+            f"swing {p.swing:.1f}x the total loss's, "
+            + (f"spike share {p.spike_share:.1f}x its size, " if np.isfinite(p.spike_share) else "no spike to share, ")
+            + f"input coherence {c.statistic:.1f}x null, p={c.p_value:.2g} (family-wise, {c.n_null} permutations)"
         )
         for g in (ga, gb):
             lines.append(f"  group {g.id}: {g.explanation}")
+            if g.extension is not None:
+                lines.append("    " + extension_text(g))
         if p.spikes:
             sh = ", ".join(f"step {result.steps[r]}: {100 * s:.0f}%" for r, s in zip(p.spikes, p.spike_rise_share)
                            if np.isfinite(s))
@@ -116,4 +133,6 @@ def summary_text(result: SignalsResult, max_groups: int = 6) -> str:
     others = [g for g in result.groups if g.id not in shown][: max(0, max_groups - len(shown))]
     for g in others:
         lines.append(f"group {g.id}: {g.explanation}")
+        if g.extension is not None:
+            lines.append("  " + extension_text(g))
     return "\n".join(lines)

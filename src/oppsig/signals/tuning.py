@@ -83,3 +83,12 @@ def derived_rng(seed: int, *keys: int) -> np.random.Generator:
     """The generator of the item ``keys`` (e.g. a pair's two group ids) under the search's ``seed``:
     ``default_rng([seed, *keys])``, or ``default_rng(seed)`` without keys."""
     return np.random.default_rng([seed, *keys] if keys else seed)
+
+PROBE_CANDIDATES = 2000
+"""On a mini-batch run's probe subset, the examples clustered for group seeds: every one among the per-step
+extremes at least once, up to this many (most energetic first), where a full-batch record clusters only the
+examples among them at least ``min_recurrence`` times. Between probe rows k steps apart the extremes of one
+row are mostly mini-batch noise, so recurrence says little there; a probe of up to this many columns costs
+one ``pdist`` of at most 2,000 columns (measured on the 1,024-example probe of
+``configs/fc-tanh-ce-sgd-cifar5k.yaml``: benchmarks/minibatch_families.py)."""
+

@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+import torch
+
 from ..errors import DataMismatchError, OppsigError, StoreError
 from .fingerprint import check_run_data
+from .labels import read_labels
 
-__all__ = ["run_dataset", "run_dataset_or_reason", "data_mismatch"]
+__all__ = ["run_dataset", "run_dataset_or_reason", "data_mismatch", "record_dataset", "has_inputs", "NO_INPUTS"]
 
 
 CHECK_KEY = "data_check"  # set on what run_dataset returns: {"run": its path, "mismatch": None or what differs}
@@ -74,16 +78,69 @@ def run_dataset(run: Any, train_set: Any = None, index: Any = None, allow_other_
 
 def run_dataset_or_reason(run: Any, allow_other_data: bool = False):
     """``(dataset, None)``: the run's examples in column order (for image grids and class columns), or
-    ``(None, reason)`` when they cannot be shown (a run without an oppsig config, data moved or missing).
+    ``(dataset or None, reason)`` when they cannot be shown (a run without an oppsig config, data moved or missing).
+    A run without an oppsig config that stored its labels gets :func:`record_dataset` (classes, no images).
 
     Raises:
         DataMismatchError: when the data differ from those the run trained on and ``allow_other_data`` is False.
     """
     if not hasattr(run.config, "data"):
-        return None, "the run has no oppsig config; images are not available"
+        reason = "images left out: the run has no oppsig config naming its inputs"
+        try:
+            return (record_dataset(run) if read_labels(run.path) is not None else None), reason
+        except OppsigError as e:
+            return None, f"{reason}; its stored labels were not used: {e}"
     try:
         return run_dataset(run, allow_other_data=allow_other_data), None
     except DataMismatchError:
         raise
     except OppsigError as e:  # data moved or missing: the report still renders, and says why
         return None, f"images not shown: {e}"
+
+
+NO_INPUTS = ("explanations in words and image grids need the examples' inputs, which {run} does not name (no oppsig "
+             "config): in Python pass the training set, oppsig.detect_run({run_q}, dataset=ArrayDataset(x, y, index, "
+             "classes)) (oppsig.data.ArrayDataset, index: the example ids), or record the run with a config whose "
+             "data section builds it (the callback's config=, or oppsig train)")
+"""What detect and report say once about a run found from its record alone (format with ``run``, ``run_q``)."""
+
+
+def has_inputs(dataset: Any) -> bool:
+    """Whether ``dataset`` holds the examples' inputs (False for :func:`record_dataset`'s stand-in)."""
+    return dataset is not None and (getattr(dataset, "meta", None) or {}).get("inputs", True) is not False
+
+
+def record_dataset(run: Any, index: Any = None):
+    """What the record alone tells of ``run``'s examples: their ids, and their labels and class names when the run
+    stored them (``labels.npz``, :mod:`~oppsig.store.labels`), with no inputs.
+
+    Detection reads it in place of the training set (groups and pairs come from the losses; groups are named by
+    ids and classes); ``x`` is one zero feature per example and ``meta["inputs"]`` is False (:func:`has_inputs`).
+
+    Args:
+        run: a :class:`~oppsig.store.Run`.
+        index: the stable ids of the columns read (default: the dense record's, ``run.index``).
+
+    Raises:
+        StoreError: when the run's stored labels lack some of its examples.
+
+    Example:
+        >>> from oppsig.store import Recorder, open_run
+        >>> Recorder(tmp_path / "run", num_examples=3).close()
+        >>> ds = record_dataset(open_run(tmp_path / "run"))
+        >>> ds.index.tolist(), ds.classes, has_inputs(ds)
+        ([0, 1, 2], ('unlabelled',), False)
+    """
+    from ..data import ArrayDataset
+
+    ids = np.asarray(run.index if index is None else index, dtype=np.int64).reshape(-1)
+    lab = read_labels(run.path)
+    if lab is None:
+        y, classes = np.zeros(len(ids), dtype=np.int64), ("unlabelled",)
+    else:
+        y = lab.of(ids)
+        n_cls = int(y.max()) + 1 if len(y) else 1
+        classes = lab.classes or tuple(f"class {c}" for c in range(n_cls))
+    meta = {"inputs": False, CHECK_KEY: {"run": str(run.path), "mismatch": None}}
+    return ArrayDataset(x=torch.zeros((len(ids), 1)), y=torch.as_tensor(y), index=torch.as_tensor(ids),
+                        classes=classes, name="the record (no inputs)", meta=meta)

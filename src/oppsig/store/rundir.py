@@ -34,6 +34,7 @@ RUN_MANIFEST: dict[str, str] = {
     "signals.json": "file", "signals": "dir", "report.html": "file", "tb": "dir",
     "examples.csv": "file", "examples.parquet": "file", "events.jsonl": "file",  # events: live attribution
     "batch_progress.json": "file",  # the sparse mini-batch record's bookkeeping (store.zarr/batch)
+    "labels.npz": "file",  # a callback's or Recorder's labels and class names (store.labels)
 }
 _TMP = re.compile(r"^\..+\.tmp$")  # an atomic write cut short (see format.atomic_write)
 

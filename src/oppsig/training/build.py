@@ -32,6 +32,7 @@ from ..errors import ConfigError, StoreError
 from ..losses import LossFn, get_loss
 from ..models import build_from_config
 from ..optim import build_optimizer, is_full_batch, lr_at
+from ..store.probe_plan import ProbePlan, plan_probe
 from ..store.format import CONFIG
 
 PROBE_SEED_OFFSET = 7
@@ -140,6 +141,7 @@ class RunParts:
     record_ids: np.ndarray
     dense_record: bool
     batch_record: bool
+    probe_plan: ProbePlan | None = None  # a mini-batch run's probe, as chosen from record.budget
 
 
 def _run_dir(cfg: Config, rd) -> Path | None:
@@ -151,6 +153,60 @@ def _data(cfg: Config, options: TrainOptions, device, dtype) -> tuple[ArrayDatas
     if len(train_set) == 0:
         raise StoreError("the training set is empty; check data.n / data.per_class")
     return train_set.to(device, dtype), (test_set.to(device, dtype) if test_set is not None else None)
+
+
+def forward_share(model: nn.Module, loss_fn, train_set: ArrayDataset, cfg: Config, dist=None) -> float:
+    """What a probe forward costs per example over a training step (forward and backward) per example, timed on
+    a copy of ``model`` (the run's model and its buffers are left as they are), rounded up to the grid of
+    :func:`~oppsig.store.probe_plan.quantize_share`; averaged over ranks so that every rank plans alike."""
+    import copy
+    import time
+
+    from ..store.probe_plan import MIN_EXAMPLES, quantize_share
+    from ..store.recorder import probe_losses
+
+    m = copy.deepcopy(model)
+    b = min(cfg.train.batch_size, len(train_set))
+    p = min(len(train_set), MIN_EXAMPLES, cfg.train.physical_batch_size)
+    xb, yb = train_set.x[:b], train_set.y[:b]
+    probe_set = train_set.take(np.arange(p))
+
+    def best(fn, reps: int = 3) -> float:
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times[1:])  # the first call carries the allocations
+
+    def train_step():
+        m.zero_grad(set_to_none=True)
+        loss_fn(m(xb), yb).mean().backward()
+
+    r = best(lambda: probe_losses(m, probe_set, loss_fn, cfg.train.physical_batch_size)) / p / (best(train_step) / b)
+    if dist is not None and dist.enabled:
+        r = float(dist.all_reduce_(torch.tensor([r], device=train_set.x.device)).item()) / dist.world
+    return quantize_share(r)
+
+
+def resolve_record(cfg: Config, num_examples: int, full_batch: bool,
+                   share: float | None = None) -> tuple[Config, ProbePlan | None]:
+    """``cfg`` with the record's automatic settings made concrete, and the probe plan of a mini-batch run.
+
+    Full batch: ``record.every`` 1 and ``record.mode`` dense when left automatic. Mini-batch: ``mode`` both
+    (text recorded per token: dense) and the probe's ``every`` and ``probe_n`` from ``record.budget``
+    (:func:`~oppsig.store.probe_plan.plan_probe`, with the measured forward ``share`` when given; a value the
+    config sets is kept). The concrete values are what config.yaml holds, so a resume probes the same examples at
+    the same steps.
+    """
+    rec = cfg.record
+    if full_batch:
+        return cfg.replace({"record.every": rec.every or 1,
+                            "record.mode": "dense" if rec.mode == "auto" else rec.mode}), None
+    plan = plan_probe(num_examples, cfg.train.batch_size, cfg.train.steps, rec.budget, every=rec.every,
+                      n=rec.probe_n, **({} if share is None else {"forward_share": share}))
+    mode = ("dense" if rec.per_token else "both") if rec.mode == "auto" else rec.mode
+    return cfg.replace({"record.every": plan.every, "record.probe_n": plan.n, "record.mode": mode}), plan
 
 
 def _probe_set(cfg: Config, train_set: ArrayDataset, full_batch: bool) -> ArrayDataset:
@@ -219,12 +275,23 @@ def build_run(cfg: Config, options: TrainOptions | None = None) -> RunParts:
         forward_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = build_optimizer(cfg.optim, model.parameters())
     full_batch = is_full_batch(cfg.optim) or cfg.train.batch_size >= len(train_set)
+    rec = cfg.record
+    share = None
+    if not full_batch and rec.enabled and rec.mode != "batch" and (rec.every is None or rec.probe_n is None):
+        share = forward_share(model, get_loss(cfg.train.loss), train_set, cfg, dist)
+    cfg, plan = resolve_record(cfg, len(train_set), full_batch, share)
     hooks = list(options.hooks)
     if cfg.curvature.every > 0:
         _check_curvature(cfg, model)
         from ..curvature.hook import CurvatureHook
 
         hooks.insert(0, CurvatureHook(cfg.curvature))
+    if cfg.curvature.batch_every > 0:
+        from ..curvature.batch_sharpness import BatchSharpnessHook
+
+        c = cfg.curvature
+        hooks.insert(1 if c.every > 0 else 0, BatchSharpnessHook(c.batch_every, c.batch_count, tol=c.tol,
+                                                                 max_iter=c.max_iter, method=c.hvp))
     probe_set = _probe_set(cfg, train_set, full_batch)
     per_token = cfg.record.per_token and train_set.y.dim() > 1
     rec = cfg.record
@@ -248,4 +315,5 @@ def build_run(cfg: Config, options: TrainOptions | None = None) -> RunParts:
         per_token=per_token, probe_record=not full_batch or per_token,
         record_ids=_record_ids(probe_set, per_token, y.shape[1] if per_token else 0),
         dense_record=rec.enabled and rec.mode in ("dense", "both"), batch_record=batch_record,
+        probe_plan=plan if rec.enabled and rec.mode in ("dense", "both") else None,
     )

@@ -95,6 +95,11 @@ def config_in_force(first: dict, changes: list[dict], step: int) -> Config:
     return cfg.replace(merged) if merged else cfg
 
 
+AUTOMATIC = {"record.every": None, "record.probe_n": None, "record.mode": "auto"}
+"""Record settings left to be chosen when a run starts (:func:`~oppsig.training.build.resolve_record`): the run's
+config.yaml holds what was chosen, and a config that leaves them automatic keeps those on resume."""
+
+
 def resumed_config(run_dir: str | os.PathLike, cfg: Config, asked: tuple[str, ...] = ()) -> Config:
     """The config a resume of ``run_dir`` runs with: the settings in force at the run's end, with what ``cfg``
     (config.yaml as it is now, plus overrides) sets apart from the run's first config, and ``cfg``'s value of
@@ -106,7 +111,8 @@ def resumed_config(run_dir: str | os.PathLike, cfg: Config, asked: tuple[str, ..
     """
     first = first_config(run_dir)
     now = cfg.to_dict()
-    changes = {k: v for k, v in diff_configs(first, now).items() if k not in IGNORED}
+    changes = {k: v for k, v in diff_configs(first, now).items()
+               if k not in IGNORED and not (k in AUTOMATIC and v == AUTOMATIC[k])}
     latest = config_in_force(first, history(run_dir), 2**62)
     explicit = {k: _at(now, k) for k in asked if k not in IGNORED}
     changes.update({k: v for k, v in explicit.items() if _plain(v) != _plain(_at(latest.to_dict(), k))})

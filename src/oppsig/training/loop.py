@@ -14,6 +14,7 @@ gradient of the step's rows and the per-example losses; the optimiser step; metr
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
@@ -52,6 +53,7 @@ class TrainResult:
     model: nn.Module | None = None
     wall_time: float = 0.0
     resume_command: str | None = None
+    probe: dict | None = None  # a mini-batch run's probe: its plan and its measured share of training time
 
 
 class _StopFlag:
@@ -124,6 +126,7 @@ def _loop(p: RunParts, out: Outputs, start: int, wall0: float) -> TrainResult:
 
     recording = rec.enabled and p.run_dir is not None  # decided alike on every rank, written by rank 0 only
     stopped, metrics, step = "max_steps", {}, start
+    cost = _ProbeCost(p.probe_plan if recording else None, len(p.train_set), p.options.progress and p.writes)
     bar = Progress(cfg.train.steps, start, cfg.name, p.options.progress and p.dist.is_main)
     try:
         with _StopFlag() as stop:
@@ -136,15 +139,17 @@ def _loop(p: RunParts, out: Outputs, start: int, wall0: float) -> TrainResult:
                 hook_api.call(p.hooks, "on_step_start", state)
                 record_now = recording and p.dense_record and step % rec.every == 0
                 logits_now = recording and rec.logits_every > 0 and step % rec.logits_every == 0
-                row = probe(p, logits_now) if record_now and p.probe_record else None
+                with cost.probe():
+                    row = probe(p, logits_now) if record_now and p.probe_record else None
                 # the step: gradient and per-example losses of its rows at theta_t, then the update
-                p.optimizer.zero_grad(set_to_none=True)
-                batch = step_batch(p, step)
-                losses, accuracy, logits = gradient(p, batch, want_logits=logits_now and not p.probe_record)
-                loss = float(losses.mean())
-                if not math.isfinite(loss):
-                    _diverged(p, out, step, loss, lr)
-                optimizer_step(p.optimizer, lambda: batch_backward(p, batch))
+                with cost.train():
+                    p.optimizer.zero_grad(set_to_none=True)
+                    batch = step_batch(p, step)
+                    losses, accuracy, logits = gradient(p, batch, want_logits=logits_now and not p.probe_record)
+                    loss = float(losses.mean())
+                    if not math.isfinite(loss):
+                        _diverged(p, out, step, loss, lr)
+                    optimizer_step(p.optimizer, lambda: batch_backward(p, batch))
                 correct = accuracy > 0.5  # the record's per-example correctness: most of its targets right
                 state.per_example_loss, state.per_example_correct = losses, correct
                 # accuracy per target: per token for sequences of equal length
@@ -174,7 +179,39 @@ def _loop(p: RunParts, out: Outputs, start: int, wall0: float) -> TrainResult:
     finally:
         bar.close()
         out.flush()
-    return _finish(p, out, state, step + 1 if metrics else start, stopped, metrics, clock())
+    return _finish(p, out, state, step + 1 if metrics else start, stopped, metrics, clock(), cost.report())
+
+
+class _ProbeCost:
+    """Times the probe's forwards and the training steps of a mini-batch run with a planned probe."""
+
+    def __init__(self, plan, num_examples: int, say: bool) -> None:
+        self.plan, self.t = plan, {"probe": 0.0, "train": 0.0}
+        if plan is not None and say:
+            print(plan.describe(num_examples), flush=True)
+
+    @contextlib.contextmanager
+    def _timed(self, key: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.t[key] += time.perf_counter() - t0
+
+    def probe(self):
+        return self._timed("probe") if self.plan is not None else contextlib.nullcontext()
+
+    def train(self):
+        return self._timed("train") if self.plan is not None else contextlib.nullcontext()
+
+    def report(self) -> dict | None:
+        """The plan, and the probe's measured time over the training steps' (this segment of the run)."""
+        if self.plan is None:
+            return None
+        share = self.t["probe"] / self.t["train"] if self.t["train"] > 0 else float("nan")
+        return {"n": self.plan.n, "every": self.plan.every, "budget": self.plan.budget,
+                "planned_share": round(self.plan.share, 4), "measured_share": round(share, 4),
+                "probe_seconds": round(self.t["probe"], 3), "train_seconds": round(self.t["train"], 3)}
 
 
 def _stop_reason(p: RunParts, metrics: dict, stop: _StopFlag) -> str | None:
@@ -223,7 +260,7 @@ def evaluate(p: RunParts, data: ArrayDataset) -> tuple[float, float]:
 
 
 def _finish(p: RunParts, out: Outputs, state: TrainState, next_step: int, stopped: str, metrics: dict,
-            wall: float) -> TrainResult:
+            wall: float, probe_cost: dict | None = None) -> TrainResult:
     """Final evaluation, checkpoint, ``on_train_end``, and the run's end in meta.json."""
     if p.test_set is not None:
         metrics = dict(metrics)
@@ -232,9 +269,10 @@ def _finish(p: RunParts, out: Outputs, state: TrainState, next_step: int, stoppe
     hook_api.call(p.hooks, "on_train_end", state)
     if p.writes:
         update_meta(p.run_dir, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stopped": stopped,
-                                "next_step": next_step, "wall_time": wall, "final": metrics})
+                                "next_step": next_step, "wall_time": wall, "final": metrics,
+                                **({"probe": probe_cost} if probe_cost else {})})
     resume_cmd = f"oppsig train --resume {p.run_dir}" if stopped == "interrupted" and p.writes else None
-    return TrainResult(p.run_dir, next_step, stopped, metrics, p.model, wall, resume_cmd)
+    return TrainResult(p.run_dir, next_step, stopped, metrics, p.model, wall, resume_cmd, probe_cost)
 
 
 def _diverged(p: RunParts, out: Outputs, step: int, loss: float, lr: float) -> None:

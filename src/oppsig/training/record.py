@@ -21,6 +21,7 @@ from ..store.format import CONFIG, META, atomic_write, environment, read_json
 from ..store.recorder import probe_losses
 from ..store.writer import MetricsWriter, StoreWriter
 from .changes import first_config
+from .step import precision
 
 # what meta.json says about how a run ended (removed when it is resumed, written again when it ends)
 _END_KEYS = ("finished", "stopped", "next_step", "wall_time", "final", "diverged_at", "loss")
@@ -112,8 +113,9 @@ def open_outputs(parts, start: Start) -> Outputs:
 def probe(parts, logits_now: bool) -> tuple:
     """``(ids, losses, correct[, logits])`` of the probe set at the current parameters, gathered over ranks."""
     D = parts.dist
-    out = probe_losses(parts.model, parts.probe_local, parts.loss_fn, parts.cfg.train.physical_batch_size,
-                       return_logits=logits_now, per_token=parts.per_token)
+    with precision(parts.cfg, parts.device):  # the probe measures what the training forward does (bf16 autocast)
+        out = probe_losses(parts.model, parts.probe_local, parts.loss_fn, parts.cfg.train.physical_batch_size,
+                           return_logits=logits_now, per_token=parts.per_token)
     if D.enabled:
         m_all = len(parts.record_ids)
         out = (parts.record_ids,) + tuple(D.gather_rows(torch.as_tensor(a), m_all).numpy() for a in out[1:])

@@ -6,8 +6,10 @@ data set in physical batches: each batch contributes ``sum(loss_i) / N`` to
 the physical batch size. The per-example losses come from the same forward.
 
 Around it, what one training step needs: the rows of a step (:func:`batch_rows`,
-:func:`step_batch`), the gradient of those rows over all ranks (:func:`gradient`) and the
-optimiser step (:func:`optimizer_step`: SAM evaluates a second gradient at its ascent point).
+:func:`step_batch`, with their images augmented when ``data.augment`` asks: :mod:`oppsig.data.augment`),
+the gradient of those rows over all ranks (:func:`gradient`, in bfloat16 autocast when
+``train.autocast=bf16``: :func:`precision`) and the optimiser step (:func:`optimizer_step`: SAM
+evaluates a second gradient at its ascent point).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import nn
 
+from ..data.augment import augment
 from ..losses import LossFn
 from ..optim import SAM
 
@@ -71,6 +74,8 @@ def full_batch_backward(
             wb = None if weights is None else weights[r]
         with sync(s == starts[-1]) if sync is not None else _NULL:
             out = model(xb)
+            if out.is_floating_point() and out.dtype != losses.dtype:  # autocast: the loss in the record's dtype
+                out = out.to(losses.dtype)
             lb = loss_fn(out, yb)
             # one value per example (for sequences: the mean over its tokens)
             per = lb if lb.dim() == 1 else lb.flatten(1).mean(1)
@@ -114,36 +119,65 @@ class Batch(NamedTuple):
 
 def step_batch(parts: Any, step: int) -> Batch:
     """The rows of step ``step`` of a run (:class:`~oppsig.training.build.RunParts`): every example (full
-    batch) or the seeded mini-batch, this rank's share."""
-    if parts.full_batch:
-        return Batch(None, len(parts.train_set), *parts.local)
+    batch) or the seeded mini-batch, this rank's share.
+
+    With ``data.augment`` the batch holds the step's augmented images (drawn from ``(seed, step)`` over the
+    whole mini-batch before the split over ranks, so every world size sees the same images) and ``rows`` index
+    them; ``all_rows`` stays the mini-batch's rows of the data set.
+    """
     cfg = parts.cfg
-    all_rows = batch_rows(step, len(parts.train_set), cfg.train.batch_size, cfg.seed, parts.device)
-    rows, size = all_rows, len(all_rows)
-    if parts.dist.enabled:
-        lo, hi = parts.dist.shard(size)
-        rows = rows[lo:hi]
-    return Batch(rows, size, *parts.full, all_rows=all_rows)
+    aug = cfg.data.augment
+    if parts.full_batch:
+        if aug == "none":
+            return Batch(None, len(parts.train_set), *parts.local)
+        x, y, w = parts.full
+        all_rows = None
+    else:
+        all_rows = batch_rows(step, len(parts.train_set), cfg.train.batch_size, cfg.seed, parts.device)
+        if aug == "none":
+            rows = all_rows[slice(*parts.dist.shard(len(all_rows)))] if parts.dist.enabled else all_rows
+            return Batch(rows, len(all_rows), *parts.full, all_rows=all_rows)
+        x, y, w = (a if a is None else a[all_rows] for a in parts.full)
+    size = x.shape[0]
+    rows = torch.arange(*parts.dist.shard(size), device=x.device) if parts.dist.enabled else None
+    return Batch(rows, size, augment(aug, x, cfg.seed, step), y, w, all_rows=all_rows)
 
 
 def batch_backward(parts: Any, batch: Batch, want_logits: bool = False):
-    """:func:`full_batch_backward` of ``batch`` on this rank: its share of the global mean-loss gradient."""
-    return full_batch_backward(parts.forward_model, batch.x, batch.y, parts.loss_fn,
-                               parts.cfg.train.physical_batch_size, rows=batch.rows, want_logits=want_logits,
-                               denominator=batch.size / parts.dist.world, sync=parts.sync, weights=batch.w)
+    """:func:`full_batch_backward` of ``batch`` on this rank, in the run's :func:`precision`: its share of the
+    global mean-loss gradient."""
+    with precision(parts.cfg, parts.device):
+        return full_batch_backward(parts.forward_model, batch.x, batch.y, parts.loss_fn,
+                                   parts.cfg.train.physical_batch_size, rows=batch.rows, want_logits=want_logits,
+                                   denominator=batch.size / parts.dist.world, sync=parts.sync, weights=batch.w)
+
+
+def precision(cfg: Any, device: torch.device):
+    """The context of a run's training forward: bfloat16 autocast on ``device`` (CPU or CUDA) when
+    ``train.autocast=bf16`` (or ``bf16`` on CUDA), else none. The model's parameters stay in their dtype; the
+    losses are computed from logits cast back to it (:func:`full_batch_backward`), so the record holds float32
+    losses of bf16 forwards.
+    Curvature measurements run outside it (float32 Hessian-vector products).
+
+    Example:
+        >>> from oppsig.config import load_config
+        >>> with precision(load_config(None, ["train.autocast=bf16"]), torch.device("cpu")):
+        ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+        torch.bfloat16
+    """
+    if cfg.train.autocast == "bf16" or (cfg.bf16 and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def gradient(parts: Any, batch: Batch, want_logits: bool = False):
-    """Accumulate the mean-loss gradient of ``batch`` (in bfloat16 autocast when ``cfg.bf16`` on CUDA).
+    """Accumulate the mean-loss gradient of ``batch`` (in the run's :func:`precision`).
 
     Returns:
         per-example losses (B,), accuracy (B,) and logits (B, C) or None, gathered over all ranks.
     """
     D = parts.dist
-    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if parts.cfg.bf16 and parts.device.type == "cuda"
-           else nullcontext())
-    with amp:
-        losses, accuracy, logits = batch_backward(parts, batch, want_logits)
+    losses, accuracy, logits = batch_backward(parts, batch, want_logits)
     if D.enabled:
         losses = D.gather_rows(losses, batch.size)
         accuracy = D.gather_rows(accuracy, batch.size)
