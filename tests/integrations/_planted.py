@@ -64,7 +64,7 @@ def check_record(run, probe_printed: str) -> None:
     steps (50 rows) in the dense record, the plan printed, its measured share in meta.json, the labels stored."""
     from oppsig.store.labels import read_labels
 
-    assert "probe: every example every 14 steps (50 rows), planned 9.5% of training time (budget 10%)" in probe_printed
+    assert "probe: every example every 14 steps (50 rows), planned 9.5% of training time (budget 10%;" in probe_printed
     assert "probe: 1,024 examples every 14 steps took" in probe_printed
     assert run.batches is not None and run.batches.entries == STEPS * BATCH
     step, col, _, _ = run.batches.arrays()
