@@ -86,3 +86,13 @@ def test_table_fills_the_preconditioned_column_for_adam_and_no_threshold_for_sam
     assert np.isnan(rows["sam"]["sharp/thr"]) and np.isnan(rows["sam"]["precond/thr"])  # SAM: no threshold
     assert "threshold" not in open_run(res.branches["sam"]).metrics
     assert np.isfinite(open_run(res.branches["sam"]).metrics["sharpness"]).any()
+
+
+def test_an_sgd_branch_probes_every_example_at_every_step():
+    from oppsig.config import load_config
+    from oppsig.experiments.compare import BRANCH_DEFAULTS
+    from oppsig.training.build import TrainOptions, build_run
+
+    cfg = load_config(None, ["data.n=300", "model.widths=[8]", "optim.name=sgd", *BRANCH_DEFAULTS["sgd"]])
+    parts = build_run(cfg, TrainOptions(run_dir=None))
+    assert len(parts.probe_set) == 300 and parts.cfg.record.every == 1  # as the GD run it branches from

@@ -21,10 +21,12 @@ from ..config import Config
 from ..errors import ConfigError, DataMismatchError, DivergenceError, OppsigError
 from ..optim import OPTIMIZERS
 
-# settings that make each optimiser a sensible branch of a GD run at its edge of stability
+# settings that make each optimiser a sensible branch of a GD run at its edge of stability (an SGD branch probes
+# every example at every step, as the GD run records them: far over the default probe budget, for the comparison)
+EVERY_EXAMPLE = 2**62  # record.probe_n at least the data set's size: every example
 BRANCH_DEFAULTS: dict[str, tuple[str, ...]] = {
     "gd": (),
-    "sgd": ("optim.momentum=0.9", "train.batch_size=128", "record.every=1"),
+    "sgd": ("optim.momentum=0.9", "train.batch_size=128", "record.every=1", f"record.probe_n={EVERY_EXAMPLE}"),
     "adam": ("optim.lr=0.0005", "train.batch_size=100000", "curvature.preconditioned=true"),
     "adamw": ("optim.lr=0.0005", "train.batch_size=100000", "curvature.preconditioned=true"),
     "splitsgd": ("optim.momentum=0.9", "optim.dampening=0.9", "train.batch_size=100000"),
