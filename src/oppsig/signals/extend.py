@@ -34,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -246,8 +247,6 @@ def merge_extended(groups, pairs, rejected, named: list[set[int]] | None = None)
     or else their :attr:`~oppsig.signals.result.Group.all_ids` say. The first stays, with the other's probed
     members and extension added. Groups are renumbered in order; a pair between two joined groups is dropped,
     and of pairs that became the same pair the first (strongest) stays. Returns ``(groups, pairs, rejected)``."""
-    import dataclasses
-
     sets = [set(g.all_ids) | (named[i] if named is not None else set()) for i, g in enumerate(groups)]
     parent = list(range(len(groups)))
 
