@@ -31,7 +31,9 @@ def launch(tmp_path, name, nproc, extra=()):
     # 701 examples: cold solves start from a presample of 70 rows drawn over all ranks' shards
     ("--optim.name=gd", "--train.steps=12", "--train.loss=mse", "--curvature.every=4", "--curvature.top_k=2",
      "--curvature.tol=1e-6", "--curvature.max_iter=60", "--data.n=701", "--curvature.cold_every=2"),
-    ("--optim.name=sgd", "--optim.momentum=0.9", "--train.batch_size=32", "--train.steps=12", "--record.every=2"),
+    # the probe's size pinned: planned from a timed forward, it could differ between the two launches
+    ("--optim.name=sgd", "--optim.momentum=0.9", "--train.batch_size=32", "--train.steps=12", "--record.every=2",
+     "--record.probe_n=6"),
 ])
 def test_two_ranks_equal_one(tmp_path, extra):
     one = launch(tmp_path, "one", 1, extra)

@@ -133,7 +133,7 @@ def test_sigkilled_cli_run_logs_the_events_of_an_uninterrupted_one(tmp_path):
     spikes and resumed with `--resume`: events.jsonl is byte for byte the uninterrupted run's."""
     cmd = [sys.executable, "-m", "oppsig", "train", str(ROOT / "configs" / "synthetic-gd.yaml"), "--no-progress",
            "--data.n=256", "--model.widths=[32]", "--train.steps=150", "--curvature.every=0", "--optim.lr=0.2",
-           "--live.enabled=true", "--live.window=11", "--train.checkpoint_every=10", "--threads=1",
+           "--live.enabled=true", "--live.window=11", "--live.z=3", "--train.checkpoint_every=10", "--threads=1",
            f"--out-dir={tmp_path}"]  # one thread: the same trajectory (and spikes) whatever the machine sets
     subprocess.run(cmd + ["--name=ref"], check=True, capture_output=True, timeout=300)
     want = (tmp_path / "ref" / EVENTS).read_bytes()

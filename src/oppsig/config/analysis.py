@@ -211,6 +211,12 @@ class LiveConfig:
     lr_steps: int = 0
     downweight_group: int | None = None  # action: weight this group of `groups` by `downweight` once it spikes
     downweight: float = 1.0
+    replay: bool | None = None  # keep recent states, name groups from a probe at them, replay the spike (None: on
+    # for mini-batch runs, off under full-batch GD, where each replayed step is a pass over every example)
+    replay_window: int = 48  # steps back the kept states reach (the spike's build-up)
+    state_every: int = 4  # keep the state every k steps (replay_window / k + 1 copies in memory)
+    replay_around: int = 8  # the replayed spike's height: the largest loss within this many steps of its peak
+    probe_n: int = 1024  # examples the spike's probe measures when the record has no probe
 
     def validate(self, key: str) -> None:
         check(self.window >= 3, f"{key}.window", "must be >= 3", self.window)
@@ -224,5 +230,10 @@ class LiveConfig:
         check(0 < self.lr_factor <= 1, f"{key}.lr_factor", "must lie in (0, 1]", self.lr_factor)
         check(self.lr_steps >= 0, f"{key}.lr_steps", "must be >= 0", self.lr_steps)
         check(0 <= self.downweight <= 1, f"{key}.downweight", "must lie in [0, 1]", self.downweight)
+        check(self.probe_n >= 2, f"{key}.probe_n", "must be >= 2", self.probe_n)
+        check(self.state_every >= 1, f"{key}.state_every", "must be >= 1", self.state_every)
+        check(self.replay_around >= 0, f"{key}.replay_around", "must be >= 0", self.replay_around)
+        check(self.replay_window >= self.state_every, f"{key}.replay_window",
+              f"must be >= live.state_every ({self.state_every})", self.replay_window)
         check(self.downweight_group is None or self.groups is not None, f"{key}.downweight_group",
                "needs live.groups (the signals.json that names the group)", self.downweight_group)

@@ -195,6 +195,10 @@ class CurvatureConfig:
     n: int | None = None  # use the first n training examples (None: all)
     batch_every: int = 0  # mini-batch runs: the batch sharpness and mean top batch-Hessian eigenvalue (0: off)
     batch_count: int = 8  # sampled batches (the run's batch size) per such measurement
+    schedule: str = "fixed"  # fixed: every `every` steps; adaptive: see oppsig.curvature.schedule
+    min_every: int = 5  # adaptive: the grid of measured steps and the interval near the threshold
+    max_every: int = 0  # adaptive: the longest interval (0: 8 x every)
+    margin: float = 0.1  # adaptive: the band around the threshold, as a fraction of it, measured every min_every
 
     def validate(self, key: str) -> None:
         check(self.every >= 0, f"{key}.every", "must be >= 0", self.every)
@@ -209,3 +213,11 @@ class CurvatureConfig:
         check(self.max_iter > 0, f"{key}.max_iter", "must be > 0", self.max_iter)
         check(self.hvp in ("auto", "rev_rev", "fwd_rev"), f"{key}.hvp", "must be auto, rev_rev or fwd_rev", self.hvp)
         check(self.n is None or self.n > 0, f"{key}.n", "must be > 0", self.n)
+        check(self.schedule in ("fixed", "adaptive"), f"{key}.schedule", "must be fixed or adaptive", self.schedule)
+        check(self.min_every >= 1, f"{key}.min_every", "must be >= 1", self.min_every)
+        check(self.max_every == 0 or self.max_every >= self.min_every, f"{key}.max_every",
+              f"must be 0 (8 x every) or >= min_every ({self.min_every})", self.max_every)
+        check(self.schedule != "adaptive" or self.every == 0 or (self.max_every or 8 * self.every) >= self.min_every,
+              f"{key}.every", f"must be >= min_every / 8 ({self.min_every} / 8) under the adaptive schedule, or set "
+              f"{key}.max_every", self.every)
+        check(0 <= self.margin < 1, f"{key}.margin", "must lie in [0, 1)", self.margin)

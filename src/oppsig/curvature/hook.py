@@ -1,6 +1,9 @@
 """Sharpness tracking during training, as a training-loop hook.
 
-Every ``cfg.every`` steps, :class:`CurvatureHook` measures at ``on_step_start``
+Every ``cfg.every`` steps (``cfg.schedule: fixed``), or at the steps the adaptive schedule of
+:mod:`oppsig.curvature.schedule` chooses (``cfg.schedule: adaptive``: every ``cfg.min_every`` steps near the
+optimiser's threshold, up to ``cfg.max_every`` apart when nothing changes), :class:`CurvatureHook` measures at
+``on_step_start``
 the top-``k`` Hessian eigenvalues of the mean loss at theta_t over the first
 ``cfg.n`` training examples, to ``cfg.tol`` by ``cfg.criterion``,
 warm-started from the eigenvectors of the previous measurement (a few
@@ -11,7 +14,9 @@ of the same step adds its metrics. A warm start explores little beyond the
 previous eigenvectors, so an eigenvalue rising in a new direction could stay
 unseen; every ``cfg.cold_every``-th measurement therefore starts cold (about
 eight products with the presample on fc-tanh / 5k CIFAR-10, against two for a
-warm one). Metrics:
+warm one; under the adaptive schedule the first measurement ``cfg.cold_every * cfg.every`` steps or more
+after the last cold one; under plain GD it keeps a copy of theta_t during each step, to hand the schedule the
+step's length). Only measured steps carry these metrics:
 
 - ``sharpness`` (top eigenvalue), ``sharpness_2`` ... ``sharpness_k``;
 - ``threshold``: the optimiser's stability threshold at this step's lr
@@ -64,6 +69,7 @@ from .measures import update_projection
 from .model_operators import HessianOperator, PreconditionedOperator, all_reduced
 from .problem import make_hvp
 from .results import eigen_metrics, warm_start
+from .schedule import make_schedule
 from .spectrum import adam_preconditioner, layer_eigs, parameter_groups, top_hessian_eigs
 from .thresholds import stability
 
@@ -88,6 +94,14 @@ def layer_shares(vec: torch.Tensor, layout, groups: dict[str, list[str]]) -> dic
             for g, names in groups.items()}
 
 
+def _plain_gd(state) -> bool:
+    """Whether the step is ``theta - lr * grad`` of the mean loss over the measured examples (full batch)."""
+    o = state.config.optim
+    n = state.config.curvature.n
+    return (o.name == "gd" and o.momentum == 0 and o.weight_decay == 0 and state.extras.get("example_weights") is None
+            and (n is None or n >= len(state.train_data)))
+
+
 class CurvatureHook:
     """Training hook that tracks sharpness (see the module docstring).
 
@@ -106,13 +120,19 @@ class CurvatureHook:
         self._last_step: int | None = None
         self._count = 0  # measurements taken
         self._pending: dict[str, Any] | None = None
+        self.schedule = make_schedule(cfg)
+        self._cold_step: int | None = None  # adaptive: the step of the last cold solve
+        self._theta: torch.Tensor | None = None  # adaptive under plain GD: theta_t, for the step's length
 
     # ------------------------------------------------------------------ protocol
     def is_due(self, step: int) -> bool:
         """Whether a measurement is taken at ``step``."""
-        return self.cfg.every > 0 and step % self.cfg.every == 0
+        return self.cfg.every > 0 and self.schedule.due(step)
 
     def on_step_start(self, state) -> None:
+        self._theta = None
+        if self.cfg.every > 0 and self.schedule.kind == "adaptive" and _plain_gd(state):
+            self._theta = torch.cat([q.detach().reshape(-1) for q in state.model.parameters()]).clone()
         if not self.is_due(state.step):
             return
         with exact_math():  # no TF32 / bf16 in curvature measurements (see oppsig.distributed.exact_math)
@@ -134,9 +154,10 @@ class CurvatureHook:
         wrap = (lambda op: all_reduced(op, dctx)) if dist else (lambda op: op)
         d = hvp.layout.dim
         seed = int(getattr(state.config, "seed", 0)) + int(state.step)
-        cold_due = cfg.cold_every > 0 and self._count > 0 and self._count % cfg.cold_every == 0
-        warm = _vec_ok(self._vecs, d) and not cold_due
+        warm = _vec_ok(self._vecs, d) and not self._cold_due(int(state.step))
         self._count += 1
+        if not warm:
+            self._cold_step = int(state.step)
         res = top_hessian_eigs(hvp, k=min(cfg.top_k, d), tol=cfg.tol, max_iter=cfg.max_iter,
                                v0=self._vecs if warm else None, seed=seed,
                                criterion=cfg.criterion, presample=cfg.presample,
@@ -184,9 +205,18 @@ class CurvatureHook:
         state.extras["top_eigvec"] = top
         state.extras["top_eigvec_step"] = int(state.step)
 
+    def _cold_due(self, step: int) -> bool:
+        cfg = self.cfg
+        if cfg.cold_every <= 0 or self._count == 0:
+            return False
+        if self.schedule.kind == "fixed":
+            return self._count % cfg.cold_every == 0
+        return self._cold_step is None or step - self._cold_step >= cfg.cold_every * cfg.every
+
     def on_step_end(self, state) -> None:
         p = self._pending
         if p is None or p["step"] != state.step:
+            self._observe_step(state)
             return
         self._pending = None
         t0 = time.perf_counter()
@@ -202,6 +232,28 @@ class CurvatureHook:
             metrics["update_proj"] = update_projection(theta_next - p["theta"], p["vec"])
         metrics["curv_time"] = p["t"] + time.perf_counter() - t0
         state.metrics.update(metrics)
+        if st.against in metrics:
+            self.schedule.observe_measurement(int(state.step), metrics[st.against], metrics[f"err/{st.against}"],
+                                              st.threshold)
+        else:
+            self.schedule.observe_measurement(int(state.step), metrics["sharpness"], metrics["err/sharpness"], None)
+        self._observe_step(state)
+
+    def _observe_step(self, state) -> None:
+        """Hand the schedule this step's loss and, under plain GD, the step's squared length.
+
+        Under torch.distributed the loss is left out: each rank's is its shard's, and every rank must choose the
+        same steps (the measurement is a collective)."""
+        if self.schedule.kind != "adaptive":
+            return
+        dctx = state.extras.get("dist")
+        loss = None if dctx is not None and dctx.enabled else state.metrics.get("loss")
+        step_sq = None
+        if self._theta is not None:
+            theta_next = torch.cat([q.detach().reshape(-1) for q in state.model.parameters()])
+            step_sq = float((theta_next - self._theta).double().square().sum())
+            self._theta = None
+        self.schedule.observe_step(int(state.step), loss, step_sq, float(state.lr))
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict:
@@ -213,6 +265,8 @@ class CurvatureHook:
             "precond_vec": cpu(self._precond_vec),
             "last_step": self._last_step,
             "count": self._count,
+            "cold_step": self._cold_step,
+            "schedule": self.schedule.state_dict(),
         }
 
     def load_state_dict(self, d: dict) -> None:
@@ -228,4 +282,8 @@ class CurvatureHook:
         self._precond_vec = d.get("precond_vec")
         self._last_step = d.get("last_step")
         self._count = int(d.get("count") or 0)
+        self._cold_step = d.get("cold_step")
         self._pending = None
+        sched = d.get("schedule")
+        if sched is not None and sched.get("kind") == self.schedule.kind:  # a changed schedule starts afresh
+            self.schedule.load_state_dict(sched)

@@ -31,11 +31,25 @@ batches with ids) every k steps instead of the planned subset; ``labels`` and
 sharpness_batch={"input_ids": ..., "labels": ...}`` tracks the top Hessian
 eigenvalue against the optimiser's stability threshold (as ``oppsig train``; see
 :func:`~oppsig.integrations.record.sharpness_on`). Live spike attribution is on by default (see
-:mod:`oppsig.live`); actions are off by default.
+:mod:`oppsig.live`); actions are off by default. In mini-batches a spike event names its groups from a probe at
+states kept over the last ``live.replay_window`` steps and checks them by replay from the batches the callback
+kept (:class:`~oppsig.integrations.replay.BatchReplayer`: the mean of ``per_example_loss`` over each batch, with
+``max_grad_norm`` clipping: the Trainer's own loss when it is that mean, an approximation otherwise, e.g. a causal
+LM's token mean over the batch; the event's ``replay.approximate``); none with gradient accumulation, over several
+processes or without the train data set.
+
+Spike events and actions also go to the Trainer's log: at a spike the callback asks the Trainer to log that step
+(``control.should_log``) and adds its values (``oppsig/spike_rise``, ``oppsig/replay_removed``, ...,
+:func:`~oppsig.integrations.record.logged_values`) to the logged dict, so they are in ``trainer.state.log_history``
+and reach the callbacks after this one. The ``report_to`` integrations (TensorBoard, W&B, MLflow) come before the
+callbacks passed to the Trainer; for them to log oppsig's values, put this callback first::
+
+    trainer.callback_handler.callbacks.insert(0, trainer.pop_callback(OppsigCallback))
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Callable
 
@@ -44,7 +58,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .record import callback_record, sharpness_on, start_record
+from .record import callback_record, logged_values, sharpness_on, start_record
+from .replay import BatchReplayer, ExampleSource
 
 try:
     from transformers import TrainerCallback
@@ -165,12 +180,28 @@ class OppsigCallback(TrainerCallback):
         self._sharp: dict = {}
         self._lr_used: float | None = None
         self._started = False
+        self.replayer: BatchReplayer | None = None
+        self._batch: dict | None = None  # the model inputs of the step's training forward
+        self._to_log: dict[str, float] = {}
 
     # ------------------------------------------------------------------ forward hooks
     def _pre(self, module, args, kwargs):
+        if self._probing:
+            return args, kwargs
         ids = kwargs.pop(self.id_key, None)
         self._ids = ids
+        if module.training and torch.is_grad_enabled():
+            self._batch = dict(kwargs)
         return args, kwargs
+
+    @contextlib.contextmanager
+    def _quiet(self):
+        """The model's forwards inside are not training batches (probe, sharpness, replay)."""
+        before, self._probing = self._probing, True
+        try:
+            yield
+        finally:
+            self._probing = before
 
     def _post(self, module, args, kwargs, output):
         if self._probing or not (module.training and torch.is_grad_enabled()) or not self.record_batches:
@@ -194,13 +225,36 @@ class OppsigCallback(TrainerCallback):
         if not self.enabled:
             return
         per_update = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        replay = (self._replay(args, train_dataloader) if self.core.cfg.enabled and self.core.cfg.replay is not False
+                  else None)
+        self.replayer = replay.get("replayer") if replay else None
         self.probe, self.probe_every = start_record(self.core, train_dataloader, per_update, state.max_steps,
-                                                    self.probe, self.probe_every, self.budget, key=self.id_key)
+                                                    self.probe, self.probe_every, self.budget, key=self.id_key,
+                                                    replay=replay)
         self._handles = [model.register_forward_pre_hook(self._pre, with_kwargs=True),
                          model.register_forward_hook(self._post, with_kwargs=True)]
         self._started = True
 
-    def on_step_begin(self, args, state, control, **kw):
+    def _replay(self, args, loader) -> dict:
+        """The keywords of the live session's replay: a :class:`BatchReplayer` of the batches this callback sees,
+        or why there is none."""
+        ds = getattr(loader, "dataset", None)
+        if args.gradient_accumulation_steps > 1 or args.world_size > 1:
+            return {"no_replay": "an update made of several batches or processes (gradient accumulation, DDP)"}
+        if ds is None or isinstance(ds, torch.utils.data.IterableDataset) or not hasattr(ds, "__len__"):
+            return {"no_replay": "the train data set is not reachable, so the probe's examples cannot be measured"}
+        key = self.id_key
+        source = ExampleSource(ds, key, getattr(loader, "collate_fn", None),
+                               strip=lambda b: {k: v for k, v in b.items() if k != key})
+        rp = BatchReplayer(self.core.cfg.replay_window + 1,
+                           lambda m, b: self.loss_of(_logits_of(m(**b)), b["labels"]), source,
+                           clip=(float(args.max_grad_norm), "norm") if args.max_grad_norm > 0 else None,
+                           guard=self._quiet, keep_out=[self])
+        return {"replayer": rp}
+
+    def on_step_begin(self, args, state, control, model=None, **kw):
+        if self.replayer is not None and model is not None:
+            self.replayer.step_start(model)
         self._t0 = time.perf_counter()
 
     def on_pre_optimizer_step(self, args, state, control, model=None, optimizer=None, **kw):
@@ -209,14 +263,13 @@ class OppsigCallback(TrainerCallback):
         step = state.global_step
         if self.sharpness_every and step % self.sharpness_every == 0:
             sb = self.sharpness_batch
-            self._probing = True  # the solver's forwards are not training batches
-            try:
+            with self._quiet():  # the solver's forwards are not training batches
                 self._sharp = sharpness_on(_Logits(model), (sb["input_ids"], sb["labels"]), _token_ce, optimizer)
-            finally:
-                self._probing = False
         self.core.before_update(step, model, optimizer)
         if optimizer is not None:
             self._lr_used = optimizer.param_groups[0]["lr"]  # after a live lr drop, if any
+        if self.replayer is not None:
+            self.replayer.before_update(optimizer)
 
     def on_optimizer_step(self, args, state, control, optimizer=None, **kw):
         if self._started and self.core.lr_drop is not None and optimizer is not None:
@@ -236,16 +289,32 @@ class OppsigCallback(TrainerCallback):
             losses = torch.cat([b[1] for b in self._buf])
             self._buf.clear()
             metrics["loss"] = float(losses.mean())
-            self.core.after_update(step, ids, losses, model, optimizer, metrics=metrics)
+            if self.replayer is not None and self._batch is not None:
+                self.replayer.keep(step, ids, self._batch)
+            self._batch = None
+            ev = self.core.after_update(step, ids, losses, model, optimizer, metrics=metrics)
+            values = logged_values(ev, self.core.actions)
+            if values:
+                self._to_log.update(values)
+                control.should_log = True  # the Trainer logs this step; on_log adds the values
         if self.probe_every and step % self.probe_every == 0:
             t0 = time.perf_counter()
             self._probe(step, model)
             self.core.seconds["probe"] += time.perf_counter() - t0
 
+    def on_log(self, args, state, control, logs=None, **kw):
+        """The values of the spike events and actions since the last log, into the Trainer's logged dict (and its
+        ``state.log_history`` entry)."""
+        if not self._to_log or logs is None:
+            return
+        logs.update(self._to_log)
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            state.log_history[-1].update(self._to_log)
+        self._to_log = {}
+
     @torch.no_grad()
     def _probe(self, step: int, model) -> None:
-        self._probing = True
-        try:
+        with self._quiet():
             ids, vals = [], []
             dev = next(model.parameters()).device
             for batch in self.probe:
@@ -254,8 +323,6 @@ class OppsigCallback(TrainerCallback):
                 out = model(**batch)
                 ids.append(torch.as_tensor(i).reshape(-1))
                 vals.append(self.loss_of(_logits_of(out), batch["labels"]).float())
-        finally:
-            self._probing = False
         self.core.log_probe(step, torch.cat(ids), torch.cat(vals))
 
     def on_train_end(self, args, state, control, **kw):

@@ -40,6 +40,16 @@ What it records, into the same run directory format as ``oppsig train``:
   versions (``meta.json``);
 - live spike attribution (on by default): a one-line message and an event in
   ``events.jsonl`` at each loss spike, and the actions of ``live`` (off by default).
+  In mini-batches the event names the groups from a probe at states kept over the
+  last ``live.replay_window`` steps and checks them by replay from the batches the
+  callback kept (:class:`~oppsig.integrations.replay.BatchReplayer`: the mean of
+  ``loss_fn(module(x), y)`` over each batch, so an approximation of a
+  ``training_step`` that adds more; the event's ``replay.approximate``); none with
+  gradient accumulation, over several processes or without the train loader's
+  data set. Each event and action also goes to the Trainer's loggers
+  (``logger.log_metrics``: ``oppsig/spike_rise``, ``oppsig/replay_removed``, ...,
+  :func:`~oppsig.integrations.record.logged_values`; the message as text where the
+  logger takes text, as TensorBoard's does), at the spike's step.
 
 The callback never changes the model or optimiser unless an action is asked for;
 ``enabled=False`` switches it off. Its live state is saved with Lightning's
@@ -56,7 +66,8 @@ import torch
 
 from ..config import LiveConfig
 from ..errors import ConfigError
-from .record import callback_record, probe_pass, sharpness_on, start_record
+from .record import callback_record, logged_values, probe_pass, sharpness_on, start_record
+from .replay import BatchReplayer, ExampleSource, dataset_inputs
 
 try:
     from lightning.pytorch import Callback, LightningModule
@@ -106,6 +117,7 @@ class OppsigCallback(Callback):
         self._sharp: dict = {}
         self._step_before = 0
         self._started = False
+        self.replayer: BatchReplayer | None = None
 
     # ------------------------------------------------------------------ hooks
     def on_train_start(self, trainer, pl_module) -> None:
@@ -117,10 +129,32 @@ class OppsigCallback(Callback):
         steps = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else trainer.estimated_stepping_batches
         steps = int(steps) if math.isfinite(steps) else None
         no_forward = type(pl_module).forward in (LightningModule.forward, torch.nn.Module.forward)
-        self.probe, self.probe_every = start_record(
-            self.core, loader, per_update, steps, self.probe, self.probe_every, self.budget, key=0,
-            why_not="the LightningModule defines no forward(x) for the probe to call" if no_forward else None)
+        why_not = "the LightningModule defines no forward(x) for the probe to call" if no_forward else None
+        replay = (self._replay(trainer, loader, why_not) if self.core.cfg.enabled and self.core.cfg.replay is not False
+                  else None)
+        self.replayer = replay.get("replayer") if replay else None
+        self.probe, self.probe_every = start_record(self.core, loader, per_update, steps, self.probe, self.probe_every,
+                                                    self.budget, key=0, why_not=why_not, replay=replay)
         self._started = True
+
+    def _replay(self, trainer, loader, why_not: str | None) -> dict:
+        """The keywords of the live session's replay: a :class:`BatchReplayer` of the batches this callback sees
+        and the training set's inputs, or why there is none."""
+        ds = getattr(loader, "dataset", None)
+        if trainer.accumulate_grad_batches > 1 or trainer.world_size > 1:
+            return {"no_replay": "an update made of several batches or processes (gradient accumulation, DDP)"}
+        if why_not or ds is None or isinstance(ds, torch.utils.data.IterableDataset) or not hasattr(ds, "__len__"):
+            return {"no_replay": why_not or "the train loader's data set is not reachable, so the probe's "
+                                            "examples cannot be measured"}
+        from ..losses import cross_entropy
+
+        fn = self.loss_fn or cross_entropy
+        clip = trainer.gradient_clip_val
+        source = ExampleSource(ds, 0, getattr(loader, "collate_fn", None), strip=lambda b: (b[1], b[2]))
+        rp = BatchReplayer(self.core.cfg.replay_window + 1, lambda m, b: fn(m(b[0]), b[1]), source,
+                           clip=(float(clip), str(getattr(trainer.gradient_clip_algorithm, "value", "norm"))) if clip
+                           else None)
+        return {"replayer": rp, "inputs": dataset_inputs(ds, self.core.index)}
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         if not self._started:
@@ -129,9 +163,13 @@ class OppsigCallback(Callback):
         if self.sharpness_every and step % self.sharpness_every == 0:
             self._sharp = sharpness_on(pl_module, self.sharpness_batch, self.loss_fn, optimizer)
         self.core.before_update(step, pl_module, optimizer)
+        if self.replayer is not None:
+            self.replayer.before_update(optimizer)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._step_before = trainer.global_step  # the step of the update this micro-batch goes into
+        if self.replayer is not None:
+            self.replayer.step_start(pl_module)
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -161,12 +199,33 @@ class OppsigCallback(Callback):
             metrics["lr"] = opt.param_groups[0]["lr"]
         metrics.update(self._sharp)
         self._sharp = {}
-        self.core.after_update(step, ids, losses, pl_module, opt, metrics=metrics)
+        if self.replayer is not None:
+            if isinstance(batch, (tuple, list)) and len(batch) == 3:
+                self.replayer.keep(step, batch[0], (batch[1], batch[2]))
+            else:
+                self.replayer.broken = "the training batch is not (idx, x, y), so it cannot be replayed"
+        ev = self.core.after_update(step, ids, losses, pl_module, opt, metrics=metrics)
+        self._log(trainer, step, ev)
         if self.probe_every and step % self.probe_every == 0:
             t0 = time.perf_counter()
             i, v = probe_pass(pl_module, self.probe, self.loss_fn)
             self.core.seconds["probe"] += time.perf_counter() - t0
             self.core.log_probe(step, i, v)
+
+    def _log(self, trainer, step: int, ev) -> None:
+        """A spike event and the step's actions to the Trainer's loggers: scalars, and the messages as text where
+        a logger takes text. Straight to the loggers, as ``LightningModule.log`` would keep them only every
+        ``log_every_n_steps``."""
+        values = logged_values(ev, self.core.actions)
+        if not values or self.core.rank != 0:
+            return
+        texts = ([ev.message] if ev is not None else []) + [a["message"] for a in self.core.actions]
+        for lg in trainer.loggers:
+            lg.log_metrics(values, step=step)
+            add_text = getattr(getattr(lg, "experiment", None), "add_text", None)
+            if callable(add_text):
+                for t in texts:
+                    add_text("oppsig/spike", t, step)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self._started:

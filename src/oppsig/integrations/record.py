@@ -45,6 +45,7 @@ from ..store.labels import write_labels
 from ..store.probe_plan import ProbePlan, plan_probe
 from ..store.recorder import Recorder
 from ..training.actions import LrDrop
+from .replay import completer
 
 PROBE_SEED = 7
 """The seed of a callback's probe subset (a seeded sample of the training set's positions)."""
@@ -84,6 +85,7 @@ class LiveRecord:
         self.seconds = {"probe": 0.0, "train": 0.0}  # the probe's passes and the training steps, measured
         self.session = LiveSession(self.cfg, Snapshots(self.cfg.checkpoint_every))
         self.weights: torch.Tensor | None = None
+        self.actions: list[dict] = []  # the actions taken at the last step (events of the session's log)
         self.rank, self.world = 0, 1
 
     @property
@@ -93,13 +95,18 @@ class LiveRecord:
         return self.session.live
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self, dense_index=None, batches: bool = False, plan: ProbePlan | None = None) -> None:
+    def start(self, dense_index=None, batches: bool = False, plan: ProbePlan | None = None, replayer=None,
+              inputs=None, no_replay: str | None = None) -> None:
         """Open the record (rank 0) and the live session (every rank).
 
         Args:
             dense_index: the ids of the dense record's columns (a probe subset; default every example).
             batches: keep the training batches' losses in the sparse batch record (a mini-batch run).
             plan: the probe's plan, printed here and reported at :meth:`close`.
+            replayer: the callback's :class:`~oppsig.integrations.replay.BatchReplayer`: each spike's groups are
+                named from a probe at kept states and checked by replay (``live.replay``; one process only), its
+                ``replay`` entry marked ``approximate``; ``inputs`` (N, ...) extend the groups by input direction.
+            no_replay: why there is no replayer, said in each spike's message.
         """
         ctx = current_context()
         self.rank, self.world = ctx.rank, ctx.world
@@ -120,8 +127,13 @@ class LiveRecord:
                 write_labels(self.rec.run_dir, self.index, _numpy(self.labels), self.classes)
             if plan is not None:
                 self.say(plan.describe(len(self.index)))
+        if self.world > 1 and replayer is not None:
+            replayer, no_replay = None, "a run over several processes: each holds part of a batch"
         self.session.start(self.run_dir, self.index, main=self.rank == 0, attribute=self.cfg.enabled,
-                           labels=self.labels, classes=self.classes, print_fn=self.print_fn)
+                           labels=self.labels, classes=self.classes, print_fn=self.print_fn, replayer=replayer,
+                           inputs=inputs, seed=PROBE_SEED)
+        if self.live is not None and self.cfg.replay is not False:
+            self.live.enrich = completer(self.live.enrich, no_replay)
         if self.cfg.downweight_group is not None:
             self.weights = torch.ones(len(self.index))
             self.session.restore_weights(self.weights)  # a resumed run whose group was down-weighted already
@@ -188,8 +200,10 @@ class LiveRecord:
             if metrics:
                 self.rec.log_metrics(step, **{k: float(x) for k, x in metrics.items() if _is_number(x)})
         ev = self.session.observe(step, i, v, loss=loss, metrics=metrics)
+        n = len(self.session.log)
         if self.live is not None and model is not None:
             self.session.act(step, ev, model, optimizer, self.weights)
+        self.actions = self.session.log[n:]
         return ev
 
     def log_probe(self, step: int, ids, losses) -> None:
@@ -212,6 +226,26 @@ class LiveRecord:
     def load_state_dict(self, d: dict) -> None:
         """Continue a resumed run: the state is applied at :meth:`start`."""
         self.session.load_state_dict(d)
+
+
+def logged_values(ev, actions: list[dict]) -> dict[str, float]:
+    """The scalars of a step's spike event ``ev`` (or None) and its ``actions``, as a framework's logger takes
+    them: ``oppsig/spike_rise``, ``oppsig/spike_z``, ``oppsig/group_share`` (of the first named group),
+    ``oppsig/replay_removed``, ``oppsig/replay_removed_control``, ``oppsig/replay_drift``, ``oppsig/verdict_data``
+    (1: data, 0: optimiser state, 0.5: undetermined) and ``oppsig/action_<kind>`` = 1."""
+    out: dict[str, float] = {}
+    if ev is not None:
+        out.update({"oppsig/spike_rise": float(ev.rise), "oppsig/spike_z": float(ev.z)})
+        if ev.groups:
+            out["oppsig/group_share"] = float(ev.groups[0]["share"])
+        rp = ev.replay or {}
+        for k in ("removed", "removed_control", "drift"):
+            if _is_number(rp.get(k)):
+                out[f"oppsig/replay_{k}"] = float(rp[k])
+        if ev.verdict is not None:
+            out["oppsig/verdict_data"] = {"data": 1.0, "optimiser state": 0.0}.get(ev.verdict, 0.5)
+    out.update({f"oppsig/action_{a['kind']}": 1.0 for a in actions})
+    return out
 
 
 def _numpy(a) -> np.ndarray:
@@ -297,12 +331,13 @@ def _ids_in(batch, key) -> torch.Tensor | None:
 
 
 def start_record(core: LiveRecord, loader, batch_size: int | None, steps: int | None, probe, probe_every: int,
-                 budget: float, key, why_not: str | None = None) -> tuple[Any, int]:
+                 budget: float, key, why_not: str | None = None, replay: dict | None = None) -> tuple[Any, int]:
     """Start ``core``'s record for a run whose updates take ``batch_size`` examples over ``steps`` steps.
 
     A mini-batch run records its batches in the sparse batch record; without a probe loader given, a seeded
     probe subset of the train ``loader``'s data set (ids at ``batch[key]``) is planned from ``budget``, unless
-    ``why_not`` says why the callback cannot probe (said once).
+    ``why_not`` says why the callback cannot probe (said once). ``replay``: the keywords ``replayer``, ``inputs``
+    and ``no_replay`` of :meth:`LiveRecord.start`.
 
     Returns:
         The probe loader and its interval (``(None, 0)``: no probe).
@@ -322,7 +357,7 @@ def start_record(core: LiveRecord, loader, batch_size: int | None, steps: int | 
             probe_every = plan.every
             if len(dense) < plan.n:
                 plan = dataclasses.replace(plan, n=len(dense))
-    core.start(dense_index=dense, batches=mini, plan=plan)
+    core.start(dense_index=dense, batches=mini, plan=plan, **(replay or {}))
     return probe, probe_every
 
 

@@ -195,6 +195,8 @@ class LiveAttribution:
         self.threshold: float | None = None
         self._pending: tuple[int, np.ndarray, np.ndarray] | None = None
         self._fired_at: int | None = None
+        self._full_b = 0  # most examples observed at one step
+        self.enrich: Callable[[SpikeEvent], None] | None = None  # completes an event before it is written
 
     # -------------------------------------------------------------- setup
     def bind(self, run_dir: str | os.PathLike | None, index: np.ndarray) -> None:
@@ -245,6 +247,8 @@ class LiveAttribution:
 
         ``loss`` is the step's running loss (default: the mean of ``losses``).
         Several calls for the same step add to it (the last call's verdict counts).
+        A step that holds fewer than half the examples of the largest step seen (the short last batch
+        of an epoch) is recorded but not tested for a spike: the mean of a few losses is too noisy.
         """
         if self.index is None:
             raise RuntimeError("LiveAttribution.bind(run_dir, index) must be called before observe()")
@@ -263,11 +267,16 @@ class LiveAttribution:
             self.detector.load_state_dict(self._before)
         else:
             self._before = self.detector.state_dict()
+        self._full_b = max(self._full_b, len(vals))
+        if 2 * len(vals) < self._full_b:
+            return None
         check = self.detector.update(step, value)
         if check is None or self._fired_at == step:
             return None
         self._fired_at = step
         ev = self._attribute(check, cols, vals)
+        if self.enrich is not None:
+            self.enrich(ev)
         self._emit(ev)
         return ev
 
@@ -351,12 +360,13 @@ class LiveAttribution:
         if len(rise) == 0:
             return []
         shares = group_shares(contrib, {"rise": rise, "opposing": opp})
-        out = [self._online_group("rise", rise, shares["rise"])]
+        out = [self.group_entry("rise", rise, shares["rise"])]
         if len(opp):
-            out.append(self._online_group("opposing", opp, shares["opposing"]))
+            out.append(self.group_entry("opposing", opp, shares["opposing"]))
         return out
 
-    def _online_group(self, role: str, cols: np.ndarray, share: float) -> dict:
+    def group_entry(self, role: str, cols: np.ndarray, share: float) -> dict:
+        """A named group of an event: its ``role`` (``rise`` or ``opposing``), record columns ``cols`` and share."""
         words = tuple(self.describe(cols)) if self.describe is not None else ()
         name = describe_rows(class_counts(self.labels, self.classes, cols), words)
         return {"id": role, "label": "a rising group" if role == "rise" else "an opposing group", "name": name,
@@ -384,7 +394,7 @@ class LiveAttribution:
     def state_dict(self) -> dict:
         """The detector and the per-example history (tensors and plain values: a checkpoint loads it with
         ``weights_only=True``), so a resumed run attributes its spikes as an uninterrupted one does."""
-        d = {"detector": self.detector.state_dict(), "fired_at": self._fired_at,
+        d = {"detector": self.detector.state_dict(), "fired_at": self._fired_at, "full_b": self._full_b,
              "sharpness": self.sharpness, "threshold": self.threshold}
         if self.index is None:
             return d
@@ -403,6 +413,7 @@ class LiveAttribution:
         example ids are the same)."""
         self.detector.load_state_dict(d.get("detector", {}))
         self._fired_at = d.get("fired_at")
+        self._full_b = int(d.get("full_b", 0))
         self.sharpness, self.threshold = d.get("sharpness"), d.get("threshold")
         h = d.get("history")
         if h is None or self.index is None or h["rows"].shape[0] != self.s.history:

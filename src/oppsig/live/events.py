@@ -45,6 +45,9 @@ class SpikeEvent:
     threshold: float | None = None
     message: str = ""
     kind: str = "spike"
+    replay: dict | None = None  # the replay check (:class:`~oppsig.live.replay.ReplayCheck`), when one ran
+    verdict: str | None = None  # data | optimiser state | undetermined (from the replay)
+    replay_note: str | None = None  # why there is no replay, where live.replay is on and none ran
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -73,7 +73,9 @@ class LiveHook:
         self.session.start(state.run_dir, data.index.cpu().numpy(), main=main, labels=labels,
                            classes=getattr(data, "classes", None),
                            describe=_describer(data) if (self.describe and labels is not None) else None,
-                           print_fn=_printer() if main else None, dataset=data_facts(data, state.run_dir))
+                           print_fn=_printer() if main else None, dataset=data_facts(data, state.run_dir),
+                           replayer=_replayer(state), inputs=_inputs(data), seed=state.config.seed,
+                           reset_every=state.config.train.checkpoint_every)
         weights = state.extras.get("example_weights")
         if self.cfg.downweight_group is not None and weights is None:
             raise ConfigError("live.downweight_group needs the loop's example weights; run through `oppsig train` "
@@ -127,6 +129,21 @@ class LiveHook:
         if len(rows) != b:
             raise ConfigError(f"live attribution got {b} losses at step {state.step}, expected {n} or {len(rows)}")
         return data.index.cpu()[rows].numpy()
+
+
+def _replayer(state):
+    """The loop's replayer where spikes are replayed: ``live.replay`` true, or unset on a mini-batch run."""
+    cfg = state.config
+    on = cfg.live.replay
+    if on is None:  # full-batch GD: each replayed step is a pass over every example
+        on = cfg.optim.name != "gd" and cfg.train.batch_size < len(state.train_data)
+    return state.extras.get("replayer") if on else None
+
+
+def _inputs(data):
+    """The training inputs as numpy (N, ...) for extending groups by input direction; None for token ids."""
+    x = data.x
+    return x.detach().float().cpu().numpy() if x.is_floating_point() else None
 
 
 def data_facts(data, run_dir=None) -> dict:

@@ -61,16 +61,22 @@ class LiveSession:
         self.downweighted = False
         self.log: list[dict] = []
         self._saved: dict | None = None
+        self.proof = None  # a SpikeProof once started with a replayer (live.replay)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, run_dir, index, *, main: bool = True, attribute: bool = True, labels=None, classes=None,
-              describe=None, print_fn="stderr", dataset: dict | None = None) -> None:
+              describe=None, print_fn="stderr", dataset: dict | None = None, replayer=None, inputs=None,
+              seed: int = 0, reset_every: int = 0) -> None:
         """Start attributing (``attribute``) with the examples ``index`` (N,) of the record, and continue a
         resumed session's state (:meth:`load_state_dict`).
 
         Only the ``main`` process writes: events into ``run_dir``, TensorBoard under ``<run_dir>/tb``
         (``live.tensorboard``), and messages through ``print_fn``. ``dataset`` (``name``, ``n``, ``classes``,
         ``fingerprint``, each optional) describes the run's data, which the file of ``live.groups`` must fit.
+        With a ``replayer`` (:class:`~oppsig.training.rerun.StepReplayer`) and ``live.replay``, each spike's
+        groups are named from a seeded probe of ``live.probe_n`` examples at kept states and checked by replay
+        (:class:`~oppsig.live.proof.SpikeProof`; ``inputs`` (N, ...) extend them by input direction; its kept
+        states start again every ``reset_every`` steps, the run's checkpoint interval).
         A resumed session drops the events a killed process logged after its saved state (they come again).
 
         Raises:
@@ -82,6 +88,11 @@ class LiveSession:
                                    describe=describe, print_fn=print_fn if main else None, dataset=dataset)
             live.bind(run_dir if main else None, index)
             self._check_downweight_group(live)
+            if self.cfg.replay is not False and replayer is not None:
+                from .proof import SpikeProof
+
+                self.proof = SpikeProof(self.cfg, replayer, inputs, seed=seed, reset_every=reset_every)
+                live.enrich = lambda ev: self.proof(live, ev)
             if self.cfg.tensorboard and main and run_dir is not None:
                 from ..report.tensorboard import TB_DIR, summary_writer
 
@@ -131,6 +142,8 @@ class LiveSession:
         (when a drop is on)."""
         if self.cfg.rollback and self.rollback is not None:
             self.rollback.keep(step, model, optimizer)
+        if self.proof is not None:
+            self.proof.keep(step, model, optimizer)
         if self.cfg.skip_update:
             self.guard.take(model, optimizer)
         if self.lr_drop is not None and optimizer is not None:

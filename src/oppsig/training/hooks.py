@@ -53,7 +53,8 @@ class TrainState:
         extras: free space for hooks to share results (e.g. the top eigenvector). The loop puts
             ``extras["dist"]`` (its distributed context) and ``extras["example_weights"]``: the (N,)
             loss weights the loop reads at every step (None when the run has none); a hook may
-            change them in place (the live hook's down-weight action does).
+            change them in place (the live hook's down-weight action does); ``extras["replayer"]``: a
+            :class:`~oppsig.training.rerun.StepReplayer` of the run's steps (None under DDP).
     """
 
     step: int

@@ -36,6 +36,7 @@ from .checkpoint import checkpoint_path, hook_states, list_checkpoints, save_che
 from .hooks import TrainState
 from .progress import Progress
 from .record import Outputs, numpy, open_outputs, probe, record_row, update_meta
+from .rerun import StepReplayer
 from .resume import branch_from, claim_run_dir
 from .step import batch_backward, batch_rows, gradient, optimizer_step, step_batch
 
@@ -117,7 +118,8 @@ def _loop(p: RunParts, out: Outputs, start: int, wall0: float) -> TrainResult:
     cfg, rec = p.cfg, p.cfg.record
     state = TrainState(step=start, model=p.model, optimizer=p.optimizer, config=cfg, train_data=p.train_set,
                        loss_fn=p.loss_fn, device=p.device, run_dir=p.run_dir,
-                       extras={"dist": p.dist, "example_weights": p.full[2]})
+                       extras={"dist": p.dist, "example_weights": p.full[2],
+                               "replayer": None if p.dist.enabled else StepReplayer(p)})
     hook_api.call(p.hooks, "on_train_start", state)
     t0 = time.perf_counter()
 

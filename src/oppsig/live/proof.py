@@ -1,0 +1,135 @@
+"""At a spike: the groups named from the probe at kept states, and their proof by replay.
+
+:class:`SpikeProof` keeps the run's state every ``live.state_every`` steps over the last
+``live.replay_window`` steps (:class:`~oppsig.live.states.StateRing`). When the live detector fires at step t
+(after its update), before the event is written, it
+
+1. measures a fixed probe set (a seeded sample of ``live.probe_n`` examples, all of them in a smaller set) at
+   each kept state and at theta_{t+1}, the current parameters (:func:`~oppsig.live.minibatch.probe_window`);
+2. where the event has no groups yet (a mini-batch run: its record does not see the same examples at every
+   step), names the rising group and the one opposing it from those rows and extends each to every
+   example (:mod:`oppsig.live.minibatch`), with the share of the probe's rise each carries;
+3. replays the updates from the onset (the kept step of lowest probe loss) through step t, as trained,
+   without the named groups' examples and without a random control, measures the probe at the end
+   (theta_{t+1}: the peak) and gives the verdict (:mod:`oppsig.live.replay`).
+
+The event carries the groups (with every member's id), the replay's numbers and the verdict; its cost (the
+probe forwards and the replays) is in ``replay.seconds`` and the message.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..config import LiveConfig
+from .attribution import LiveAttribution, group_shares
+from .events import SpikeEvent
+from .minibatch import extend_members, probe_groups, probe_window
+from .replay import CONTROLS, control_ids, replay_check
+from .states import StateRing
+from .text import format_message
+
+
+class SpikeProof:
+    """Names a spike's groups from kept states and checks them by replay (see the module docstring).
+
+    Args:
+        cfg: the live settings (``replay_window``, ``state_every``, ``probe_n``, ``max_share_examples``).
+        replayer: the run's :class:`~oppsig.training.rerun.StepReplayer`.
+        inputs: (N, ...) the training inputs in record order, to extend groups by input direction (None: by
+            class only).
+        reset_every: the run's checkpoint interval: the kept states start again at each checkpoint, where a
+            resumed run starts with none, so that a resumed run names and checks its spikes as an
+            uninterrupted one does (a spike within ``live.context`` steps after a checkpoint is checked from
+            the states since it). 0: never.
+    """
+
+    def __init__(self, cfg: LiveConfig, replayer, inputs: np.ndarray | None = None, seed: int = 0,
+                 reset_every: int = 0) -> None:
+        self.cfg, self.replayer, self.inputs, self.seed = cfg, replayer, inputs, seed
+        self.reset_every = reset_every
+        self.probe_ids: np.ndarray | None = None  # drawn at the first spike, from the record's ids
+        self.states = StateRing(cfg.replay_window // cfg.state_every + 1)
+        self.model = self.optimizer = None
+        self.contributions: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # spike step -> (probe ids, parts of rise)
+
+    def keep(self, step: int, model, optimizer) -> None:
+        """Just before the update of ``step``: keep the state."""
+        self.model, self.optimizer = model, optimizer
+        if self.reset_every and step % self.reset_every == 0:  # a resume starts here with no earlier state
+            self.states.clear()
+        if step % self.cfg.state_every == 0:
+            self.states.keep(step, model, optimizer)
+
+    def _probe(self, live: LiveAttribution) -> np.ndarray:
+        if self.probe_ids is None:
+            rng = np.random.default_rng(self.seed)
+            n = min(self.cfg.probe_n, len(live.index))
+            self.probe_ids = np.sort(rng.choice(live.index, size=n, replace=False))
+        return self.probe_ids
+
+    def __call__(self, live: LiveAttribution, ev: SpikeEvent) -> None:
+        """Complete ``ev`` (after the update of its step t): groups where it has none, the replay, the verdict."""
+        t0 = time.perf_counter()
+        probe = self._probe(live)
+        if self.model is None or not self.states.steps():
+            return
+        steps, L = probe_window(self.replayer, self.model, self.optimizer, self.states, probe, ev.step)
+        pg = probe_groups(L, steps, self.cfg.max_share_examples)
+        self.contributions[int(ev.step)] = (probe, pg.contrib)
+        if not ev.groups:
+            ev.groups = self._name_groups(live, pg, probe, L, steps)
+            ev.onset_step = int(steps[pg.onset])
+        groups = {str(g.get("id")): np.asarray(_group_ids(live, g), dtype=np.int64) for g in ev.groups[:2]}
+        groups = {k: v for k, v in groups.items() if len(v)}
+        named = np.unique(np.concatenate(list(groups.values()))) if groups else np.zeros(0, np.int64)
+        onset, peak = int(steps[pg.onset]), ev.step + 1
+        if len(named):
+            ids = np.union1d(probe, named)  # the fixed set the replays are measured on: the probe and the groups
+            recorded = (self._mean_loss(onset, ids), float(self.replayer.losses(self.model, ids).mean()))
+            controls = [control_ids(named, live.index, live.labels, seed=self.seed + 1000 * ev.step + i)
+                        for i in range(CONTROLS)]
+            check = replay_check(self.replayer, self.model, self.optimizer, self.states.get(onset), onset, peak,
+                                 named, controls, ids, recorded, alone=groups if len(groups) > 1 else None,
+                                 around=self.cfg.replay_around if getattr(self.replayer, "ahead", False) else 0)
+            ev.replay = check.to_json()
+            ev.verdict = check.verdict
+        ev.message = format_message(ev)
+        if live.print_fn is not None and ev.replay is not None:
+            live.print_fn(f"step {ev.step}: groups and replays took {time.perf_counter() - t0:.1f} s "
+                          f"({ev.replay['steps']} updates replayed {2 + CONTROLS + len(ev.replay['removals'])} times)")
+
+    def _mean_loss(self, step: int, ids: np.ndarray) -> float:
+        """The mean loss of examples ``ids`` at the state kept at ``step``."""
+        from ..training.actions import restore_state
+
+        sm, so = self.replayer.scratch(self.model, self.optimizer)
+        restore_state(sm, so, self.states.get(step))
+        return float(self.replayer.losses(sm, ids).mean())
+
+    def _name_groups(self, live: LiveAttribution, pg, probe: np.ndarray, L: np.ndarray,
+                     steps: np.ndarray) -> list[dict]:
+        """The rising and opposing groups of the probe, each extended to every example, as event entries."""
+        cols = live.columns(probe)
+        out = []
+        for role, pos in (("rise", pg.rise), ("opposing", pg.opposing)):
+            if len(pos) == 0:
+                continue
+            ids, ext = extend_members(cols, pos, L, steps, live.index, live.labels, self.inputs, seed=self.seed)
+            g = live.group_entry(role, live.columns(ids), group_shares(pg.contrib, {role: pos})[role])
+            g.update(source="probe", probed=int(len(pos)))
+            if ext is not None:
+                g["extension"] = {"added": len(ext.ids), "precision": ext.precision, "recall": ext.recall,
+                                  "note": ext.note}
+            out.append(g)
+        return out
+
+
+def _group_ids(live: LiveAttribution, g: dict) -> list[int]:
+    """The member ids of an event's group entry (groups of ``live.groups`` list theirs by column)."""
+    if "ids" in g:
+        return list(g["ids"])
+    info = next((x for x in live.groups if str(x.id) == str(g.get("id"))), None)
+    return [] if info is None else live.index[info.cols].tolist()

@@ -1,0 +1,97 @@
+"""The kept states of live attribution, the replay check's arithmetic and control, and the verdict."""
+
+import numpy as np
+import pytest
+import torch
+
+from oppsig.live.replay import control_ids, replay_check, verdict
+from oppsig.live.states import StateRing
+from oppsig.training.actions import restore_state
+
+
+def _model_opt(name="sgd"):
+    torch.manual_seed(0)
+    m = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) if name == "sgd" else \
+        torch.optim.Adam(m.parameters(), lr=0.1)
+    return m, opt
+
+
+def _step(m, opt):
+    opt.zero_grad()
+    m(torch.ones(4, 3)).square().sum().backward()
+    opt.step()
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_a_kept_state_restores_the_run_exactly(name):
+    m, opt = _model_opt(name)
+    ring = StateRing(3)
+    after = {}
+    for step in range(6):
+        ring.keep(step, m, opt)
+        _step(m, opt)
+        after[step] = [p.detach().clone() for p in m.parameters()]
+    assert ring.steps() == [3, 4, 5]
+    m2, opt2 = _model_opt(name)
+    for _ in range(2):  # loading the same state twice gives the same step: the slot is not changed by a replay
+        restore_state(m2, opt2, ring.get(4))
+        _step(m2, opt2)
+        assert all(torch.equal(a, b) for a, b in zip(m2.parameters(), after[4]))
+    with pytest.raises(KeyError, match="step 1 is not kept"):
+        ring.get(1)
+    ring.clear()
+    assert ring.steps() == []
+
+
+def test_control_has_the_named_size_and_class_mix_and_no_named_example():
+    index = np.arange(100, 400)
+    labels = np.repeat(np.arange(3), 100)
+    named = np.concatenate([index[:10], index[100:130]])  # 10 of class 0, 30 of class 1
+    c = control_ids(named, index, labels, seed=1)
+    assert len(c) == 40 and not np.isin(c, named).any()
+    lab = labels[np.searchsorted(index, c)]
+    assert (lab == 0).sum() == 10 and (lab == 1).sum() == 30
+    assert not np.array_equal(c, control_ids(named, index, labels, seed=2))
+
+
+def test_verdicts():
+    assert verdict(0.5, 0.8, 0.1)[0] == "data"
+    assert verdict(0.5, 0.8, 0.5)[0] == "undetermined"  # the control removes as much: not the group
+    assert verdict(0.5, 0.1, 0.0)[0] == "optimiser state"
+    assert verdict(0.5, 0.35, 0.0)[0] == "undetermined"
+    assert verdict(-0.1, 0.9, 0.0)[0] == "undetermined"
+
+
+class FakeReplayer:
+    """Loss at the end of a replay: 1 + 0.1 per step, less 0.08 per step without example 7 (0.02 without 8)."""
+
+    def scratch(self, model, optimizer):
+        return model, optimizer
+
+    def run(self, model, optimizer, start, stop, drop=None):
+        drop = () if drop is None else set(np.asarray(drop).tolist())
+        if start == 10:  # from the onset state
+            self.end = 1.0
+        self.end += (0.1 - 0.08 * (7 in drop) - 0.02 * (8 in drop)) * (stop - start)
+
+    def losses(self, model, ids):
+        return np.full(len(ids), self.end)
+
+
+def test_replay_check_shares_of_the_rise():
+    m, opt = _model_opt()
+    state = {"model": m.state_dict(), "optimizer": opt.state_dict()}
+    chk = replay_check(FakeReplayer(), m, opt, state, 10, 15, np.array([7, 8]), [np.array([1, 2]), np.array([7, 3]),
+                       np.array([4, 5])], np.arange(20), recorded=(1.0, 1.5),
+                       alone={"rise": np.array([7]), "opposing": np.array([8])})
+    assert chk.rise == pytest.approx(0.5) and chk.drift == pytest.approx(0.0)
+    assert chk.removed == pytest.approx(1.0) and chk.dropped == 2
+    assert chk.controls == pytest.approx((0.0, 0.8, 0.0)) and chk.removed_control == pytest.approx(0.0)  # median
+    assert chk.removals == pytest.approx({"rise": 0.8, "opposing": 0.2})
+    assert chk.verdict == "data" and chk.steps == 5
+    # past the peak: the height is the largest loss within 2 steps of it (here 2 steps later, still rising)
+    chk = replay_check(FakeReplayer(), m, opt, state, 10, 15, np.array([7, 8]), [np.array([1, 2])], np.arange(20),
+                       recorded=(1.0, 1.5), around=2)
+    assert chk.steps == 7 and chk.around == 2 and chk.rise == pytest.approx(0.7) and chk.drift == pytest.approx(0.0)
+    assert "seconds" not in chk.to_json()
