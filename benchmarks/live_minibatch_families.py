@@ -16,8 +16,9 @@ Summary per setting, over the spikes where a planted pair carries at least half 
 whose event names a group at least 80% planted, and the share whose replay removes at least half the rise
 while the control removes at most a fifth (the acceptance of "Which data caused this spike?").
 
-Usage (each run ~1 min at one thread):
+Usage (each run ~1 min at one thread; ``--set`` adds config overrides):
     OPPSIG_DATA=... python benchmarks/live_minibatch_families.py --setting sgd adamw --seeds 10 --json out.json
+    python benchmarks/live_minibatch_families.py --setting sgd --seeds 10 --set live.replay_window=8
 """
 
 from __future__ import annotations
@@ -66,12 +67,12 @@ def score_event(ev, contrib: tuple[np.ndarray, np.ndarray] | None, groups: list[
             "verdict": ev.verdict, "message": ev.message}
 
 
-def one_run(setting: str, seed: int, base, blend: float, size: int) -> dict:
+def one_run(setting: str, seed: int, base, blend: float, size: int, extra: list[str] = ()) -> dict:
     raw, groups = plant_frames(base.raw.numpy(), base.y.numpy(), blend, size=size, seed=seed)
     ds = dataclasses.replace(planted_dataset(base, raw), y=base.y.clone())
     cfg = load_config(ROOT / "configs" / "fc-tanh-ce-sgd-cifar5k.yaml",
                       [*SETTINGS[setting], f"seed={seed}", "threads=1", "train.checkpoint_every=0", "data.test_n=0",
-                       "live.enabled=true"])
+                       "live.enabled=true", *extra])
     hook = LiveHook(cfg.live, describe=False)
     t0 = time.perf_counter()
     train(cfg, run_dir=None, progress=False, data=(ds, None), hooks=[hook])
@@ -102,13 +103,14 @@ def main() -> None:
     ap.add_argument("--blend", type=float, default=1.0)
     ap.add_argument("--size", type=int, default=60)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--set", nargs="*", default=[], help="further config overrides, e.g. live.replay_window=8")
     a = ap.parse_args()
     torch.set_num_threads(1)
     base = cifar10(n=5000)
     rows = []
     for setting in a.setting:
         for seed in range(a.seeds):
-            r = one_run(setting, seed, base, a.blend, a.size)
+            r = one_run(setting, seed, base, a.blend, a.size, a.set)
             rows.append(r)
             for e in r["events"]:
                 print(f"{setting} seed {seed} step {e['step']}: pair share {e['pair_share']:.2f} purity "

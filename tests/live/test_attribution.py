@@ -93,7 +93,8 @@ def test_online_groups_find_planted_anti_phase_groups():
 
 
 def test_plural_and_description():
-    assert [plural(w) for w in ("frog", "class", "puppy", "day")] == ["frogs", "classes", "puppies", "days"]
+    assert [plural(w) for w in ("frog", "class", "puppy", "day", "deer")] == ["frogs", "classes", "puppies", "days",
+                                                                       "deer"]
     assert describe_rows({"frog": 40, "deer": 3}, ("bright background",)) == "43 frogs, bright background"
     assert describe_rows({"frog": 20, "deer": 15}) == "35 examples (frog 20, deer 15)"
 

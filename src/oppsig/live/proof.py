@@ -42,15 +42,15 @@ class SpikeProof:
             class only).
         reset_every: the run's checkpoint interval: the kept states start again at each checkpoint, where a
             resumed run starts with none, so that a resumed run names and checks its spikes as an
-            uninterrupted one does (a spike within ``live.context`` steps after a checkpoint is checked from
-            the states since it). 0: never.
+            uninterrupted one does (a spike within ``live.replay_window`` steps after a checkpoint is checked
+            from the states since it). 0: never.
     """
 
     def __init__(self, cfg: LiveConfig, replayer, inputs: np.ndarray | None = None, seed: int = 0,
                  reset_every: int = 0) -> None:
         self.cfg, self.replayer, self.inputs, self.seed = cfg, replayer, inputs, seed
         self.reset_every = reset_every
-        self.probe_ids: np.ndarray | None = None  # drawn at the first spike, from the record's ids
+        self.probe_ids: np.ndarray | None = None  # drawn at the first spike from the record's ids, then fixed
         self.states = StateRing(cfg.replay_window // cfg.state_every + 1)
         self.model = self.optimizer = None
         self.contributions: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # spike step -> (probe ids, parts of rise)
@@ -87,7 +87,9 @@ class SpikeProof:
         named = np.unique(np.concatenate(list(groups.values()))) if groups else np.zeros(0, np.int64)
         onset, peak = int(steps[pg.onset]), ev.step + 1
         if len(named):
-            ids = np.union1d(probe, named)  # the fixed set the replays are measured on: the probe and the groups
+            # the spike is a rise of the total loss: measured on the probe, a sample of every example, in which
+            # the named groups' probed members weigh their share
+            ids = probe
             recorded = (self._mean_loss(onset, ids), float(self.replayer.losses(self.model, ids).mean()))
             controls = [control_ids(named, live.index, live.labels, seed=self.seed + 1000 * ev.step + i)
                         for i in range(CONTROLS)]

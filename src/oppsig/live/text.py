@@ -6,9 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 
+_SAME_PLURAL = frozenset({"deer", "sheep", "fish", "moose", "bison", "aircraft"})
+
+
 def plural(name: str) -> str:
-    """English plural of a class name (``frog`` -> ``frogs``, ``class`` -> ``classes``)."""
-    if not name or not name[-1].isalpha():
+    """English plural of a class name (``frog`` -> ``frogs``, ``class`` -> ``classes``, ``deer`` -> ``deer``)."""
+    if not name or not name[-1].isalpha() or name in _SAME_PLURAL:
         return name
     if name.endswith(("s", "x", "ch", "sh")):
         return name + "es"
