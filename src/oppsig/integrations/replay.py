@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from ..curvature.thresholds import unwrap
+from ..store.ids import IdIndex
 
 APPROXIMATE = ("the mean over each kept batch of the callback's per-example loss, at the step's lr, with the "
                "framework's gradient clipping; not regularisers, other losses, loss scaling or precision")
@@ -77,13 +78,7 @@ class ExampleSource:
     def __init__(self, dataset, key, collate_fn=None, strip: Callable = lambda b: b, batch_size: int = 512) -> None:
         self.dataset, self.key, self.collate_fn, self.strip = dataset, key, collate_fn, strip
         self.batch_size = batch_size
-        self._sorted: np.ndarray | None = None
-        self._order: np.ndarray | None = None
-
-    def _index(self) -> None:
-        ids = dataset_ids(self.dataset, self.key)
-        self._order = np.argsort(ids, kind="stable")
-        self._sorted = ids[self._order]
+        self._ids: IdIndex | None = None  # read once, at the first spike
 
     def positions(self, ids) -> np.ndarray:
         """The data set's positions of example ``ids``.
@@ -91,13 +86,12 @@ class ExampleSource:
         Raises:
             ReplayUnavailable: an id is not in the data set.
         """
-        if self._sorted is None:
-            self._index()
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        pos = np.minimum(np.searchsorted(self._sorted, ids), max(len(self._sorted) - 1, 0))
-        if len(self._sorted) == 0 or not (self._sorted[pos] == ids).all():
+        if self._ids is None:
+            self._ids = IdIndex(dataset_ids(self.dataset, self.key))
+        pos, found = self._ids.lookup(ids)
+        if not found.all():
             raise ReplayUnavailable("the train loader's data set lacks some recorded example ids")
-        return self._order[pos]
+        return pos
 
     def batches(self, ids):
         sub = torch.utils.data.Subset(self.dataset, self.positions(ids).tolist())
@@ -125,12 +119,10 @@ def dataset_inputs(dataset, index: np.ndarray, key: int = 0) -> np.ndarray | Non
     x = dataset.tensors[key + 1]
     if not x.is_floating_point():
         return None
-    ids = dataset_ids(dataset, key)
-    order = np.argsort(ids, kind="stable")
-    pos = np.minimum(np.searchsorted(ids[order], index), len(ids) - 1)
-    if not (ids[order][pos] == index).all():
+    pos, found = IdIndex(dataset_ids(dataset, key)).lookup(index)
+    if not found.all():
         return None
-    return x.detach().float().cpu().numpy()[order[pos]]
+    return x.detach().float().cpu().numpy()[pos]
 
 
 def take(batch, keep: torch.Tensor, b: int):

@@ -30,6 +30,7 @@ import torch
 
 from ..config import LiveConfig
 from ..errors import StoreError
+from ..store.ids import IdIndex
 from .detector import SpikeCheck, SpikeDetector
 from .events import GroupInfo, SpikeEvent, append_event, load_groups
 from .text import class_counts, describe_rows, format_message
@@ -60,7 +61,7 @@ def group_shares(contrib: np.ndarray, groups: dict[Any, np.ndarray]) -> dict[Any
     return {g: float(c[np.asarray(cols, dtype=np.int64)].sum() / total) for g, cols in groups.items()}
 
 
-def _corr_rows(d: np.ndarray, ref: np.ndarray) -> np.ndarray:
+def corr_rows(d: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Correlation of each column of ``d`` (h, n) with ``ref`` (h,)."""
     dc = d - d.mean(0, keepdims=True)
     rc = ref - ref.mean()
@@ -126,7 +127,7 @@ def online_groups(
         d = d[:-1]
     rise = _main_cluster(d, top, pos, min_corr)
     rise = rise[np.argsort(-pos[rise], kind="stable")]
-    corr_all = _corr_rows(d, d[:, rise].mean(1))
+    corr_all = corr_rows(d, d[:, rise].mean(1))
     amp = d.std(0)
     cand = np.flatnonzero((corr_all < -min_corr) & (amp >= 0.25 * float(np.median(amp[rise]))))
     cand = cand[np.argsort(corr_all[cand] * amp[cand], kind="stable")][:max_size]
@@ -209,8 +210,7 @@ class LiveAttribution:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.index = np.asarray(index, dtype=np.int64).reshape(-1)
         n = len(self.index)
-        self._order = np.argsort(self.index, kind="stable")
-        self._sorted = self.index[self._order]
+        self._ids = IdIndex(self.index)
         self.rows = np.full((self.s.history, n), np.nan, dtype=np.float32)  # ring buffer of per-example losses
         self.row_steps = np.full(self.s.history, -1, dtype=np.int64)
         self.row_loss = np.full(self.s.history, np.nan)
@@ -229,12 +229,11 @@ class LiveAttribution:
             StoreError: for ids the record does not hold.
         """
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        pos = np.searchsorted(self._sorted, ids)
-        pos = np.minimum(pos, len(self._sorted) - 1)
-        if not (self._sorted[pos] == ids).all():
-            bad = ids[self._sorted[pos] != ids][:5].tolist()
-            raise StoreError(f"example ids {bad} are not in the record's index (ids 0..{len(self._sorted) - 1}?)")
-        return self._order[pos]
+        pos, found = self._ids.lookup(ids)
+        if not found.all():
+            raise StoreError(f"example ids {ids[~found][:5].tolist()} are not in the record's index "
+                             f"(ids 0..{len(self._ids) - 1}?)")
+        return pos
 
     def set_sharpness(self, sharpness: float | None, threshold: float | None) -> None:
         """The latest sharpness and its stability threshold (2/lr for GD), shown in messages."""

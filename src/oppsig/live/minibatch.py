@@ -34,7 +34,7 @@ import numpy as np
 
 from ..signals.extend import BatchView, predict_group
 from ..signals.result import Extension
-from .attribution import online_groups
+from .attribution import corr_rows, online_groups
 from .states import StateRing
 
 LOG_FLOOR = 1e-4  # added to losses before their log, as the offline extension does
@@ -100,9 +100,7 @@ def _grow(core: np.ndarray, weight: np.ndarray, d: np.ndarray, max_size: int, mi
     The core holds the fewest examples that carry the rise; a group's other members move with it, less."""
     if len(core) == 0:
         return core
-    x = d - d.mean(axis=0, keepdims=True)
-    ref = x[:, core].mean(axis=1)
-    corr = (ref @ x) / (np.sqrt((x * x).sum(axis=0) * (ref @ ref)) + 1e-12)
+    corr = corr_rows(d, d[:, core].mean(axis=1))
     floor = 0.25 * float(np.median(weight[core]))
     more = np.flatnonzero((corr > min_corr) & (weight >= floor) & ~np.isin(np.arange(d.shape[1]), core))
     more = more[np.argsort(-weight[more], kind="stable")][: max(0, max_size - len(core))]

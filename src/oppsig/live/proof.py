@@ -88,13 +88,12 @@ class SpikeProof:
         onset, peak = int(steps[pg.onset]), ev.step + 1
         if len(named):
             # the spike is a rise of the total loss: measured on the probe, a sample of every example, in which
-            # the named groups' probed members weigh their share
-            ids = probe
-            recorded = (self._mean_loss(onset, ids), float(self.replayer.losses(self.model, ids).mean()))
+            # the named groups' probed members weigh their share (its rows at the onset and now are measured)
+            recorded = (float(L[pg.onset].mean()), float(L[-1].mean()))
             controls = [control_ids(named, live.index, live.labels, seed=self.seed + 1000 * ev.step + i)
                         for i in range(CONTROLS)]
             check = replay_check(self.replayer, self.model, self.optimizer, self.states.get(onset), onset, peak,
-                                 named, controls, ids, recorded, alone=groups if len(groups) > 1 else None,
+                                 named, controls, probe, recorded, alone=groups if len(groups) > 1 else None,
                                  around=self.cfg.replay_around if getattr(self.replayer, "ahead", False) else 0)
             ev.replay = check.to_json()
             ev.verdict = check.verdict
@@ -102,14 +101,6 @@ class SpikeProof:
         if live.print_fn is not None and ev.replay is not None:
             live.print_fn(f"step {ev.step}: groups and replays took {time.perf_counter() - t0:.1f} s "
                           f"({ev.replay['steps']} updates replayed {2 + CONTROLS + len(ev.replay['removals'])} times)")
-
-    def _mean_loss(self, step: int, ids: np.ndarray) -> float:
-        """The mean loss of examples ``ids`` at the state kept at ``step``."""
-        from ..training.actions import restore_state
-
-        sm, so = self.replayer.scratch(self.model, self.optimizer)
-        restore_state(sm, so, self.states.get(step))
-        return float(self.replayer.losses(sm, ids).mean())
 
     def _name_groups(self, live: LiveAttribution, pg, probe: np.ndarray, L: np.ndarray,
                      steps: np.ndarray) -> list[dict]:

@@ -24,13 +24,13 @@ import torch
 from torch import nn
 
 
-def _tensors(model: nn.Module, optimizer) -> tuple[list[str], list[torch.Tensor], list[tuple], list[torch.Tensor]]:
-    """Model state keys and tensors, optimiser state keys ``(param index, name)`` and tensors."""
+def _tensors(model: nn.Module, osd: dict) -> tuple[list[str], list[torch.Tensor], list[tuple], list[torch.Tensor]]:
+    """Model state keys and tensors, optimiser state (``osd``: its state dict's ``state``) keys
+    ``(param index, name)`` and tensors."""
     msd = model.state_dict(keep_vars=True)
     mkeys = list(msd)
     okeys, otens = [], []
-    if optimizer is not None:
-        osd = optimizer.state_dict()["state"]
+    if osd:
         for i in sorted(osd):
             for k, v in osd[i].items():
                 if isinstance(v, torch.Tensor):
@@ -52,7 +52,8 @@ class StateRing:
 
     def keep(self, step: int, model: nn.Module, optimizer) -> None:
         """Copy the state of ``model`` and ``optimizer`` into the oldest slot, as that of ``step``."""
-        mkeys, mt, okeys, ot = _tensors(model, optimizer)
+        osd = optimizer.state_dict() if optimizer is not None else None
+        mkeys, mt, okeys, ot = _tensors(model, osd["state"] if osd else {})
         layout = (tuple(mkeys), tuple(okeys), tuple((t.shape, t.dtype, t.device) for t in mt + ot))
         if layout != self._layout:  # the optimiser made its state (first step), or the model changed
             self._slots, self._layout, self._next = [], layout, 0
@@ -64,8 +65,8 @@ class StateRing:
             torch._foreach_copy_(slot["tensors"], mt + ot)
         self._next += 1
         slot["step"] = int(step)
-        slot["groups"] = copy.deepcopy(optimizer.state_dict()["param_groups"]) if optimizer is not None else None
-        slot["other"] = _other_state(optimizer)
+        slot["groups"] = copy.deepcopy(osd["param_groups"]) if osd is not None else None
+        slot["other"] = _other_state(osd["state"] if osd else {})
 
     def clear(self) -> None:
         """Forget the kept states (the slots' memory is reused)."""
@@ -97,9 +98,6 @@ class StateRing:
         return out
 
 
-def _other_state(optimizer) -> dict:
-    """The optimiser's per-parameter state that is not a tensor (copied: it is small)."""
-    if optimizer is None:
-        return {}
-    osd = optimizer.state_dict()["state"]
+def _other_state(osd: dict) -> dict:
+    """The optimiser's per-parameter state (``osd``) that is not a tensor (copied: it is small)."""
     return {i: {k: copy.deepcopy(v) for k, v in osd[i].items() if not isinstance(v, torch.Tensor)} for i in osd}

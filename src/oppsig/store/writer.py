@@ -25,6 +25,7 @@ import numpy as np
 import zarr
 
 from ..errors import StoreError
+from .ids import IdIndex
 from .format import FORMAT_VERSION, METRICS, PROGRESS, STORE, ZARR_FORMAT, atomic_write, check_zarr_format, read_json
 
 
@@ -160,15 +161,11 @@ class StoreWriter:
     def columns(self, ids: np.ndarray) -> np.ndarray:
         """Column positions of the stable example ids ``ids``."""
         if self._col is None:
-            order = np.argsort(self.index, kind="stable")
-            self._col = (self.index[order], order)
-        sorted_ids, order = self._col
-        pos = np.searchsorted(sorted_ids, ids)
-        pos = np.clip(pos, 0, len(sorted_ids) - 1)
-        bad = sorted_ids[pos] != ids
-        if np.any(bad):
-            raise StoreError(f"example ids {np.asarray(ids)[bad][:5].tolist()} are not in this store")
-        return order[pos]
+            self._col = IdIndex(self.index)
+        pos, found = self._col.lookup(ids)
+        if not found.all():
+            raise StoreError(f"example ids {np.asarray(ids).reshape(-1)[~found][:5].tolist()} are not in this store")
+        return pos
 
     def flush(self) -> None:
         """Write buffered rows and commit them (atomically bump ``progress.json``)."""

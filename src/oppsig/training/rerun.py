@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..store.ids import IdIndex
 from ..store.recorder import probe_losses
 from .step import full_batch_backward, optimizer_step, precision, step_batch
 
@@ -45,17 +46,13 @@ class StepReplayer:
 
     def __init__(self, parts) -> None:
         self.parts = parts
-        ids = parts.train_set.index.cpu().numpy()
-        self._order = np.argsort(ids, kind="stable")
-        self._sorted = ids[self._order]
+        self._ids = IdIndex(parts.train_set.index.cpu().numpy())
         self._scratch: tuple[nn.Module, torch.optim.Optimizer] | None = None
 
     def rows_of(self, ids) -> np.ndarray:
         """Row positions in the training set of example ``ids`` (ids it lacks are left out)."""
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        pos = np.minimum(np.searchsorted(self._sorted, ids), len(self._sorted) - 1)
-        hit = self._sorted[pos] == ids
-        return self._order[pos[hit]]
+        pos, found = self._ids.lookup(ids)
+        return pos[found]
 
     def scratch(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, torch.optim.Optimizer]:
         """A copy of ``(model, optimizer)`` to replay on (made once, reused: load a state into it first)."""
@@ -68,7 +65,7 @@ class StepReplayer:
         """The updates of steps ``start .. stop - 1`` on ``model``/``optimizer``, without the examples of ids
         ``drop`` (each batch's mean over the examples left)."""
         p = self.parts
-        dropped = np.zeros(len(self._sorted), dtype=bool)
+        dropped = np.zeros(len(self._ids), dtype=bool)
         if drop is not None and len(drop):
             dropped[self.rows_of(drop)] = True
         dropped_t = torch.as_tensor(dropped, device=p.device)
