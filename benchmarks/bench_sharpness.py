@@ -15,7 +15,14 @@ After ``--steps`` full-batch GD steps (seeded), one run measures:
    tight reference (float64 Lanczos);
 3. after ``--more-steps`` further GD steps, oppsig warm-started from the cold
    solve's block of Ritz vectors (``warm_start``; the same solve timed
-   ``--seeds`` times), beside cold power iterations at the same point.
+   ``--seeds`` times), beside cold power iterations at the same point;
+4. at matched error: the same power iteration (same products, same random start
+   per seed) run until its estimate's true relative error is at most oppsig's
+   own error on that seed (the cold solve's at step ``--steps``, the warm
+   solve's ``--more-steps`` later, power iteration started cold there), or
+   ``--match-cap`` products (such a run did not reach the error: its time is a
+   lower bound and is flagged). The stop looks at the float64 reference, which
+   no real power iteration can: it favours power iteration.
 
 Every oppsig solve reports an error bound (from a safe gap, see
 ``oppsig.curvature.lanczos``); the table gives the worst ratio of the true error
@@ -28,10 +35,10 @@ PyHessian does over a data loader). Counts are in products over the full data
 (a presample's products count by their share of the rows; a block counts each
 column); medians over seeds.
 
-Goals: HVP <= 2.5 gradients; cold >= 5x less time than power iteration at >= 20x
-smaller error; warm >= 15x less time than a cold power iteration.
+Goals: HVP <= 2.5 gradients; cold >= 5x less time than power iteration at matched
+error; warm >= 15x (a cold power iteration at the warm solve's error).
 
-Usage:
+Usage (wall time with the defaults: about 21 minutes on 2 cores under load average 5):
     OPPSIG_DATA=/path/to/data python benchmarks/bench_sharpness.py            # n=5000, 200 steps
     OPPSIG_DATA=/path/to/data python benchmarks/bench_sharpness.py --n 1000 --steps 20 --seeds 2   # quick
     OPPSIG_DATA=/path/to/data python benchmarks/bench_sharpness.py --loss ce --lr 0.1 --steps 400   # cross-entropy
@@ -58,7 +65,7 @@ from oppsig.curvature import (
     top_hessian_eigs,
     warm_start,
 )
-from oppsig.curvature.basis import start_vector
+from oppsig.curvature.basis import dot64, start_vector
 from oppsig.errors import DataNotFoundError
 from oppsig.losses import get_loss
 from oppsig.models import build_model
@@ -156,6 +163,57 @@ class Runs:
                 f"{self.med('errs'):>11.1e}{max(self.errs):>11.1e}{acc:>11}{bound:>11}{conv:>6}")
 
 
+class Reached(Exception):
+    """Raised by :class:`StopAtError` at the first estimate within the error asked."""
+
+
+class StopAtError(HessianOperator):
+    """The Hessian, ending a power iteration at its first estimate within ``err`` (relative) of ``target``.
+
+    ``power_iteration`` multiplies its current unit vector v and takes ``dot64(v, Hv)`` as its estimate; this
+    operator computes the same quotient after each product (one dot product more) and raises :class:`Reached`
+    once it is close enough to the reference ``target``, which no real power iteration knows.
+    """
+
+    def __init__(self, hvp, target: float, err: float):
+        super().__init__(hvp)
+        self.target, self.err, self.products, self.estimate = target, err, 0, math.nan
+
+    def _matvec(self, v):
+        w = super()._matvec(v)
+        self.products += 1
+        self.estimate = dot64(v, w)
+        if abs(self.estimate - self.target) <= self.err * abs(self.target):
+            raise Reached
+        return w
+
+
+def power_to_error(make, target: float, err: float, seed: int, cap: int):
+    """Power iteration from ``seed``'s random start until within ``err`` of ``target`` (at most ``cap`` products).
+
+    ``make()`` builds the HVP engine (timed, as for every solver). Returns (products, seconds, relative error,
+    whether it reached ``err``).
+    """
+    sync()
+    t = time.perf_counter()
+    op = StopAtError(make(), target, err)
+    try:
+        power_iteration(op, tol=0.0, max_iter=cap, seed=seed)
+        reached = False
+    except Reached:
+        reached = True
+    sync()
+    return op.products, time.perf_counter() - t, abs(op.estimate - target) / abs(target), reached
+
+
+def matched_row(runs: Runs, reached: list) -> str:
+    """The row of a matched-error power iteration, flagged when a run hit the cap (its time a lower bound)."""
+    capped = len(reached) - sum(reached)
+    if capped:
+        runs.name += f" [{capped} capped: >=]"
+    return runs.row()
+
+
 HEADER = (f"{'solver (median over seeds)':<44}{'HVPs':>7}{'range':>10}{'wall s':>8}{'med err':>11}"
           f"{'max err':>11}{'HVPs to tol':>11}{'err/bound':>11}{'conv':>6}")
 
@@ -171,6 +229,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ref-tol", type=float, default=1e-8, help="relative residual of the float64 reference")
     ap.add_argument("--max-iter", type=int, default=500, help="most HVPs of any solver")
     ap.add_argument("--seeds", type=int, default=7, help="random starts per solver")
+    ap.add_argument("--match-cap", type=int, default=2000,
+                    help="most products of the power iteration run to oppsig's error")
     ap.add_argument("--presample", type=float, default=0.1, help="oppsig's cold-start presample fraction")
     ap.add_argument("--reps", type=int, default=5, help="timing repetitions of gradient and HVP")
     ap.add_argument("--threads", type=int, default=2)
@@ -227,16 +287,21 @@ def main(argv=None) -> int:
     def rel(x, target):
         return abs(x - target) / abs(target)
 
-    def cold_runs(target, seeds, with_extras: bool):
+    def cold_runs(target, seeds, with_extras: bool, match=None):
+        """Cold solves per seed; ``match``: the errors the matched power iterations run to (default: oppsig's)."""
         ours, plain, power, power_nc = (Runs(f"oppsig cold (Lanczos, {args.presample:g} presample)"),
                                         Runs("block Lanczos, random block"), Runs("power iteration"),
                                         Runs("power iteration, graph rebuilt per HVP"))
+        matched, reached = Runs("power iteration to oppsig's error, ref. stop"), []
         first = None
-        for s in seeds:
+        for i, s in enumerate(seeds):
             r, t = timed(lambda: top_hessian_eigs(hvp(), tol=args.tol, max_iter=args.max_iter, seed=s,
                                                   presample=args.presample))
             ours.add(r.work, t, rel(r.top, target), result=r, target=target)
             first = first or r
+            k, t, e, ok = power_to_error(hvp, target, ours.errs[-1] if match is None else match[i], s, args.match_cap)
+            matched.add(k, t, e)
+            reached.append(ok)
             p, t = timed(lambda: power_iteration(HessianOperator(hvp()), tol=args.tol, max_iter=args.max_iter,
                                                  seed=s))
             power.add(p.work, t, rel(p.top, target), to_accuracy(p.history, target, args.tol), result=p, target=target)
@@ -248,10 +313,10 @@ def main(argv=None) -> int:
                 p, t = timed(lambda: power_iteration(HessianOperator(hvp(False)), tol=args.tol,
                                                      max_iter=args.max_iter, seed=s))
                 power_nc.add(p.work, t, rel(p.top, target))
-        return ours, plain, power, power_nc, first
+        return ours, plain, power, power_nc, first, (matched, reached)
 
     seeds = range(args.seed, args.seed + args.seeds)
-    ours, plain, power, power_nc, cold0 = cold_runs(lam, seeds, True)
+    ours, plain, power, power_nc, cold0, (pmatch, preached) = cold_runs(lam, seeds, True)
 
     from scipy.sparse.linalg import eigsh
 
@@ -272,8 +337,10 @@ def main(argv=None) -> int:
     for _ in range(args.seeds):  # deterministic: the same solve, timed again (one timing is at the mercy of load)
         w, t = timed(lambda: top_hessian_eigs(hvp(), tol=args.tol, max_iter=args.max_iter, v0=warm_start(cold0)))
         warm.add(w.work, t, rel(w.top, lam2), to_accuracy(w.history, lam2, args.tol), result=w, target=lam2)
-    _, _, power2, _, _ = cold_runs(lam2, range(args.seed + 100, args.seed + 100 + args.seeds), False)
+    _, _, power2, _, _, (pmatch2, preached2) = cold_runs(lam2, range(args.seed + 100, args.seed + 100 + args.seeds),
+                                                         False, match=warm.errs)
     power2.name = "power iteration, cold"
+    pmatch2.name = "power, cold, to the warm error, ref. stop"
 
     # report -------------------------------------------------------------------------------
     print(f"\nfull-batch gradient: {t_grad:.3f} s (fastest of {args.reps}, interleaved with the HVPs)")
@@ -291,11 +358,13 @@ def main(argv=None) -> int:
     print(HEADER)
     for r in (ours, plain, power, power_nc, eig):
         print(r.row())
+    print(matched_row(pmatch, preached))
     print(f"\nstep {args.steps + args.more_steps}: top eigenvalue {lam2:.4f} (moved {rel(lam2, lam):.1e}); "
           f"reference {ref2.num_matvecs} HVPs, {t_ref2:.1f} s")
     print(HEADER)
     for r in (warm, power2):
         print(r.row())
+    print(matched_row(pmatch2, preached2))
 
     cold_hvp = power.med("work") / ours.med("work")
     cold_sec = power.med("secs") / ours.med("secs")
@@ -319,6 +388,14 @@ def main(argv=None) -> int:
           f"power / random-start Lanczos = {power.med('work') / plain.med('work'):.1f}x HVPs")
     print(f"  warm: {warm.med('work'):g} HVPs, error {warm.errs[0]:.1e}; cold power / warm = "
           f"{warm_hvp:.1f}x HVPs, {warm_sec:.1f}x seconds (goal >= 15)")
+    for label, m, ok, o in (("cold", pmatch, preached, ours), ("warm", pmatch2, preached2, warm)):
+        capped = len(ok) - sum(ok)
+        flag = f"; {capped}/{len(ok)} capped at {args.match_cap} products: a lower bound" if capped else ""
+        print(f"  matched error, {label}: power (to oppsig's error, reference stop) / oppsig = "
+              f"{m.med('secs') / o.med('secs'):.1f}x seconds (goal >= {5 if label == 'cold' else 15}), "
+              f"{m.med('work') / o.med('work'):.1f}x HVPs; power {m.med('work'):g} "
+              f"({min(m.work):g}-{max(m.work):g}) HVPs in {m.med('secs'):.2f} s, oppsig {o.med('work'):g} HVPs in "
+              f"{o.med('secs'):.2f} s{flag}")
     est = "unknown" if cold0.gap is None else f"{cold0.gap:.3f}"
     print(f"  (true gap at step {args.steps}: {gap_true:.3f}; oppsig's safe lower bound {est})")
     return 0

@@ -63,7 +63,7 @@ def score_event(ev, contrib: tuple[np.ndarray, np.ndarray] | None, groups: list[
     rp = ev.replay or {}
     return {"step": ev.step, "rise": round(ev.rise, 3), "pair_share": max(shares, default=float("nan")),
             "purity": max(purity, default=0.0), "sizes": [g.get("size") for g in ev.groups],
-            "removed": rp.get("removed"), "removed_control": rp.get("removed_control"),
+            "removed": rp.get("removed"), "removed_control": rp.get("removed_control"), "replay_rise": rp.get("rise"),
             "verdict": ev.verdict, "message": ev.message}
 
 
@@ -89,10 +89,11 @@ def summary(rows: list[dict]) -> str:
         named = [e for e in carried if e["purity"] >= PURITY]
         proved = [e for e in carried if e["removed"] is not None and e["removed"] >= 0.5
                   and e["removed_control"] is not None and e["removed_control"] <= 0.2]
+        steady = [e for e in proved if abs(e["removed_control"]) <= 0.2]  # the verdict's test: control within 20%
         runs = sum(r["setting"] == setting for r in rows)
         out.append(f"{setting}: {runs} runs, {len(evs)} events, {len(carried)} carried by a planted pair "
                    f"(>= {PAIR_SHARE:.0%} of the rise); named a >= {PURITY:.0%} planted group: {len(named)}; "
-                   f"replay removes >= 50% (control <= 20%): {len(proved)}")
+                   f"replay removes >= 50% (control <= 20%): {len(proved)}, control within +-20%: {len(steady)}")
     return "\n".join(out)
 
 

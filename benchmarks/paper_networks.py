@@ -9,7 +9,7 @@ the share of the top Hessian eigenvector in the first third of the layers, the m
 the last layer at the start, middle and end of the tracked steps. It writes one figure per network to
 ``<out>/net-<net>.png`` (sharpness against 2/lr and its 10% band, with the layer shares beneath).
 
-    python benchmarks/paper_networks.py [--runs runs] [--nets resnet18,vgg11,vit] [--train] [--out docs]
+    python benchmarks/paper_networks.py [--runs runs] [--nets resnet18,vgg11,vit,vgg11-mse] [--train] [--out docs]
 
 Wall time: about 4 s per finished, detected run; detect adds 10-30 s per run, training 10-30 minutes per
 network on a loaded 2-core machine.
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-NETS = ("resnet18", "vgg11", "vit")
+NETS = ("resnet18", "vgg11", "vit", "vgg11-mse")  # vgg11-mse: VGG-11 under MSE (configs/vgg11-mse-gd-cifar2k.yaml)
 BAND = 0.1  # within 10% of 2/lr
 
 
@@ -183,7 +183,7 @@ def report(net: str, r: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=Path, default=Path("runs"), help="parent folder of the runs (default runs)")
-    ap.add_argument("--nets", default=",".join(NETS), help="which networks (default all three)")
+    ap.add_argument("--nets", default=",".join(NETS), help="which runs (default all four)")
     ap.add_argument("--train", action="store_true", help="train a run that is missing (default: refuse)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs", help="where the figures go (default docs)")
     a = ap.parse_args()

@@ -33,6 +33,7 @@ from optimizer_state_spikes import state_spike_settings  # noqa: E402
 
 from oppsig.config import load_config  # noqa: E402
 from oppsig.live import LiveHook  # noqa: E402
+from oppsig.live.replay import verdict  # noqa: E402
 from oppsig.signals.spikes import detect_spikes  # noqa: E402
 from oppsig.training import train  # noqa: E402
 
@@ -76,6 +77,14 @@ def state_events(seed: int) -> list[dict]:
              "message": ev.message} for ev in hook.live.events if ev.step in peaks]
 
 
+def judged(removed, removed_control, rise=1.0) -> str:
+    """The verdict of the current rule from an event's replay shares (so that events written by an earlier run of
+    a benchmark are judged as live attribution judges now)."""
+    if removed is None or removed_control is None:
+        return "undetermined"
+    return verdict(rise if rise is not None else 1.0, removed, removed_control)[0]
+
+
 def table(rows: dict[str, list[str]]) -> str:
     out = ["| cause planted | spikes | " + " | ".join(VERDICTS) + " |", "|---|---|" + "---|" * len(VERDICTS)]
     for cause, verdicts in rows.items():
@@ -102,8 +111,11 @@ def main() -> None:
               flush=True)
         if a.json:
             a.json.write_text(json.dumps({"data": data, "state": state}, indent=1, default=float) + "\n")
-    print(table({"data (planted pair carries >= half the rise)": [e["verdict"] for e in data],
-                 "optimiser state (Adam, no planted group)": [e["verdict"] for e in state]}))
+    state_rp = [e["replay"] or {} for e in state]
+    print(table({"data (planted pair carries >= half the rise)":
+                 [judged(e["removed"], e["removed_control"], e.get("replay_rise")) for e in data],
+                 "optimiser state (Adam, no planted group)":
+                 [judged(r.get("removed"), r.get("removed_control"), r.get("rise")) for r in state_rp]}))
 
 
 if __name__ == "__main__":

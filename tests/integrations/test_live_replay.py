@@ -35,7 +35,7 @@ def _check_spikes(events, planted) -> list[dict]:
         assert ev["groups"] and all(g["ids"] and g["size"] == len(g["ids"]) for g in ev["groups"])
         rp = ev["replay"]
         assert rp["approximate"] is True and "per-example loss" in rp["replays"]
-        assert rp["peak_step"] == ev["step"] + 1 and rp["steps"] == rp["peak_step"] - rp["onset_step"] > 0
+        assert rp["peak_step"] == ev["step"] + 1 and rp["steps"] == rp["peak_step"] - rp["start_step"] > 0
         assert np.isfinite([rp["rise"], rp["removed"], rp["removed_control"]]).all()
         assert rp["drift"] < 1e-6  # the module trains on the mean of the loss the replay uses: the replay is exact
         assert ev["verdict"] == rp["verdict"] in VERDICTS and "replay" in ev["message"]

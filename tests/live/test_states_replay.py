@@ -6,7 +6,7 @@ import torch
 
 from oppsig.live.replay import control_ids, replay_check, verdict
 from oppsig.live.states import StateRing
-from oppsig.training.actions import restore_state
+from oppsig.training.actions import restore_state, snapshot
 
 
 def _model_opt(name="sgd"):
@@ -61,6 +61,10 @@ def test_verdicts():
     assert verdict(0.5, 0.1, 0.0)[0] == "optimiser state"
     assert verdict(0.5, 0.35, 0.0)[0] == "undetermined"
     assert verdict(-0.1, 0.9, 0.0)[0] == "undetermined"
+    # a control that makes the rise far larger: the replay is too sensitive to the batches to tell
+    assert verdict(0.5, 0.6, -1.2)[0] == "undetermined" and "sensitive" in verdict(0.5, 0.6, -1.2)[1]
+    assert verdict(0.5, 0.05, -0.5)[0] == "undetermined"
+    assert verdict(0.5, 0.6, -0.15)[0] == "data"
 
 
 class FakeReplayer:
@@ -95,3 +99,37 @@ def test_replay_check_shares_of_the_rise():
                        recorded=(1.0, 1.5), around=2)
     assert chk.steps == 7 and chk.around == 2 and chk.rise == pytest.approx(0.7) and chk.drift == pytest.approx(0.0)
     assert "seconds" not in chk.to_json()
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_a_snapshot_restored_twice_gives_the_same_step(name):
+    """torch's load_state_dict shares the optimiser's tensors with the dict it loads: restoring must copy them."""
+    m, opt = _model_opt(name)
+    _step(m, opt)  # momenta that are not zero
+    snap = snapshot(m, opt)
+    _step(m, opt)
+    after = [p.detach().clone() for p in m.parameters()]
+    for _ in range(2):
+        restore_state(m, opt, snap)
+        _step(m, opt)
+        assert all(torch.equal(a, b) for a, b in zip(m.parameters(), after))
+
+
+def test_replay_check_controls_that_drop_nothing_remove_nothing():
+    """Every replay starts from the onset's state: one that drops no example is the run as trained."""
+    from oppsig.config import load_config
+    from oppsig.training import build_run
+    from oppsig.training.build import TrainOptions
+    from oppsig.training.rerun import StepReplayer
+
+    cfg = load_config(None, ["data.n=96", "model.widths=[8]", "optim.name=sgd", "optim.lr=0.5", "optim.momentum=0.9",
+                             "train.batch_size=16", "train.steps=12", "threads=1", "record.enabled=false"])
+    parts = build_run(cfg, TrainOptions(run_dir=None, progress=False))
+    rp = StepReplayer(parts)
+    model, opt = parts.model, parts.optimizer
+    rp.run(model, opt, 0, 3)  # momentum built up before the onset
+    onset_state, ids = snapshot(model, opt), parts.train_set.index.numpy()
+    chk = replay_check(rp, model, opt, onset_state, 3, 8, ids[:10], [np.zeros(0, np.int64)] * 2, ids,
+                       recorded=(0.0, 0.0))  # a recorded onset loss of 0: the rise is the replay's whole height
+    assert chk.rise > 0 and chk.removed != 0.0
+    assert chk.controls == (0.0, 0.0)

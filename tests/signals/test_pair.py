@@ -191,6 +191,20 @@ def test_gates_after_the_test_only_remove_pairs():
     assert failed_checks(pair(0, 1, 1.0), 0.01, 0.3, 0.9) == ("anti-phase", "visible", "leading")  # NaN: not passed
 
 
+def test_a_pair_that_is_the_leading_oscillation_passes_when_anti_phase_beyond_it():
+    """A planted pair that carries a run's largest oscillation correlates with it at -0.9 and beyond; it is kept
+    when it stays anti-phase once that oscillation is projected out (p_beyond at most half the level)."""
+    def pair(p_beyond):
+        return Pair(0, 1, corr=-0.9, strength=1.0, swing=1.0, spike_share=1.0, significant=True, coherence=COH,
+                    direction_ratio=0.5, anti_phase=AntiPhase(p=min(1.0, 2 * p_beyond), leading_corr=-0.93,
+                                                              p_beyond=p_beyond))
+
+    assert failed_checks(pair(0.0025), 0.01, 0.3, 0.9) == ()
+    assert failed_checks(pair(0.006), 0.01, 0.3, 0.9) == ("anti-phase", "leading")  # p 0.012: neither passes
+    assert failed_checks(pair(0.0049), 0.01, 0.3, 0.9) == ()
+    assert failed_checks(pair(NAN), 0.01, 0.3, 0.9) == ("anti-phase", "leading")  # not computed: no evidence
+
+
 def test_a_pair_whose_gradients_do_not_point_apart_is_not_reported():
     from oppsig.signals import SignalsResult, Verification, with_verifications
 

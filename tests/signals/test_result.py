@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -75,7 +76,7 @@ def test_json_version_3_nests_the_pair_results_and_version_2_reads_into_them(res
     assert d["format_version"] == FORMAT_VERSION == 4
     first = d["pairs"][0]
     assert set(first["coherence"]) == set(V2_KEYS["coherence"])
-    assert set(first["anti_phase"]) == set(V2_KEYS["anti_phase"])
+    assert set(first["anti_phase"]) == set(V2_KEYS["anti_phase"]) | {"p_beyond"}  # p_beyond: not in version 2
     assert first["coherence"]["p_value"] == result.pairs[0].coherence.p_value
     v2 = {**d, "format_version": 2, "pairs": [_as_v2(p) for p in d["pairs"]],
           "rejected_pairs": [_as_v2(p) for p in d["rejected_pairs"]]}
@@ -83,7 +84,12 @@ def test_json_version_3_nests_the_pair_results_and_version_2_reads_into_them(res
     (tmp_path / "v2.json").write_text(json.dumps(v2))
     back = read_signals_json(tmp_path / "v2.json")
     assert back.format_version == 2
-    assert result_to_dict(back)["pairs"] == d["pairs"] and result_to_dict(back)["rejected_pairs"] == d["rejected_pairs"]
+    def v2_fields(pairs):  # version 2 has no p_beyond: it reads back as NaN
+        return [{**p, "anti_phase": {k: v for k, v in p["anti_phase"].items() if k != "p_beyond"}} for p in pairs]
+
+    for key in ("pairs", "rejected_pairs"):
+        assert v2_fields(result_to_dict(back)[key]) == v2_fields(d[key])
+    assert all(math.isnan(p.anti_phase.p_beyond) for p in back.pairs)
     assert all(isinstance(p.coherence, Coherence) and isinstance(p.anti_phase, AntiPhase) for p in back.pairs)
     assert summary_text(back) == summary_text(result)
 

@@ -216,6 +216,8 @@ class LiveConfig:
     replay_window: int = 48  # steps back the kept states reach (the spike's build-up)
     state_every: int = 4  # keep the state every k steps (replay_window / k + 1 copies in memory)
     replay_around: int = 8  # the replayed spike's height: the largest loss within this many steps of its peak
+    replay_lead: int | None = None  # replays start this many steps before the onset (None: the optimiser's
+    # momentum horizon, 1 / (1 - momentum or beta1) rounded up: what its momentum carries into the onset)
     probe_n: int = 1024  # examples the spike's probe measures when the record has no probe
 
     def validate(self, key: str) -> None:
@@ -233,6 +235,8 @@ class LiveConfig:
         check(self.probe_n >= 2, f"{key}.probe_n", "must be >= 2", self.probe_n)
         check(self.state_every >= 1, f"{key}.state_every", "must be >= 1", self.state_every)
         check(self.replay_around >= 0, f"{key}.replay_around", "must be >= 0", self.replay_around)
+        check(self.replay_lead is None or self.replay_lead >= 0, f"{key}.replay_lead", "must be >= 0 (or null)",
+              self.replay_lead)
         check(self.replay_window >= self.state_every, f"{key}.replay_window",
               f"must be >= live.state_every ({self.state_every})", self.replay_window)
         check(self.downweight_group is None or self.groups is not None, f"{key}.downweight_group",

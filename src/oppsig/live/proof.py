@@ -9,8 +9,9 @@
 2. where the event has no groups yet (a mini-batch run: its record does not see the same examples at every
    step), names the rising group and the one opposing it from those rows and extends each to every
    example (:mod:`oppsig.live.minibatch`), with the share of the probe's rise each carries;
-3. replays the updates from the onset (the kept step of lowest probe loss) through step t, as trained,
-   without the named groups' examples and without a random control, measures the probe at the end
+3. replays the updates from the kept state ``live.replay_lead`` steps before the onset (the kept step of lowest
+   probe loss; by default the optimiser's momentum horizon, :func:`replay_start`) through step t, as trained,
+   without the named groups' examples and without random controls, measures the probe around the end
    (theta_{t+1}: the peak) and gives the verdict (:mod:`oppsig.live.replay`).
 
 The event carries the groups (with every member's id), the replay's numbers and the verdict; its cost (the
@@ -19,6 +20,7 @@ probe forwards and the replays) is in ``replay.seconds`` and the message.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -86,13 +88,14 @@ class SpikeProof:
         groups = {k: v for k, v in groups.items() if len(v)}
         named = np.unique(np.concatenate(list(groups.values()))) if groups else np.zeros(0, np.int64)
         onset, peak = int(steps[pg.onset]), ev.step + 1
+        start = replay_start(self.states.steps(), onset, self.cfg.replay_lead, self.optimizer)
         if len(named):
             # the spike is a rise of the total loss: measured on the probe, a sample of every example, in which
             # the named groups' probed members weigh their share (its rows at the onset and now are measured)
             recorded = (float(L[pg.onset].mean()), float(L[-1].mean()))
             controls = [control_ids(named, live.index, live.labels, seed=self.seed + 1000 * ev.step + i)
                         for i in range(CONTROLS)]
-            check = replay_check(self.replayer, self.model, self.optimizer, self.states.get(onset), onset, peak,
+            check = replay_check(self.replayer, self.model, self.optimizer, self.states.get(start), start, peak,
                                  named, controls, probe, recorded, alone=groups if len(groups) > 1 else None,
                                  around=self.cfg.replay_around if getattr(self.replayer, "ahead", False) else 0)
             ev.replay = check.to_json()
@@ -118,6 +121,38 @@ class SpikeProof:
                                   "note": ext.note}
             out.append(g)
         return out
+
+
+def momentum_horizon(optimizer) -> int:
+    """Steps over which the optimiser's momentum carries a gradient on: ``ceil(1 / (1 - b))`` for SGD's momentum
+    or Adam's beta1 ``b`` (the first group's), 0 without momentum.
+
+    Example:
+        >>> import torch
+        >>> p = [torch.nn.Parameter(torch.zeros(1))]
+        >>> momentum_horizon(torch.optim.SGD(p, lr=0.1, momentum=0.9)), momentum_horizon(torch.optim.SGD(p, lr=0.1))
+        (10, 0)
+        >>> momentum_horizon(torch.optim.AdamW(p, betas=(0.9, 0.999)))
+        10
+    """
+    g = optimizer.param_groups[0] if optimizer is not None and optimizer.param_groups else {}
+    b = float(g.get("momentum", g.get("betas", (0.0,))[0]) or 0.0)
+    return int(math.ceil(1.0 / (1.0 - b) - 1e-9)) if 0.0 < b < 1.0 else 0
+
+
+def replay_start(kept: list[int], onset: int, lead: int | None, optimizer=None) -> int:
+    """The kept step the replays start from: the latest at or before ``onset - lead`` (``lead`` None: the
+    optimiser's :func:`momentum_horizon`), else the oldest kept. A removal from the onset on cannot take out what
+    the momentum already carries into it.
+
+    Example:
+        >>> kept = [0, 4, 8, 12, 16]
+        >>> replay_start(kept, 14, 10), replay_start(kept, 14, 0), replay_start([8, 12], 9, 10)
+        (4, 12, 8)
+    """
+    lead = momentum_horizon(optimizer) if lead is None else int(lead)
+    before = [s for s in kept if s <= onset - lead]
+    return max(before) if before else min(kept)
 
 
 def _group_ids(live: LiveAttribution, g: dict) -> list[int]:

@@ -1,12 +1,14 @@
 """Proof by replay: did the named groups' examples cause the spike, or was it the optimiser's state?
 
-At a spike, the updates from its onset to its peak are done again from the state kept at the onset
-(:class:`~oppsig.training.rerun.StepReplayer`: the same batches, order, learning rates and optimiser
-state): once as trained, once with the named groups' examples dropped from every batch in between, and once
-with each of a few random controls of the same size and class mix dropped instead (and, recorded beside,
-each named group dropped alone). Each ends at the peak's
-parameters, where the mean loss of a fixed probe set (which holds the named groups' probed members) is
-measured. So the answer is what the updates did, not the arithmetic of leaving the groups' own losses out.
+At a spike, the updates up to its peak are done again from a state kept at or before its onset (by default
+the optimiser's momentum horizon before it, :func:`~oppsig.live.proof.replay_start`, so that the removed
+examples' gradients are not already in the momentum) with :class:`~oppsig.training.rerun.StepReplayer` (the same
+batches, order, learning rates and optimiser state, each replay from a copy of it): once as trained, once
+with the named groups' examples dropped from every batch in between, and once with each of a few random
+controls of the same size and class mix dropped instead (and, recorded beside, each named group dropped alone).
+Each ends around the peak's parameters, where the mean loss of a fixed probe set (which holds the named groups'
+probed members) is measured. So the answer is what the updates did, not the arithmetic of leaving the groups'
+own losses out.
 
 - :func:`control_ids`: the random control;
 - :func:`replay_check`: the replays and the share of the rise each removal takes away;
@@ -31,7 +33,9 @@ from ..training.actions import restore_state
 DATA_REMOVED = 0.5
 """A removal of the named groups that takes away at least this share of the rise, ..."""
 CONTROL_REMOVED = 0.2
-"""... while the control takes away at most this share (the median of :data:`CONTROLS`): the verdict is *data*."""
+"""... while the control changes the rise by at most this share, either way (the median of :data:`CONTROLS`): the
+verdict is *data*. A control that makes the rise larger by more than that shows a replay too sensitive to the
+batches to tell the named groups' part."""
 CONTROLS = 3
 """Random controls replayed per spike."""
 STATE_REMOVED = 0.2
@@ -67,10 +71,10 @@ def control_ids(named: np.ndarray, index: np.ndarray, labels: np.ndarray | None,
 class ReplayCheck:
     """The replays of one spike (one entry of its event)."""
 
-    onset_step: int
+    start_step: int  # the kept step the replays start from (live.replay_lead before the onset)
     peak_step: int
     probe_size: int
-    rise: float  # largest mean probe loss around the peak minus at the onset, replayed as trained
+    rise: float  # largest mean probe loss around the peak, replayed as trained, minus at the onset (recorded)
     drift: float  # |replayed - recorded| mean probe loss at the peak (0: the replay is exact)
     removed: float  # share of the rise taken away by dropping the named groups' examples (all of them)
     removed_control: float  # ... by dropping a random control of the same size and class mix (median of controls)
@@ -97,21 +101,25 @@ def verdict(rise: float, removed: float, removed_control: float) -> tuple[str, s
     if not np.isfinite(rise) or rise <= 0:
         return "undetermined", "the probe's loss did not rise between the onset and the peak (the spike is in " \
                                "this step's batch alone)"
-    if removed >= DATA_REMOVED and removed_control <= CONTROL_REMOVED:
+    if removed >= DATA_REMOVED and abs(removed_control) <= CONTROL_REMOVED:
         return "data", f"dropping the named groups removes {removed:.0%} of the rise, the control {removed_control:.0%}"
+    if removed_control < -CONTROL_REMOVED:
+        return "undetermined", f"dropping a random control makes the rise {-removed_control:.0%} larger: the " \
+                               f"replay is too sensitive to the batches here (the named groups: {removed:.0%} removed)"
     if removed < STATE_REMOVED:
         return "optimiser state", f"the rise survives dropping the named groups ({removed:.0%} removed)"
     return "undetermined", f"dropping the named groups removes {removed:.0%} of the rise, the control " \
                            f"{removed_control:.0%}"
 
 
-def replay_check(replayer, model, optimizer, onset_state: dict, onset: int, peak: int, named: np.ndarray,
+def replay_check(replayer, model, optimizer, start_state: dict, start: int, peak: int, named: np.ndarray,
                  controls: list[np.ndarray], probe_ids: np.ndarray, recorded: tuple[float, float],
                  alone: dict | None = None, around: int = 0) -> ReplayCheck:
-    """Replay the updates from ``onset_state`` (the state at step ``onset``): as trained, without the examples
+    """Replay the updates from ``start_state`` (the state kept at step ``start``, at or before the spike's onset):
+    as trained, without the examples
     ``named``, without each control in ``controls``, and without each group of ``alone`` (``{id: ids}``); the
     spike's height in each is the probe's largest mean loss over the parameters of steps
-    ``peak - around .. peak + around`` (after ``onset``).
+    ``peak - around .. peak + around`` (after ``start``); its rise is measured from the onset's recorded loss.
 
     With ``around`` > 0 the replays run past the peak (a seeded run's later batches are known): near the edge
     of stability a change of the batches can move an oscillation's peak by a few steps without removing it,
@@ -123,16 +131,16 @@ def replay_check(replayer, model, optimizer, onset_state: dict, onset: int, peak
     Args:
         replayer: a :class:`~oppsig.training.rerun.StepReplayer` of the run.
         model, optimizer: the training model and optimiser (copied once into the replayer's scratch; untouched).
-        onset_state: the state kept at the onset (``{"model", "optimizer"}`` state dicts).
+        start_state: the state kept at ``start`` (``{"model", "optimizer"}`` state dicts; left as it is).
         recorded: the probe's mean loss at the onset and at the peak as measured on the kept states.
     """
     t0 = time.perf_counter()
     sm, so = replayer.scratch(model, optimizer)
-    first, last = max(onset + 1, peak - around), peak + around
+    first, last = max(start + 1, peak - around), peak + around
 
     def replay(drop) -> tuple[float, float]:  # (height over the window, loss at the peak)
-        restore_state(sm, so, onset_state)
-        replayer.run(sm, so, onset, first, drop=drop)
+        restore_state(sm, so, start_state)
+        replayer.run(sm, so, start, first, drop=drop)
         seen = {}
         for s in range(first, last + 1):
             if s > first:
@@ -152,6 +160,6 @@ def replay_check(replayer, model, optimizer, onset_state: dict, onset: int, peak
     removed_control = float(np.median(ctl)) if ctl else float("nan")
     removals = {str(k): share(replay(v)[0]) for k, v in (alone or {}).items()}
     v, why = verdict(rise, removed, removed_control)
-    return ReplayCheck(int(onset), int(peak), len(probe_ids), rise, abs(full_at_peak - at_peak), removed,
-                       removed_control, ctl, int(len(named)), removals, int(last - onset), around,
+    return ReplayCheck(int(start), int(peak), len(probe_ids), rise, abs(full_at_peak - at_peak), removed,
+                       removed_control, ctl, int(len(named)), removals, int(last - start), around,
                        time.perf_counter() - t0, v, why)

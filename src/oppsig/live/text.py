@@ -63,9 +63,9 @@ def format_message(ev) -> str:
                      f"(ids {', '.join(map(str, ev.examples[:5]))}{', ...' if len(ev.examples) > 5 else ''})")
     rp = getattr(ev, "replay", None)
     if rp and not rp["rise"] > 0:
-        parts.append(f"replay {rp['onset_step']}..{rp['peak_step']}: the probe's loss did not rise: {rp['verdict']}")
+        parts.append(f"replay {rp['start_step']}..{rp['peak_step']}: the probe's loss did not rise: {rp['verdict']}")
     elif rp:
-        parts.append(f"replay {rp['onset_step']}..{rp['peak_step']}: without the groups {rp['removed'] * 100:.0f}% "
+        parts.append(f"replay {rp['start_step']}..{rp['peak_step']}: without the groups {rp['removed'] * 100:.0f}% "
                      f"of the rise removed (control {rp['removed_control'] * 100:.0f}%): {rp['verdict']}")
     if ev.sharpness is not None and ev.threshold is not None:
         parts.append(f"sharpness {ev.sharpness:.3g} / 2/lr {ev.threshold:.3g}")

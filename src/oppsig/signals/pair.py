@@ -262,7 +262,11 @@ def failed_checks(p: Pair, anti_phase_level: float, min_direction_ratio: float, 
       ``min_direction_ratio`` of a typical example's distance from its class mean;
     - ``"leading"``: the difference of the group means is the run's leading oscillation
       itself: ``|leading_corr| >= max_leading_corr`` (any examples split by their sign
-      along the top direction give that).
+      along the top direction give that), and the pair has no anti-phase of its own beyond it:
+      ``p_beyond > anti_phase_level / 2`` (the beyond half of the Bonferroni pair of
+      :class:`~oppsig.signals.antiphase.AntiPhaseNull`; NaN: none). A planted pair that
+      carries the run's largest oscillation is that oscillation, and is still anti-phase
+      once it is projected out.
 
     A gate after a test that controls the family-wise error can only remove pairs,
     so the error rate holds whatever the gates' levels.
@@ -273,13 +277,20 @@ def failed_checks(p: Pair, anti_phase_level: float, min_direction_ratio: float, 
         ...          anti_phase=AntiPhase(p=0.2, leading_corr=0.3), direction_ratio=0.5)
         >>> failed_checks(p, 0.01, 0.3, 0.9), failed_checks(p, 0.01, 0.3, 0.9, gates=("visible",))
         (('anti-phase',), ())
+        >>> lead = dataclasses.replace(p, anti_phase=AntiPhase(p=0.004, leading_corr=-0.95, p_beyond=0.02))
+        >>> failed_checks(lead, 0.01, 0.3, 0.9)
+        ('leading',)
+        >>> own = dataclasses.replace(lead, anti_phase=AntiPhase(p=0.005, leading_corr=-0.95, p_beyond=0.0025))
+        >>> failed_checks(own, 0.01, 0.3, 0.9)
+        ()
     """
     out = []
     if "anti-phase" in gates and not (p.anti_phase.p <= anti_phase_level):  # NaN fails: no evidence
         out.append("anti-phase")
     if "visible" in gates and not (p.direction_ratio >= min_direction_ratio):
         out.append("visible")
-    if "leading" in gates and not (abs(p.anti_phase.leading_corr) < max_leading_corr):
+    own = p.anti_phase.p_beyond <= anti_phase_level / 2  # NaN: no evidence of its own
+    if "leading" in gates and not (abs(p.anti_phase.leading_corr) < max_leading_corr or own):
         out.append("leading")
     return tuple(out)
 

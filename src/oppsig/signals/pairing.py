@@ -169,7 +169,8 @@ def with_anti_phase(p: Pair, view: View, null: AntiPhaseNull | None, ratios: dic
         ap = null.test(p.corr, null.beyond(va, vb), *sizes, sign, anti_phase_draws(config.anti_phase_level),
                        derived_rng(config.seed, p.a, p.b))  # a pair's draws: its own
         anti = dataclasses.replace(anti, p=ap.p, null_corr=ap.null_corr, beyond_corr=ap.beyond,
-                                   null_beyond=ap.null_beyond, weak=bool(ap.p > config.anti_phase_level))
+                                   null_beyond=ap.null_beyond, weak=bool(ap.p > config.anti_phase_level),
+                                   p_beyond=ap.p_beyond)
     return dataclasses.replace(p, view=view.name, anti_phase=anti,
                                direction_ratio=float(min(ratios[p.a], ratios[p.b])))
 
@@ -231,7 +232,7 @@ def test_description(tested: list[Pair], inputs: Inputs, config: SignalsConfig) 
     n_perm = draws_needed(config.n_null, config.alpha)
     gates = ("after the test, each only removes pairs: both groups visibly different from their classes "
              "(direction ratio >= min_direction_ratio), not the leading oscillation itself "
-             "(|leading_corr| < max_leading_corr)")
+             "(|leading_corr| < max_leading_corr, unless anti-phase beyond it: p_beyond <= anti_phase_level / 2)")
     if config.anti_phase_gate:
         gates += (", anti-phase beyond random splits of the pair's sizes, as it is or beyond the leading "
                   "oscillation (Bonferroni p <= anti_phase_level)")

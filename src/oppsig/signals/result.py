@@ -206,6 +206,8 @@ class AntiPhase:
         null_beyond: the random splits' mean of that correlation.
         leading_corr: correlation of the difference of the two group means with the
             leading component's time profile.
+        p_beyond: the part of ``p`` from the correlation beyond the leading oscillation alone
+            (``(1 + #{random splits at least as anti-phase there}) / (n + 1)``; NaN where not computed).
         weak: ``p > anti_phase_level``: random examples of its sizes split by
             their co-movement are as anti-phase as the pair, with and without the leading
             oscillation. Shown with the pair, which is removed by the default
@@ -218,6 +220,7 @@ class AntiPhase:
     null_beyond: float = NAN
     leading_corr: float = NAN
     weak: bool = False
+    p_beyond: float = NAN
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,8 @@ def failed_text(p: Pair) -> str:
                       f"{ap.null_beyond:.2f}; p={ap.p:.2g})",
         "visible": f"a group's mean input differs from its classes' by only {p.direction_ratio:.2f}x a typical "
                    "example's distance",
-        "leading": f"its group-mean difference is the leading oscillation (corr {ap.leading_corr:.2f})",
+        "leading": f"its group-mean difference is the leading oscillation (corr {ap.leading_corr:.2f}), with no "
+                   f"anti-phase of its own beyond it (p={ap.p_beyond:.2g})",
         "partner": "each of its groups has a more anti-phase partner, reported",
         "gradient": "its groups' gradients do not point apart on the model (cosine >= 0)",
     }

@@ -40,12 +40,16 @@ def snapshot(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
 def restore_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, snap: dict) -> None:
     """Put a :func:`snapshot` (or an oppsig checkpoint) back into ``model`` and ``optimizer``, in place.
 
-    The optimiser's current learning rates are kept (the schedule stays where it is).
+    The optimiser's current learning rates are kept (the schedule stays where it is). ``snap`` is left as it
+    is, so that it can be restored again: the optimiser gets copies of its tensors (``load_state_dict`` would
+    share them, and the next update would change the snapshot's momenta in place).
     """
     model.load_state_dict(snap["model"])
     if optimizer is not None and "optimizer" in snap:
         lrs = [g["lr"] for g in optimizer.param_groups]
-        optimizer.load_state_dict(snap["optimizer"])
+        osd = snap["optimizer"]
+        optimizer.load_state_dict({**osd, "state": {i: {k: v.clone() if isinstance(v, torch.Tensor) else v
+                                                         for k, v in st.items()} for i, st in osd["state"].items()}})
         for g, lr in zip(optimizer.param_groups, lrs):
             g["lr"] = lr
 
