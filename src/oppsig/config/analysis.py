@@ -216,8 +216,8 @@ class LiveConfig:
     replay_window: int = 48  # steps back the kept states reach (the spike's build-up)
     state_every: int = 4  # keep the state every k steps (replay_window / k + 1 copies in memory)
     replay_around: int = 8  # the replayed spike's height: the largest loss within this many steps of its peak
-    replay_lead: int | None = None  # replays start this many steps before the onset (None: the optimiser's
-    # momentum horizon, 1 / (1 - momentum or beta1) rounded up: what its momentum carries into the onset)
+    replay_lead: int | None = 0  # replays start this many steps before the onset (None: the optimiser's momentum
+    # horizon, 1 / (1 - momentum or beta1) rounded up; measured, it proves as many spikes at more cost)
     probe_n: int = 1024  # examples the spike's probe measures when the record has no probe
 
     def validate(self, key: str) -> None:

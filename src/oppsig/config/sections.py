@@ -128,6 +128,7 @@ class TrainConfig:
     steps: int = 500
     loss: str = "ce"  # ce | mse
     batch_size: int = 128  # mini-batch size of sgd/adam (gd uses every example)
+    drop_last: bool = False  # leave out each epoch's short last batch (its n % batch_size examples)
     physical_batch_size: int = 5000  # rows per forward/backward; gd accumulates over them
     checkpoint_every: int = 100  # 0: only at the end
     keep_checkpoints: bool = True  # also keep checkpoints/step_NNNNNN.pt (to branch from before a spike)

@@ -125,7 +125,7 @@ class LiveHook:
         from ..training import batch_rows  # the mini-batch of a step is a pure function of the seed
 
         cfg = state.config
-        rows = batch_rows(state.step, n, cfg.train.batch_size, cfg.seed, "cpu")
+        rows = batch_rows(state.step, n, cfg.train.batch_size, cfg.seed, "cpu", cfg.train.drop_last)
         if len(rows) != b:
             raise ConfigError(f"live attribution got {b} losses at step {state.step}, expected {n} or {len(rows)}")
         return data.index.cpu()[rows].numpy()

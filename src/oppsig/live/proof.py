@@ -10,7 +10,7 @@
    step), names the rising group and the one opposing it from those rows and extends each to every
    example (:mod:`oppsig.live.minibatch`), with the share of the probe's rise each carries;
 3. replays the updates from the kept state ``live.replay_lead`` steps before the onset (the kept step of lowest
-   probe loss; by default the optimiser's momentum horizon, :func:`replay_start`) through step t, as trained,
+   probe loss; by default the onset itself, :func:`replay_start`) through step t, as trained,
    without the named groups' examples and without random controls, measures the probe around the end
    (theta_{t+1}: the peak) and gives the verdict (:mod:`oppsig.live.replay`).
 

@@ -1,8 +1,8 @@
 """Proof by replay: did the named groups' examples cause the spike, or was it the optimiser's state?
 
-At a spike, the updates up to its peak are done again from a state kept at or before its onset (by default
-the optimiser's momentum horizon before it, :func:`~oppsig.live.proof.replay_start`, so that the removed
-examples' gradients are not already in the momentum) with :class:`~oppsig.training.rerun.StepReplayer` (the same
+At a spike, the updates up to its peak are done again from a state kept at or before its onset (by default the
+onset's; ``live.replay_lead`` steps before it, :func:`~oppsig.live.proof.replay_start`, takes out what the
+momentum carries into the onset too) with :class:`~oppsig.training.rerun.StepReplayer` (the same
 batches, order, learning rates and optimiser state, each replay from a copy of it): once as trained, once
 with the named groups' examples dropped from every batch in between, and once with each of a few random
 controls of the same size and class mix dropped instead (and, recorded beside, each named group dropped alone).

@@ -173,17 +173,19 @@ def record_source(run: Any, source: str = "auto") -> str:
 
 
 def epoch_length(run: Any, batches: Any) -> int:
-    """Steps per epoch of a mini-batch run: ``ceil(N / train.batch_size)`` from its config, else read off
-    its sparse record (the step at which every example has been seen once, counted from the first step).
+    """Steps per epoch of a mini-batch run: ``ceil(N / train.batch_size)`` from its config (``floor`` with
+    ``train.drop_last``), else read off its sparse record (the step at which every example has been seen once,
+    counted from the first step).
 
     Raises:
         SignalsError: when neither tells (pass ``steps_per_epoch``).
     """
-    import math
+    from ..training.step import steps_per_epoch
 
-    bs = getattr(getattr(run.config, "train", None), "batch_size", None)
+    train = getattr(run.config, "train", None)
+    bs = getattr(train, "batch_size", None)
     if bs:
-        return math.ceil(batches.n_examples / bs)
+        return steps_per_epoch(batches.n_examples, bs, bool(getattr(train, "drop_last", False)))
     for s, c, _, _ in batches.blocks():
         _, first = np.unique(c, return_index=True)
         if len(first) == batches.n_examples:

@@ -89,21 +89,30 @@ def full_batch_backward(
     return losses, accuracy, (torch.cat(logits) if want_logits else None)
 
 
-def batch_rows(step: int, n: int, batch_size: int, seed: int, device) -> torch.Tensor:
+def batch_rows(step: int, n: int, batch_size: int, seed: int, device, drop_last: bool = False) -> torch.Tensor:
     """Rows of the mini-batch of ``step``: epoch ``e`` is a permutation drawn from ``(seed, e)`` alone.
 
     The data order is therefore a pure function of the seed: resumed and branched
-    runs see exactly the same batches.
+    runs see exactly the same batches. With ``drop_last`` an epoch leaves out its last batch when that is short
+    (``n % batch_size`` examples, different ones each epoch), as ``DataLoader(drop_last=True)`` does.
 
     Example:
         >>> [len(batch_rows(s, n=10, batch_size=4, seed=0, device="cpu")) for s in range(4)]  # 3 steps an epoch
         [4, 4, 2, 4]
+        >>> [len(batch_rows(s, n=10, batch_size=4, seed=0, device="cpu", drop_last=True)) for s in range(4)]
+        [4, 4, 4, 4]
     """
-    per_epoch = math.ceil(n / batch_size)
+    per_epoch = steps_per_epoch(n, batch_size, drop_last)
     epoch, pos = divmod(step, per_epoch)
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     perm = torch.randperm(n, generator=g)
     return perm[pos * batch_size : (pos + 1) * batch_size].to(device)
+
+
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
+    """Mini-batches in an epoch of ``n`` examples: ``ceil(n / batch_size)``, or with ``drop_last`` only the full ones
+    (at least one)."""
+    return max(1, n // batch_size) if drop_last else math.ceil(n / batch_size)
 
 
 class Batch(NamedTuple):
@@ -133,7 +142,8 @@ def step_batch(parts: Any, step: int) -> Batch:
         x, y, w = parts.full
         all_rows = None
     else:
-        all_rows = batch_rows(step, len(parts.train_set), cfg.train.batch_size, cfg.seed, parts.device)
+        all_rows = batch_rows(step, len(parts.train_set), cfg.train.batch_size, cfg.seed, parts.device,
+                              cfg.train.drop_last)
         if aug == "none":
             rows = all_rows[slice(*parts.dist.shard(len(all_rows)))] if parts.dist.enabled else all_rows
             return Batch(rows, len(all_rows), *parts.full, all_rows=all_rows)
