@@ -38,7 +38,7 @@ column); medians over seeds.
 Goals: HVP <= 2.5 gradients; cold >= 5x less time than power iteration at matched
 error; warm >= 15x (a cold power iteration at the warm solve's error).
 
-Usage (wall time with the defaults: about 21 minutes on 2 cores under load average 5):
+Usage (wall time with the defaults: 4.5 minutes on 2 idle cores, about 21 under load average 5):
     OPPSIG_DATA=/path/to/data python benchmarks/bench_sharpness.py            # n=5000, 200 steps
     OPPSIG_DATA=/path/to/data python benchmarks/bench_sharpness.py --n 1000 --steps 20 --seeds 2   # quick
     OPPSIG_DATA=/path/to/data python benchmarks/bench_sharpness.py --loss ce --lr 0.1 --steps 400   # cross-entropy
