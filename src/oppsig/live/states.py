@@ -78,8 +78,9 @@ class StateRing:
         return sorted(s["step"] for s in self._slots if s["step"] is not None)
 
     def get(self, step: int) -> dict:
-        """The state kept at ``step`` as ``{"model": state dict, "optimizer": state dict}`` (the optimiser's
-        tensors copied, so that a replay loaded from it leaves the slot as it is).
+        """The state kept at ``step`` as ``{"model": state dict, "optimizer": state dict}``, views of the slot's
+        tensors: load it with :func:`~oppsig.training.actions.restore_state`, which copies them, so that a replay
+        leaves the slot as it is.
 
         Raises:
             KeyError: ``step`` is not kept.
@@ -92,8 +93,8 @@ class StateRing:
         out = {"model": dict(zip(mkeys, t[: len(mkeys)]))}
         if slot["groups"] is not None:
             state: dict = {i: dict(v) for i, v in slot["other"].items()}
-            for (i, k), v in zip(okeys, t[len(mkeys):]):  # copies: a loaded optimiser works on its state in place
-                state.setdefault(i, {})[k] = v.clone()
+            for (i, k), v in zip(okeys, t[len(mkeys):]):
+                state.setdefault(i, {})[k] = v
             out["optimizer"] = {"state": state, "param_groups": slot["groups"]}
         return out
 
