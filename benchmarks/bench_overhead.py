@@ -18,7 +18,7 @@ Evaluation and checkpoints are off in every variant (they are not watching). The
 each includes the sharpness measured at the start of the next, so ``--steps`` of 2 + a multiple of the curvature
 interval (fc-tanh: 25; resnet18, vgg11, vit: 20) times the measurements at their share; the first, cold solve at
 step 0 falls in the warm-up, as a long run amortises it. Measured on CIFAR-10 (docs/findings.md, "The cost of
-watching"): fc-tanh GD 1.56x (sharpness every 25 steps +0.54), CNN SGD 1.28x (the probe +0.29): both over budget.
+watching"): fc-tanh GD 1.49x (sharpness every 25 steps +0.60: over budget), CNN SGD 1.03x (the probe +0.05).
 
     python benchmarks/bench_overhead.py --family fc-tanh-gd [--n 5000] [--steps 102] [--rounds 3]
         [--threads 2] [--synthetic] [--out overhead.json]
@@ -44,6 +44,7 @@ from oppsig.models import build_from_config
 from oppsig.optim import build_optimizer, is_full_batch
 from oppsig.store.probe_plan import plan_probe
 from oppsig.training import batch_rows
+from oppsig.training.build import forward_share
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 FAMILIES = {
@@ -60,17 +61,24 @@ BUDGET = {True: 1.10, False: 1.15}  # full batch, mini-batch
 SKIP = 2  # warm-up steps left out of every round
 
 
-def stages(family: str, cfg, n: int) -> dict[str, list[str] | None]:
-    """Each watching stage's overrides on top of the variant before it (None: the config has no such stage).
+def probe_plan(cfg, train_set):
+    """The default probe of a mini-batch config, as ``oppsig train`` plans it: for the config's own length
+    (``record.budget``; :func:`~oppsig.store.probe_plan.plan_probe`), whatever ``--steps`` times, at the forward
+    share measured on the run's model and data (:func:`~oppsig.training.build.forward_share`)."""
+    torch.manual_seed(cfg.seed)
+    model = build_from_config(cfg.model, tuple(train_set.x.shape[1:]), train_set.num_classes)
+    share = forward_share(model, get_loss(cfg.train.loss), train_set, cfg)
+    return plan_probe(len(train_set), cfg.train.batch_size, cfg.train.steps, cfg.record.budget,
+                      every=cfg.record.every, n=cfg.record.probe_n, forward_share=share)
 
-    A mini-batch config's record is its batch record; its probe is the default one, as planned for the config's
-    own length (``record.budget``; :func:`~oppsig.store.probe_plan.plan_probe`), whatever ``--steps`` times."""
+
+def stages(family: str, cfg, plan=None) -> dict[str, list[str] | None]:
+    """Each watching stage's overrides on top of the variant before it (None: the config has no such stage);
+    ``plan`` the probe of a mini-batch config (:func:`probe_plan`)."""
     minibatch = not is_full_batch(cfg.optim) and family != "gpt"
     probe = {"gpt": ["record.enabled=true"]}.get(family)
     record = None if family == "gpt" else ["record.enabled=true"] + (["record.mode=batch"] if minibatch else [])
     if minibatch:
-        plan = plan_probe(n, cfg.train.batch_size, cfg.train.steps, cfg.record.budget, every=cfg.record.every,
-                          n=cfg.record.probe_n)
         probe = ["record.mode=both", f"record.every={plan.every}", f"record.probe_n={plan.n}"]
     curv = cfg.curvature.every
     return {"off": ["record.enabled=false", "curvature.every=0", "live.enabled=false"],
@@ -133,9 +141,8 @@ def plain_loop(cfg, train_set, steps: int) -> np.ndarray:
     return np.asarray(times[SKIP:])
 
 
-def measure(args, cfg, data) -> dict[str, list[float]]:
+def measure(args, cfg, data, st) -> dict[str, list[float]]:
     """Mean seconds per step of every variant, round by round: ``{variant: [s per round]}``."""
-    st = stages(args.family, cfg, len(data[0]))
     out: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for _ in range(args.rounds):
         out["plain"].append(float(plain_loop(cfg, data[0], args.steps).mean()))
@@ -151,13 +158,14 @@ def measure(args, cfg, data) -> dict[str, list[float]]:
     return out
 
 
-def summarise(args, cfg, what: str, times: dict[str, list[float]]) -> dict:
+def summarise(args, cfg, what: str, times: dict[str, list[float]], st, plan) -> dict:
     """The figures: per variant median s/step, ratio to the plain loop and share; the total against the budget."""
-    st = stages(args.family, cfg, args.n)
     plain = np.asarray(times["plain"])
     full = is_full_batch(cfg.optim)
     res = {"family": args.family, "config": FAMILIES[args.family], "data": what, "n": args.n, "steps": args.steps,
-           "rounds": args.rounds, "threads": args.threads, "full_batch": full, "variants": {}}
+           "rounds": args.rounds, "threads": args.threads, "full_batch": full, "variants": {},
+           "probe": None if plan is None else {"n": plan.n, "every": plan.every, "forward_share": plan.forward_share,
+                                               "planned_share": plan.share}}
     prev = None
     for v in VARIANTS:
         ratio = float(np.median(np.asarray(times[v]) / plain))
@@ -178,6 +186,10 @@ def report(res: dict) -> str:
         share = "" if r["share"] is None else f"{r['share']:+7.3f}"
         note = "" if r["applies"] else "   (not in the config)"
         lines.append(f"  {v:10s} {r['s_per_step']:9.4f} {r['ratio']:7.3f} {share:>7s}{note}")
+    if res.get("probe"):
+        p = res["probe"]
+        lines.append(f"  probe as planned: {p['n']} examples every {p['every']} steps (a forward at "
+                     f"{p['forward_share']:.2f} of a training step per example: {p['planned_share']:.1%} planned)")
     t = res["total"]
     lines.append(f"  total with everything on {t['ratio']:.3f}x against the budget {t['budget']:.2f}x: "
                  f"{'met' if t['met'] else 'missed'}")
@@ -201,7 +213,9 @@ def main(argv=None) -> dict:
         args.n = load_config(CONFIGS / FAMILIES[args.family], []).data.n or 4096
     cfg, data, what = build(args)
     args.n = len(data[0])
-    res = summarise(args, cfg, what, measure(args, cfg, data))
+    plan = probe_plan(cfg, data[0]) if not is_full_batch(cfg.optim) and args.family != "gpt" else None
+    st = stages(args.family, cfg, plan)
+    res = summarise(args, cfg, what, measure(args, cfg, data, st), st, plan)
     print(report(res))
     if args.out is not None:
         args.out.write_text(json.dumps(res, indent=1) + "\n")

@@ -64,7 +64,8 @@ def score_event(ev, contrib: tuple[np.ndarray, np.ndarray] | None, groups: list[
     return {"step": ev.step, "rise": round(ev.rise, 3), "pair_share": max(shares, default=float("nan")),
             "purity": max(purity, default=0.0), "sizes": [g.get("size") for g in ev.groups],
             "removed": rp.get("removed"), "removed_control": rp.get("removed_control"), "replay_rise": rp.get("rise"),
-            "verdict": ev.verdict, "message": ev.message}
+            "verdict": ev.verdict, "message": ev.message, "peak_step": rp.get("peak_step"),
+            "curves": rp.get("curves")}
 
 
 def one_run(setting: str, seed: int, base, blend: float, size: int, extra: list[str] = ()) -> dict:
@@ -101,6 +102,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--setting", nargs="+", default=["sgd", "adamw"], choices=sorted(SETTINGS))
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--blend", type=float, default=1.0)
     ap.add_argument("--size", type=int, default=60)
     ap.add_argument("--json", type=Path)
@@ -110,7 +112,7 @@ def main() -> None:
     base = cifar10(n=5000)
     rows = []
     for setting in a.setting:
-        for seed in range(a.seeds):
+        for seed in range(a.first_seed, a.first_seed + a.seeds):
             r = one_run(setting, seed, base, a.blend, a.size, a.set)
             rows.append(r)
             for e in r["events"]:

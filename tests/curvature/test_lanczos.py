@@ -142,6 +142,60 @@ def test_float32_long_vectors_are_unit():
     assert bool((err <= r.error_bounds.double()).all()), (err, r.error_bounds)
 
 
+@pytest.mark.parametrize("rows,cols,chunk", [(1, 1, None), (24, 3, None), (5, 2, 7), (3, 4, 100_000)])
+def test_couplings_are_float64_sums_of_exact_products(rows, cols, chunk):
+    """``couplings(Q, W)`` of float32 rows and columns equals the float64 product, whatever the chunks and
+    whether ``W`` is a column block or a transposed row block."""
+    from oppsig.curvature.basis import couplings
+
+    d = 70_001  # not a multiple of any chunk
+    g = torch.Generator().manual_seed(rows)
+    Q = torch.randn(rows, d, generator=g) * torch.logspace(-3, 3, d)  # wide dynamic range
+    Wr = torch.randn(cols, d, generator=g)
+    want = Q.double() @ Wr.double().T
+    scale = Q.double().abs() @ Wr.double().abs().T
+    for W in (Wr.T, Wr.T.contiguous()):
+        got = couplings(Q, W, chunk)
+        assert got.dtype == F64 and got.shape == (rows, cols)
+        assert bool(((got - want).abs() <= 1e-13 * scale).all())
+
+
+def test_block_reorthogonalisation_repeats_where_a_row_cancelled():
+    """``orthogonalise_rows`` leaves every row orthogonal to the basis to working precision, also a row that
+    lay almost inside it (the first pass cancels most of it: DGKS repeats the pass for that row alone)."""
+    from oppsig.curvature.basis import orthogonalise, orthogonalise_rows
+
+    d = 50_000
+    g = torch.Generator().manual_seed(0)
+    Q = torch.linalg.qr(torch.randn(d, 6, generator=g))[0].T.contiguous()  # (6, d) float32 orthonormal rows
+    W = torch.randn(3, d, generator=g)
+    W[1] = 1e3 * Q[2] - 5e2 * Q[4] + 1e-3 * W[1]  # almost inside the basis
+    out = orthogonalise_rows(W.clone(), Q)
+    for j in range(3):
+        ref, nref = orthogonalise(W[j], Q)
+        nw = out[j].double().norm()
+        assert float((Q.double() @ out[j].double()).abs().max() / nw) < 1e-5  # orthogonal to working precision
+        assert abs(float(nw) - nref) <= 1e-3 * nref
+
+
+def test_kept_couplings_are_the_projected_matrix():
+    """The solver keeps ``<A q_i, q_j>`` of multiplied rows instead of recomputing ``<q_i, A q_j>``: its ``H``
+    must equal ``Q A Q_e^T`` for every row (frontier included), through growth, fresh rows and warm refinement."""
+    import sys
+
+    from oppsig.curvature.basis import start_block
+
+    krylov = sys.modules["oppsig.curvature.lanczos"]._Krylov
+    A = spectrum_matrix([10.0, 9.99, 9.98] + torch.linspace(-3, 3, 97).tolist(), seed=3)
+    for v0, steps in ((None, [4, 4, 5, 5]), (torch.randn(100, 2, dtype=F64), [2, 2, 2])):
+        kr = krylov(DenseOperator(A), start_block(100, v0, steps[0], 0, F64, torch.device("cpu")), 0)
+        for i, b in enumerate(steps):
+            targets = [0, 1] if v0 is not None and i else []  # warm: rotate the frontier onto residuals
+            kr.multiply(kr.next_block(targets, b, 100))
+            Q, e = kr.Q, kr.e
+            assert_close(kr.H, Q @ A @ Q[:e].T, 1e-10, "H")
+
+
 def _spectrum_with_gap(seed, d=300, top=10.0, gap=1.0):
     g = torch.Generator().manual_seed(seed)
     rest = top - gap - (top - gap + 2.0) * torch.rand(d - 1, generator=g, dtype=F64) ** 2  # dense below the gap

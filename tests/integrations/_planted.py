@@ -76,14 +76,6 @@ def check_record(run, probe_printed: str) -> None:
     assert lab is not None and lab.classes == CLASSES
 
 
-NO_INPUTS_XFAIL = (
-    "detection without inputs: find_signals' pair test is the within-class permutation test of each group's INPUT "
-    "coherence (signals.pairing.Inputs / pair.CoherenceTest); on the record-only data set (store.dataset."
-    "record_dataset: x one zero feature per example) every candidate pair fails 'test' (p = 1), so result.pairs is "
-    "empty, though a planted pair's two groups are found at F1 >= 0.9 and, with the inputs, reported; expected: a "
-    "pair test that needs only the record")
-
-
 def record_alone_pairs(run_dir, tmp_path, pairs) -> list[dict]:
     """:func:`planted_pairs_found` of ``detect_run`` on a copy of the run, from its record alone."""
     import shutil

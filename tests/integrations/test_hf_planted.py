@@ -20,7 +20,7 @@ from oppsig.data import ArrayDataset  # noqa: E402
 from oppsig.integrations.hf import OppsigCallback, with_ids  # noqa: E402
 from oppsig.report.summary import load_signals  # noqa: E402
 
-from ._planted import (BATCH, CLASSES, LR, NO_INPUTS_XFAIL, STEPS, check_record, mlp, planted_pairs_found,  # noqa: E402
+from ._planted import (BATCH, CLASSES, LR, STEPS, check_record, mlp, planted_pairs_found,  # noqa: E402
                        planted_vectors, record_alone_pairs)
 
 
@@ -82,7 +82,6 @@ def test_detect_from_the_record_alone_then_with_the_data(planted_run, capsys):
     assert res.dataset["inputs"] is True and any(f["found"] for f in found), found
 
 
-@pytest.mark.xfail(strict=True, reason=NO_INPUTS_XFAIL)
 def test_detect_from_the_record_alone_reports_a_planted_pair(planted_run, tmp_path):
     found = record_alone_pairs(planted_run[0], tmp_path, planted_run[2][3])
     assert any(f["found"] for f in found), found

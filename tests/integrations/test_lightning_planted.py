@@ -17,7 +17,7 @@ from oppsig.data import ArrayDataset  # noqa: E402
 from oppsig.integrations.lightning import OppsigCallback  # noqa: E402
 from oppsig.report.summary import load_signals  # noqa: E402
 
-from ._planted import (BATCH, CLASSES, LR, NO_INPUTS_XFAIL, STEPS, check_record, mlp, planted_pairs_found,  # noqa: E402
+from ._planted import (BATCH, CLASSES, LR, STEPS, check_record, mlp, planted_pairs_found,  # noqa: E402
                        planted_vectors, record_alone_pairs)
 from .test_lightning import Net  # noqa: E402  (a plain module returning its per-example losses)
 
@@ -80,7 +80,6 @@ def test_detect_with_the_data_finds_a_planted_pair(planted_run, tmp_path):
     assert any(f["found"] for f in found), found
 
 
-@pytest.mark.xfail(strict=True, reason=NO_INPUTS_XFAIL)
 def test_detect_from_the_record_alone_reports_a_planted_pair(planted_run, tmp_path):
     found = record_alone_pairs(planted_run[0], tmp_path, planted_run[2][3])
     assert any(f["found"] for f in found), found

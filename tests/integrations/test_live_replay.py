@@ -213,16 +213,17 @@ def test_batch_replayer_drops_ids_and_measures_examples_by_id(max_bytes):
     sm.load_state_dict(start)
     rp.run(sm, so, 0, 2)  # as trained: the same parameters
     assert all(torch.equal(a, b) for a, b in zip(sm.parameters(), m.parameters()))
-    sm.load_state_dict(start)
-    rp.run(sm, so, 0, 2, drop=np.array([100, 101, 102]))  # step 0 without three of its examples
-    ref = torch.nn.Linear(3, 2)
-    ref.load_state_dict(start)
-    ropt = torch.optim.SGD(ref.parameters(), lr=0.5)
-    for rows in (slice(3, 6), slice(6, 12)):
-        ropt.zero_grad()
-        ce(ref, (x[rows], y[rows])).mean().backward()
-        ropt.step()
-    assert all(torch.allclose(a, b) for a, b in zip(sm.parameters(), ref.parameters()))
+    for how, divisor in (("zero", 6), ("mean", 3)):  # the batch's sum over its full size, or the mean of the rest
+        sm.load_state_dict(start)
+        rp.run(sm, so, 0, 2, drop=np.array([100, 101, 102]), how=how)  # step 0 without three of its examples
+        ref = torch.nn.Linear(3, 2)
+        ref.load_state_dict(start)
+        ropt = torch.optim.SGD(ref.parameters(), lr=0.5)
+        for rows, d in ((slice(3, 6), divisor), (slice(6, 12), 6)):
+            ropt.zero_grad()
+            (ce(ref, (x[rows], y[rows])).sum() / d).backward()
+            ropt.step()
+        assert all(torch.allclose(a, b) for a, b in zip(sm.parameters(), ref.parameters())), how
     want = ce(m, (x[[5, 0]], y[[5, 0]])).detach().numpy()
     np.testing.assert_allclose(rp.losses(m, [105, 100]), want, rtol=1e-6)
     with pytest.raises(ReplayUnavailable, match="not kept"):

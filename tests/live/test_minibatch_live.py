@@ -73,3 +73,16 @@ def test_full_batch_runs_replay_only_when_asked(tiny_cfg, tiny_data, tmp_path):
               run_dir=tmp_path / name)
         ev = next(e for e in read_events(tmp_path / name) if e["kind"] == "spike" and e["step"] == SPIKE)
         assert (ev["replay"] is not None) is replayed, name
+
+
+def test_a_spike_onset_is_not_before_the_previous_spikes_peak():
+    """Two spikes 12 steps apart: the second's onset is its own low after the first's peak, not the low before
+    the first (whose rise would be counted again)."""
+    from oppsig.live.minibatch import probe_groups
+
+    steps = np.arange(0, 28, 2)
+    mean = np.array([1.0, 0.8, 1.9, 2.1, 1.2, 1.1, 1.05, 1.3, 1.5, 1.7, 1.9, 2.0, 2.2, 2.4])  # first peak at step 6
+    L = mean[:, None] + 0.01 * np.random.default_rng(0).standard_normal((len(steps), 20))
+    assert steps[probe_groups(L, steps).onset] == 2
+    assert steps[probe_groups(L, steps, after=7).onset] == 12
+    assert steps[probe_groups(L, steps, after=99).onset] == 2  # no kept step after it: every row

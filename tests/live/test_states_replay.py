@@ -73,7 +73,7 @@ class FakeReplayer:
     def scratch(self, model, optimizer):
         return model, optimizer
 
-    def run(self, model, optimizer, start, stop, drop=None):
+    def run(self, model, optimizer, start, stop, drop=None, how="zero"):
         drop = () if drop is None else set(np.asarray(drop).tolist())
         if start == 10:  # from the onset state
             self.end = 1.0
@@ -133,3 +133,32 @@ def test_replay_check_controls_that_drop_nothing_remove_nothing():
                        recorded=(0.0, 0.0))  # a recorded onset loss of 0: the rise is the replay's whole height
     assert chk.rise > 0 and chk.removed != 0.0
     assert chk.controls == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("how", ["zero", "mean"])
+def test_a_replayed_step_leaves_out_the_dropped_examples_gradients(how):
+    """"zero": the update without the dropped examples' loss terms, the batch's sum still over its full size, so
+    every other example's part is as trained; "mean": the mean over the examples left."""
+    from oppsig.config import load_config
+    from oppsig.training import build_run
+    from oppsig.training.build import TrainOptions
+    from oppsig.training.rerun import StepReplayer
+    from oppsig.training.step import step_batch
+
+    cfg = load_config(None, ["data.n=96", "model.widths=[8]", "optim.name=sgd", "optim.lr=0.5", "optim.momentum=0",
+                             "train.batch_size=16", "train.steps=2", "threads=1", "record.enabled=false"])
+    parts = build_run(cfg, TrainOptions(run_dir=None, progress=False))
+    rp = StepReplayer(parts)
+    model, opt = rp.scratch(parts.model, parts.optimizer)
+    before = [p.detach().clone() for p in model.parameters()]
+    rows = step_batch(parts, 0).rows
+    ids = parts.train_set.index[rows].numpy()
+    drop = ids[:5]
+    rp.run(model, opt, 0, 1, drop=drop, how=how)
+    x, y = parts.train_set.x[rows[5:]], parts.train_set.y[rows[5:]]
+    ref = [p.detach().clone().requires_grad_(True) for p in before]
+    out = torch.func.functional_call(model, dict(zip([n for n, _ in model.named_parameters()], ref)), (x,))
+    total = parts.loss_fn(out, y).sum() / (len(rows) if how == "zero" else len(rows) - 5)
+    grads = torch.autograd.grad(total, ref)
+    for p, b, g in zip(model.parameters(), before, grads):
+        torch.testing.assert_close(p.detach(), b - 0.5 * g, rtol=1e-5, atol=1e-6)

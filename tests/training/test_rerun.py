@@ -42,8 +42,8 @@ def test_dropped_examples_leave_every_batch():
     drop = parts.train_set.index[batch[:5]].numpy()
     model, opt = rp.scratch(parts.model, parts.optimizer)
     ref = copy.deepcopy(parts.model)
-    rp.run(model, opt, 0, 1, drop=drop)
-    # the same step by hand: the mean loss of the batch's other 11 rows
+    rp.run(model, opt, 0, 1, drop=drop, how="mean")
+    # the same step by hand: the mean loss of the batch's other 11 rows (how="zero": tests/live/test_states_replay)
     keep = batch[5:]
     loss = parts.loss_fn(ref(parts.train_set.x[keep]), parts.train_set.y[keep]).mean()
     grads = torch.autograd.grad(loss, list(ref.parameters()))

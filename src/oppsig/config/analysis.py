@@ -218,6 +218,8 @@ class LiveConfig:
     replay_around: int = 8  # the replayed spike's height: the largest loss within this many steps of its peak
     replay_lead: int | None = 0  # replays start this many steps before the onset (None: the optimiser's momentum
     # horizon, 1 / (1 - momentum or beta1) rounded up; measured, it proves as many spikes at more cost)
+    replay_drop: str = "zero"  # how a replay leaves examples out of a batch: "zero" (their loss terms, each batch
+    # still divided by its full size: every other example's update as trained) or "mean" (the mean over the rest)
     probe_n: int = 1024  # examples the spike's probe measures when the record has no probe
 
     def validate(self, key: str) -> None:
@@ -233,6 +235,8 @@ class LiveConfig:
         check(self.lr_steps >= 0, f"{key}.lr_steps", "must be >= 0", self.lr_steps)
         check(0 <= self.downweight <= 1, f"{key}.downweight", "must lie in [0, 1]", self.downweight)
         check(self.probe_n >= 2, f"{key}.probe_n", "must be >= 2", self.probe_n)
+        check(self.replay_drop in ("zero", "mean"), f"{key}.replay_drop", "must be 'zero' or 'mean'",
+              self.replay_drop)
         check(self.state_every >= 1, f"{key}.state_every", "must be >= 1", self.state_every)
         check(self.replay_around >= 0, f"{key}.replay_around", "must be >= 0", self.replay_around)
         check(self.replay_lead is None or self.replay_lead >= 0, f"{key}.replay_lead", "must be >= 0 (or null)",

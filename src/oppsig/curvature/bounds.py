@@ -1,8 +1,9 @@
 """Error bounds of Ritz values and the block check of block Lanczos.
 
 :func:`error_bounds` gives the gap bound ``r**2 / delta`` with a safe gap, or
-the residual bound, of each wanted Ritz value; :func:`block_check` says whether
-the block may hide a member of a cluster. Both are derived and measured in
+the residual bound, of each wanted Ritz value, and :func:`stop_rule` which of
+them meet a stopping criterion; :func:`block_check` says whether the block may
+hide a member of a cluster. They are derived and measured in
 :mod:`oppsig.curvature.lanczos`; :data:`GAP_CONFIRM` sets when a gap counts as
 known.
 
@@ -20,7 +21,7 @@ import math
 
 import torch
 
-__all__ = ["CRITERIA", "GAP_CONFIRM", "error_bounds", "block_check"]
+__all__ = ["CRITERIA", "GAP_CONFIRM", "error_bounds", "stop_rule", "block_check"]
 
 CRITERIA = ("residual", "eigenvalue")
 GAP_CONFIRM = 0.1  # a gap is known once the next Ritz residual is at most this fraction of it
@@ -59,6 +60,18 @@ def error_bounds(theta: torch.Tensor, resid: torch.Tensor, k: int, exact: bool, 
         if i == k - 1 and ok:
             gap = delta
     return out, known, gap
+
+
+def stop_rule(theta: torch.Tensor, resid: torch.Tensor, k: int, tol: float, criterion: str, exact: bool, eps: float,
+              dim: int) -> tuple[list[bool], list[bool]]:
+    """Which of the top ``k`` Ritz pairs meet ``criterion``, and which have a known gap (all, for ``residual``).
+
+    Arguments as in :func:`error_bounds`; ``tol`` relative to ``|theta_i|``.
+    """
+    if criterion == "residual":
+        return [bool(resid[i] <= tol * abs(theta[i])) for i in range(k)], [True] * k
+    bounds, known, _ = error_bounds(theta, resid, k, exact, eps, dim)
+    return [known[i] and bool(bounds[i] <= tol * abs(theta[i])) for i in range(k)], known
 
 
 def block_check(theta: torch.Tensor, resid: torch.Tensor, k: int, b: int, first_warm: bool) -> str:

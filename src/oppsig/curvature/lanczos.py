@@ -65,7 +65,8 @@ eigenvector is accurate too); either only when the block needs no growth.
 Bounds have a floor of ``(m + sqrt(d)) eps max|theta|`` for rounding (``m``
 products, sums over ``d`` entries in the basis updates; in float32 on a
 400,000-entry operator the Ritz values were off by 2.5e-5 relative while the
-residuals said 5e-7); the couplings are summed in float64.
+residuals said 5e-7); the couplings are summed in float64, those of multiplied
+rows taken from the projected matrix (``<q_i, A q_j> = <A q_i, q_j>``).
 
 A warm start from the previous block of Ritz vectors (:func:`warm_start`;
 training moves them little between measurements) converges in one or two
@@ -85,8 +86,9 @@ from __future__ import annotations
 import torch
 
 from ..errors import OppsigError
-from .basis import Basis, couplings, dot64, gaussian, norm64, orthogonalise, start_block, start_vector, unit_columns
-from .bounds import CRITERIA, block_check, error_bounds
+from .basis import (Basis, couplings, dot64, gaussian, norm64, orthogonalise, orthogonalise_rows, start_block,
+                    start_vector, unit_columns)
+from .bounds import CRITERIA, block_check, error_bounds, stop_rule
 from .operators import LinearOperator, as_operator
 from .results import EigResult
 
@@ -179,7 +181,7 @@ def lanczos(
         exact = kr.e >= d
         targets = []
         if kr.e >= k:
-            met, known = _stop_rule(kr, k, tol, criterion, exact)
+            met, known = stop_rule(kr.theta, kr.resid, k, tol, criterion, exact, kr.tiny, kr.d)
             check = "ok" if exact else block_check(kr.theta, kr.resid, k, b, warm and kr.e == nb)
             if exact or (all(met) and check == "ok"):
                 converged = True
@@ -226,18 +228,6 @@ def _first_block_size(k: int, v0: torch.Tensor | None, block: int | None, d: int
     else:  # k + 1 and a spare random column (see the module docstring)
         b = k + 2
     return max(1, min(b, d, m_max))
-
-
-def _stop_rule(kr: "_Krylov", k: int, tol: float, criterion: str, exact: bool) -> tuple[list[bool], list[bool]]:
-    """Which of the top ``k`` Ritz pairs meet ``criterion``, and which have a known gap (all, for ``residual``)."""
-    theta, resid = kr.theta, kr.resid
-    if criterion == "residual":
-        met = [bool(resid[i] <= tol * abs(theta[i])) for i in range(k)]
-        known = [True] * k
-    else:
-        bounds, known, _ = error_bounds(theta, resid, k, exact, kr.tiny, kr.d)
-        met = [known[i] and bool(bounds[i] <= tol * abs(theta[i])) for i in range(k)]
-    return met, known
 
 
 class _Krylov:
@@ -293,17 +283,18 @@ class _Krylov:
         W = self.A.matmat(Qb.T)  # (d, nb)
         self.nmv += nb
         rows = Q.shape[0]
-        C = couplings(Q, W)  # (rows, nb): couplings with every basis vector, summed in float64
-        W = W - Q.T @ C.to(device=dev, dtype=dt)
+        C = self._couplings(W, nb)  # (rows, nb): couplings with every basis vector
+        nz = torch.nonzero(C.any(dim=1))  # older rows have zero couplings: skip them
+        lo = int(nz[0]) if nz.numel() else rows
+        Wr = torch.addmm(W.T, C[lo:].T.to(device=dev, dtype=dt), Q[lo:], alpha=-1)  # rows (nb, d), like Q
         Hn = torch.zeros(rows, e + nb, dtype=torch.float64)
         Hn[: H.shape[0], :e] = H
         Hn[:, e : e + nb] = C
-        Hn[e : e + nb, :e] = C[:e].T
         D = Hn[e : e + nb, e : e + nb]
         Hn[e : e + nb, e : e + nb] = (D + D.T) / 2
         e += nb
         scale = max(float(Hn[:e, :e].abs().max()), self.tiny)
-        R = self._extend_frontier(W, rows, nb, scale)
+        R = self._extend_frontier(Wr, rows, nb, scale)
         n_new = self.Q.shape[0] - rows
         Hf = torch.zeros(self.Q.shape[0], e, dtype=torch.float64)
         Hf[:rows] = Hn
@@ -317,22 +308,36 @@ class _Krylov:
             else torch.zeros(e, dtype=torch.float64)
         self.history.extend([float(self.theta[0])] * nb)
 
-    def _extend_frontier(self, W: torch.Tensor, rows: int, nb: int, scale: float) -> list[torch.Tensor]:
-        """Append the part of ``A Qb`` outside the basis as new frontier rows; return their couplings ``R``.
+    def _couplings(self, W: torch.Tensor, nb: int) -> torch.Tensor:
+        """``<q_i, A q_j>`` ``(rows, nb)`` of every basis row with the block just multiplied (``W = A Qb``):
+        ``<A q_i, q_j>``, kept in ``H``, for a multiplied row ``i < e`` (zero for a row added after it, made
+        orthogonal to ``A q_i``); the rows not yet multiplied are summed in float64 from ``W``."""
+        e, H = self.e, self.H
+        C = torch.zeros(self.Q.shape[0], nb, dtype=torch.float64)
+        kept = H[e : e + nb, :e]  # rows of the block that were in the basis at the last product
+        C[:e, : kept.shape[0]] = kept.T
+        C[e:] = couplings(self.Q[e:], W)
+        return C
+
+    def _extend_frontier(self, Wr: torch.Tensor, rows: int, nb: int, scale: float) -> list[torch.Tensor]:
+        """Append the part of ``A Qb`` (rows ``Wr``, less the couplings) outside the basis as new frontier rows;
+        return their couplings ``R``.
 
         ``R`` (one float64 column of ``nb`` per block vector) couples the block
         to the new rows and is upper triangular.
         """
         dev, dt = self.dev, self.dt
+        Wr = orthogonalise_rows(Wr, self.Q[:rows])  # the second pass against the basis, for the whole block
         R = []
         for j in range(nb):
-            w = W[:, j]
-            if self.Q.shape[0] > rows:
-                c_new = couplings(self.Q[rows:], w[:, None])[:, 0]
-                w = w - self.Q[rows:].T @ c_new.to(device=dev, dtype=dt)
+            w, new = Wr[j], self.Q[rows:]  # the rows added for this block so far
+            c_new = couplings(new, w[:, None])[:, 0]
+            if new.shape[0]:  # their couplings, then a second pass (over all rows if the first cancelled most of w)
+                before = norm64(w)
+                w = w - new.T @ c_new.to(device=dev, dtype=dt)
+                w, nw = orthogonalise(w, self.Q if norm64(w) < 0.7071 * before else new)
             else:
-                c_new = torch.zeros(0, dtype=torch.float64)
-            w, nw = orthogonalise(w, self.Q)
+                nw = norm64(w)
             col = torch.zeros(nb, dtype=torch.float64)
             col[: c_new.shape[0]] = c_new
             if nw > 100 * self.tiny * scale and self.Q.shape[0] < self.d:
@@ -349,7 +354,7 @@ class _Krylov:
         theta, resid = self.theta, self.resid
         kk = min(k, e)
         nbk = min(k + 1 + grown, e)
-        V = unit_columns(self.Q[:e].T @ self.Y[:, :nbk].to(device=dev, dtype=dt))
+        V = unit_columns((self.Y[:, :nbk].T.to(device=dev, dtype=dt) @ self.Q[:e]).T.contiguous())  # (d, nbk)
         bounds, known, gap_out = error_bounds(theta, resid, kk, exact, self.tiny, self.d)
         return EigResult(
             eigenvalues=theta[:kk].to(device=dev, dtype=dt),

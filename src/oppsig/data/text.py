@@ -9,13 +9,15 @@ sorted set of characters of the whole file (``classes``).
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from ..errors import DataFormatError, DataNotFoundError, OppsigWarning
+from ..errors import ConfigError, DataFormatError, DataNotFoundError, OppsigWarning
 from .base import ArrayDataset
 
 TEXT_HINT = (
@@ -79,6 +81,75 @@ def char_dataset(
         name=f"text-{p.name}-{m}x{block_size}",
         meta={"path": str(p), "block_size": block_size},
     )
+
+
+#: kinds of planted document: one letter repeated, one word of the text (with a space), a random 2-16-gram
+NGRAM_KINDS = ("char", "word", "ngram")
+
+
+class PlantedText(NamedTuple):
+    """A text with repeated-n-gram documents planted as whole sequences of :func:`char_dataset`."""
+
+    text: str  #: the planted text
+    ids: np.ndarray  #: int64 (k,) sorted ids of the planted sequences
+    kinds: tuple[str, ...]  #: the kind of each planted sequence, in ``ids`` order
+    units: tuple[str, ...]  #: the repeated n-gram of each planted sequence
+
+
+def plant_repeated_ngrams(text: str, block_size: int, rate: float, kinds=NGRAM_KINDS, seed: int = 0) -> PlantedText:
+    """Insert documents made of one repeated n-gram into ``text``, each one whole sequence of :func:`char_dataset`.
+
+    The text's windows of ``block_size + 1`` characters are kept whole and in order; ``k`` documents of
+    ``block_size + 1`` characters are inserted between them at seeded random places, so that a share ``rate``
+    of the result's sequences are planted (the text's last, incomplete window stays at the end). Each document
+    repeats one unit drawn from the text's own letters (the vocabulary does not change): a letter (``char``),
+    a word of the text and a space (``word``), or a random string of 2-16 letters (``ngram``); kinds alternate
+    in a seeded order. Removing the planted sequences gives back ``text``.
+
+    Example:
+        >>> p = plant_repeated_ngrams("to be or not to be " * 40, block_size=15, rate=0.25, seed=0)
+        >>> i = int(p.ids[0])
+        >>> len(p.ids), p.text[16 * i:16 * (i + 1)] == (p.units[0] * 16)[:16]
+        (16, True)
+
+    Raises:
+        ConfigError: for a rate outside [0, 1) or an unknown kind.
+        DataFormatError: for a text with no letters.
+    """
+    if not 0 <= rate < 1:
+        raise ConfigError(f"plant rate {rate} must be in [0, 1): the share of planted sequences")
+    bad = [k for k in kinds if k not in NGRAM_KINDS]
+    if bad or not kinds:
+        raise ConfigError(f"unknown planted kind(s) {bad or list(kinds)}; valid: {', '.join(NGRAM_KINDS)}")
+    letters = sorted(c for c in set(text) if c.isalpha())
+    if not letters:
+        raise DataFormatError("the text has no letters to repeat; plant into a text with letters")
+    words = sorted(set(re.findall(r"[^\W\d_]+", text)))
+    w = block_size + 1
+    m = len(text) // w
+    k = int(round(rate * m / (1 - rate)))
+    rng = np.random.default_rng(seed)
+    ids = np.sort(rng.choice(m + k, size=k, replace=False)).astype(np.int64)
+    kind_of = tuple(kinds[i] for i in rng.permutation(np.arange(k) % len(kinds)))
+    units = []
+    for kind in kind_of:
+        if kind == "char":
+            units.append(str(rng.choice(letters)))
+        elif kind == "word":
+            units.append(str(rng.choice(words)) + " ")
+        else:
+            units.append("".join(rng.choice(letters, size=int(rng.integers(2, 17)))))
+    planted = set(ids.tolist())
+    parts, src, j = [], 0, 0
+    for slot in range(m + k):
+        if slot in planted:
+            parts.append((units[j] * (w // len(units[j]) + 1))[:w])
+            j += 1
+        else:
+            parts.append(text[src * w:(src + 1) * w])
+            src += 1
+    parts.append(text[m * w:])
+    return PlantedText("".join(parts), ids, kind_of, tuple(units))
 
 
 PUNCT = set(".,;:!?'\"-()[]")

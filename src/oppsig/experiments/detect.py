@@ -67,9 +67,10 @@ def detect_run(run_dir: str | Path, config: SignalsConfig = SignalsConfig(), ver
 
     A run without an oppsig config (a callback's or the ``Recorder``'s, on a user's own data) is searched from its
     record alone when ``dataset`` is not given: groups and pairs come from the losses and are named by example ids
-    and by the labels and class names the run stored; explanations in words and image grids need the inputs, and
-    ``log`` says once how to pass them (:data:`~oppsig.store.dataset.NO_INPUTS`);
-    ``result.dataset["inputs"]`` is False.
+    and by the labels and class names the run stored; its pairs are tested by replication in time instead of the
+    input test (:mod:`~oppsig.signals.replication`; ``Pair.tested_on == "record"``, no visible gate); explanations
+    in words and image grids need the inputs, and ``log`` says once how to pass them
+    (:data:`~oppsig.store.dataset.NO_INPUTS`); ``result.dataset["inputs"]`` is False.
 
     Args:
         run_dir: the run directory.

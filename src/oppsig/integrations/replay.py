@@ -7,7 +7,8 @@ A callback cannot rerun the framework's training step, so it keeps what it sees:
 put them, on the training device: no copy), with the learning rate of every parameter group and the RNG state
 at each step's start. From a kept state it replays an update as
 
-    optimiser.zero_grad(); mean over the batch, less the dropped ids, of loss_fn(model(x), y); backward;
+    optimiser.zero_grad(); sum over the batch, less the dropped ids, of loss_fn(model(x), y), over the batch's
+    size (``live.replay_drop="mean"``: over the examples left); backward;
     gradient clipping as the framework's settings say; optimiser.step() at the step's recorded learning rates
 
 with the callback's per-example loss (the one its probe uses, cross-entropy by default), the dropout masks of
@@ -237,9 +238,11 @@ class BatchReplayer:
                                         f"{str(e)[:80]})") from e
         return self._scratch
 
-    def run(self, model: nn.Module, optimizer, start: int, stop: int, drop: np.ndarray | None = None) -> None:
+    def run(self, model: nn.Module, optimizer, start: int, stop: int, drop: np.ndarray | None = None,
+            how: str = "zero") -> None:
         """The updates of steps ``start .. stop - 1`` on ``model``/``optimizer``, each on its kept batch without the
-        examples of ids ``drop`` (the mean loss over the rest).
+        examples of ids ``drop``: ``how="zero"`` their loss terms taken out of the batch's sum, still divided by the
+        batch's full size; ``"mean"`` the mean loss over the rest.
 
         Raises:
             ReplayUnavailable: a step's batch is not kept, or the callback could not keep them.
@@ -252,16 +255,17 @@ class BatchReplayer:
         drop = np.asarray(drop if drop is not None else [], dtype=np.int64)
         with self.guard():
             for step in range(start, stop):
-                self._update(model, optimizer, self.kept[step], drop)
+                self._update(model, optimizer, self.kept[step], drop, how)
         optimizer.zero_grad(set_to_none=True)
 
-    def _update(self, model: nn.Module, optimizer, k: _Kept, drop: np.ndarray) -> None:
+    def _update(self, model: nn.Module, optimizer, k: _Kept, drop: np.ndarray, how: str) -> None:
         for g, lr in zip(optimizer.param_groups, k.lrs):
             g["lr"] = lr
         keep = ~np.isin(k.ids, drop)
         n = int(keep.sum())
         if n == 0:
             return
+        denom = len(k.ids) if how == "zero" else n
         dev = _device(model)
         chunks = [take(k.batch, torch.as_tensor(keep), len(k.ids))] if k.batch is not None else \
             list(self.source.batches(k.ids[keep]))
@@ -270,9 +274,9 @@ class BatchReplayer:
             optimizer.zero_grad(set_to_none=True)
             total = 0.0
             with _rng(dev, k.rng):
-                for c in chunks:  # the batch's mean loss, its gradient summed over chunks of it
+                for c in chunks:  # the batch's loss sum over its divisor, chunk by chunk
                     lv = _per_example(self.loss_of(model, _to(c, dev)))
-                    loss = lv.mean() if len(chunks) == 1 else lv.sum() / n
+                    loss = lv.mean() if len(chunks) == 1 and len(lv) == denom else lv.sum() / denom
                     loss.backward()
                     total += float(loss)
             if self.clip is not None:

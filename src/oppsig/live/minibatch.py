@@ -8,7 +8,8 @@ state it kept over the last ``live.replay_window`` steps (:class:`~oppsig.live.s
 before the onset to the spike. On those rows:
 
 - :func:`probe_window`: the probe's losses (k, m) at the kept states and now;
-- :func:`probe_groups`: the onset (the kept step of lowest mean probe loss before the spike), each
+- :func:`probe_groups`: the onset (the kept step of lowest mean probe loss before the spike and not before
+  the previous spike's peak), each
   probed example's part of the rise (its loss at the spike minus at the onset), and the rising group and
   the one opposing it among the probed examples (co-movement of their per-step changes, as under GD);
 - :func:`extend_members`: each group extended from its probed members to every example, by the
@@ -70,17 +71,23 @@ class ProbeGroups:
     opposing: np.ndarray  # positions of the group opposing it
 
 
-def probe_groups(L: np.ndarray, steps: np.ndarray, max_size: int = 200, min_corr: float = 0.5) -> ProbeGroups:
+def probe_groups(L: np.ndarray, steps: np.ndarray, max_size: int = 200, min_corr: float = 0.5,
+                 after: int | None = None) -> ProbeGroups:
     """The onset, the parts of the rise and the two groups of a spike at the last row of ``L`` (k, m).
 
-    The onset is the row of lowest mean loss before the last; the groups come from
-    :func:`~oppsig.live.attribution.online_groups` on the per-step changes from the window's start.
+    The onset is the row of lowest mean loss before the last, among the rows of ``steps`` at or after ``after``
+    (the previous spike's peak: one spike's rise is not counted again in the next one's; all rows where none
+    is); the groups come from :func:`~oppsig.live.attribution.online_groups` on the per-step changes from the
+    window's start.
     """
     L = np.asarray(L, dtype=np.float64)
     if len(L) < 2:
         z = np.zeros(0, np.int64)
         return ProbeGroups(0, np.zeros(L.shape[1]), z, z)
-    onset = int(np.argmin(L[:-1].mean(axis=1)))
+    rows = np.arange(len(L) - 1)
+    if after is not None and (np.asarray(steps)[:-1] >= after).any():
+        rows = rows[np.asarray(steps)[:-1] >= after]
+    onset = int(rows[np.argmin(L[rows].mean(axis=1))])
     contrib = L[-1] - L[onset]
     if len(L) < 4:  # too few steps for co-movement: the largest parts of the rise, no opposing group
         pos = np.maximum(contrib, 0)

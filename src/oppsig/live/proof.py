@@ -10,8 +10,8 @@
    step), names the rising group and the one opposing it from those rows and extends each to every
    example (:mod:`oppsig.live.minibatch`), with the share of the probe's rise each carries;
 3. replays the updates from the kept state ``live.replay_lead`` steps before the onset (the kept step of lowest
-   probe loss; by default the onset itself, :func:`replay_start`) through step t, as trained,
-   without the named groups' examples and without random controls, measures the probe around the end
+   probe loss, not before the previous spike's peak; by default the onset itself, :func:`replay_start`) through
+   step t, as trained, without the named groups' examples and without random controls, measures the probe around the end
    (theta_{t+1}: the peak) and gives the verdict (:mod:`oppsig.live.replay`).
 
 The event carries the groups (with every member's id), the replay's numbers and the verdict; its cost (the
@@ -56,6 +56,7 @@ class SpikeProof:
         self.states = StateRing(cfg.replay_window // cfg.state_every + 1)
         self.model = self.optimizer = None
         self.contributions: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # spike step -> (probe ids, parts of rise)
+        self.last_peak: int | None = None  # the previous spike's peak: the next one's onset is not before it
 
     def keep(self, step: int, model, optimizer) -> None:
         """Just before the update of ``step``: keep the state."""
@@ -79,7 +80,8 @@ class SpikeProof:
         if self.model is None or not self.states.steps():
             return
         steps, L = probe_window(self.replayer, self.model, self.optimizer, self.states, probe, ev.step)
-        pg = probe_groups(L, steps, self.cfg.max_share_examples)
+        pg = probe_groups(L, steps, self.cfg.max_share_examples, after=self.last_peak)
+        self.last_peak = int(ev.step) + 1
         self.contributions[int(ev.step)] = (probe, pg.contrib)
         if not ev.groups:
             ev.groups = self._name_groups(live, pg, probe, L, steps)
@@ -97,7 +99,8 @@ class SpikeProof:
                         for i in range(CONTROLS)]
             check = replay_check(self.replayer, self.model, self.optimizer, self.states.get(start), start, peak,
                                  named, controls, probe, recorded, alone=groups if len(groups) > 1 else None,
-                                 around=self.cfg.replay_around if getattr(self.replayer, "ahead", False) else 0)
+                                 around=self.cfg.replay_around if getattr(self.replayer, "ahead", False) else 0,
+                                 how=self.cfg.replay_drop)
             ev.replay = check.to_json()
             ev.verdict = check.verdict
         ev.message = format_message(ev)

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import time
+import dataclasses
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -86,6 +87,8 @@ class ReplayCheck:
     seconds: float  # wall time of the replays
     verdict: str
     reason: str
+    curves: dict = dataclasses.field(default_factory=dict)  # the probe's mean loss at each step of peak - around ..
+    # peak + around, per replay: {"steps", "trained", "without", "controls": [one per control], "alone": {group id}}
 
     def to_json(self) -> dict:
         """The check as an event's ``replay`` entry (without its wall time, so that a resumed run writes the same
@@ -114,7 +117,7 @@ def verdict(rise: float, removed: float, removed_control: float) -> tuple[str, s
 
 def replay_check(replayer, model, optimizer, start_state: dict, start: int, peak: int, named: np.ndarray,
                  controls: list[np.ndarray], probe_ids: np.ndarray, recorded: tuple[float, float],
-                 alone: dict | None = None, around: int = 0) -> ReplayCheck:
+                 alone: dict | None = None, around: int = 0, how: str = "zero") -> ReplayCheck:
     """Replay the updates from ``start_state`` (the state kept at step ``start``, at or before the spike's onset):
     as trained, without the examples
     ``named``, without each control in ``controls``, and without each group of ``alone`` (``{id: ids}``); the
@@ -133,33 +136,42 @@ def replay_check(replayer, model, optimizer, start_state: dict, start: int, peak
         model, optimizer: the training model and optimiser (copied once into the replayer's scratch; untouched).
         start_state: the state kept at ``start`` (``{"model", "optimizer"}`` state dicts; left as it is).
         recorded: the probe's mean loss at the onset and at the peak as measured on the kept states.
+        how: how a replay leaves examples out (``live.replay_drop``): ``"zero"`` takes out their loss terms and
+            keeps each batch's divisor, so the other examples' updates are as trained and only the removed
+            examples' gradients are missing; ``"mean"`` averages over the examples left, which also scales every
+            other example's update up by the batch's share removed (near the edge of stability a larger step).
     """
     t0 = time.perf_counter()
     sm, so = replayer.scratch(model, optimizer)
     first, last = max(start + 1, peak - around), peak + around
 
-    def replay(drop) -> tuple[float, float]:  # (height over the window, loss at the peak)
+    curves: dict = {"steps": list(range(first, last + 1))}
+
+    def replay(drop) -> tuple[float, float, list[float]]:  # (height over the window, loss at the peak, curve)
         restore_state(sm, so, start_state)
-        replayer.run(sm, so, start, first, drop=drop)
+        replayer.run(sm, so, start, first, drop=drop, how=how)
         seen = {}
         for s in range(first, last + 1):
             if s > first:
-                replayer.run(sm, so, s - 1, s, drop=drop)
+                replayer.run(sm, so, s - 1, s, drop=drop, how=how)
             seen[s] = float(replayer.losses(sm, probe_ids).mean())
-        return max(seen.values()), seen[peak]
+        return max(seen.values()), seen[peak], [round(v, 6) for v in seen.values()]
 
-    full, full_at_peak = replay(None)
+    full, full_at_peak, curves["trained"] = replay(None)
     at_onset, at_peak = recorded
     rise = full - at_onset
 
-    def share(v: float) -> float:  # of the rise, taken away
-        return (full - v) / rise if rise > 0 else float("nan")
+    def share(r: tuple) -> float:  # of the rise, taken away
+        return (full - r[0]) / rise if rise > 0 else float("nan")
 
-    removed = share(replay(named)[0])
-    ctl = tuple(share(replay(c)[0]) for c in controls)
+    r = replay(named)
+    removed, curves["without"] = share(r), r[2]
+    rs = [replay(c) for c in controls]
+    ctl, curves["controls"] = tuple(share(r) for r in rs), [r[2] for r in rs]
     removed_control = float(np.median(ctl)) if ctl else float("nan")
-    removals = {str(k): share(replay(v)[0]) for k, v in (alone or {}).items()}
+    ra = {str(k): replay(v) for k, v in (alone or {}).items()}
+    removals, curves["alone"] = {k: share(r) for k, r in ra.items()}, {k: r[2] for k, r in ra.items()}
     v, why = verdict(rise, removed, removed_control)
     return ReplayCheck(int(start), int(peak), len(probe_ids), rise, abs(full_at_peak - at_peak), removed,
                        removed_control, ctl, int(len(named)), removals, int(last - start), around,
-                       time.perf_counter() - t0, v, why)
+                       time.perf_counter() - t0, v, why, curves)

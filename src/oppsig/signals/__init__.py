@@ -20,6 +20,8 @@ record:
   (family-wise error rate), then gates that only remove pairs (anti-phase beyond
   random splits (:mod:`~oppsig.signals.antiphase`), a visible difference, not the
   leading oscillation itself);
+- :mod:`~oppsig.signals.replication`: the pair test of a run searched from its record alone (no inputs):
+  replication in time on held-out loss changes;
 - :mod:`~oppsig.signals.explain`: class mix, descriptors (brightness, colour of
   background and object) against the group's own classes, direction image;
 - :mod:`~oppsig.signals.verify`: gradient cosine, Hessian alignment, spike shares;

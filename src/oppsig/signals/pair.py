@@ -249,6 +249,11 @@ def assess_pairs(
 GATES = ("anti-phase", "visible", "leading")
 """The checks after the test, in the order :func:`failed_checks` names them; each can only remove pairs."""
 
+BEYOND_CORR = -0.3
+"""The ``"beyond"`` gate of a pair found from the record alone: its groups' correlation once the leading
+oscillation is taken out of both (``anti_phase.beyond_corr``) must be at most this, the candidates' default
+``max_pair_corr`` (the replication test measures co-movement beyond the leading profile too)."""
+
 
 def failed_checks(p: Pair, anti_phase_level: float, min_direction_ratio: float, max_leading_corr: float,
                   gates: tuple[str, ...] = GATES) -> tuple[str, ...]:
@@ -266,7 +271,12 @@ def failed_checks(p: Pair, anti_phase_level: float, min_direction_ratio: float, 
       ``p_beyond > anti_phase_level / 2`` (the beyond half of the Bonferroni pair of
       :class:`~oppsig.signals.antiphase.AntiPhaseNull`; NaN: none). A planted pair that
       carries the run's largest oscillation is that oscillation, and is still anti-phase
-      once it is projected out.
+      once it is projected out;
+    - ``"beyond"`` (not in :data:`GATES`: the gate of a pair found from the record alone,
+      :mod:`~oppsig.signals.replication`): its groups are not anti-phase once the leading oscillation is
+      taken out of both: ``anti_phase.beyond_corr > BEYOND_CORR`` (or not computed). Without inputs, any
+      examples split by their sign along the leading oscillation pass the other gates when the split takes
+      nearly all of them.
 
     A gate after a test that controls the family-wise error can only remove pairs,
     so the error rate holds whatever the gates' levels.
@@ -292,6 +302,8 @@ def failed_checks(p: Pair, anti_phase_level: float, min_direction_ratio: float, 
     own = p.anti_phase.p_beyond <= anti_phase_level / 2  # NaN: no evidence of its own
     if "leading" in gates and not (abs(p.anti_phase.leading_corr) < max_leading_corr or own):
         out.append("leading")
+    if "beyond" in gates and not (p.anti_phase.beyond_corr <= BEYOND_CORR):  # NaN fails: no evidence
+        out.append("beyond")
     return tuple(out)
 
 

@@ -23,8 +23,8 @@ from .detect import Components
 from .descriptors import Descriptors, input_descriptors
 from .explain import InputSpace, coherence_features
 from .matrix import LossMatrix
-from .pair import (GATES, CoherenceTest, anti_phase_candidates, anti_phase_order, assess_pairs, draws_needed,
-                   pair_correlation, select_pairs)
+from .pair import (BEYOND_CORR, GATES, CoherenceTest, anti_phase_candidates, anti_phase_order, assess_pairs,
+                   draws_needed, pair_correlation, select_pairs)
 from .result import AntiPhase, Pair
 from .spikes import rise_shares, spike_rows, spike_window
 from .tuning import NULL_HALF, NULL_HALF_DRAWS, POOL, derived_rng
@@ -32,11 +32,14 @@ from .tuning import NULL_HALF, NULL_HALF_DRAWS, POOL, derived_rng
 
 @dataclass
 class Inputs:
-    """The data set's input view, computed once: descriptors, class-mean space and the coherence test."""
+    """The data set's input view, computed once: descriptors, class-mean space and the coherence test; for a data
+    set without inputs (:func:`~oppsig.store.dataset.record_dataset`), ``record``: the pair test that needs only
+    the record (:class:`~oppsig.signals.replication.ReplicationTest`), used instead of ``test``."""
 
     descriptors: Descriptors
     space: InputSpace
     test: CoherenceTest
+    record: Any = None
 
     @classmethod
     def build(cls, dataset: Any, config: SignalsConfig) -> "Inputs":
@@ -131,6 +134,8 @@ def tested_pairs(det, rows: list[np.ndarray], series: list[np.ndarray], cands: l
     shares = [spike_enrichment(np.concatenate([series[a], series[b]], axis=1), det.scan.abs_row, window, n)
               for a, b, _ in cands]
     ratio = swings / total_swing if total_swing > 0 else np.full(len(swings), np.inf)
+    if inputs.record is not None:
+        return inputs.record.assess(det, rows, cands, ratio, shares, config)
     return assess_pairs(cands, rows, ratio, shares, inputs.test, config.alpha, config.n_null, config.seed,
                         config.max_pair_corr)
 
@@ -277,8 +282,14 @@ def pair_stage(det, rows: list[np.ndarray], series: list[np.ndarray], inputs: In
         20-vs-20 splits by their co-movement, and the test's description (:func:`test_description`).
     """
     tested, null_corr = pair_candidates(det, rows, series, inputs, config)
-    pairs = select_pairs(tested, config.anti_phase_level, config.min_direction_ratio, config.max_leading_corr,
-                         GATES if config.anti_phase_gate else tuple(g for g in GATES if g != "anti-phase"))
+    skip = ("anti-phase",) * (not config.anti_phase_gate) + ("visible",) * (inputs.record is not None)
+    gates = tuple(g for g in GATES if g not in skip) + ("beyond",) * (inputs.record is not None)
+    pairs = select_pairs(tested, config.anti_phase_level, config.min_direction_ratio, config.max_leading_corr, gates)
     sig = sorted((p for p in pairs if p.significant), key=anti_phase_order)[: config.max_pairs]
     kept = sorted(sig, key=lambda p: -p.strength) + [p for p in pairs if not p.significant][: config.max_pairs]
-    return [with_spikes(p, series, det, config) for p in kept], null_corr, test_description(tested, inputs, config)
+    desc = test_description(tested, inputs, config)
+    if inputs.record is not None:  # the visible gate needs inputs: skipped, and said so
+        desc = {**desc, **inputs.record.description(det, config),
+                "gates": desc["gates"] + "; without the inputs the visible gate is skipped, and the groups must stay "
+                f"anti-phase once the leading oscillation is taken out of both (beyond_corr <= {BEYOND_CORR})"}
+    return [with_spikes(p, series, det, config) for p in kept], null_corr, desc

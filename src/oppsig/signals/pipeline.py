@@ -18,11 +18,13 @@ from typing import Any
 import numpy as np
 
 from ..config import SignalsConfig
+from ..store.dataset import has_inputs
 from .detect import Components, Scan, coherent_components, recurring_examples, scan_losses
 from .explain import explain_group
 from .group import cohesion, find_groups, relative_view
 from .matrix import LossMatrix
 from .pairing import Inputs, pair_stage, split_columns
+from .replication import ReplicationTest
 from .result import Group, Recurring, SignalsError, SignalsResult, Spike
 from .spikes import detect_spikes
 
@@ -172,6 +174,9 @@ def find_signals(
     timings["group"] = time.perf_counter() - t
     t = time.perf_counter()
     inputs = Inputs.build(dataset, config)
+    if not has_inputs(dataset):  # the record alone: its own pair test (replication in time), no visible gate
+        labels = dataset.y.numpy() if dataset.y.ndim == 1 else np.zeros(len(dataset), dtype=np.int64)
+        inputs = dataclasses.replace(inputs, record=ReplicationTest(labels))
     tested, null_corr, test = pair_stage(det, rows, series, inputs, config)
     sig = tuple(p for p in tested if p.significant)[: config.max_pairs]
     rejected = tuple(p for p in tested if not p.significant)[: config.max_pairs]

@@ -268,6 +268,9 @@ class Pair:
             ``anti_phase`` are then of the relative changes.
         spikes: rows of the spikes where the pair carries most of the loss change.
         spike_rise_share: for each of those spikes, the pair's share of the net total-loss rise.
+        tested_on: ``"inputs"``: the input-coherence test; ``"record"``: searched from the record alone, the
+            replication test of :mod:`~oppsig.signals.replication` (``coherence.statistic`` is then the pair's
+            correlation on the held-out rows, ``p_a``/``p_b`` NaN) and no visible gate (it needs inputs).
     """
 
     a: int
@@ -285,6 +288,7 @@ class Pair:
     view: str = "raw"
     spikes: tuple[int, ...] = ()
     spike_rise_share: tuple[float, ...] = ()
+    tested_on: str = "inputs"
 
 
 @dataclass(frozen=True)

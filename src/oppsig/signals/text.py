@@ -25,6 +25,27 @@ def verification_text(v) -> str:
     return f"gradients of groups {v.a} and {v.b}{at}: cosine {v.grad_cosine:+.2f}{e}"
 
 
+TEST_NAME = {"inputs": "input coherence", "record": "replication on held-out rows"}
+"""What each pair test is called in the summaries (by :attr:`~oppsig.signals.result.Pair.tested_on`)."""
+
+
+def pair_test_text(p: Pair) -> str:
+    """The pair's test in words: input coherence, or, found from the record alone, its replication in time.
+
+    Example:
+        >>> from oppsig.signals.result import Coherence
+        >>> p = Pair(0, 1, corr=-0.5, strength=1.0, swing=1.0, spike_share=1.0, tested_on="record",
+        ...          coherence=Coherence(statistic=3.2, p_value=0.001, n_null=999))
+        >>> pair_test_text(p)  # doctest: +ELLIPSIS
+        'tested on the record alone: no input test; co-movement on held-out rows 3.2x random groups of its ...'
+    """
+    c = p.coherence
+    if p.tested_on == "record":
+        return (f"tested on the record alone: no input test; co-movement on held-out rows {c.statistic:.1f}x "
+                f"random groups of its classes, p={c.p_value:.2g} (family-wise, {c.n_null} permutations)")
+    return f"input coherence {c.statistic:.1f}x null, p={c.p_value:.2g} (family-wise, {c.n_null} permutations)"
+
+
 def failed_text(p: Pair) -> str:
     """Why a pair is not reported, in words (its :attr:`~oppsig.signals.result.Pair.failed` checks).
 
@@ -37,8 +58,8 @@ def failed_text(p: Pair) -> str:
     """
     c, ap = p.coherence, p.anti_phase
     why = {
-        "test": f"input coherence p={c.p_value:.2g} > {c.threshold:.2g}" if c.p_value > c.threshold
-        else f"anti-phase {p.corr:.2f} weaker than the candidates' limit",
+        "test": (f"{TEST_NAME[p.tested_on]} p={c.p_value:.2g} > {c.threshold:.2g}" if c.p_value > c.threshold
+                 else f"anti-phase {p.corr:.2f} weaker than the candidates' limit"),
         "anti-phase": f"anti-phase {p.corr:.2f} no stronger than random examples of its sizes split the same way "
                       f"({ap.null_corr:.2f}), nor beyond the leading oscillation ({ap.beyond_corr:.2f} vs "
                       f"{ap.null_beyond:.2f}; p={ap.p:.2g})",
@@ -46,6 +67,8 @@ def failed_text(p: Pair) -> str:
                    "example's distance",
         "leading": f"its group-mean difference is the leading oscillation (corr {ap.leading_corr:.2f}), with no "
                    f"anti-phase of its own beyond it (p={ap.p_beyond:.2g})",
+        "beyond": f"its groups are not anti-phase once the leading oscillation is taken out of both "
+                  f"(corr {ap.beyond_corr:.2f})",
         "partner": "each of its groups has a more anti-phase partner, reported",
         "gradient": "its groups' gradients do not point apart on the model (cosine >= 0)",
     }
@@ -95,6 +118,8 @@ def summary_text(result: SignalsResult, max_groups: int = 6) -> str:
             f"test: {t.get('groups_tested', 0)} groups in anti-phase pairs against {t.get('n_null', 0)} "
             f"within-class permutations (p resolution {t.get('resolution', float('nan')):.1g}); "
             f"{t.get('error', 'family-wise error')} at {t.get('alpha', float('nan')):g}"
+            + ("; tested on the record alone (no inputs): replication on held-out rows, no visible gate"
+               if t.get("tested_on") == "record" else "")
         )
     if not result.pairs:
         best = result.rejected_pairs[0] if result.rejected_pairs else None
@@ -108,7 +133,7 @@ def summary_text(result: SignalsResult, max_groups: int = 6) -> str:
     verified = {(v.a, v.b): v for v in result.verifications}
     for i, p in enumerate(result.pairs):
         ga, gb = result.group(p.a), result.group(p.b)
-        c, ap = p.coherence, p.anti_phase
+        ap = p.anti_phase
         lines.append(
             f"{pair_name(i, p)}: corr {p.corr:.2f}{' in relative terms (of log L)' if p.view == 'relative' else ''} "
             f"(random examples of its sizes split the same way "
@@ -116,7 +141,7 @@ def summary_text(result: SignalsResult, max_groups: int = 6) -> str:
             f"p={ap.p:.2g}{'; WEAK: no more anti-phase than they are' if ap.weak else ''}), "
             f"swing {p.swing:.1f}x the total loss's, "
             + (f"spike share {p.spike_share:.1f}x its size, " if np.isfinite(p.spike_share) else "no spike to share, ")
-            + f"input coherence {c.statistic:.1f}x null, p={c.p_value:.2g} (family-wise, {c.n_null} permutations)"
+            + pair_test_text(p)
         )
         for g in (ga, gb):
             lines.append(f"  group {g.id}: {g.explanation}")

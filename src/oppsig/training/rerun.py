@@ -61,9 +61,10 @@ class StepReplayer:
         return self._scratch
 
     def run(self, model: nn.Module, optimizer: torch.optim.Optimizer, start: int, stop: int,
-            drop: np.ndarray | None = None) -> None:
+            drop: np.ndarray | None = None, how: str = "zero") -> None:
         """The updates of steps ``start .. stop - 1`` on ``model``/``optimizer``, without the examples of ids
-        ``drop`` (each batch's mean over the examples left)."""
+        ``drop``: ``how="zero"`` takes their loss terms out and divides each batch's sum by its full size (every
+        other example's part of the update as trained); ``"mean"`` takes the mean over the examples left."""
         p = self.parts
         dropped = np.zeros(len(self._ids), dtype=bool)
         if drop is not None and len(drop):
@@ -86,7 +87,8 @@ class StepReplayer:
             def backward(rows=rows, batch=batch):
                 with precision(p.cfg, p.device):
                     full_batch_backward(model, batch.x, batch.y, p.loss_fn, p.cfg.train.physical_batch_size,
-                                        rows=rows, weights=batch.w)
+                                        rows=rows, weights=batch.w,
+                                        denominator=batch.size if how == "zero" else None)
 
             backward()
             optimizer_step(optimizer, backward)
