@@ -35,7 +35,7 @@ def tiny_run(tmp_path_factory):
     return train(cfg, progress=False).run_dir
 
 
-def add_fake_signals(run_dir, n_pairs=1):
+def add_fake_signals(run_dir, n_pairs=1, tested_on="inputs"):
     """A signals.json with ``n_pairs`` significant pairs, as detection would write: pair 0 of group 0 (rows 0-9) and
     group 1 (rows 10-19), the others of groups of 7 rows from row 20."""
     import numpy as np
@@ -55,7 +55,8 @@ def add_fake_signals(run_dir, n_pairs=1):
     pairs = tuple(Pair(2 * k, 2 * k + 1, corr=-0.9, strength=3.0 - k / 10, swing=0.2, spike_share=2.0,
                        coherence=Coherence(statistic=1.5, p_value=1e-6, threshold=1e-3),
                        anti_phase=AntiPhase(null_corr=-0.5),
-                       significant=True, spikes=(6,), spike_rise_share=(0.4,)) for k in range(n_pairs))
+                       significant=True, spikes=(6,), spike_rise_share=(0.4,), tested_on=tested_on)
+                  for k in range(n_pairs))
     spike = Spike(row=6, step=int(run.steps[6]), onset_row=3, onset_step=int(run.steps[3]), loss=float(total[6]),
                   trend=float(total[6]) * 0.8, height=0.25, z=4.0)
     res = SignalsResult(n_rows=run.rows, n_examples=len(run.index), steps=run.steps, total_loss=total,
@@ -143,6 +144,15 @@ def test_every_significant_pair_has_its_section(tiny_run, tmp_path):
     import json
 
     assert json.loads((tiny_run / "signals.json").read_text())["pairs"][0]["name"] == "pair 0 (group 0 vs group 1)"
+
+
+@pytest.mark.parametrize("tested_on", ["inputs", "record"])
+def test_a_pair_says_which_test_it_passed(tiny_run, tmp_path, tested_on):
+    """A pair found from the record alone passed no input test: its section says so, beside its p-value."""
+    add_fake_signals(tiny_run, tested_on=tested_on)
+    text = write_report([tiny_run], tmp_path / "r.html").read_text()
+    assert ("tested on the record alone: no input test" in text) == (tested_on == "record")
+    assert ("input coherence 1.5x null, p=1e-06" in text) == (tested_on == "inputs")
 
 
 @pytest.mark.slow

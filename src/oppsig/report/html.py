@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import StoreError
+from ..signals.text import pair_test_text
 from ..store.dataset import data_mismatch, run_dataset_or_reason
 from ..store.fingerprint import mismatch_text
 from ..store.format import atomic_write
@@ -168,7 +169,7 @@ def _pair_section(k: int, pair, run, sig, data) -> str:
                          + flag)
         if ver.error:
             facts.append(esc(ver.error))
-    facts.append(f"p-value against the null: {esc(_fmt(pair.coherence.p_value, 2))}")
+    facts.append(esc(pair_test_text(pair)))  # the input test's, or the record's alone (flagged)
     facts.append(f"share of the spikes' loss change per example: {esc(_fmt(pair.spike_share, 3))}x its size")
     if pair.spike_rise_share:
         steps = getattr(sig, "steps", ())
