@@ -153,21 +153,34 @@ class CoherenceTest:
         pipeline ran: the groups keep their columns (and class counts) and get other
         examples' inputs.
         """
-        from scipy.sparse import csr_matrix
-
-        n_ex = len(self.labels)
         sizes = np.array([len(g) for g in groups], dtype=np.float64)
-        cols = np.concatenate([np.asarray(g, dtype=np.int64) for g in groups])
-        member = csr_matrix((np.ones(len(cols)), (np.repeat(np.arange(len(groups)), sizes.astype(int)), cols)),
-                            shape=(len(groups), n_ex))
-        by_class = np.argsort(self.labels, kind="stable")  # rows sorted by class
+        member = group_matrix(groups, len(self.labels))
         out = np.empty((n, len(groups)))
-        for i in range(n):
-            perm = np.empty(n_ex, dtype=np.int64)
-            perm[by_class] = np.lexsort((rng.random(n_ex), self.labels))  # a random order within each class
+        for i, perm in enumerate(within_class_permutations(self.labels, n, rng)):
             sums = member @ self.white[perm]
             out[i] = (sums**2).sum(axis=1) / sizes
         return out
+
+
+def group_matrix(groups: list[np.ndarray], n_examples: int, mean: bool = False):
+    """(G, n_examples) sparse membership of ``groups`` (rows of examples): ones, or ``1 / size`` with ``mean``, so
+    that ``matrix @ values`` sums (averages) each group's rows of ``values``."""
+    from scipy.sparse import csr_matrix
+
+    sizes = np.array([len(g) for g in groups], dtype=np.int64)
+    cols = np.concatenate([np.asarray(g, dtype=np.int64) for g in groups])
+    weights = np.repeat(1.0 / np.maximum(sizes, 1), sizes) if mean else np.ones(len(cols))
+    return csr_matrix((weights, (np.repeat(np.arange(len(groups)), sizes), cols)), shape=(len(groups), n_examples))
+
+
+def within_class_permutations(labels: np.ndarray, n: int, rng: np.random.Generator):
+    """``n`` random permutations of the examples within each class of ``labels`` (each a (N,) index array)."""
+    labels = np.asarray(labels)
+    by_class = np.argsort(labels, kind="stable")  # rows sorted by class
+    for _ in range(n):
+        perm = np.empty(len(labels), dtype=np.int64)
+        perm[by_class] = np.lexsort((rng.random(len(labels)), labels))  # a random order within each class
+        yield perm
 
 
 def draws_needed(n_null: int, alpha: float) -> int:

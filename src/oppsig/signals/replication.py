@@ -63,7 +63,7 @@ from ..config import SignalsConfig
 from .detect import coherent_components, scan_losses
 from .group import find_groups, relative_view
 from .matrix import LossMatrix
-from .pair import draws_needed
+from .pair import draws_needed, group_matrix, within_class_permutations
 from .pairing import candidate_views, split_columns
 from .result import Coherence, Pair
 from .tuning import MIN_ROWS
@@ -133,23 +133,15 @@ class HeldOutChanges:
     def test(self, pairs: list[tuple[np.ndarray, np.ndarray]], n: int, rng: np.random.Generator
              ) -> tuple[np.ndarray, np.ndarray]:
         """``(adjusted p-values (K,), statistics over their null means (K,))`` (see :meth:`adjusted`)."""
-        from scipy.sparse import csr_matrix
-
         if not pairs:
             return np.zeros(0), np.zeros(0)
         groups = [np.asarray(g, dtype=np.int64) for pair in pairs for g in pair]
         index = np.arange(len(groups)).reshape(-1, 2)
-        n_ex = self.z.shape[1]
-        sizes = np.array([len(g) for g in groups])
-        member = csr_matrix((np.repeat(1.0 / sizes, sizes), (np.repeat(np.arange(len(groups)), sizes),
-                                                            np.concatenate(groups))), shape=(len(groups), n_ex))
+        member = group_matrix(groups, self.z.shape[1], mean=True)
         zt = self.z.T  # (N, T)
         obs = self._contrast(member @ zt, index)
-        by_class = np.argsort(self.labels, kind="stable")
         null = np.empty((n, len(pairs)))
-        for i in range(n):
-            perm = np.empty(n_ex, dtype=np.int64)
-            perm[by_class] = np.lexsort((rng.random(n_ex), self.labels))  # a random order within each class
+        for i, perm in enumerate(within_class_permutations(self.labels, n, rng)):
             null[i] = self._contrast(member @ zt[perm], index)
         # max-T over the candidates, each log statistic standardised by its own null (a discrete min-P over
         # many candidates would floor at the chance that some candidate's draw is its largest)
