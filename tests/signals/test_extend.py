@@ -95,7 +95,12 @@ def test_best_threshold_is_the_f1_optimum():
     p = np.array([0.9, 0.8, 0.7, 0.2, 0.1])
     y = np.array([True, False, True, False, False])
     thr, f1, prec, rec = best_threshold(p, y)
-    assert (thr, prec, rec) == (0.7, 2 / 3, 1.0) and f1 == pytest.approx(0.8)
+    assert (prec, rec) == (2 / 3, 1.0) and f1 == pytest.approx(0.8)
+    # the first three rows, and the threshold midway (in log-odds) between the last taken (0.7) and the next (0.2)
+    assert (p >= thr).tolist() == [True, True, True, False, False]
+    logit = lambda q: np.log(q / (1 - q))  # noqa: E731
+    assert logit(thr) == pytest.approx((logit(0.7) + logit(0.2)) / 2)
+
 
 
 def _group(gid, ids, ext_ids):

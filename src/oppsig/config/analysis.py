@@ -43,6 +43,10 @@ class SignalsConfig:
         min_beta: and its regression slope on the group's mean is at least this (it
             swings with at least this fraction of the group's amplitude). Default 0.3.
         min_group_size: smaller groups are dropped. Default 5.
+        neighbour_seeds: also seed a group from each example and its most correlated examples, this many in all
+            (:mod:`~oppsig.signals.neighbours`: for records with too few rows for the components to see a small
+            group); 0 turns it off. Default 0.
+        probe_neighbour_seeds: the same on a mini-batch run's probe subset. Default 8.
         max_groups: at most this many groups (largest swing first) are kept. Default 60.
 
     Pairing (:mod:`~oppsig.signals.pair`):
@@ -108,6 +112,8 @@ class SignalsConfig:
     probe_min_corr: float = 0.6
     min_beta: float = 0.3
     min_group_size: int = 5
+    neighbour_seeds: int = 0
+    probe_neighbour_seeds: int = 8
     max_groups: int = 60
     max_pair_corr: float = -0.3
     alpha: float = 0.01
@@ -152,6 +158,8 @@ class SignalsConfig:
         _check(0 < self.probe_min_corr < 1, "probe_min_corr", "in (0, 1)", self.probe_min_corr)
         _check(0 < self.min_beta <= 1, "min_beta", "in (0, 1]", self.min_beta)
         _check(self.min_group_size >= 2, "min_group_size", ">= 2", self.min_group_size)
+        for f in ("neighbour_seeds", "probe_neighbour_seeds"):
+            _check(getattr(self, f) == 0 or getattr(self, f) >= 2, f, "0 (off) or >= 2", getattr(self, f))
         _check(self.max_groups >= 2, "max_groups", ">= 2", self.max_groups)
         _check(-1 <= self.max_pair_corr < 0, "max_pair_corr", "in [-1, 0)", self.max_pair_corr)
         _check(0 < self.alpha < 1, "alpha", "in (0, 1)", self.alpha)

@@ -29,6 +29,10 @@ How (all of it reads the matrix in row blocks; :func:`find_groups`):
    the same margin change. Of two groups from the two views that are mostly the
    same, the one whose members fit its mean better (:func:`member_fit`, each in
    its own view) is kept.
+6. *Neighbourhoods* (``neighbour_seeds`` > 0; on a mini-batch run's probe by default): with few rows and many
+   columns a small group's component lies inside the noise (:func:`noise_edge`); each example and its most
+   correlated examples seed it instead (:mod:`~oppsig.signals.neighbours`), grown among the examples the steps
+   before left (:func:`neighbour_groups`).
 
 Only the loss record is used (never the inputs, and the class labels not at
 all), so a permutation of the loss columns among the examples of a class
@@ -67,6 +71,7 @@ from scipy.spatial.distance import pdist
 from ..config import SignalsConfig
 from .detect import Components, Scan, coherent_components, recurring_examples, scan_losses
 from .matrix import LossMatrix
+from .neighbours import neighbour_seeds
 from .result import SignalsError
 from .tuning import MERGE_CORR, RELATIVE_FLOOR, SPARSE_COS, SPARSE_SCALE_FLOOR, SPARSE_SHARE, SPARSE_Z, robust_scale
 
@@ -324,8 +329,44 @@ def view_groups(lm: LossMatrix, scan: Scan, comps: Components, config: SignalsCo
     seeds = merge_overlaps(seeds, 0.8)
     groups = grow_groups(lm, scan, seeds, config.min_corr, config.min_beta)
     groups = grow_groups(lm, scan, merge_alike(lm, groups, MERGE_CORR), config.min_corr, config.min_beta, 2)
-    return [g for g in merge_overlaps(sparse_groups(comps, config.min_group_size) + groups)
-            if len(g) >= config.min_group_size]
+    groups = [g for g in merge_overlaps(sparse_groups(comps, config.min_group_size) + groups)
+              if len(g) >= config.min_group_size]
+    if config.neighbour_seeds:  # small groups the components cannot see, grown among the examples left
+        groups += neighbour_groups(lm, scan, comps, config, groups)
+    return groups
+
+
+def noise_edge(rows: int, cols: int) -> float:
+    """The largest eigenvalue of the correlation matrix of ``cols`` independent series of ``rows - 1`` changes, about
+    ``(1 + sqrt(cols / (rows - 1)))^2`` (Marchenko-Pastur): components below it are indistinguishable from noise.
+
+    Example:
+        >>> round(noise_edge(101, 400), 2)
+        9.0
+    """
+    return (1.0 + np.sqrt(cols / (rows - 1))) ** 2
+
+
+def neighbour_groups(lm: LossMatrix, scan: Scan, comps: Components, config: SignalsConfig,
+                     found: list[np.ndarray]) -> list[np.ndarray]:
+    """Groups grown from at most ``max_groups`` :func:`~oppsig.signals.neighbours.neighbour_seeds` outside the
+    groups ``found``, seeded with the shared oscillation taken out: the components above the noise
+    (:func:`noise_edge`) that are broad (participation ratio above :data:`~oppsig.signals.tuning.SPARSE_SHARE` x
+    N)."""
+    taken = np.concatenate(found) if found else None
+    v = comps.loadings
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pr = (v**2).sum(axis=0) ** 2 / (v**4).sum(axis=0)
+    above = comps.values**2 / comps.time.shape[0] > noise_edge(*lm.shape)
+    broad = comps.time[:, np.isfinite(pr) & (pr > SPARSE_SHARE * v.shape[0]) & above]
+    seeds = neighbour_seeds(lm, scan, config.neighbour_seeds, config.min_corr, config.max_groups, exclude=taken,
+                            broad=broad)
+    groups = grow_groups(lm, scan, seeds, config.min_corr, config.min_beta)
+    # two seeds of one small group have noisy means, each a member of the other's (at min_corr): they are joined
+    groups = grow_groups(lm, scan, merge_alike(lm, groups, config.min_corr), config.min_corr, config.min_beta, 2)
+    if taken is not None:
+        groups = [np.setdiff1d(g, taken) for g in groups]
+    return [g for g in groups if len(g) >= config.min_group_size]
 
 
 def relative_view(lm: LossMatrix, config: SignalsConfig) -> tuple[LossMatrix, Scan, Components] | None:

@@ -95,6 +95,7 @@ def find_signals_in_run(
     probe = is_probe_subset(run)
     if probe:  # a mini-batch probe: rows k steps apart, each change holding k steps of mini-batch noise
         config = dataclasses.replace(config, min_corr=config.probe_min_corr, min_recurrence=1,
+                                     neighbour_seeds=config.probe_neighbour_seeds,
                                      max_candidates=max(config.max_candidates, PROBE_CANDIDATES))
     res = find_signals(losses, steps, dataset, sharpness=sharpness, config=config)
     if probe:
