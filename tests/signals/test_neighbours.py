@@ -57,6 +57,22 @@ def test_noise_gives_no_neighbourhood_seed_and_a_shared_oscillation_no_group(see
     assert [g.tolist() for g in _groups(lm, 8)] == [g.tolist() for g in _groups(lm, 0)]
 
 
+def test_neighbourhood_groups_only_fill_the_room_the_other_groups_leave():
+    """With a strong shared oscillation the components find two groups and the neighbourhoods a third (the planted
+    one, here swinging three times as much as the others); capped at two groups, the two of the components stay,
+    though the third's swing is the largest."""
+    lm, members = _probe_like(6, planted=True, shared=0.7)
+    losses = lm.columns(np.arange(COLS))
+    losses[:, members] *= 3.0
+    lm = LossMatrix(losses)
+    first, more = _groups(lm, 0), _groups(lm, 8)
+    assert len(first) == 2 and len(more) == 3 and max(f1(g, members) for g in more) > 0.5
+    cfg = dataclasses.replace(PROBE, neighbour_seeds=8, max_groups=2)
+    scan = scan_losses(lm, cfg.k)
+    capped = find_groups(lm, scan, coherent_components(lm, scan, cfg), cfg, relative=None)
+    assert sorted(g.tolist() for g in capped) == sorted(g.tolist() for g in first)
+
+
 def test_neighbourhood_seeds_follow_a_permutation_of_the_columns():
     lm, _ = _probe_like(5, planted=True, shared=0.0)
     perm = np.random.default_rng(1).permutation(COLS)

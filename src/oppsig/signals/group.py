@@ -32,7 +32,8 @@ How (all of it reads the matrix in row blocks; :func:`find_groups`):
 6. *Neighbourhoods* (``neighbour_seeds`` > 0; on a mini-batch run's probe by default): with few rows and many
    columns a small group's component lies inside the noise (:func:`noise_edge`); each example and its most
    correlated examples seed it instead (:mod:`~oppsig.signals.neighbours`), grown among the examples the steps
-   before left (:func:`neighbour_groups`).
+   before left (:func:`neighbour_groups`) on each view; these groups fill the room (``max_groups``) the others
+   leave.
 
 Only the loss record is used (never the inputs, and the class labels not at
 all), so a permutation of the loss columns among the examples of a class
@@ -202,9 +203,13 @@ def merge_overlaps(groups: list[np.ndarray], max_jaccard: float = 0.5, score=Non
     out: list[np.ndarray] = []
     for i in np.argsort(-np.asarray(score, dtype=np.float64), kind="stable"):
         g = groups[i]
-        if all(len(np.intersect1d(g, h)) / len(np.union1d(g, h)) <= max_jaccard for h in out):
+        if all(_jaccard(g, h) <= max_jaccard for h in out):
             out.append(g)
     return out
+
+
+def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    return len(np.intersect1d(a, b)) / len(np.union1d(a, b))
 
 
 def merge_alike(lm: LossMatrix, groups: list[np.ndarray], min_corr: float) -> list[np.ndarray]:
@@ -323,8 +328,10 @@ def member_fit(lm: LossMatrix, scan: Scan, groups: list[np.ndarray]) -> np.ndarr
     return np.array([corr[g, i].mean() for i, g in enumerate(groups)])
 
 
-def view_groups(lm: LossMatrix, scan: Scan, comps: Components, config: SignalsConfig) -> list[np.ndarray]:
-    """Seeds -> templates -> merged groups -> sparse groups (steps 1-4 of the module docstring) on one view."""
+def view_groups(lm: LossMatrix, scan: Scan, comps: Components, config: SignalsConfig,
+                late: dict[int, bool] | None = None) -> list[np.ndarray]:
+    """Seeds -> templates -> merged groups -> sparse groups (steps 1-4 of the module docstring) on one view, then
+    the neighbourhood groups (step 6), whose ``id`` each goes into ``late`` when given."""
     seeds = component_seeds(comps, config.seed_size) + extreme_seeds(lm, scan, config)
     seeds = merge_overlaps(seeds, 0.8)
     groups = grow_groups(lm, scan, seeds, config.min_corr, config.min_beta)
@@ -332,7 +339,10 @@ def view_groups(lm: LossMatrix, scan: Scan, comps: Components, config: SignalsCo
     groups = [g for g in merge_overlaps(sparse_groups(comps, config.min_group_size) + groups)
               if len(g) >= config.min_group_size]
     if config.neighbour_seeds:  # small groups the components cannot see, grown among the examples left
-        groups += neighbour_groups(lm, scan, comps, config, groups)
+        extra = neighbour_groups(lm, scan, comps, config, groups)
+        if late is not None:
+            late.update((id(g), True) for g in extra)
+        groups += extra
     return groups
 
 
@@ -393,17 +403,23 @@ def find_groups(lm: LossMatrix, scan: Scan, comps: Components, config: SignalsCo
             ``None`` when there is none (losses that can be negative).
 
     Returns:
-        Rows of each group (ascending), at most ``max_groups``, largest swing of the
-        group-mean loss change first.
+        Rows of each group (ascending), at most ``max_groups``: the groups of steps 1-5, largest swing of the
+        group-mean loss change first, then the neighbourhood groups of step 6 the same way (they fill the room
+        the others leave).
     """
-    groups = view_groups(lm, scan, comps, config)
+    late = {}  # id of each neighbourhood group (step 6): they fill the room the groups of steps 1-5 leave
+    groups = view_groups(lm, scan, comps, config, late)
     if relative is True:
         relative = relative_view(lm, config)
     if relative is not None:  # the same on relative changes; of two overlapping groups, the better-fitting one
         rel, rscan, rcomps = relative
-        more = view_groups(rel, rscan, rcomps, config)
+        more = view_groups(rel, rscan, rcomps, config, late)
         fit = np.concatenate([member_fit(lm, scan, groups), member_fit(rel, rscan, more)])
+        early = [g for g in groups + more if id(g) not in late]
         groups = merge_overlaps(groups + more, 0.5, fit)
+        for g in groups:  # a neighbourhood group kept in place of a group of steps 1-5 takes its place
+            if id(g) in late and any(_jaccard(g, e) > 0.5 for e in early):
+                del late[id(g)]
     if not groups:
         return []
     swing = lm.diff_columns(np.concatenate(groups))
@@ -411,5 +427,5 @@ def find_groups(lm: LossMatrix, scan: Scan, comps: Components, config: SignalsCo
     for g in groups:
         out.append(float(swing[:, s : s + len(g)].mean(axis=1).std()))
         s += len(g)
-    order = np.argsort(-np.asarray(out), kind="stable")[: config.max_groups]
+    order = np.lexsort((-np.asarray(out), [id(g) in late for g in groups]))[: config.max_groups]
     return [groups[i] for i in order]

@@ -156,16 +156,23 @@ def _data(cfg: Config, options: TrainOptions, device, dtype) -> tuple[ArrayDatas
 
 
 def forward_share(model: nn.Module, loss_fn, train_set: ArrayDataset, cfg: Config, dist=None) -> float:
-    """What a probe forward costs per example over a training step (forward and backward) per example, timed on
-    a copy of ``model`` (the run's model and its buffers are left as they are), rounded up to the grid of
-    :func:`~oppsig.store.probe_plan.quantize_share`; averaged over ranks so that every rank plans alike."""
+    """What a probe forward costs per example over a training step per example, timed on a copy of ``model`` (the
+    run's model, its buffers and optimiser are left as they are) as the run does both: the step runs forward and
+    backward and steps a fresh optimiser of the run's kind, both in the run's precision (bfloat16 autocast under
+    ``train.autocast=bf16``). The batch's augmentation is left out: timed on a few steps it made plans that
+    overran the budget (docs/findings.md, augmentation and bf16), so under ``data.augment`` the plan errs below
+    it. Rounded up to the grid of :func:`~oppsig.store.probe_plan.quantize_share`; averaged over ranks so that
+    every rank plans alike."""
     import copy
     import time
 
     from ..store.probe_plan import MIN_EXAMPLES, quantize_share
     from ..store.recorder import probe_losses
+    from .step import optimizer_step, precision
 
     m = copy.deepcopy(model)
+    opt = build_optimizer(cfg.optim, [q for q in m.parameters() if q.requires_grad])
+    device = next(m.parameters()).device if any(True for _ in m.parameters()) else torch.device("cpu")
     b = min(cfg.train.batch_size, len(train_set))
     p = min(len(train_set), MIN_EXAMPLES, cfg.train.physical_batch_size)
     xb, yb = train_set.x[:b], train_set.y[:b]
@@ -179,11 +186,21 @@ def forward_share(model: nn.Module, loss_fn, train_set: ArrayDataset, cfg: Confi
             times.append(time.perf_counter() - t0)
         return min(times[1:])  # the first call carries the allocations
 
+    def backward():
+        with precision(cfg, device):
+            loss = loss_fn(m(xb), yb).mean()
+        loss.float().backward()
+
     def train_step():
         m.zero_grad(set_to_none=True)
-        loss_fn(m(xb), yb).mean().backward()
+        backward()
+        optimizer_step(opt, backward)
 
-    r = best(lambda: probe_losses(m, probe_set, loss_fn, cfg.train.physical_batch_size)) / p / (best(train_step) / b)
+    def probe():
+        with precision(cfg, device):
+            probe_losses(m, probe_set, loss_fn, cfg.train.physical_batch_size)
+
+    r = best(probe) / p / (best(train_step) / b)
     if dist is not None and dist.enabled:
         r = float(dist.all_reduce_(torch.tensor([r], device=train_set.x.device)).item()) / dist.world
     return quantize_share(r)
