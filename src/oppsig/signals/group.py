@@ -354,7 +354,7 @@ def noise_edge(rows: int, cols: int) -> float:
         >>> round(noise_edge(101, 400), 2)
         9.0
     """
-    return (1.0 + np.sqrt(cols / (rows - 1))) ** 2
+    return float((1.0 + np.sqrt(cols / (rows - 1))) ** 2)
 
 
 def neighbour_groups(lm: LossMatrix, scan: Scan, comps: Components, config: SignalsConfig,
