@@ -318,7 +318,12 @@ def test_6_ctrl_c_while_loading(tmp_path):
                              text=True)
         time.sleep(delay)
         p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=120)
+        try:
+            _, err = p.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            p.kill()  # a run that lost its Ctrl-C would otherwise train on after the test
+            p.communicate()
+            raise AssertionError(f"still running 120 s after Ctrl-C at {delay} s")
         assert p.returncode == 130 and "Traceback" not in err and "internal error" not in err, (delay, err)
 
 
