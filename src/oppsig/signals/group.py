@@ -235,6 +235,13 @@ def _robust_z(x: np.ndarray) -> np.ndarray:
     return (x - np.median(x, axis=0)) / robust_scale(x, SPARSE_SCALE_FLOOR, axis=0)
 
 
+def participation(v: np.ndarray) -> np.ndarray:
+    """Participation ratio ``(sum v^2)^2 / sum v^4`` of each column of ``v`` (N, c): about N for a component every
+    example carries, about k for one k examples carry (NaN for a zero column)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (v**2).sum(axis=0) ** 2 / (v**4).sum(axis=0)
+
+
 def sparse_groups(comps: Components, min_group_size: int = 5, iterations: int = 3) -> list[np.ndarray]:
     """Groups in the subspace of the *sparse* components, where the shared oscillation is left out.
 
@@ -256,8 +263,7 @@ def sparse_groups(comps: Components, min_group_size: int = 5, iterations: int = 
     n = v.shape[0]
     if v.shape[1] == 0:
         return []
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pr = (v**2).sum(axis=0) ** 2 / (v**4).sum(axis=0)
+    pr = participation(v)
     keep = np.isfinite(pr) & (pr <= SPARSE_SHARE * n)
     if not keep.any():
         return []
@@ -365,8 +371,7 @@ def neighbour_groups(lm: LossMatrix, scan: Scan, comps: Components, config: Sign
     N)."""
     taken = np.concatenate(found) if found else None
     v = comps.loadings
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pr = (v**2).sum(axis=0) ** 2 / (v**4).sum(axis=0)
+    pr = participation(v)
     above = comps.values**2 / comps.time.shape[0] > noise_edge(*lm.shape)
     broad = comps.time[:, np.isfinite(pr) & (pr > SPARSE_SHARE * v.shape[0]) & above]
     seeds = neighbour_seeds(lm, scan, config.neighbour_seeds, config.min_corr, config.max_groups, exclude=taken,

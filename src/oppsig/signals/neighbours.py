@@ -79,8 +79,8 @@ def neighbour_seeds(lm: LossMatrix, scan: Scan, size: int, min_corr: float, max_
     if size < 2 or n < 2 * size or lm.shape[0] < 3:
         return []
     z = _standardised(lm, scan, broad)
-    live = np.flatnonzero(np.linalg.norm(z, axis=0) > 0)
     dead = np.linalg.norm(z, axis=0) == 0
+    live = np.flatnonzero(~dead)
     nbrs = np.empty((n, size), dtype=np.int64)
     for s in range(0, n, block):
         c = z[:, s : s + block].T @ z  # (B, N) correlations

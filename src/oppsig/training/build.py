@@ -172,7 +172,6 @@ def forward_share(model: nn.Module, loss_fn, train_set: ArrayDataset, cfg: Confi
 
     m = copy.deepcopy(model)
     opt = build_optimizer(cfg.optim, [q for q in m.parameters() if q.requires_grad])
-    device = next(m.parameters()).device if any(True for _ in m.parameters()) else torch.device("cpu")
     b = min(cfg.train.batch_size, len(train_set))
     p = min(len(train_set), MIN_EXAMPLES, cfg.train.physical_batch_size)
     xb, yb = train_set.x[:b], train_set.y[:b]
@@ -187,7 +186,7 @@ def forward_share(model: nn.Module, loss_fn, train_set: ArrayDataset, cfg: Confi
         return min(times[1:])  # the first call carries the allocations
 
     def backward():
-        with precision(cfg, device):
+        with precision(cfg, xb.device):
             loss = loss_fn(m(xb), yb).mean()
         loss.float().backward()
 
@@ -197,7 +196,7 @@ def forward_share(model: nn.Module, loss_fn, train_set: ArrayDataset, cfg: Confi
         optimizer_step(opt, backward)
 
     def probe():
-        with precision(cfg, device):
+        with precision(cfg, xb.device):
             probe_losses(m, probe_set, loss_fn, cfg.train.physical_batch_size)
 
     r = best(probe) / p / (best(train_step) / b)
