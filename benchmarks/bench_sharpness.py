@@ -5,8 +5,10 @@ After ``--steps`` full-batch GD steps (seeded), one run measures:
 1. the time of one full-batch gradient, and of one Hessian-vector product in
    gradients: double backprop (``rev_rev``) rebuilding the gradient's graph for
    every product, the same with the graph cached (oppsig's default for one
-   physical batch), a block of two products with the graph cached (what one
-   block of the default solver costs), and forward-over-reverse (``fwd_rev``);
+   physical batch), blocks of two and four products with the graph cached (what one
+   block of the default solver costs), as a loop over the columns and as one
+   batched call (``batched=True``: ``is_grads_batched``), and forward-over-reverse
+   (``fwd_rev``); ``--products-only`` stops after this table;
 2. the top Hessian eigenvalue from a random start to ``--tol`` (1e-3) relative
    accuracy, for ``--seeds`` seeds: oppsig (``top_hessian_eigs``: Lanczos with
    the eigenvalue-accuracy stop, started from a 10% presample), block Lanczos
@@ -111,6 +113,24 @@ def interleaved_min_times(fns: dict, reps: int) -> dict:
             sync()
             best[k] = min(best[k], time.perf_counter() - t)
     return best
+
+
+def print_products(times: dict, t_grad: float, reps: int) -> None:
+    """The table of part 1: seconds and gradients per product, and per column of a block."""
+    print(f"\nfull-batch gradient: {t_grad:.3f} s (fastest of {reps}, interleaved with the HVPs)")
+    print(f"{'HVP':<44}{'seconds':>10}{'gradients':>11}{'per column':>12}")
+    labels = {"rev_rev": ("rev_rev (graph rebuilt per product)", 1), "build": ("building the cached graph", 1),
+              "rev_rev cached": ("rev_rev, graph cached", 1),
+              "block 2": ("a block of 2, graph cached, loop", 2),
+              "block 2, one call": ("the same, one batched call", 2),
+              "block 4": ("a block of 4, graph cached, loop", 4),
+              "block 4, one call": ("the same, one batched call", 4),
+              "fwd_rev": ("fwd_rev", 1)}
+    for k, (label, cols) in labels.items():
+        print(f"{label:<44}{times[k]:>10.3f}{times[k] / t_grad:>11.2f}{times[k] / t_grad / cols:>12.2f}")
+    for b in (2, 4):
+        ratio = times[f"block {b}, one call"] / times[f"block {b}"]
+        print(f"  block of {b}: one batched call / loop = {ratio:.2f}x time")
 
 
 def timed(fn):
@@ -236,6 +256,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (products, solvers and data on that device)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--products-only", action="store_true", help="only the gradient and product costs (part 1)")
     ap.add_argument("--data-dir", default=None, help="folder holding cifar-10-batches-py (default: $OPPSIG_DATA)")
     args = ap.parse_args(argv)
 
@@ -260,24 +281,33 @@ def main(argv=None) -> int:
     loss, t_gd = timed(lambda: gd_steps(model, batches, loss_fn, args.lr, args.steps, n))
     print(f"GD: {args.steps} steps at lr {args.lr} in {t_gd:.1f} s, loss {loss:.4f}")
 
-    def hvp(cache=True, dtype=None):
-        return make_hvp(model, batches, loss_fn, method="rev_rev", cache_graph=cache, dtype=dtype)
+    def hvp(cache=True, dtype=None, batched="auto"):
+        return make_hvp(model, batches, loss_fn, method="rev_rev", cache_graph=cache, dtype=dtype, batched=batched)
 
     # 1: gradient and HVP costs ------------------------------------------------------
     v = start_vector(d, None, args.seed, torch.float32, dev)
-    cached = hvp(True)
+    cached, one_call = hvp(True, batched=False), hvp(True, batched=True)
     cached.matvec(v)  # builds the graph
+    one_call.matvec(v)
+    v2, v4 = torch.stack([v, v.flip(0)], dim=1), torch.stack([v, v.flip(0), v.roll(1), -v], dim=1)
     fns = {
         "grad": lambda: loss_and_gradient(model, batches, loss_fn),
         "rev_rev": lambda: hvp(False).matvec(v),
         "build": lambda: hvp(True)._build_graph(),
         "rev_rev cached": lambda: cached.matvec(v),
-        "block 2": lambda: cached.matmat(torch.stack([v, v.flip(0)], dim=1)),
+        "block 2": lambda: cached.matmat(v2),
+        "block 2, one call": lambda: one_call.matmat(v2),
+        "block 4": lambda: cached.matmat(v4),
+        "block 4, one call": lambda: one_call.matmat(v4),
         "fwd_rev": lambda: make_hvp(model, batches, loss_fn, method="fwd_rev").matvec(v),
     }
     times = interleaved_min_times(fns, args.reps)
     t_grad = times["grad"]
     cached.release()
+    one_call.release()
+    if args.products_only:
+        print_products(times, t_grad, args.reps)
+        return 0
 
     # 2: cold top eigenvalue ----------------------------------------------------------
     ref, t_ref = timed(lambda: lanczos(HessianOperator(hvp(True, torch.float64)), k=2, tol=args.ref_tol,
@@ -343,13 +373,7 @@ def main(argv=None) -> int:
     pmatch2.name = "power, cold, to the warm error, ref. stop"
 
     # report -------------------------------------------------------------------------------
-    print(f"\nfull-batch gradient: {t_grad:.3f} s (fastest of {args.reps}, interleaved with the HVPs)")
-    print(f"{'HVP':<34}{'seconds':>10}{'gradients':>11}")
-    labels = {"rev_rev": "rev_rev (graph rebuilt per product)", "build": "building the cached graph",
-              "rev_rev cached": "rev_rev, graph cached", "block 2": "a block of 2, graph cached",
-              "fwd_rev": "fwd_rev"}
-    for k, label in labels.items():
-        print(f"{label:<34}{times[k]:>10.3f}{times[k] / t_grad:>11.2f}")
+    print_products(times, t_grad, args.reps)
 
     gap_true = lam - float(ref.eigenvalues[1])
     print(f"\nstep {args.steps}: top eigenvalues {lam:.4f}, {float(ref.eigenvalues[1]):.4f} (2/lr = "

@@ -27,6 +27,7 @@ def test_hvp_on_cuda_matches_dense_hessian(dense_ref, name, method):
     out = hvp.matmat(V.to(DEVICE))
     assert out.device.type == torch.device(DEVICE).type
     assert_close(out.cpu(), H @ V, 1e-10, f"{name}/{method} on {DEVICE}")
+    assert hvp.unbatched is None  # the block went through one batched call (batched="auto" on a device)
     # the CPU model, products computed on the device (device argument)
     hvp = make_hvp(model, batches, loss, method=method, device=DEVICE)
     assert_close(hvp.matvec(V[:, 0].to(DEVICE)).cpu(), H @ V[:, 0], 1e-10, f"{name}/{method} device=")

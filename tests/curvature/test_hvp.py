@@ -1,4 +1,5 @@
 import copy
+import warnings
 
 import pytest
 import torch
@@ -356,3 +357,77 @@ def test_rows_and_subsample_are_the_problem_on_those_rows():
         hvp.subsample(0.0)
     with pytest.raises(OppsigError, match="row indices"):
         hvp.rows(torch.tensor([12]))
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("cache", [True, False])
+def test_batched_blocks_match_the_dense_hessian(dense_ref, name, method, cache):
+    """A block's products in one batched call (is_grads_batched / vmap) equal the dense Hessian's columns."""
+    model, batches, loss, H, _, _ = dense_ref(name)
+    hvp = make_hvp(model, batches, loss, method=method, cache_graph=cache, batched=True)
+    V = rand(H.shape[0], 3, seed=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback to the loop
+        assert_close(hvp.matmat(V), H @ V, 1e-10, f"{name}/{method}/cache={cache} batched")
+    assert hvp.unbatched is None and hvp.num_hvps == 3
+    assert hvp.restrict(hvp.layout.names[:1]).batched is True
+
+
+def test_batched_blocks_are_off_on_the_cpu_by_default_and_validated():
+    from oppsig.curvature.hvp import batches_blocks
+
+    model, batches, loss = problem("mlp")
+    assert make_hvp(model, batches, loss).batched == "auto" and not batches_blocks("auto", "cpu")
+    with pytest.raises(ConfigError, match="batched"):
+        make_hvp(model, batches, loss, batched="always")
+
+
+class _NoBatchingRule(torch.autograd.Function):
+    """tanh whose double backward has no batching rule under vmap (it reads a value with ``.item()``)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return _NoBatchingGrad.apply(g, y)
+
+
+class _NoBatchingGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, g, y):
+        ctx.save_for_backward(g, y)
+        return g * (1 - y * y)
+
+    @staticmethod
+    def backward(ctx, gg):
+        g, y = ctx.saved_tensors
+        assert gg.abs().max().item() >= 0  # .item() has no batching rule
+        return gg * (1 - y * y), gg * g * (-2 * y)
+
+
+def test_batched_blocks_fall_back_to_the_loop_with_the_same_values():
+    torch.manual_seed(0)
+    lin1, lin2 = nn.Linear(6, 5).double(), nn.Linear(5, 3).double()
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = lin1, lin2
+
+        def forward(self, x):
+            return self.b(_NoBatchingRule.apply(self.a(x)))
+
+    _, batches, loss = problem("mlp")
+    net = Net()
+    V = rand(sum(p.numel() for p in net.parameters()), 2, seed=3)
+    ref = make_hvp(net, batches, loss, method="rev_rev", batched=False).matmat(V)
+    hvp = make_hvp(net, batches, loss, method="rev_rev", batched=True)
+    with pytest.warns(RuntimeWarning, match="fell back to one call per column"):
+        assert_close(hvp.matmat(V), ref, 1e-14, "fallback")
+    assert hvp.unbatched

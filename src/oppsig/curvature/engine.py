@@ -30,7 +30,8 @@ from torch import nn
 from torch.func import functional_call
 
 from ..errors import OppsigError
-from .hvp import LossFn, accumulate_vjp, caches_graph, ggn_vp, hvp_fwd_rev
+from .hvp import (LossFn, accumulate_vjp, accumulate_vjp_block, batches_blocks, caches_graph, ggn_vp, hvp_fwd_rev,
+                  hvp_fwd_rev_block)
 from .layout import ParamLayout
 
 __all__ = ["HVP", "check_names"]
@@ -68,12 +69,15 @@ class HVP:
             the switch warns once and is recorded in ``switched``.
         switched: None, or why the method was switched (``"fwd_rev -> rev_rev: ..."``).
         cache_graph: ``auto``, True or False (see the module docstring).
+        batched: ``auto``, True or False: a block's products in one batched call (see
+            :mod:`oppsig.curvature.hvp`).
+        unbatched: None, or why batched blocks fell back to a loop over their columns.
         num_hvps: products computed so far (columns of a matmat count one each).
     """
 
     def __init__(self, model: nn.Module, batches: list, loss_fn: LossFn, params: dict[str, torch.Tensor],
                  frozen: dict[str, torch.Tensor], method: str, num_examples: int, dtype: torch.dtype,
-                 device: torch.device, batchnorm: str, fallback: bool = False, cache_graph="auto"):
+                 device: torch.device, batchnorm: str, fallback: bool = False, cache_graph="auto", batched="auto"):
         self.model = model
         self.batches = batches
         self.loss_fn = loss_fn
@@ -87,7 +91,9 @@ class HVP:
         self.batchnorm = batchnorm
         self.fallback = fallback
         self.cache_graph = cache_graph
+        self.batched = batched
         self.switched: str | None = None
+        self.unbatched: str | None = None
         self.num_hvps = 0
         self._buffers = self._buffer_dict()
         self._graph: tuple[list[torch.Tensor], list[tuple[torch.Tensor, tuple[torch.Tensor, ...]]]] | None = None
@@ -158,9 +164,29 @@ class HVP:
             for x, y in self.batches:
                 loss = self._batch_loss(pd, x, y)
                 g = torch.autograd.grad(loss, p, create_graph=True, allow_unused=True, materialize_grads=True)
-                for j, vs in enumerate(cols):
-                    accumulate_vjp(p, g, vs, acc[j], retain=j < len(cols) - 1)
+                self._accumulate(p, g, cols, acc, retain=False)
         return acc
+
+    def _blocks(self, cols) -> bool:
+        return len(cols) > 1 and self.unbatched is None and batches_blocks(self.batched, self.device)
+
+    def _unbatch(self, e: RuntimeError) -> None:
+        if isinstance(e, NotImplementedError):  # forward-mode AD missing: the method's own fallback decides
+            raise e
+        self.unbatched = str(e).splitlines()[0][:120]
+        warnings.warn(f"Hessian-vector products of a block fell back to one call per column: {self.unbatched}",
+                      RuntimeWarning, stacklevel=4)
+
+    def _accumulate(self, p, g, cols, acc, retain: bool) -> None:
+        """``acc[j] += H_batch cols[j]`` through the gradient graph ``g``: one batched call, or one per column."""
+        if self._blocks(cols):
+            try:
+                accumulate_vjp_block(p, g, cols, acc)
+                return
+            except RuntimeError as e:  # an operation without a batching rule: the loop below
+                self._unbatch(e)
+        for j, vs in enumerate(cols):
+            accumulate_vjp(p, g, vs, acc[j], retain=retain or j < len(cols) - 1)
 
     def _build_graph(self):
         if self._graph is None:
@@ -180,8 +206,7 @@ class HVP:
         acc = [self._zeros() for _ in cols]
         with torch.enable_grad():
             for _, g in per_batch:
-                for j, vs in enumerate(cols):
-                    accumulate_vjp(p, g, vs, acc[j], retain=True)
+                self._accumulate(p, g, cols, acc, retain=True)
         return acc
 
     def _fwd_rev(self, cols: list[list[torch.Tensor]]) -> list[list[torch.Tensor]]:
@@ -189,8 +214,16 @@ class HVP:
         pd = {n: t.detach() for n, t in self.params.items()}
         acc = [self._zeros() for _ in cols]
         for x, y in self.batches:
+            def f(q, x=x, y=y):
+                return self._batch_loss(q, x, y)
+            hvs = None
+            if self._blocks(cols):
+                try:
+                    hvs = hvp_fwd_rev_block(f, pd, [dict(zip(names, vs)) for vs in cols])
+                except RuntimeError as e:  # an operation without a batching rule: one call per column
+                    self._unbatch(e)
             for j, vs in enumerate(cols):
-                hv = hvp_fwd_rev(lambda q: self._batch_loss(q, x, y), pd, dict(zip(names, vs)))
+                hv = hvs[j] if hvs is not None else hvp_fwd_rev(f, pd, dict(zip(names, vs)))
                 for a, n in zip(acc[j], names):
                     a.add_(hv[n])
         return acc
@@ -299,7 +332,8 @@ class HVP:
         keep = {n: self.params[n] for n in names}
         frozen = {**self.frozen, **{n: t for n, t in self.params.items() if n not in keep}}
         return HVP(self.model, self.batches, self.loss_fn, keep, frozen, self.method, self.num_examples,
-                   self.dtype, self.device, self.batchnorm, self.fallback, self.cache_graph)
+                   self.dtype, self.device, self.batchnorm, self.fallback, self.cache_graph,
+                   batched=self.batched)
 
     def at(self, params: Mapping[str, torch.Tensor]) -> "HVP":
         """The same problem at another point (new values of the varying parameters)."""
@@ -307,7 +341,8 @@ class HVP:
         new = {n: params[n].detach().to(device=self.device, dtype=self.dtype) if n in params else t
                for n, t in self.params.items()}
         return HVP(self.model, self.batches, self.loss_fn, new, self.frozen, self.method, self.num_examples,
-                   self.dtype, self.device, self.batchnorm, self.fallback, self.cache_graph)
+                   self.dtype, self.device, self.batchnorm, self.fallback, self.cache_graph,
+                   batched=self.batched)
 
     def subsample(self, fraction: float, seed: int = 0) -> "HVP":
         """The same problem on a random ``fraction`` of the rows: a cheap approximation of ``H``.
@@ -377,7 +412,8 @@ class HVP:
         batches = [(x[s : s + bs], y[s : s + bs]) for s in range(0, m, bs)]
         n_ex = m if num_examples is None else int(num_examples)
         return HVP(self.model, batches, self.loss_fn, self.params, self.frozen, self.method, n_ex,
-                   self.dtype, self.device, self.batchnorm, self.fallback, self.cache_graph)
+                   self.dtype, self.device, self.batchnorm, self.fallback, self.cache_graph,
+                   batched=self.batched)
 
 
 def check_names(names: Iterable[str], valid: Mapping[str, torch.Tensor]) -> None:

@@ -45,6 +45,13 @@ when the data is one physical batch (where a product builds the same graph
 anyway, so peak memory does not grow); pass ``True`` for several batches when
 memory allows, and :meth:`~oppsig.curvature.engine.HVP.release` (or dropping the object) frees it.
 
+Blocks in one call. A block of ``k`` products (``matmat``) goes through one batched call when ``batched`` is on:
+``rev_rev`` as one backward pass with ``is_grads_batched`` (:func:`accumulate_vjp_block`), ``fwd_rev`` as
+:func:`torch.func.vmap` over the tangents (:func:`hvp_fwd_rev_block`). ``auto`` (the default) batches off the
+CPU only: there the columns of a batched call cost what a loop over them costs (``benchmarks/bench_sharpness.py``,
+docs/findings.md). Where an operation has no batching rule, the products fall back to the loop with a warning
+(the values are the same) and the reason is kept (:attr:`~oppsig.curvature.engine.HVP.unbatched`).
+
 Attention runs on the math backend of ``scaled_dot_product_attention`` during
 products (the fused kernels have no second derivatives).
 
@@ -81,6 +88,9 @@ __all__ = [
     "hvp_fwd_rev",
     "hvp_rev_rev",
     "accumulate_vjp",
+    "accumulate_vjp_block",
+    "hvp_fwd_rev_block",
+    "batches_blocks",
     "ggn_vp",
     "resolve_method",
     "caches_graph",
@@ -89,6 +99,7 @@ __all__ = [
 
 METHODS = ("auto", "rev_rev", "fwd_rev")
 CACHE_MODES = ("auto", True, False)
+BATCHED_MODES = ("auto", True, False)
 BATCHNORM_MODES = ("batch", "model")
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
@@ -120,6 +131,16 @@ def caches_graph(cache_graph, num_batches: int) -> bool:
     return num_batches == 1 if cache_graph == "auto" else bool(cache_graph)
 
 
+def batches_blocks(batched, device: torch.device | str) -> bool:
+    """Whether a ``batched`` setting puts a block's products through one call on ``device`` (``auto``: off the CPU).
+
+    Example:
+        >>> batches_blocks("auto", "cpu"), batches_blocks("auto", "cuda"), batches_blocks(True, "cpu")
+        (False, True, True)
+    """
+    return torch.device(device).type != "cpu" if batched == "auto" else bool(batched)
+
+
 def hvp_fwd_rev(f: Callable[[Params], torch.Tensor], params: Params, v: Params) -> dict[str, torch.Tensor]:
     """``H v`` for the Hessian ``H`` of the scalar ``f`` at ``params``: forward-mode over reverse-mode.
 
@@ -143,6 +164,25 @@ def hvp_fwd_rev(f: Callable[[Params], torch.Tensor], params: Params, v: Params) 
     """
     _, hv = torch.func.jvp(torch.func.grad(f), (dict(params),), (dict(v),))
     return hv
+
+
+def hvp_fwd_rev_block(f: Callable[[Params], torch.Tensor], params: Params,
+                      vs: Sequence[Params]) -> list[dict[str, torch.Tensor]]:
+    """``[H v for v in vs]`` in one call: :func:`torch.func.vmap` of :func:`hvp_fwd_rev` over the tangents.
+
+    Raises:
+        NotImplementedError: when forward-mode AD is missing for an operation of ``f``.
+        RuntimeError: when an operation has no batching rule.
+
+    Example:
+        >>> f = lambda p: (p["w"] ** 3).sum()
+        >>> out = hvp_fwd_rev_block(f, {"w": torch.tensor([1.0, 2.0])}, [{"w": torch.ones(2)}, {"w": torch.ones(2)}])
+        >>> [h["w"].tolist() for h in out]
+        [[6.0, 12.0], [6.0, 12.0]]
+    """
+    stacked = {n: torch.stack([v[n] for v in vs]) for n in params}
+    hv = torch.func.vmap(lambda t: hvp_fwd_rev(f, params, t))(stacked)
+    return [{n: t[j] for n, t in hv.items()} for j in range(len(vs))]
 
 
 def hvp_rev_rev(f: Callable[[Params], torch.Tensor], params: Params, v: Params) -> dict[str, torch.Tensor]:
@@ -184,6 +224,27 @@ def accumulate_vjp(p: Sequence[torch.Tensor], g: Sequence[torch.Tensor], vs: Seq
                              retain_graph=retain, allow_unused=True, materialize_grads=True)
     for a, h in zip(acc, hv):
         a.add_(h)
+
+
+def accumulate_vjp_block(p: Sequence[torch.Tensor], g: Sequence[torch.Tensor], cols: Sequence[Sequence[torch.Tensor]],
+                         accs: Sequence[Sequence[torch.Tensor]]) -> None:
+    """``accs[j] += d<g, cols[j]>/dp`` for every column ``j``, in one backward pass with ``is_grads_batched``.
+
+    The graph of ``g`` is kept (a failed call leaves it whole for the loop of :func:`accumulate_vjp`); it is freed
+    with ``g``.
+
+    Raises:
+        RuntimeError: when an operation of the graph has no batching rule.
+    """
+    keep = [i for i, gi in enumerate(g) if gi.requires_grad]
+    if not keep:  # the loss is affine in these parameters
+        return
+    hv = torch.autograd.grad([g[i] for i in keep], p, grad_outputs=[torch.stack([c[i] for c in cols]) for i in keep],
+                             retain_graph=True, allow_unused=True, is_grads_batched=True)
+    for i, h in enumerate(hv):
+        if h is not None:
+            for j, acc in enumerate(accs):
+                acc[i].add_(h[j])
 
 
 def ggn_vp(forward: Callable[[Params], torch.Tensor], out_loss: Callable[[torch.Tensor], torch.Tensor],

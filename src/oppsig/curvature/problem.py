@@ -26,7 +26,7 @@ from torch import nn
 from ..errors import ConfigError, OppsigError
 from .batches import normalise_batches
 from .engine import HVP, check_names
-from .hvp import BATCHNORM_MODES, CACHE_MODES, Batches, LossFn, caches_graph, resolve_method
+from .hvp import BATCHED_MODES, BATCHNORM_MODES, CACHE_MODES, Batches, LossFn, caches_graph, resolve_method
 
 __all__ = ["make_hvp", "loss_and_gradient", "gradient", "full_loss", "check_deterministic"]
 
@@ -47,6 +47,7 @@ def make_hvp(
     device: torch.device | str | None = None,
     batchnorm: str = "batch",
     cache_graph: bool | str = "auto",
+    batched: bool | str = "auto",
 ) -> HVP:
     """Hessian-vector products of ``L(theta) = (1/N) sum_i loss_fn(model(x_i), y_i)``.
 
@@ -71,12 +72,14 @@ def make_hvp(
         cache_graph: keep the gradient's graph between ``rev_rev`` products:
             ``auto`` (when the data is one physical batch), True or False (see
             the module docstring).
+        batched: a block's products in one batched call: ``auto`` (off the CPU), True or False (see
+            :mod:`oppsig.curvature.hvp`).
 
     Returns:
         an :class:`~oppsig.curvature.engine.HVP`; ``hvp.matvec(v)`` maps ``(d,)`` to ``(d,)``.
 
     Raises:
-        ConfigError: for an unknown ``method``, ``batchnorm`` or ``cache_graph``.
+        ConfigError: for an unknown ``method``, ``batchnorm``, ``cache_graph`` or ``batched``.
         OppsigError: for unknown parameter names, a model without trainable
             parameters, or malformed batches.
 
@@ -94,6 +97,8 @@ def make_hvp(
                           "pass 'batch' (batch statistics) or 'model' (follow the model's mode)")
     if not any(cache_graph is c or cache_graph == c for c in CACHE_MODES):
         raise ConfigError(f"unknown cache_graph {cache_graph!r}; pass 'auto', True or False")
+    if not any(batched is c or batched == c for c in BATCHED_MODES):
+        raise ConfigError(f"unknown batched {batched!r}; pass 'auto', True or False")
     trainable = _trainable(model)
     if not trainable:
         raise OppsigError("the model has no trainable parameters; set requires_grad=True on the ones to analyse")
@@ -129,7 +134,8 @@ def make_hvp(
     n_ex = n_rows if num_examples is None else int(num_examples)
     if n_ex <= 0:
         raise OppsigError(f"num_examples must be > 0 (got {num_examples})")
-    return HVP(model, bl, loss_fn, var, frozen, method, n_ex, dtype, device, batchnorm, fallback, cache_graph)
+    return HVP(model, bl, loss_fn, var, frozen, method, n_ex, dtype, device, batchnorm, fallback, cache_graph,
+               batched=batched)
 
 
 def loss_and_gradient(model: nn.Module, batches: Batches, loss_fn: LossFn, params=None,
