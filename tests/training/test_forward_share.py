@@ -61,3 +61,25 @@ def test_the_probe_and_the_step_are_timed_in_the_runs_precision(tiny_cfg, monkey
     forward_share(model, get_loss(cfg.train.loss), data, cfg)
     assert entered and all(entered)
     assert stepped and set(stepped) == {"SGD"}
+
+
+def test_one_quiet_moment_among_the_rounds_sets_the_share(tiny_cfg, monkeypatch):
+    """Load only lengthens timings: with every probe but three slowed by 0.2 s, the plan is the quiet one's (a
+    ratio of the fastest of two timings of each takes the slowed probe: a share of about 180 here)."""
+    import time
+
+    import oppsig.store.recorder as recorder
+
+    cfg, data, model = _parts(tiny_cfg, "optim.name=sgd")
+    real, calls = recorder.probe_losses, []
+
+    def loaded(*args, **kwargs):
+        calls.append(1)
+        if len(calls) not in (4, 6, 8):
+            time.sleep(0.2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recorder, "probe_losses", loaded)
+    share = forward_share(model, get_loss(cfg.train.loss), data, cfg, budget_s=30.0)
+    assert share <= 4.0
+    assert len(calls) == 10  # one untimed call and 9 rounds

@@ -155,14 +155,19 @@ def _data(cfg: Config, options: TrainOptions, device, dtype) -> tuple[ArrayDatas
     return train_set.to(device, dtype), (test_set.to(device, dtype) if test_set is not None else None)
 
 
-def forward_share(model: nn.Module, loss_fn, train_set: ArrayDataset, cfg: Config, dist=None) -> float:
+def forward_share(model: nn.Module, loss_fn, train_set: ArrayDataset, cfg: Config, dist=None,
+                  rounds: int = 9, budget_s: float = 3.0) -> float:
     """What a probe forward costs per example over a training step per example, timed on a copy of ``model`` (the
     run's model, its buffers and optimiser are left as they are) as the run does both: the step runs forward and
     backward and steps a fresh optimiser of the run's kind, both in the run's precision (bfloat16 autocast under
     ``train.autocast=bf16``). The batch's augmentation is left out: timed on a few steps it made plans that
     overran the budget (docs/findings.md, augmentation and bf16), so under ``data.augment`` the plan errs below
-    it. Rounded up to the grid of :func:`~oppsig.store.probe_plan.quantize_share`; averaged over ranks so that
-    every rank plans alike."""
+    it.
+
+    Timed in ``rounds`` (at least 3, fewer once ``budget_s`` seconds are spent) after one untimed call of each:
+    three training steps in a row (their median), then a probe, as the run alternates them; the share is the
+    ratio of the fastest probe to the fastest step (:func:`quiet_ratio`). Rounded up to the grid of
+    :func:`~oppsig.store.probe_plan.quantize_share`; averaged over ranks so that every rank plans alike."""
     import copy
     import time
 
@@ -176,14 +181,6 @@ def forward_share(model: nn.Module, loss_fn, train_set: ArrayDataset, cfg: Confi
     p = min(len(train_set), MIN_EXAMPLES, cfg.train.physical_batch_size)
     xb, yb = train_set.x[:b], train_set.y[:b]
     probe_set = train_set.take(np.arange(p))
-
-    def best(fn, reps: int = 3) -> float:
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times[1:])  # the first call carries the allocations
 
     def backward():
         with precision(cfg, xb.device):
@@ -199,10 +196,34 @@ def forward_share(model: nn.Module, loss_fn, train_set: ArrayDataset, cfg: Confi
         with precision(cfg, xb.device):
             probe_losses(m, probe_set, loss_fn, cfg.train.physical_batch_size)
 
-    r = best(probe) / p / (best(train_step) / b)
+    def timed(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    start = time.perf_counter()
+    probe(), train_step()  # the first calls carry the allocations
+    probe_s, step_s = [], []
+    while len(probe_s) < max(rounds, 3) and (len(probe_s) < 3 or time.perf_counter() - start < budget_s):
+        step_s.append(float(np.median([timed(train_step) for _ in range(3)])))  # steps in a row, as the run
+        probe_s.append(timed(probe))  # after a step, as the run
+    r = quiet_ratio(probe_s, step_s) * b / p
     if dist is not None and dist.enabled:
         r = float(dist.all_reduce_(torch.tensor([r], device=train_set.x.device)).item()) / dist.world
     return quantize_share(r)
+
+
+def quiet_ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    """``min(a) / min(b)``: the ratio of two costs from timings taken in turn. Load from other processes only
+    lengthens a timing, so the fastest of several is the nearest to the cost on a quiet machine, and timing the two
+    in turn gives each its chance of a quiet moment. (A median of the rounds' ratios moved more under load: three
+    busy processes on two cores, 25 plans of fc-tanh SGD each, docs/findings.md.)
+
+    Example:
+        >>> quiet_ratio([5.0, 1.1, 1.0], [2.5, 2.0, 2.1])  # the first round ran under a burst of load
+        0.5
+    """
+    return float(min(a)) / float(min(b))
 
 
 def resolve_record(cfg: Config, num_examples: int, full_batch: bool,
