@@ -16,23 +16,18 @@ from __future__ import annotations
 
 import argparse
 import collections
-import copy
 import subprocess
 import sys
 import time
 
-import numpy as np
 import torch
 
 from oppsig.config import load_config
 from oppsig.data import build_datasets
 from oppsig.losses import get_loss
 from oppsig.models import build_from_config
-from oppsig.optim import build_optimizer
-from oppsig.store.probe_plan import MIN_EXAMPLES, quantize_share
-from oppsig.store.recorder import probe_losses
-from oppsig.training.build import forward_share
-from oppsig.training.step import optimizer_step, precision
+from oppsig.store.probe_plan import quantize_share
+from oppsig.training.build import forward_share, share_calls
 
 LOAD = ("import torch, time\ntorch.set_num_threads(1)\na = torch.randn(800, 800)\nt = time.time()\n"
         "while time.time() - t < {s}: a @ a\n",
@@ -41,12 +36,7 @@ LOAD = ("import torch, time\ntorch.set_num_threads(1)\na = torch.randn(800, 800)
 
 def fastest_of_two(model, loss_fn, train_set, cfg) -> float:
     """The simpler rule: the fastest of two timings of the probe and of a step, each after one untimed call."""
-    m = copy.deepcopy(model)
-    opt = build_optimizer(cfg.optim, [q for q in m.parameters() if q.requires_grad])
-    b = min(cfg.train.batch_size, len(train_set))
-    p = min(len(train_set), MIN_EXAMPLES, cfg.train.physical_batch_size)
-    xb, yb = train_set.x[:b], train_set.y[:b]
-    probe_set = train_set.take(np.arange(p))
+    probe, step, p, b = share_calls(model, loss_fn, train_set, cfg)
 
     def best(fn) -> float:
         times = []
@@ -55,20 +45,6 @@ def fastest_of_two(model, loss_fn, train_set, cfg) -> float:
             fn()
             times.append(time.perf_counter() - t0)
         return min(times[1:])
-
-    def backward():
-        with precision(cfg, xb.device):
-            loss = loss_fn(m(xb), yb).mean()
-        loss.float().backward()
-
-    def step():
-        m.zero_grad(set_to_none=True)
-        backward()
-        optimizer_step(opt, backward)
-
-    def probe():
-        with precision(cfg, xb.device):
-            probe_losses(m, probe_set, loss_fn, cfg.train.physical_batch_size)
 
     return quantize_share(best(probe) / p / (best(step) / b))
 

@@ -168,10 +168,36 @@ def forward_share(model: nn.Module, loss_fn, train_set: ArrayDataset, cfg: Confi
     three training steps in a row (their median), then a probe, as the run alternates them; the share is the
     ratio of the fastest probe to the fastest step (:func:`quiet_ratio`). Rounded up to the grid of
     :func:`~oppsig.store.probe_plan.quantize_share`; averaged over ranks so that every rank plans alike."""
-    import copy
     import time
 
-    from ..store.probe_plan import MIN_EXAMPLES, quantize_share
+    from ..store.probe_plan import quantize_share
+
+    probe, train_step, p, b = share_calls(model, loss_fn, train_set, cfg)
+
+    def timed(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    start = time.perf_counter()
+    probe(), train_step()  # the first calls carry the allocations
+    probe_s, step_s = [], []
+    while len(probe_s) < max(rounds, 3) and (len(probe_s) < 3 or time.perf_counter() - start < budget_s):
+        step_s.append(float(np.median([timed(train_step) for _ in range(3)])))  # steps in a row, as the run
+        probe_s.append(timed(probe))  # after a step, as the run
+    r = quiet_ratio(probe_s, step_s) * b / p
+    if dist is not None and dist.enabled:
+        r = float(dist.all_reduce_(torch.tensor([r], device=train_set.x.device)).item()) / dist.world
+    return quantize_share(r)
+
+
+def share_calls(model: nn.Module, loss_fn, train_set: ArrayDataset, cfg: Config):
+    """What :func:`forward_share` times, on a copy of ``model`` with a fresh optimiser of the run's kind:
+    ``(probe, train_step, p, b)``, a probe forward over ``p`` examples and a training step on a batch of ``b``, both
+    in the run's precision."""
+    import copy
+
+    from ..store.probe_plan import MIN_EXAMPLES
     from ..store.recorder import probe_losses
     from .step import optimizer_step, precision
 
@@ -196,21 +222,7 @@ def forward_share(model: nn.Module, loss_fn, train_set: ArrayDataset, cfg: Confi
         with precision(cfg, xb.device):
             probe_losses(m, probe_set, loss_fn, cfg.train.physical_batch_size)
 
-    def timed(fn) -> float:
-        t0 = time.perf_counter()
-        fn()
-        return time.perf_counter() - t0
-
-    start = time.perf_counter()
-    probe(), train_step()  # the first calls carry the allocations
-    probe_s, step_s = [], []
-    while len(probe_s) < max(rounds, 3) and (len(probe_s) < 3 or time.perf_counter() - start < budget_s):
-        step_s.append(float(np.median([timed(train_step) for _ in range(3)])))  # steps in a row, as the run
-        probe_s.append(timed(probe))  # after a step, as the run
-    r = quiet_ratio(probe_s, step_s) * b / p
-    if dist is not None and dist.enabled:
-        r = float(dist.all_reduce_(torch.tensor([r], device=train_set.x.device)).item()) / dist.world
-    return quantize_share(r)
+    return probe, train_step, p, b
 
 
 def quiet_ratio(a: Sequence[float], b: Sequence[float]) -> float:
