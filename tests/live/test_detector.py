@@ -71,3 +71,34 @@ def test_state_round_trip_mid_spike_gives_identical_verdicts():
     vb = [b.update(t, float(loss[t])) for t in range(205, 400)]
     assert va == vb
     assert [205 + i for i, v in enumerate(va) if v is not None] == [300]
+
+
+@pytest.mark.parametrize("n", [5, 6, 31, 32, 124])
+def test_the_baseline_and_scale_are_numpys_medians_exactly(n):
+    """The detector's medians (sorted lists, run at every training step) are numpy's, bit for bit: the baseline,
+    the residual and the scale of a history equal the same definitions written with ``np.median``."""
+    import math
+
+    from oppsig.config import LiveConfig
+    from oppsig.live import spike_test, trend_baseline
+
+    rng = np.random.default_rng(n)
+    y = np.cumsum(rng.standard_normal(n)) * 0.1 + np.where(np.arange(n) > n // 2, -1.0, 0.0)
+
+    def slope(v):
+        h = len(v) // 2
+        return float(np.median(v[-h:]) - np.median(v[:h])) / (len(v) - h)
+
+    def line(v):
+        return float(np.median(v)) + min(slope(v), 0.0) * (len(v) + 1) / 2
+
+    base = max(line(y), min(float(np.median(y)), line(y[-max(5, n // 4):])))
+    assert trend_baseline(y) == base
+    dev = y - (np.median(y) + slope(y) * (np.arange(n) - (n - 1) / 2))
+    scale = max(1.4826 * float(np.median(np.abs(dev - np.median(dev)))), 1e-6)
+    s = LiveConfig()
+    r, sc, thr = spike_test(1.7, y, s)
+    assert (r, sc, thr) == (math.log(1.7) - base, scale, max(s.z * scale, math.log1p(s.min_rise)))
+    res = rng.standard_normal(n + 3)
+    _, sc2, _ = spike_test(1.7, y, s, res)
+    assert sc2 == max(1.4826 * float(np.median(np.abs(res - np.median(res)))), 1e-6)

@@ -14,6 +14,7 @@ evaluates a second gradient at its ascent point).
 
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import nullcontext
 from typing import Any, Callable, NamedTuple
@@ -104,9 +105,16 @@ def batch_rows(step: int, n: int, batch_size: int, seed: int, device, drop_last:
     """
     per_epoch = steps_per_epoch(n, batch_size, drop_last)
     epoch, pos = divmod(step, per_epoch)
+    perm = _epoch_permutation(n, seed, epoch)
+    return perm[pos * batch_size : (pos + 1) * batch_size].to(device, copy=True)
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of epoch ``epoch`` (kept for the epoch's steps: the loop, the record and live attribution each
+    ask for every step's rows, and a permutation of every example costs more than the rest of their work)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    perm = torch.randperm(n, generator=g)
-    return perm[pos * batch_size : (pos + 1) * batch_size].to(device)
+    return torch.randperm(n, generator=g)
 
 
 def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
