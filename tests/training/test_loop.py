@@ -111,6 +111,32 @@ def test_sigint_stops_after_step_with_checkpoint(tiny_cfg):
     assert open_run(res2.run_dir).steps.tolist() == list(range(9))
 
 
+def test_a_ctrl_c_that_a_finaliser_swallowed_stops_the_run_before_its_first_step(tiny_cfg):
+    """``python -m oppsig``'s handler remembers that it fired; a KeyboardInterrupt raised inside a finaliser is
+    swallowed, and the loop must not train on: it raises before step 0 and restores the handler."""
+
+    class Swallowed:
+        interrupted = True  # it fired, and its KeyboardInterrupt went nowhere
+
+        def __call__(self, signum, frame):  # pragma: no cover - not called here
+            raise KeyboardInterrupt
+
+    handler, old = Swallowed(), signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, handler)
+    steps = []
+
+    class Count:
+        def on_step_end(self, state):
+            steps.append(state.step)
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_cfg(steps=50), hooks=[Count()], progress=False)
+        assert steps == [] and signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def test_sam_step_in_the_loop_matches_a_hand_step(tiny_cfg, tiny_data):
     from oppsig.losses import get_loss
     from oppsig.models import build_model

@@ -58,7 +58,9 @@ class TrainResult:
 
 
 class _StopFlag:
-    """SIGINT/SIGTERM set a flag that the loop checks after each step; a second SIGINT aborts at once."""
+    """SIGINT/SIGTERM set a flag that the loop checks after each step; a second SIGINT aborts at once. A handler
+    it replaces that says it was ``interrupted`` (``python -m oppsig``'s) stops the run before its first step: the
+    KeyboardInterrupt it raised was lost (raised inside a finaliser, which swallows it)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -68,6 +70,9 @@ class _StopFlag:
         if threading.current_thread() is threading.main_thread():
             for s in (signal.SIGINT, signal.SIGTERM):
                 self._old[s] = signal.signal(s, self._handle)
+            if getattr(self._old[signal.SIGINT], "interrupted", False):  # a Ctrl-C that a finaliser swallowed
+                self.__exit__()
+                raise KeyboardInterrupt
         return self
 
     def _handle(self, signum, frame) -> None:
