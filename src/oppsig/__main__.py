@@ -12,22 +12,7 @@ def _interrupted(signum, frame):
 signal.signal(signal.SIGINT, _interrupted)
 from .cli.main import main  # noqa: E402
 
-
-
-class _Interrupt:
-    """Ctrl-C raises KeyboardInterrupt, as Python's own handler does, and is remembered (``interrupted``): a
-    KeyboardInterrupt raised while a finaliser runs is swallowed ("Exception ignored in ..."), and the training
-    loop, which checks ``interrupted`` on the handler it replaces, then stops before its first step instead of
-    training on."""
-
-    interrupted = False
-
-    def __call__(self, signum, frame):
-        self.interrupted = True
-        raise KeyboardInterrupt
-
-
-signal.signal(signal.SIGINT, _Interrupt())
+signal.signal(signal.SIGINT, signal.default_int_handler)
 code = main()
 if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):
     # A torchrun rank whose command finished: every file is written and closed, the process group destroyed.

@@ -327,6 +327,20 @@ def test_6_ctrl_c_while_loading(tmp_path):
         assert p.returncode == 130 and "Traceback" not in err and "internal error" not in err, (delay, err)
 
 
+def test_6_a_swallowed_ctrl_c_still_ends_the_command(tmp_path, capsys, monkeypatch):
+    """A Ctrl-C whose KeyboardInterrupt a finaliser swallowed (here: the handler says it fired) ends `oppsig train`
+    with 130 before its first step; the handler before the command is back after it."""
+    import oppsig.cli.main as cli_main
+
+    monkeypatch.setattr(cli_main._Interrupt, "interrupted", True)
+    before = signal.getsignal(signal.SIGINT)
+    rc, err = cli(capsys, "train", "--train.steps=50", f"--out-dir={tmp_path}", "--no-progress")
+    assert rc == 130 and "interrupted" in err and "Traceback" not in err
+    assert signal.getsignal(signal.SIGINT) is before
+    assert not list(tmp_path.rglob("metrics.jsonl")) or all(
+        p.read_text().strip() == "" for p in tmp_path.rglob("metrics.jsonl"))
+
+
 def test_6_debug_shows_the_traceback(tmp_path, capsys):
     rc, err = cli(capsys, "--debug", "export", tmp_path)
     assert rc == 2 and "Traceback" in err and "error: " in err

@@ -112,7 +112,7 @@ def test_sigint_stops_after_step_with_checkpoint(tiny_cfg):
 
 
 def test_a_ctrl_c_that_a_finaliser_swallowed_stops_the_run_before_its_first_step(tiny_cfg):
-    """``python -m oppsig``'s handler remembers that it fired; a KeyboardInterrupt raised inside a finaliser is
+    """The command line's SIGINT handler remembers that it fired; a KeyboardInterrupt raised inside a finaliser is
     swallowed, and the loop must not train on: it raises before step 0 and restores the handler."""
 
     class Swallowed:

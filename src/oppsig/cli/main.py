@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 import traceback
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _interrupt_handler():
         warnings.showwarning = _show_warning
         try:
             return _run(argv)
@@ -49,6 +50,35 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
             print(f"error: {_one_line(e)}", file=sys.stderr)
             return 3 if isinstance(e, DivergenceError) else 2 if _is_user_error(e) else 1
+
+
+class _Interrupt:
+    """Ctrl-C raises KeyboardInterrupt, as Python's own handler does, and is remembered (``interrupted``): a
+    KeyboardInterrupt raised while a finaliser runs is swallowed ("Exception ignored in ..."), and the training
+    loop, which checks ``interrupted`` on the handler it replaces, then stops before its first step instead of
+    training on."""
+
+    interrupted = False
+
+    def __call__(self, signum, frame):
+        self.interrupted = True
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _interrupt_handler():
+    """:class:`_Interrupt` as the SIGINT handler for the command (main thread only), the previous one after."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, _Interrupt())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _run(argv: list[str]) -> int:

@@ -59,7 +59,7 @@ class TrainResult:
 
 class _StopFlag:
     """SIGINT/SIGTERM set a flag that the loop checks after each step; a second SIGINT aborts at once. A handler
-    it replaces that says it was ``interrupted`` (``python -m oppsig``'s) stops the run before its first step: the
+    it replaces that says it was ``interrupted`` (the command line's) stops the run before its first step: the
     KeyboardInterrupt it raised was lost (raised inside a finaliser, which swallows it)."""
 
     def __init__(self) -> None:
