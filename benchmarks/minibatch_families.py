@@ -165,7 +165,7 @@ def relabelled_run(setting: str, blend: float, size: int, seed: int, out: Path, 
 
 
 def one_run(family: str, setting: str, blend: float, size: int, seed: int, out: Path, base, keep: bool,
-            redetect: bool = False, precision: tuple[str, str] = ("none", "none")) -> dict:
+            redetect: bool = False, precision: tuple[str, str] = ("none", "none"), extra: tuple[str, ...] = ()) -> dict:
     augment, autocast = precision
     tag = "".join(f"-{v}" for v in precision if v != "none")
     d = out / f"{family}-{setting}-b{blend}-s{size}{tag}" / f"seed{seed}"
@@ -181,7 +181,7 @@ def one_run(family: str, setting: str, blend: float, size: int, seed: int, out: 
         return detect_and_score(d, ds, groups, pairs, row)
     cfg = load_config(ROOT / "configs" / "fc-tanh-ce-sgd-cifar5k.yaml",
                       [*SETTINGS[setting], f"seed={seed}", "threads=1", "train.checkpoint_every=0",
-                       "data.test_n=0", f"data.augment={augment}", f"train.autocast={autocast}"])
+                       "data.test_n=0", f"data.augment={augment}", f"train.autocast={autocast}", *extra])
     if d.exists():
         shutil.rmtree(d)
     d.mkdir(parents=True)
@@ -243,6 +243,7 @@ def main() -> None:
     ap.add_argument("--redetect", action="store_true", help="detect the kept runs again (no training)")
     ap.add_argument("--augment", default="none", choices=["none", "crop_flip"], help="data.augment of every run")
     ap.add_argument("--autocast", default="none", choices=["none", "bf16"], help="train.autocast of every run")
+    ap.add_argument("--set", nargs="*", default=[], help="config overrides of every trained run, e.g. record.every=27")
     args = ap.parse_args()
     base = cifar10(n=5000)
     t_all = time.perf_counter()
@@ -256,7 +257,7 @@ def main() -> None:
                         r = (relabelled_run(setting, blend, size, seed, args.out, base, args.runs)
                              if family == "relabelled" else
                              one_run(family, setting, blend, size, seed, args.out, base, args.keep, args.redetect,
-                                     (args.augment, args.autocast)))
+                                     (args.augment, args.autocast), tuple(args.set)))
                         rows.append(r)
                         print(f"{family} {setting} blend {blend} size {size} seed {seed}: F1 {r['f1']} pairs "
                               f"{r['pairs_reported']} ({r['n_pairs']} reported {r['pair_sizes']}); anti-phase "
