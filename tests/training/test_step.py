@@ -69,3 +69,17 @@ def test_classification_accuracy_is_zero_or_one():
     m = build_model("mlp", (4,), 3, widths=(5,))
     _, acc, _ = full_batch_backward(m, x, y, get_loss("ce"), 7)
     assert torch.equal(acc, (m(x).argmax(-1) == y).float())
+
+
+def test_batch_rows_are_the_epochs_permutation_and_a_caller_cannot_change_them():
+    """Every step's rows are its slice of the epoch's seeded permutation (kept for the epoch's steps); rows handed out
+    are copies, so writing into them leaves every later step's rows as they were."""
+    from oppsig.training import batch_rows
+
+    n, b = 10, 4
+    epoch1 = torch.cat([batch_rows(s, n, b, seed=3, device="cpu") for s in range(3, 6)])
+    assert sorted(epoch1.tolist()) == list(range(n))
+    rows = batch_rows(3, n, b, seed=3, device="cpu")
+    rows[:] = -1
+    assert torch.equal(batch_rows(3, n, b, seed=3, device="cpu"), epoch1[:b])
+    assert not torch.equal(batch_rows(0, n, b, seed=3, device="cpu"), epoch1[:b])  # another epoch, another order

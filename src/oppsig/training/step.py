@@ -109,10 +109,11 @@ def batch_rows(step: int, n: int, batch_size: int, seed: int, device, drop_last:
     return perm[pos * batch_size : (pos + 1) * batch_size].to(device, copy=True)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)
 def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The order of epoch ``epoch`` (kept for the epoch's steps: the loop, the record and live attribution each
-    ask for every step's rows, and a permutation of every example costs more than the rest of their work)."""
+    ask for every step's rows, and a permutation of every example costs more than the rest of their work). Two
+    are kept, the epoch's and one more (``16 n`` bytes)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g)
 
