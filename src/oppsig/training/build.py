@@ -228,8 +228,8 @@ def share_calls(model: nn.Module, loss_fn, train_set: ArrayDataset, cfg: Config)
 def quiet_ratio(a: Sequence[float], b: Sequence[float]) -> float:
     """``min(a) / min(b)``: the ratio of two costs from timings taken in turn. Load from other processes only
     lengthens a timing, so the fastest of several is the nearest to the cost on a quiet machine, and timing the two
-    in turn gives each its chance of a quiet moment. (A median of the rounds' ratios moved more under load: three
-    busy processes on two cores, 25 plans of fc-tanh SGD each, docs/findings.md.)
+    in turn gives each its chance of a quiet moment. (A median of the rounds' ratios moved more under load: of 25
+    plans of fc-tanh SGD beside two busy processes on two cores, 13 against 19 landed on the same grid step.)
 
     Example:
         >>> quiet_ratio([5.0, 1.1, 1.0], [2.5, 2.0, 2.1])  # the first round ran under a burst of load
