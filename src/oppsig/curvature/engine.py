@@ -322,6 +322,15 @@ class HVP:
                     a.add_(gi)
         return total, dict(zip(self.layout.names, acc))
 
+    def _like(self, **changes) -> "HVP":
+        """A new problem with this one's settings, ``changes`` (``params``, ``frozen``, ``batches``,
+        ``num_examples``) applied."""
+        kw = dict(params=self.params, frozen=self.frozen, batches=self.batches, num_examples=self.num_examples)
+        kw.update(changes)
+        return HVP(self.model, kw["batches"], self.loss_fn, kw["params"], kw["frozen"], self.method,
+                   kw["num_examples"], self.dtype, self.device, self.batchnorm, self.fallback, self.cache_graph,
+                   batched=self.batched)
+
     def restrict(self, names: Sequence[str]) -> "HVP":
         """The same problem with only ``names`` varying (the Hessian's diagonal block).
 
@@ -331,18 +340,14 @@ class HVP:
         check_names(names, self.params)
         keep = {n: self.params[n] for n in names}
         frozen = {**self.frozen, **{n: t for n, t in self.params.items() if n not in keep}}
-        return HVP(self.model, self.batches, self.loss_fn, keep, frozen, self.method, self.num_examples,
-                   self.dtype, self.device, self.batchnorm, self.fallback, self.cache_graph,
-                   batched=self.batched)
+        return self._like(params=keep, frozen=frozen)
 
     def at(self, params: Mapping[str, torch.Tensor]) -> "HVP":
         """The same problem at another point (new values of the varying parameters)."""
         check_names(list(params), self.params)
         new = {n: params[n].detach().to(device=self.device, dtype=self.dtype) if n in params else t
                for n, t in self.params.items()}
-        return HVP(self.model, self.batches, self.loss_fn, new, self.frozen, self.method, self.num_examples,
-                   self.dtype, self.device, self.batchnorm, self.fallback, self.cache_graph,
-                   batched=self.batched)
+        return self._like(params=new)
 
     def subsample(self, fraction: float, seed: int = 0) -> "HVP":
         """The same problem on a random ``fraction`` of the rows: a cheap approximation of ``H``.
@@ -411,9 +416,7 @@ class HVP:
         m = int(x.shape[0])
         batches = [(x[s : s + bs], y[s : s + bs]) for s in range(0, m, bs)]
         n_ex = m if num_examples is None else int(num_examples)
-        return HVP(self.model, batches, self.loss_fn, self.params, self.frozen, self.method, n_ex,
-                   self.dtype, self.device, self.batchnorm, self.fallback, self.cache_graph,
-                   batched=self.batched)
+        return self._like(batches=batches, num_examples=n_ex)
 
 
 def check_names(names: Iterable[str], valid: Mapping[str, torch.Tensor]) -> None:

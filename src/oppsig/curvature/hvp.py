@@ -98,8 +98,7 @@ __all__ = [
 ]
 
 METHODS = ("auto", "rev_rev", "fwd_rev")
-CACHE_MODES = ("auto", True, False)
-BATCHED_MODES = ("auto", True, False)
+TRISTATE = ("auto", True, False)  # the settings of cache_graph and batched
 BATCHNORM_MODES = ("batch", "model")
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]

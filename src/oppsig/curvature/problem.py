@@ -26,7 +26,7 @@ from torch import nn
 from ..errors import ConfigError, OppsigError
 from .batches import normalise_batches
 from .engine import HVP, check_names
-from .hvp import BATCHED_MODES, BATCHNORM_MODES, CACHE_MODES, Batches, LossFn, caches_graph, resolve_method
+from .hvp import BATCHNORM_MODES, TRISTATE, Batches, LossFn, caches_graph, resolve_method
 
 __all__ = ["make_hvp", "loss_and_gradient", "gradient", "full_loss", "check_deterministic"]
 
@@ -95,10 +95,9 @@ def make_hvp(
     if batchnorm not in BATCHNORM_MODES:
         raise ConfigError(f"unknown batchnorm mode {batchnorm!r}; "
                           "pass 'batch' (batch statistics) or 'model' (follow the model's mode)")
-    if not any(cache_graph is c or cache_graph == c for c in CACHE_MODES):
-        raise ConfigError(f"unknown cache_graph {cache_graph!r}; pass 'auto', True or False")
-    if not any(batched is c or batched == c for c in BATCHED_MODES):
-        raise ConfigError(f"unknown batched {batched!r}; pass 'auto', True or False")
+    for name, value in (("cache_graph", cache_graph), ("batched", batched)):
+        if not any(value is c or value == c for c in TRISTATE):
+            raise ConfigError(f"unknown {name} {value!r}; pass 'auto', True or False")
     trainable = _trainable(model)
     if not trainable:
         raise OppsigError("the model has no trainable parameters; set requires_grad=True on the ones to analyse")

@@ -118,18 +118,13 @@ class LiveHook:
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def _ids(state, b: int) -> np.ndarray:
-        data = state.train_data
-        n = len(data)
-        if b == n:
-            return data.index.cpu().numpy()
-        from ..training import batch_rows  # the mini-batch of a step is a pure function of the seed
-
-        cfg = state.config
-        rows = batch_rows(state.step, n, cfg.train.batch_size, cfg.seed, "cpu", cfg.train.drop_last)
-        if len(rows) != b:
-            raise ConfigError(f"live attribution got {b} losses at step {state.step}, expected {n} or {len(rows)}")
-        return data.index.cpu()[rows].numpy()
-
+        """Example ids of the step's ``b`` losses: the loop's rows of the step (every example without them)."""
+        index = state.train_data.index.cpu()
+        if state.per_example_rows is not None:
+            index = index[state.per_example_rows.cpu()]
+        if len(index) != b:
+            raise ConfigError(f"live attribution got {b} losses at step {state.step}, expected {len(index)}")
+        return index.numpy()
 
 def _replayer(state):
     """The loop's replayer where spikes are replayed: ``live.replay`` true, or unset on a mini-batch run."""

@@ -212,7 +212,7 @@ def coherent_components(lm: LossMatrix, scan: Scan, config: SignalsConfig) -> Co
     if c <= 0:
         return Components(np.zeros((t_n, 0)), np.zeros(0), np.zeros((n, 0)))
     mu = scan.mean.astype(np.float32)
-    inv = np.where(scan.std > 1e-12, 1.0 / np.maximum(scan.std, 1e-30), 0.0).astype(np.float32)
+    inv = inverse_std(scan)
     rng = np.random.default_rng(config.seed)
     width = min(c + 10, t_n, n)
 
@@ -233,6 +233,11 @@ def coherent_components(lm: LossMatrix, scan: Scan, config: SignalsConfig) -> Co
     u, s = u[:, :c], s[:c]
     v = q @ wt[:c].T  # (N, c)
     return Components(u, s, v)
+
+
+def inverse_std(scan: Scan) -> np.ndarray:
+    """(N,) float32 ``1 / std`` of each example's loss changes, 0 where they are constant: it standardises them."""
+    return np.where(scan.std > 1e-12, 1.0 / np.maximum(scan.std, 1e-30), 0.0).astype(np.float32)
 
 
 def _zt_block(t0: int, blk: np.ndarray, mu, inv, b) -> np.ndarray:

@@ -335,7 +335,7 @@ def member_fit(lm: LossMatrix, scan: Scan, groups: list[np.ndarray]) -> np.ndarr
 
 
 def view_groups(lm: LossMatrix, scan: Scan, comps: Components, config: SignalsConfig,
-                late: dict[int, bool] | None = None) -> list[np.ndarray]:
+                late: set[int] | None = None) -> list[np.ndarray]:
     """Seeds -> templates -> merged groups -> sparse groups (steps 1-4 of the module docstring) on one view, then
     the neighbourhood groups (step 6), whose ``id`` each goes into ``late`` when given."""
     seeds = component_seeds(comps, config.seed_size) + extreme_seeds(lm, scan, config)
@@ -347,7 +347,7 @@ def view_groups(lm: LossMatrix, scan: Scan, comps: Components, config: SignalsCo
     if config.neighbour_seeds:  # small groups the components cannot see, grown among the examples left
         extra = neighbour_groups(lm, scan, comps, config, groups)
         if late is not None:
-            late.update((id(g), True) for g in extra)
+            late.update(id(g) for g in extra)
         groups += extra
     return groups
 
@@ -412,7 +412,7 @@ def find_groups(lm: LossMatrix, scan: Scan, comps: Components, config: SignalsCo
         group-mean loss change first, then the neighbourhood groups of step 6 the same way (they fill the room
         the others leave).
     """
-    late = {}  # id of each neighbourhood group (step 6): they fill the room the groups of steps 1-5 leave
+    late: set[int] = set()  # id of each neighbourhood group (step 6): they fill the room the groups of steps 1-5 leave
     groups = view_groups(lm, scan, comps, config, late)
     if relative is True:
         relative = relative_view(lm, config)
@@ -424,7 +424,7 @@ def find_groups(lm: LossMatrix, scan: Scan, comps: Components, config: SignalsCo
         groups = merge_overlaps(groups + more, 0.5, fit)
         for g in groups:  # a neighbourhood group kept in place of a group of steps 1-5 takes its place
             if id(g) in late and any(_jaccard(g, e) > 0.5 for e in early):
-                del late[id(g)]
+                late.discard(id(g))
     if not groups:
         return []
     swing = lm.diff_columns(np.concatenate(groups))

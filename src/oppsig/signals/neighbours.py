@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .detect import Scan
+from .detect import Scan, inverse_std
 from .matrix import LossMatrix
 
 __all__ = ["neighbour_seeds"]
@@ -47,7 +47,7 @@ def _standardised(lm: LossMatrix, scan: Scan, broad: np.ndarray | None) -> np.nd
     time profiles (then scaled back to unit norm; constant columns stay zero)."""
     d = lm.diff_columns(np.arange(lm.shape[1])).astype(np.float32)
     d -= d.mean(axis=0)
-    d *= np.where(scan.std > 1e-12, 1.0 / np.maximum(scan.std, 1e-30), 0.0).astype(np.float32)[None, :]
+    d *= inverse_std(scan)[None, :]
     if broad is not None and broad.shape[1]:
         q = broad.astype(np.float32)
         d -= q @ (q.T @ d)

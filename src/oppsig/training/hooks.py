@@ -49,6 +49,8 @@ class TrainState:
         per_example_loss: float (N,) losses at theta_t of every training example in
             ``train_data`` order (full-batch GD), or None when not computed at this step.
         per_example_correct: bool (N,) likewise.
+        per_example_rows: the rows of ``train_data`` that ``per_example_loss`` holds, in its order (a mini-batch
+            run's step), or None when it holds every example.
         run_dir: the run directory, or None when running without one.
         extras: free space for hooks to share results (e.g. the top eigenvector). The loop puts
             ``extras["dist"]`` (its distributed context) and ``extras["example_weights"]``: the (N,)
@@ -68,6 +70,7 @@ class TrainState:
     metrics: dict[str, float] = field(default_factory=dict)
     per_example_loss: torch.Tensor | None = None
     per_example_correct: torch.Tensor | None = None
+    per_example_rows: torch.Tensor | None = None
     run_dir: Path | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 

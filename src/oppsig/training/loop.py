@@ -142,7 +142,7 @@ def _loop(p: RunParts, out: Outputs, start: int, wall0: float) -> TrainResult:
                 for g in p.optimizer.param_groups:
                     g["lr"] = lr
                 state.step, state.lr, state.metrics = step, lr, {}
-                state.per_example_loss = state.per_example_correct = None
+                state.per_example_loss = state.per_example_correct = state.per_example_rows = None
                 hook_api.call(p.hooks, "on_step_start", state)
                 record_now = recording and p.dense_record and step % rec.every == 0
                 logits_now = recording and rec.logits_every > 0 and step % rec.logits_every == 0
@@ -159,6 +159,7 @@ def _loop(p: RunParts, out: Outputs, start: int, wall0: float) -> TrainResult:
                     optimizer_step(p.optimizer, lambda: batch_backward(p, batch))
                 correct = accuracy > 0.5  # the record's per-example correctness: most of its targets right
                 state.per_example_loss, state.per_example_correct = losses, correct
+                state.per_example_rows = batch.all_rows
                 # accuracy per target: per token for sequences of equal length
                 state.metrics.update({"step": step, "loss": loss, "accuracy": float(accuracy.mean()), "lr": lr})
                 if p.test_set is not None and cfg.train.eval_every and (step + 1) % cfg.train.eval_every == 0:
