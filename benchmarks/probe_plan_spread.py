@@ -1,7 +1,7 @@
 """How much the probe's plan moves from run to run: the forward share planned many times on one model.
 
 ``oppsig train`` plans a mini-batch run's probe from the cost of a probe forward per example over a training step
-per example (``oppsig.training.build.forward_share``), rounded up to a grid of factors of sqrt(2). Timing noise
+per example (``oppsig.training.build.forward_share``), rounded up to a grid of factors of 2^(1/4). Timing noise
 that crosses a grid step changes the plan (how many examples, how many rows). This script plans ``--plans`` times
 on the config's model and data, in one process, in turn with the simpler rule of the fastest of two timings of
 each (after a warm-up call), so that both see the same load; ``--load`` runs a BLAS loop and a Python loop beside

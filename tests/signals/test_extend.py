@@ -163,3 +163,30 @@ def test_a_pair_without_a_spike_says_so_instead_of_nan():
     text = summary_text(SignalsResult(n_rows=9, n_examples=6, steps=np.arange(9), total_loss=np.ones(9),
                                       groups=(g0, g1), pairs=(p,)))
     assert "no spike to share" in text and "spike share nan" not in text
+
+
+def test_halves_that_oppose_the_same_group_are_joined():
+    from oppsig.signals.extend import join_split_partners
+
+    rng = np.random.default_rng(0)
+    swing = rng.standard_normal(40)
+    changes = 0.3 * rng.standard_normal((40, 30))
+    changes[:, :20] += swing[:, None]  # columns 0-19: two halves of one group (ids 100-119)
+    changes[:, 20:] -= swing[:, None]  # columns 20-29: the group they oppose (ids 120-129)
+    col = {100 + j: j for j in range(30)}
+
+    def grp(i, ids, cls):
+        return dataclasses.replace(_group(i, ids, []), class_counts={cls: len(ids)})
+
+    a, b = grp(0, range(100, 110), "cat"), grp(1, range(110, 120), "cat")
+    c = grp(2, range(120, 130), "dog")
+    groups, pairs, _ = join_split_partners([a, b, c], [_pair(2, 0), _pair(2, 1, -0.4)], [], changes, col)
+    assert len(groups) == 2 and set(groups[0].ids) == set(range(100, 120)) and groups[0].class_counts == {"cat": 20}
+    assert [(p.a, p.b) for p in pairs] == [(1, 0)] and "oppose the same group" in groups[0].extension.note
+    # not joined: another class, halves that move apart, or halves that are each other's partner
+    other = grp(1, range(110, 120), "bird")
+    assert len(join_split_partners([a, other, c], [_pair(2, 0), _pair(2, 1)], [], changes, col)[0]) == 3
+    flipped = changes.copy()
+    flipped[:, 10:20] = -flipped[:, 10:20]
+    assert len(join_split_partners([a, b, c], [_pair(2, 0), _pair(2, 1)], [], flipped, col)[0]) == 3
+    assert len(join_split_partners([a, b, c], [_pair(2, 0), _pair(2, 1), _pair(0, 1)], [], changes, col)[0]) == 3

@@ -64,3 +64,29 @@ def test_batch_sharpness_is_switched_on_from_the_config(tiny_cfg):
     assert (m["batch_sharpness"][due] <= m["batch_eig"][due] * (1 + 1e-4)).all()  # g'Hg/|g|^2 <= top eigenvalue
     with pytest.raises(ConfigError, match="curvature.batch_count"):
         tiny_cfg("curvature.batch_count=0")
+
+
+def test_probe_holds_the_largest_inputs_whole_and_detection_weights_them_back(tiny_cfg):
+    from oppsig.signals.run import weighted_total
+    from oppsig.store.probe_plan import input_scores, probe_weights
+
+    cfg = tiny_cfg("optim.name=sgd", "train.batch_size=16", "record.probe_n=40", "record.every=3", steps=12)
+    res = train(cfg, progress=False)
+    run = open_run(res.run_dir)
+    meta = json.loads((res.run_dir / "meta.json").read_text())
+    outliers = np.asarray(meta["probe_outliers"])
+    assert len(outliers) == 20 and np.isin(outliers, np.asarray(run.index)).all()
+    from oppsig.data import build_datasets  # the run's own inputs, as it saw them
+
+    train_set = build_datasets(load_config(res.run_dir / "config.yaml", []).data, seed=cfg.seed)[0]
+    scores = input_scores(train_set.x)
+    ids = train_set.index.numpy()
+    assert set(outliers.tolist()) == set(ids[np.argsort(-scores)[:20]].tolist())
+    L = np.asarray(run.losses, dtype=np.float64)
+    w = probe_weights(np.asarray(run.index), outliers, 128)
+    assert np.allclose(weighted_total(run), L @ w) and not np.allclose(L @ w, L.mean(1))
+    cfg0 = tiny_cfg("optim.name=sgd", "train.batch_size=16", "record.probe_n=40", "record.every=3",
+                    "record.probe_outliers=0", steps=3)
+    uniform = train(cfg0, run_dir=res.run_dir.parent / "uniform", progress=False)
+    assert "probe_outliers" not in json.loads((uniform.run_dir / "meta.json").read_text())
+    assert weighted_total(open_run(uniform.run_dir)) is None

@@ -157,6 +157,7 @@ class RecordConfig:
     dtype: str = "float32"  # float32 | float16
     probe_n: int | None = None  # mini-batch: probe a seeded sample of this size (None: from the budget)
     budget: float = 0.10  # mini-batch: the probe's cost at most, a share of training time (store.probe_plan)
+    probe_outliers: float = 0.5  # mini-batch: share of the probe given to the largest inputs (store.probe_plan)
     logits_every: int = 0  # also store logits every k steps (0: never)
     per_token: bool = False  # text: every target token of the probe sequences is one recorded example
     chunk_steps: int = 32  # rows per chunk and per flush
@@ -171,6 +172,7 @@ class RecordConfig:
         check(0 < self.budget <= 1, f"{key}.budget", "must lie in (0, 1]", self.budget)
         check(self.dtype in ("float32", "float16"), f"{key}.dtype", "must be float32 or float16", self.dtype)
         check(self.probe_n is None or self.probe_n > 0, f"{key}.probe_n", "must be > 0", self.probe_n)
+        check(0 <= self.probe_outliers <= 1, f"{key}.probe_outliers", "must lie in [0, 1]", self.probe_outliers)
         check(self.logits_every >= 0, f"{key}.logits_every", "must be >= 0", self.logits_every)
         check(self.chunk_steps > 0, f"{key}.chunk_steps", "must be > 0", self.chunk_steps)
         check(self.mode in ("auto", "dense", "batch", "both"), f"{key}.mode", "must be auto, dense, batch or both",

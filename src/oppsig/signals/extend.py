@@ -265,17 +265,62 @@ def merge_extended(groups, pairs, rejected, named: list[set[int]] | None = None)
     and of pairs that became the same pair the first (strongest) stays. Returns ``(groups, pairs, rejected)``."""
     sets = [set(g.all_ids) | (named[i] if named is not None else set()) for i, g in enumerate(groups)]
     parent = list(range(len(groups)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            i = parent[i]
-        return i
-
     for i in range(len(groups)):
         for j in range(i + 1, len(groups)):
             inter = len(sets[i] & sets[j])
-            if inter and inter / min(len(sets[i]), len(sets[j])) > MERGE_SHARE and root(i) != root(j):
-                parent[max(root(i), root(j))] = min(root(i), root(j))
+            if inter and inter / min(len(sets[i]), len(sets[j])) > MERGE_SHARE:
+                _union(parent, i, j)
+    return _join(groups, pairs, rejected, parent)
+
+
+def join_split_partners(groups, pairs, rejected, changes: np.ndarray, col: dict[int, int]):
+    """Join groups the probe split in two halves that oppose the same group: two groups each reported in a pair
+    with one partner, of the same largest class, whose probed members' mean loss changes correlate positively
+    (``changes``: (R-1, n) the probe's loss changes; ``col``: stable id -> its column). Each half's own pair
+    passed the test; joining them adds no pair and only takes halves together. Returns ``(groups, pairs,
+    rejected)`` as :func:`merge_extended` does."""
+    partners: dict[int, list[int]] = {}
+    for p in pairs:
+        partners.setdefault(p.a, []).append(p.b)
+        partners.setdefault(p.b, []).append(p.a)
+    pos = {g.id: i for i, g in enumerate(groups)}
+    parent = list(range(len(groups)))
+
+    def mean_change(g) -> np.ndarray:
+        return changes[:, [col[int(i)] for i in g.ids if int(i) in col]].mean(axis=1)
+
+    def top_class(g):
+        return max(g.class_counts, key=g.class_counts.get) if g.class_counts else None
+
+    for halves in partners.values():
+        for k, a in enumerate(halves):
+            for b in halves[k + 1:]:
+                ga, gb = groups[pos[a]], groups[pos[b]]
+                if b in partners.get(a, ()) or top_class(ga) != top_class(gb):
+                    continue
+                if np.corrcoef(mean_change(ga), mean_change(gb))[0, 1] > 0:
+                    _union(parent, pos[a], pos[b])
+    return _join(groups, pairs, rejected, parent, "that oppose the same group")
+
+
+def _union(parent: list[int], i: int, j: int) -> None:
+    ri, rj = _root(parent, i), _root(parent, j)
+    if ri != rj:
+        parent[max(ri, rj)] = min(ri, rj)
+
+
+def _root(parent: list[int], i: int) -> int:
+    while parent[i] != i:
+        i = parent[i]
+    return i
+
+
+def _join(groups, pairs, rejected, parent: list[int], why: str = "the probe split it into"):
+    """Groups joined by the forest ``parent`` (the first of each tree stays, with the others' probed members and
+    extension added), renumbered; pairs within a joined group dropped, repeated pairs kept once."""
+    def root(i: int) -> int:
+        return _root(parent, i)
+
     if all(root(i) == i for i in range(len(groups))):
         return tuple(groups), tuple(pairs), tuple(rejected)
     new_id, out = {}, []
@@ -290,9 +335,12 @@ def merge_extended(groups, pairs, rejected, named: list[set[int]] | None = None)
             extra = tuple(dict.fromkeys(x for p in parts if p.extension for x in p.extension.ids if x not in ids))
             if len(parts) > 1:
                 ext = dataclasses.replace(ext, ids=extra, note=(ext.note + "; " if ext.note else "")
-                                          + f"joined with {len(parts) - 1} group(s) the probe split it into")
+                                          + f"joined with {len(parts) - 1} group(s) {why}")
+        counts = g.class_counts
+        if len(parts) > 1 and sum(len(q.ids) for q in parts) == len(ids):  # disjoint parts: their counts add up
+            counts = {c: sum(q.class_counts.get(c, 0) for q in parts) for q in parts for c in q.class_counts}
         new_id.update({groups[j].id: len(out) for j in range(len(groups)) if root(j) == i})
-        out.append(dataclasses.replace(g, id=len(out), members=members, ids=ids, extension=ext))
+        out.append(dataclasses.replace(g, id=len(out), members=members, ids=ids, extension=ext, class_counts=counts))
 
     def remap(ps):
         seen, kept = set(), []

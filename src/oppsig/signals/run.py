@@ -97,10 +97,25 @@ def find_signals_in_run(
         config = dataclasses.replace(config, min_corr=config.probe_min_corr, min_recurrence=1,
                                      neighbour_seeds=config.probe_neighbour_seeds,
                                      max_candidates=max(config.max_candidates, PROBE_CANDIDATES))
-    res = find_signals(losses, steps, dataset, sharpness=sharpness, config=config)
+    total = weighted_total(run) if probe else None
+    res = find_signals(losses, steps, dataset, total_loss=total, sharpness=sharpness, config=config)
     if probe:
         res = extend_to_batches(res, run, full, steps_per_epoch or epoch_length(run, run.batches), config.seed)
     return _with_sharpness_bounds(res, metrics)
+
+
+def weighted_total(run: Any, block: int = 256) -> np.ndarray | None:
+    """The data set's mean loss at each probe row, from a probe with an outlier stratum (``meta["probe_outliers"]``,
+    weighted back by :func:`~oppsig.store.probe_plan.probe_weights`); None for a uniform probe (the row mean)."""
+    from ..store.probe_plan import probe_weights
+
+    outliers = (getattr(run, "meta", None) or {}).get("probe_outliers")
+    if not outliers:
+        return None
+    w = probe_weights(np.asarray(run.index), np.asarray(outliers), len(run.batches.index))
+    L = run.losses
+    rows = [np.asarray(L[s:s + block], dtype=np.float64) @ w for s in range(0, len(L), block)]
+    return np.concatenate(rows) if rows else np.zeros(0)
 
 
 def is_probe_subset(run: Any) -> bool:
@@ -112,7 +127,7 @@ def is_probe_subset(run: Any) -> bool:
 def extend_to_batches(res: SignalsResult, run: Any, full: Any, per: int, seed: int = 0) -> SignalsResult:
     """``res`` (found on the probe subset) with each group extended to the unprobed examples of the mini-batch
     record (:func:`~oppsig.signals.extend.extend_group`); ``full`` is the data set of every example, or None."""
-    from .extend import BatchView, merge_extended, predict_group
+    from .extend import BatchView, join_split_partners, merge_extended, predict_group
     from .group import relative_floor
 
     b = run.batches
@@ -135,6 +150,8 @@ def extend_to_batches(res: SignalsResult, run: Any, full: Any, per: int, seed: i
               "what": "groups found on the probe subset, extended to every example by its mini-batch losses"
                       + (", class" if labels is not None else "") + (" and inputs" if inputs is not None else "")}
     groups, pairs, rejected = merge_extended(groups, res.pairs, res.rejected_pairs, [named for _, named in found])
+    groups, pairs, rejected = join_split_partners(groups, pairs, rejected, np.diff(plog, axis=0),
+                                                  {int(i): j for j, i in enumerate(pidx)})
     return dataclasses.replace(res, groups=groups, pairs=pairs, rejected_pairs=rejected,
                                dataset={**res.dataset, "record": record})
 

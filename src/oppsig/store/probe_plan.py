@@ -27,6 +27,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import ConfigError
 
 FORWARD_SHARE = 1 / 3
@@ -95,13 +97,80 @@ def plan_probe(num_examples: int, batch_size: int, steps: int, budget: float = 0
 
 
 def quantize_share(r: float) -> float:
-    """A measured forward share rounded up to the grid ``2 ** (k / 2)``: a plan that does not change with a few
-    percent of timing noise, and errs on the side of the budget.
+    """A measured forward share rounded up to the grid ``2 ** (k / 4)``: a plan that does not change with a few
+    percent of timing noise, and errs on the side of the budget by at most a factor ``2 ** (1 / 4)`` (19%; a
+    coarser grid gives away rows the budget pays for, and the rows are the probe's power).
 
     Example:
-        >>> round(quantize_share(0.3), 4), quantize_share(0.36), quantize_share(1.0)
-        (0.3536, 0.5, 1.0)
+        >>> round(quantize_share(0.3), 4), round(quantize_share(0.36), 4), quantize_share(1.0)
+        (0.3536, 0.4204, 1.0)
     """
     if not math.isfinite(r) or r <= 0:
         return FORWARD_SHARE
-    return 2.0 ** (math.ceil(2 * math.log2(r) - 1e-9) / 2)
+    return 2.0 ** (math.ceil(4 * math.log2(r) - 1e-9) / 4)
+
+
+def probe_examples(scores: np.ndarray, n: int, outlier_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which ``n`` of the examples to probe: the ``round(n * outlier_share)`` examples of largest ``scores`` (the
+    outlier stratum, probed whole), and a seeded uniform sample of the others.
+
+    Opposing signals are carried by outliers with large-magnitude features; a uniform probe of 1,024 of 5,000
+    examples holds a fifth of any group, the stratum all of a group of large inputs. Detection weights the
+    stratum's losses back (:func:`probe_weights`) where it needs the data set's mean.
+
+    Args:
+        scores: (N,) an outlier score per example (:func:`input_scores`); ties go to the lower index.
+        n: the probe's size (at most N; all N: every example).
+        outlier_share: the share of the probe given to the stratum, in [0, 1] (0: a uniform sample).
+        seed: the uniform part's seed.
+
+    Returns:
+        ``(probed rows, sorted; the stratum's rows, sorted)``.
+
+    Example:
+        >>> rows, top = probe_examples(np.array([0.0, 5.0, 1.0, 9.0, 2.0, 3.0]), 4, 0.5, seed=0)
+        >>> top.tolist(), len(rows), set(top) <= set(rows.tolist())
+        ([1, 3], 4, True)
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    total = len(scores)
+    if not 0 <= outlier_share <= 1:
+        raise ConfigError(f"record.probe_outliers must lie in [0, 1], got {outlier_share}")
+    n = min(int(n), total)
+    k = int(round(n * outlier_share))
+    top = np.sort(np.argsort(-scores, kind="stable")[:k])
+    rest = np.setdiff1d(np.arange(total), top)
+    g = np.random.default_rng(seed)
+    drawn = g.choice(rest, size=n - k, replace=False) if n - k < len(rest) else rest
+    return np.sort(np.concatenate([top, drawn])), top
+
+
+def probe_weights(probe_ids: np.ndarray, outlier_ids: np.ndarray, num_examples: int) -> np.ndarray:
+    """Each probed example's weight in the data set's mean loss (summing to 1): ``1 / N`` in the outlier stratum
+    (all of it probed), ``(N - k) / ((n - k) N)`` in the uniform sample of the rest (``k`` outliers, ``n`` probed).
+    The weighted mean is unbiased for the mean over all ``N`` examples.
+
+    Example:
+        >>> probe_weights(np.array([1, 3, 4, 7]), np.array([3]), 10).tolist()
+        [0.3, 0.1, 0.3, 0.3]
+    """
+    probe_ids = np.asarray(probe_ids)
+    top = np.isin(probe_ids, np.asarray(outlier_ids))
+    k, n = int(top.sum()), len(probe_ids)
+    if n == k:
+        return np.full(n, 1.0 / n)
+    return np.where(top, 1.0 / num_examples, (num_examples - k) / ((n - k) * num_examples))
+
+
+def input_scores(x, chunk: int = 4096) -> np.ndarray:
+    """Each example's distance from the mean input, ``||x_i - mean(x)||`` over its flattened features (float64
+    sums; inputs standardised as the model sees them), in chunks of ``chunk`` rows."""
+    import torch
+
+    flat = x.reshape(len(x), -1)
+    mean = torch.zeros(flat.shape[1], dtype=torch.float64, device=flat.device)
+    for s in range(0, len(flat), chunk):
+        mean += flat[s:s + chunk].double().sum(0)
+    mean /= max(len(flat), 1)
+    out = [torch.linalg.vector_norm(flat[s:s + chunk].double() - mean, dim=1) for s in range(0, len(flat), chunk)]
+    return torch.cat(out).cpu().numpy() if out else np.zeros(0)

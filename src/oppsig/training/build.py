@@ -108,8 +108,9 @@ class RunParts:
         full, local: ``(x, y, weights)`` of all examples and of this rank's share (the same without DDP);
             ``weights`` is None or the (N,) tensor that hooks may change in place.
         sync: ``sync(is_last)`` -> DDP's gradient-sync context of a physical batch (None without DDP).
-        probe_set, probe_local: the examples the dense record probes (all of them, or a seeded sample),
-            and this rank's share.
+        probe_set, probe_local: the examples the dense record probes (all of them, or a sample), and this
+            rank's share.
+        probe_outliers: the ids of the probe's outlier stratum (empty: none; see :func:`_probe_set`).
         per_token: one recorded example per target token (text with ``record.per_token``).
         probe_record: the dense record comes from a probe forward (else from the training forward).
         record_ids: the ids of the record's columns.
@@ -135,6 +136,7 @@ class RunParts:
     local: tuple
     sync: Callable[[bool], Any] | None
     probe_set: ArrayDataset
+    probe_outliers: np.ndarray
     probe_local: ArrayDataset
     per_token: bool
     probe_record: bool
@@ -258,13 +260,19 @@ def resolve_record(cfg: Config, num_examples: int, full_batch: bool,
     return cfg.replace({"record.every": plan.every, "record.probe_n": plan.n, "record.mode": mode}), plan
 
 
-def _probe_set(cfg: Config, train_set: ArrayDataset, full_batch: bool) -> ArrayDataset:
-    """The examples a mini-batch run probes: a seeded sample of ``record.probe_n`` (default all of them)."""
-    n = len(train_set)
-    if not full_batch and cfg.record.probe_n and cfg.record.probe_n < n:
-        g = np.random.default_rng(cfg.seed + PROBE_SEED_OFFSET)
-        return train_set.take(np.sort(g.choice(n, size=cfg.record.probe_n, replace=False)))
-    return train_set
+def _probe_set(cfg: Config, train_set: ArrayDataset, full_batch: bool) -> tuple[ArrayDataset, np.ndarray]:
+    """The examples a mini-batch run probes (default all of them), and the ids of its outlier stratum: with
+    ``record.probe_n`` < N, the ``record.probe_outliers`` share of them of largest input (real-valued inputs
+    only) and a seeded sample of the rest (:func:`~oppsig.store.probe_plan.probe_examples`)."""
+    from ..store.probe_plan import input_scores, probe_examples
+
+    n, m = len(train_set), cfg.record.probe_n
+    if full_batch or not m or m >= n:
+        return train_set, np.zeros(0, dtype=np.int64)
+    share = cfg.record.probe_outliers if train_set.x.is_floating_point() else 0.0
+    scores = input_scores(train_set.x) if share > 0 else np.zeros(n)
+    rows, top = probe_examples(scores, m, share, cfg.seed + PROBE_SEED_OFFSET)
+    return train_set.take(rows), train_set.index.cpu().numpy()[top]
 
 
 def _record_ids(probe_set: ArrayDataset, per_token: bool, tokens: int) -> np.ndarray:
@@ -341,7 +349,7 @@ def build_run(cfg: Config, options: TrainOptions | None = None) -> RunParts:
         c = cfg.curvature
         hooks.insert(1 if c.every > 0 else 0, BatchSharpnessHook(c.batch_every, c.batch_count, tol=c.tol,
                                                                  max_iter=c.max_iter, method=c.hvp))
-    probe_set = _probe_set(cfg, train_set, full_batch)
+    probe_set, probe_outliers = _probe_set(cfg, train_set, full_batch)
     per_token = cfg.record.per_token and train_set.y.dim() > 1
     rec = cfg.record
     batch_record = rec.enabled and rec.mode in ("batch", "both")  # each mini-batch's losses, no extra forward
@@ -360,7 +368,8 @@ def build_run(cfg: Config, options: TrainOptions | None = None) -> RunParts:
         loss_fn=get_loss(cfg.train.loss), hooks=tuple(hooks), full_batch=full_batch, full=(x, y, w),
         local=(x[lo:hi], y[lo:hi], None if w is None else w[lo:hi]) if dist.enabled else (x, y, w),
         sync=(lambda last: nullcontext() if last else forward_model.no_sync()) if dist.enabled else None,
-        probe_set=probe_set, probe_local=probe_set.take(np.arange(p_lo, p_hi)) if dist.enabled else probe_set,
+        probe_set=probe_set, probe_outliers=probe_outliers,
+        probe_local=probe_set.take(np.arange(p_lo, p_hi)) if dist.enabled else probe_set,
         per_token=per_token, probe_record=not full_batch or per_token,
         record_ids=_record_ids(probe_set, per_token, y.shape[1] if per_token else 0),
         dense_record=rec.enabled and rec.mode in ("dense", "both"), batch_record=batch_record,

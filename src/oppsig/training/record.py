@@ -71,6 +71,8 @@ def _write_meta(parts, start: Start) -> None:
     meta = {**environment(), "device": str(parts.device), "data": parts.train_set.name,
             "num_examples": len(parts.train_set), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "fingerprint": run_fingerprint(parts.train_set, parts.probe_set)}
+    if len(parts.probe_outliers):  # the probe's outlier stratum: detection weights it back (store.probe_plan)
+        meta["probe_outliers"] = [int(i) for i in parts.probe_outliers]
     if start.resuming and (rd / META).exists():
         old = read_json(rd / META)
         ended = {k: old.pop(k) for k in _END_KEYS if k in old}  # this segment's end replaces them
