@@ -35,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -338,7 +339,7 @@ def _join(groups, pairs, rejected, parent: list[int], why: str = "the probe spli
                                           + f"joined with {len(parts) - 1} group(s) {why}")
         counts = g.class_counts
         if len(parts) > 1 and sum(len(q.ids) for q in parts) == len(ids):  # disjoint parts: their counts add up
-            counts = {c: sum(q.class_counts.get(c, 0) for q in parts) for q in parts for c in q.class_counts}
+            counts = dict(sum((Counter(q.class_counts) for q in parts), Counter()))
         new_id.update({groups[j].id: len(out) for j in range(len(groups)) if root(j) == i})
         out.append(dataclasses.replace(g, id=len(out), members=members, ids=ids, extension=ext, class_counts=counts))
 
