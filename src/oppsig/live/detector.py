@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,7 +78,7 @@ def _line(v: list[float]) -> float:
     return _median(v) + min(_slope(v), 0.0) * (len(v) + 1) / 2
 
 
-def trend_baseline(log_history: np.ndarray) -> float:
+def trend_baseline(log_history: Sequence[float]) -> float:
     """Baseline of the next log-loss from the previous ones, (w,) -> float.
 
     The median of the window, moved forward along its :func:`robust_slope` by
@@ -96,8 +97,8 @@ def trend_baseline(log_history: np.ndarray) -> float:
     return max(_line(y), min(_median(y), _line(y[-max(RECENT_MIN, len(y) // 4):])))
 
 
-def spike_test(value: float, log_history: np.ndarray, s: LiveConfig,
-               residuals: np.ndarray | None = None) -> tuple[float, float, float]:
+def spike_test(value: float, log_history: Sequence[float], s: LiveConfig,
+               residuals: Sequence[float] | None = None) -> tuple[float, float, float]:
     """``(residual, scale, threshold)`` of the log-loss ``log(value)`` against its history (w,).
 
     ``residual = log(value) - trend_baseline(history)``. ``scale`` is 1.4826 x the

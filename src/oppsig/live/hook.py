@@ -126,6 +126,7 @@ class LiveHook:
             raise ConfigError(f"live attribution got {b} losses at step {state.step}, expected {len(index)}")
         return index.numpy()
 
+
 def _replayer(state):
     """The loop's replayer where spikes are replayed: ``live.replay`` true, or unset on a mini-batch run."""
     cfg = state.config
