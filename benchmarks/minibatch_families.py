@@ -127,6 +127,7 @@ def score(res, groups, pairs, ids: np.ndarray) -> dict:
     ok = [best[2 * k][1] is not None and frozenset((best[2 * k][1], best[2 * k + 1][1])) in reported
           and min(best[2 * k][0], best[2 * k + 1][0]) >= 0.5 for k in range(len(pairs))]
     return {"f1": [round(b[0], 3) for b in best], "pairs_reported": ok, "n_pairs": len(res.pairs),
+            "group_sizes": sorted((len(g.all_ids) for g in res.groups), reverse=True),
             "pair_sizes": [(len(res.group(p.a).all_ids), len(res.group(p.b).all_ids)) for p in res.pairs]}
 
 

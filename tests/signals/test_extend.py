@@ -5,7 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from oppsig.signals.extend import MIN_PROBED_MEMBERS, BatchView, best_threshold, extend_group, merge_extended
+from oppsig.signals.extend import MIN_PROBED_MEMBERS, BatchView, best_threshold, extend_group
+from oppsig.signals.join import merge_extended
 from oppsig.signals.result import Extension, Group, Pair
 from oppsig.signals.signals_json import result_from_dict, result_to_dict
 from oppsig.signals.synthetic import overlap_f1
@@ -81,7 +82,40 @@ def test_without_a_shared_feature_or_loss_signal_nothing_is_added(seed):
     r = _batch_run(seed=seed, feature=0.0, follow=0.0)
     members = np.random.default_rng(seed).choice(r["probed"], 12, replace=False)
     ext = extend_group(_view(r, labels=False, inputs=True), members)
-    assert ext.ids == () and "not predictable" in ext.note
+    assert ext.ids == ext.added == ext.dropped == () and "not predictable" in ext.note
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_membership_model_completes_a_group_co_movement_found_in_part(seed):
+    # co-movement found a third of G's probed members and three strangers of another class: the model learnt
+    # from them names most of the rest of G on the probe and leaves the strangers out
+    r = _batch_run(seed=seed, probe_n=400)
+    truth = np.intersect1d(r["G"], r["probed"])
+    strangers = np.setdiff1d(r["probed"][r["labels"][r["probed"]] == 2], r["H"])[:3]
+    core = np.concatenate([truth[: len(truth) // 3], strangers])
+    g = Group(id=0, members=tuple(range(len(core))), ids=tuple(int(i) for i in r["ids"][core]),
+              extension=extend_group(_view(r, labels=True, inputs=True), core))
+    assert set(r["ids"][strangers].tolist()) <= set(g.extension.dropped)
+    assert "completed on the probe" in g.extension.note
+    added = set(g.extension.added)
+    assert len(added & set(r["ids"][truth].tolist())) >= 0.9 * len(added)
+    probed = set(r["ids"][r["probed"]].tolist())
+    assert overlap_f1(r["ids"][core], r["ids"][truth]) < 0.5
+    assert overlap_f1([i for i in g.all_ids if i in probed], r["ids"][truth]) >= 0.75  # the core alone: below 0.5
+
+
+def test_completion_adds_only_examples_that_move_with_the_group():
+    # 60 more examples of G's class carry G's input feature but not its loss swing, and the batch record is flat
+    # (as when each example is seen once): class and input alone would take the look-alikes in (17 of them
+    # without the co-movement test); completion asks each added example to move with the found members
+    r = _batch_run(seed=0, probe_n=400)
+    rng = np.random.default_rng(1)
+    lookalikes = rng.choice(np.setdiff1d(np.flatnonzero(r["labels"] == 0), r["G"]), 60, replace=False)
+    r["x"][lookalikes, 0] += 3.0
+    r["L"] = np.where(np.isnan(r["L"]), np.nan, 1.0).astype(np.float32)
+    truth = np.intersect1d(r["G"], r["probed"])
+    ext = extend_group(_view(r, labels=True, inputs=True), truth[: len(truth) // 2])
+    assert len(set(ext.added) & set(r["ids"][lookalikes].tolist())) <= 1
 
 
 def test_too_few_probed_members_are_not_extended():
@@ -122,6 +156,18 @@ def test_groups_the_probe_split_are_joined_and_their_pairs_follow():
     assert [(p.a, p.b, p.corr) for p in pairs] == [(0, 1, -0.5)]  # the duplicate and the self-pair dropped
     same, kept, _ = merge_extended([g0, g2], [_pair(0, 1)], [])
     assert same == (g0, g2) and kept[0].b == 1
+
+
+def test_a_joined_group_drops_only_what_no_part_names():
+    a = dataclasses.replace(_group(0, [1, 2, 3], [10]), extension=Extension((10,), 0.9, 0.8, 0.5, ("follow",), 3,
+                                                                           added=(4, 6), dropped=(3,)))
+    b = dataclasses.replace(_group(1, [3, 5], [11]), extension=Extension((11,), 0.9, 0.8, 0.5, ("follow",), 2,
+                                                                        added=(1, 2, 6), dropped=(5,)))
+    assert a.all_ids == (1, 2, 4, 6, 10)
+    (g,), _, _ = merge_extended([a, b], [], [], [set(a.all_ids), set(b.all_ids)])
+    # 3 was dropped by a but is b's own member; 5 is dropped by b and not named by a
+    assert g.extension.dropped == (5,) and set(g.extension.added) == {4, 6} and set(g.extension.ids) == {10, 11}
+    assert set(g.all_ids) == {1, 2, 3, 4, 6, 10, 11}
 
 
 def test_an_extension_survives_signals_json(tmp_path):
@@ -166,7 +212,7 @@ def test_a_pair_without_a_spike_says_so_instead_of_nan():
 
 
 def test_halves_that_oppose_the_same_group_are_joined():
-    from oppsig.signals.extend import join_split_partners
+    from oppsig.signals.join import join_split_partners
 
     rng = np.random.default_rng(0)
     swing = rng.standard_normal(40)

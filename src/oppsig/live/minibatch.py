@@ -126,8 +126,8 @@ def extend_members(probe_cols: np.ndarray, member_pos: np.ndarray, L: np.ndarray
         index: (N,) stable ids of the record's columns; ``labels`` (N,) and ``inputs`` (N, ...) where known.
 
     Returns:
-        the ids of the probed members and of the unprobed examples the membership model names (probed
-        members only, and None, when there are no labels or inputs to learn membership from).
+        the ids of the probed members and of the examples the membership model adds, probed (its completion)
+        or not (probed members only, and None, when there are no labels or inputs to learn membership from).
     """
     members = np.asarray(probe_cols, dtype=np.int64)[np.asarray(member_pos, dtype=np.int64)]
     own = np.asarray(index)[members]
@@ -139,6 +139,7 @@ def extend_members(probe_cols: np.ndarray, member_pos: np.ndarray, L: np.ndarray
     view = BatchView.build(probe_cols, Lb, Sb, np.log(np.asarray(L) + LOG_FLOOR), steps, index, labels=labels,
                            inputs=inputs)
     ext, named = predict_group(view, members, seed=seed)
-    if not ext.ids:
+    if not (ext.ids or ext.added):
         return own, ext
-    return np.union1d(own, np.asarray(ext.ids, dtype=np.int64)), ext
+    # every probed member stays: a spike's group is what moved, and its replay leaves all of it out
+    return np.union1d(own, np.asarray(ext.ids + ext.added, dtype=np.int64)), ext

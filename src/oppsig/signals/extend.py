@@ -18,10 +18,13 @@ A logistic model of membership on these features is fitted on the probed example
 the rest); a 5-fold cross-validated fit there (features built from the training folds' members only)
 chooses the probability threshold of best F1 and gives the precision and recall the extension can be
 expected to have. A group is extended only when that F1 beats the same fit on each of
-:data:`NULL_FITS` permutations of the membership labels and its precision is at least
-:data:`MIN_PRECISION` (else its note says why not). The model fitted on
-every probed example then names the members among the unprobed ones. Each extended group keeps its
-probed members as found; :class:`~oppsig.signals.result.Extension` carries the added ids and the
+:data:`NULL_FITS` permutations of the membership labels (else its note says why not). Co-movement on a
+noisy probe finds a group's core; the model then completes the group on the probe itself
+(:func:`complete_labels`: the probed examples its out-of-fold fit names become the labels, until they settle),
+and is used only when its cross-validated precision on the completed labels is at least
+:data:`MIN_PRECISION`. The model fitted on every probed example then names the members among the unprobed
+ones. Each extended group keeps its probed members as found; :class:`~oppsig.signals.result.Extension`
+carries the ids named outside the probe, the probed ones the completion added and dropped, and the
 estimate, so a number printed is one with its measured error.
 
 Example:
@@ -34,8 +37,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -219,6 +220,13 @@ class BatchView:
         return (F - mu) / np.where(sd > 0, sd, 1.0)
 
 
+COMPLETE_ROUNDS = 10
+"""Rounds of :func:`complete_labels` at most."""
+NOISE_Z = 3.0
+"""An example a completion adds must move with the found members beyond noise: its log-loss changes over the
+probe's T changes correlate with the found members' mean at least ``NOISE_Z / sqrt(T)`` (a one-sided level of
+about 0.0013 for an example that does not move with them, so that of a probe's thousand non-members about one
+passes by chance)."""
 def extend_group(view: BatchView, member_cols: np.ndarray, seed: int = 0) -> Extension:
     """Extend one group found on the probe (``member_cols``: its members as batch-record columns, all probed)
     to the unprobed examples of ``view``."""
@@ -227,130 +235,89 @@ def extend_group(view: BatchView, member_cols: np.ndarray, seed: int = 0) -> Ext
 
 def predict_group(view: BatchView, member_cols: np.ndarray, seed: int = 0) -> tuple[Extension, set[int]]:
     """:func:`extend_group`, and the ids of every example (probed or not) the membership model names: the
-    group as its model sees it, which :func:`merge_extended` compares (empty when not extended)."""
+    group as its model sees it, which :func:`~oppsig.signals.join.merge_extended` compares (empty when not extended)."""
     is_mem = np.isin(view.cols[: view.n_probed], np.asarray(member_cols, dtype=np.int64))
     names = view.names
-    if is_mem.sum() < MIN_PROBED_MEMBERS:
-        return Extension((), float("nan"), float("nan"), float("nan"), names, int(is_mem.sum()),
+    found = int(is_mem.sum())
+    if found < MIN_PROBED_MEMBERS:
+        return Extension((), float("nan"), float("nan"), float("nan"), names, found,
                          f"not extended: fewer than {MIN_PROBED_MEMBERS} probed members"), set()
-    p_cv = cross_val_proba(lambda mem: view.features(mem, view.n_probed), is_mem, seed=seed)
+
+    def features(mem: np.ndarray) -> np.ndarray:
+        return view.features(mem, view.n_probed)
+
+    p_cv = cross_val_proba(features, is_mem, seed=seed)
     thr, f1, prec, rec = best_threshold(p_cv, is_mem)
     rng = np.random.default_rng(seed)
-    null = max(best_threshold(cross_val_proba(lambda mem: view.features(mem, view.n_probed), perm, seed=seed),
-                              perm)[1] for perm in (rng.permutation(is_mem) for _ in range(NULL_FITS)))
+    null = max(best_threshold(cross_val_proba(features, perm, seed=seed), perm)[1]
+               for perm in (rng.permutation(is_mem) for _ in range(NULL_FITS)))
     if f1 <= null:
-        return Extension((), prec, rec, thr, names, int(is_mem.sum()),
+        return Extension((), prec, rec, thr, names, found,
                          f"not extended: membership is not predictable outside the probe (cross-validated F1 "
                          f"{f1:.2f}, at most {null:.2f} with the labels permuted)"), set()
+    moving = co_moving(np.diff(view.probe_log, axis=0), is_mem)
+    lab, (thr, f1, prec, rec), rounds = complete_labels(features, is_mem, p_cv, (thr, f1, prec, rec), moving, seed)
     if prec < MIN_PRECISION:
-        return Extension((), prec, rec, thr, names, int(is_mem.sum()),
+        return Extension((), prec, rec, thr, names, found,
                          f"not extended: cross-validated precision {prec:.2f} is below {MIN_PRECISION}"), set()
-    F = view.features(is_mem, len(view.cols))
-    w = _fit_logistic(F[: view.n_probed], is_mem)
+    F = view.features(lab, len(view.cols))
+    w = _fit_logistic(F[: view.n_probed], lab)
     named = _proba(F, w) >= thr
+    named[: view.n_probed] &= is_mem | moving  # on the probe, an example is added only with its co-movement
     chosen = view.n_probed + np.flatnonzero(named[view.n_probed:])
-    ext = Extension(tuple(int(i) for i in view.ids[chosen]), prec, rec, thr, names, int(is_mem.sum()))
-    return ext, {int(i) for i in view.ids[named | np.concatenate([is_mem, np.zeros(len(F) - len(is_mem), bool)])]}
+    pids = view.ids[: view.n_probed]
+    on_probe = named[: view.n_probed]
+    ext = Extension(tuple(int(i) for i in view.ids[chosen]), prec, rec, thr, names, found,
+                    f"completed on the probe in {rounds} round(s)" if rounds else "",
+                    added=tuple(int(i) for i in pids[on_probe & ~is_mem]),
+                    dropped=tuple(int(i) for i in pids[is_mem & ~on_probe]))
+    return ext, {int(i) for i in view.ids[named]}
 
 
-MERGE_SHARE = 0.5
-"""Two groups are one group the probe split when more than this share of the smaller one's examples, as their
-membership models name them, belong to the other's too."""
+def co_moving(changes: np.ndarray, is_mem: np.ndarray, z: float = NOISE_Z) -> np.ndarray:
+    """(n,) whether each column of ``changes`` (T, n: the probe's log-loss changes) correlates with the mean of
+    the columns ``is_mem`` at least ``z / sqrt(T)`` (:data:`NOISE_Z`): moves with them beyond noise.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> t = rng.standard_normal(100)
+        >>> c = rng.standard_normal((100, 6)) + np.array([1, 1, 1, 0.5, 0, 0]) * t[:, None]
+        >>> co_moving(c, np.array([True, True, True, False, False, False])).tolist()
+        [True, True, True, True, False, False]
+    """
+    t = changes.shape[0]
+    core = changes[:, is_mem].mean(axis=1)
+    x = changes - changes.mean(axis=0)
+    c = core - core.mean()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = (x.T @ c) / (np.linalg.norm(x, axis=0) * np.linalg.norm(c))
+    return np.nan_to_num(corr, nan=0.0) >= z / np.sqrt(max(t, 1))
 
 
-def merge_extended(groups, pairs, rejected, named: list[set[int]] | None = None):
-    """Join groups the probe split: those where more than :data:`MERGE_SHARE` of the smaller one's examples are
-    also the other's, as ``named`` (per group: the ids its membership model names, :func:`predict_group`)
-    or else their :attr:`~oppsig.signals.result.Group.all_ids` say. The first stays, with the other's probed
-    members and extension added. Groups are renumbered in order; a pair between two joined groups is dropped,
-    and of pairs that became the same pair the first (strongest) stays. Returns ``(groups, pairs, rejected)``."""
-    sets = [set(g.all_ids) | (named[i] if named is not None else set()) for i, g in enumerate(groups)]
-    parent = list(range(len(groups)))
-    for i in range(len(groups)):
-        for j in range(i + 1, len(groups)):
-            inter = len(sets[i] & sets[j])
-            if inter and inter / min(len(sets[i]), len(sets[j])) > MERGE_SHARE:
-                _union(parent, i, j)
-    return _join(groups, pairs, rejected, parent)
+def complete_labels(features, is_mem: np.ndarray, p_cv: np.ndarray, fit: tuple[float, float, float, float],
+                    moving: np.ndarray, seed: int = 0) -> tuple[np.ndarray, tuple[float, float, float, float], int]:
+    """The probe's membership as the group's own membership model completes it.
 
+    Co-movement on a noisy probe finds a group's core: members whose loss changes correlate with its mean
+    above the threshold. Members whose own noise hides them look like non-members to the membership model
+    fitted on these labels, and its cross-validated "false positives" are then mostly the members missed.
+    Each round the found members and the probed examples the out-of-fold model names (``p_cv >= threshold``:
+    each judged by a model that did not see it) and that move with the found members beyond noise (``moving``,
+    :func:`co_moving`: what the inputs and classes alone would add is not the group's) become the labels, and
+    the model is fitted again, until the labels stop changing or :data:`COMPLETE_ROUNDS` rounds pass.
+    Completion starts only after the first fit beats its label-permutation null (:func:`predict_group`), so a
+    group whose membership cannot be learnt is not completed.
 
-def join_split_partners(groups, pairs, rejected, changes: np.ndarray, col: dict[int, int]):
-    """Join groups the probe split in two halves that oppose the same group: two groups each reported in a pair
-    with one partner, of the same largest class, whose probed members' mean loss changes correlate positively
-    (``changes``: (R-1, n) the probe's loss changes; ``col``: stable id -> its column). Each half's own pair
-    passed the test; joining them adds no pair and only takes halves together. Returns ``(groups, pairs,
-    rejected)`` as :func:`merge_extended` does."""
-    partners: dict[int, list[int]] = {}
-    for p in pairs:
-        partners.setdefault(p.a, []).append(p.b)
-        partners.setdefault(p.b, []).append(p.a)
-    pos = {g.id: i for i, g in enumerate(groups)}
-    parent = list(range(len(groups)))
-
-    def mean_change(g) -> np.ndarray:
-        return changes[:, [col[int(i)] for i in g.ids if int(i) in col]].mean(axis=1)
-
-    def top_class(g):
-        return max(g.class_counts, key=g.class_counts.get) if g.class_counts else None
-
-    for halves in partners.values():
-        for k, a in enumerate(halves):
-            for b in halves[k + 1:]:
-                ga, gb = groups[pos[a]], groups[pos[b]]
-                if b in partners.get(a, ()) or top_class(ga) != top_class(gb):
-                    continue
-                if np.corrcoef(mean_change(ga), mean_change(gb))[0, 1] > 0:
-                    _union(parent, pos[a], pos[b])
-    return _join(groups, pairs, rejected, parent, "that oppose the same group")
-
-
-def _union(parent: list[int], i: int, j: int) -> None:
-    ri, rj = _root(parent, i), _root(parent, j)
-    if ri != rj:
-        parent[max(ri, rj)] = min(ri, rj)
-
-
-def _root(parent: list[int], i: int) -> int:
-    while parent[i] != i:
-        i = parent[i]
-    return i
-
-
-def _join(groups, pairs, rejected, parent: list[int], why: str = "the probe split it into"):
-    """Groups joined by the forest ``parent`` (the first of each tree stays, with the others' probed members and
-    extension added), renumbered; pairs within a joined group dropped, repeated pairs kept once."""
-    def root(i: int) -> int:
-        return _root(parent, i)
-
-    if all(root(i) == i for i in range(len(groups))):
-        return tuple(groups), tuple(pairs), tuple(rejected)
-    new_id, out = {}, []
-    for i, g in enumerate(groups):
-        if root(i) != i:
-            continue
-        parts = [groups[j] for j in range(len(groups)) if root(j) == i]
-        members = tuple(dict.fromkeys(m for p in parts for m in p.members))
-        ids = tuple(dict.fromkeys(x for p in parts for x in p.ids))
-        ext = g.extension
-        if ext is not None:
-            extra = tuple(dict.fromkeys(x for p in parts if p.extension for x in p.extension.ids if x not in ids))
-            if len(parts) > 1:
-                ext = dataclasses.replace(ext, ids=extra, note=(ext.note + "; " if ext.note else "")
-                                          + f"joined with {len(parts) - 1} group(s) {why}")
-        counts = g.class_counts
-        if len(parts) > 1 and sum(len(q.ids) for q in parts) == len(ids):  # disjoint parts: their counts add up
-            counts = dict(sum((Counter(q.class_counts) for q in parts), Counter()))
-        new_id.update({groups[j].id: len(out) for j in range(len(groups)) if root(j) == i})
-        out.append(dataclasses.replace(g, id=len(out), members=members, ids=ids, extension=ext, class_counts=counts))
-
-    def remap(ps):
-        seen, kept = set(), []
-        for p in ps:
-            a, b = new_id[p.a], new_id[p.b]
-            if a == b or frozenset((a, b)) in seen:
-                continue
-            seen.add(frozenset((a, b)))
-            kept.append(dataclasses.replace(p, a=a, b=b))
-        return tuple(kept)
-
-    return tuple(out), remap(pairs), remap(rejected)
+    Returns:
+        ``(labels, (threshold, f1, precision, recall), rounds)``: the completed labels over the probed
+        examples, the cross-validated fit on them and the rounds that changed them.
+    """
+    lab, rounds = is_mem, 0
+    for _ in range(COMPLETE_ROUNDS):
+        new = is_mem | ((p_cv >= fit[0]) & moving)
+        if (new == lab).all():
+            break
+        lab, rounds = new, rounds + 1
+        p_cv = cross_val_proba(features, lab, seed=seed)
+        fit = best_threshold(p_cv, lab)
+    return lab, fit, rounds

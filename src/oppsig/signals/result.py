@@ -105,7 +105,9 @@ class Recurring:
 class Extension:
     """A group found on a mini-batch run's probe subset, extended to the unprobed examples
     (:mod:`oppsig.signals.extend`): their ids, and the precision and recall the extension is expected to have
-    (cross-validated on the probed examples, where membership is known)."""
+    (cross-validated on the probed examples, where membership is known). Its membership model also completes
+    the group on the probe: the probed examples it names that co-movement left out (``added``), and the
+    co-moving members it does not name (``dropped``)."""
 
     ids: tuple[int, ...]  # stable ids of the unprobed examples named members
     precision: float
@@ -114,6 +116,8 @@ class Extension:
     features: tuple[str, ...]  # what told members apart: follow (batch record), class, input
     probed_members: int
     note: str = ""
+    added: tuple[int, ...] = ()  # probed examples the membership model names that co-movement left out
+    dropped: tuple[int, ...] = ()  # probed members found by co-movement that the membership model does not name
 
 
 @dataclass(frozen=True)
@@ -160,8 +164,13 @@ class Group:
 
     @property
     def all_ids(self) -> tuple[int, ...]:
-        """Its members' ids, with those found outside the probe subset (mini-batch runs)."""
-        return self.ids + (self.extension.ids if self.extension is not None else ())
+        """Its members' ids, with those found outside the probe subset (mini-batch runs): the group as its
+        membership model completes it (:attr:`Extension.added` in, :attr:`Extension.dropped` out)."""
+        e = self.extension
+        if e is None:
+            return self.ids
+        out = set(e.dropped)
+        return tuple(i for i in self.ids if i not in out) + e.added + e.ids
 
 
 @dataclass(frozen=True)

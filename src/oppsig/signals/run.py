@@ -100,7 +100,8 @@ def find_signals_in_run(
     total = weighted_total(run) if probe else None
     res = find_signals(losses, steps, dataset, total_loss=total, sharpness=sharpness, config=config)
     if probe:
-        res = extend_to_batches(res, run, full, steps_per_epoch or epoch_length(run, run.batches), config.seed)
+        res = extend_to_batches(res, run, full, steps_per_epoch or epoch_length(run, run.batches), config.seed,
+                                config.probe_min_corr)
     return _with_sharpness_bounds(res, metrics)
 
 
@@ -124,10 +125,14 @@ def is_probe_subset(run: Any) -> bool:
     return b is not None and len(run.index) < b.n_examples
 
 
-def extend_to_batches(res: SignalsResult, run: Any, full: Any, per: int, seed: int = 0) -> SignalsResult:
-    """``res`` (found on the probe subset) with each group extended to the unprobed examples of the mini-batch
-    record (:func:`~oppsig.signals.extend.extend_group`); ``full`` is the data set of every example, or None."""
-    from .extend import BatchView, join_split_partners, merge_extended, predict_group
+def extend_to_batches(res: SignalsResult, run: Any, full: Any, per: int, seed: int = 0,
+                      min_corr: float = 0.6) -> SignalsResult:
+    """``res`` (found on the probe subset) with each group completed on the probe and extended to the unprobed
+    examples of the mini-batch record (:func:`~oppsig.signals.extend.predict_group`); groups the probe split are
+    joined when their members move together (mean log-loss changes correlated at least ``min_corr``); ``full`` is
+    the data set of every example, or None."""
+    from .extend import BatchView, predict_group
+    from .join import Moves, join_split_partners, merge_extended
     from .group import relative_floor
 
     b = run.batches
@@ -149,11 +154,22 @@ def extend_to_batches(res: SignalsResult, run: Any, full: Any, per: int, seed: i
               "rows": int(len(P)), "steps_per_epoch": int(per), "epochs": int(len(S)),
               "what": "groups found on the probe subset, extended to every example by its mini-batch losses"
                       + (", class" if labels is not None else "") + (" and inputs" if inputs is not None else "")}
-    groups, pairs, rejected = merge_extended(groups, res.pairs, res.rejected_pairs, [named for _, named in found])
-    groups, pairs, rejected = join_split_partners(groups, pairs, rejected, np.diff(plog, axis=0),
-                                                  {int(i): j for j, i in enumerate(pidx)})
+    changes, pcol = np.diff(plog, axis=0), {int(i): j for j, i in enumerate(pidx)}
+    groups, pairs, rejected = merge_extended(groups, res.pairs, res.rejected_pairs, [named for _, named in found],
+                                             Moves(changes, pcol, min_corr))
+    groups, pairs, rejected = join_split_partners(groups, pairs, rejected, changes, pcol)
+    if labels is not None:  # a joined group's members by class (the parts' counts overlap where they did)
+        groups = _recounted(groups, labels, {int(i): j for j, i in enumerate(bidx)}, tuple(full.classes))
     return dataclasses.replace(res, groups=groups, pairs=pairs, rejected_pairs=rejected,
                                dataset={**res.dataset, "record": record})
+
+
+def _recounted(groups, labels: np.ndarray, col: dict[int, int], classes: tuple[str, ...]) -> tuple:
+    """``groups`` with each one's ``class_counts`` counted again over its members (ids) from ``labels``."""
+    from .explain import class_counts
+
+    return tuple(dataclasses.replace(g, class_counts=class_counts(labels, [col[int(i)] for i in g.ids], classes))
+                 for g in groups)
 
 
 def _with_sharpness_bounds(res: SignalsResult, metrics: dict) -> SignalsResult:

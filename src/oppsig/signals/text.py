@@ -78,9 +78,11 @@ def failed_text(p: Pair) -> str:
 def extension_text(g) -> str:
     """One line on a mini-batch group's members outside the probe (:attr:`Group.extension`)."""
     e = g.extension
+    done = (f" (its membership model adds {len(e.added)} probed and leaves out {len(e.dropped)})"
+            if e.added or e.dropped else "")
     if not e.ids:
-        return f"{g.size} probed members; {e.note or 'none found outside the probe'}"
-    return (f"{g.size} probed members + {len(e.ids)} found outside the probe (cross-validated on the probe: "
+        return f"{g.size} probed members{done}; {e.note or 'none found outside the probe'}"
+    return (f"{g.size} probed members{done} + {len(e.ids)} found outside the probe (cross-validated on the probe: "
             f"precision {e.precision:.2f}, recall {e.recall:.2f}; by {', '.join(e.features)})"
             + (f"; {e.note}" if e.note else ""))
 
