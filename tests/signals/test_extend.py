@@ -170,6 +170,16 @@ def test_a_joined_group_drops_only_what_no_part_names():
     assert set(g.all_ids) == {1, 2, 3, 4, 6, 10, 11}
 
 
+def test_the_summary_says_what_the_completion_added_and_dropped():
+    from oppsig.signals.text import extension_text
+
+    g = dataclasses.replace(_group(0, [1, 2, 3], [10]), extension=Extension((10,), 0.9, 0.8, 0.5, ("follow",), 3,
+                                                                           added=(4, 5), dropped=(3,)))
+    assert g.all_ids == (1, 2, 4, 5, 10)
+    assert "3 probed members (its membership model adds 2 probed and leaves out 1) + 1 found outside" in \
+        extension_text(g)
+
+
 def test_an_extension_survives_signals_json(tmp_path):
     from oppsig.signals.result import SignalsResult
 

@@ -20,8 +20,9 @@ chooses the probability threshold of best F1 and gives the precision and recall 
 expected to have. A group is extended only when that F1 beats the same fit on each of
 :data:`NULL_FITS` permutations of the membership labels (else its note says why not). Co-movement on a
 noisy probe finds a group's core; the model then completes the group on the probe itself
-(:func:`complete_labels`: the probed examples its out-of-fold fit names become the labels, until they settle),
-and is used only when its cross-validated precision on the completed labels is at least
+(:func:`complete_labels`: the probed examples its out-of-fold fit names, and that move with the found members
+beyond noise, join the labels until they settle), and is used only when its cross-validated precision on the
+completed labels is at least
 :data:`MIN_PRECISION`. The model fitted on every probed example then names the members among the unprobed
 ones. Each extended group keeps its probed members as found; :class:`~oppsig.signals.result.Extension`
 carries the ids named outside the probe, the probed ones the completion added and dropped, and the
@@ -227,6 +228,8 @@ NOISE_Z = 3.0
 probe's T changes correlate with the found members' mean at least ``NOISE_Z / sqrt(T)`` (a one-sided level of
 about 0.0013 for an example that does not move with them, so that of a probe's thousand non-members about one
 passes by chance)."""
+
+
 def extend_group(view: BatchView, member_cols: np.ndarray, seed: int = 0) -> Extension:
     """Extend one group found on the probe (``member_cols``: its members as batch-record columns, all probed)
     to the unprobed examples of ``view``."""
@@ -235,7 +238,8 @@ def extend_group(view: BatchView, member_cols: np.ndarray, seed: int = 0) -> Ext
 
 def predict_group(view: BatchView, member_cols: np.ndarray, seed: int = 0) -> tuple[Extension, set[int]]:
     """:func:`extend_group`, and the ids of every example (probed or not) the membership model names: the
-    group as its model sees it, which :func:`~oppsig.signals.join.merge_extended` compares (empty when not extended)."""
+    group as its model sees it, which :func:`~oppsig.signals.join.merge_extended` compares (empty when not
+    extended)."""
     is_mem = np.isin(view.cols[: view.n_probed], np.asarray(member_cols, dtype=np.int64))
     names = view.names
     found = int(is_mem.sum())

@@ -159,7 +159,7 @@ def extend_to_batches(res: SignalsResult, run: Any, full: Any, per: int, seed: i
                                              Moves(changes, pcol, min_corr))
     groups, pairs, rejected = join_split_partners(groups, pairs, rejected, changes, pcol)
     if labels is not None:  # a joined group's members by class (the parts' counts overlap where they did)
-        groups = _recounted(groups, labels, {int(i): j for j, i in enumerate(bidx)}, tuple(full.classes))
+        groups = _recounted(groups, labels, col, tuple(full.classes))
     return dataclasses.replace(res, groups=groups, pairs=pairs, rejected_pairs=rejected,
                                dataset={**res.dataset, "record": record})
 
