@@ -118,6 +118,16 @@ def test_completion_adds_only_examples_that_move_with_the_group():
     assert len(set(ext.added) & set(r["ids"][lookalikes].tolist())) <= 1
 
 
+def test_a_model_that_leaves_out_most_of_its_group_does_not_extend_it():
+    # found: 5 of G and 12 strangers of another class that do not move with them; the model learns G and leaves
+    # the strangers out, so it does not describe the group it was given
+    r = _batch_run(seed=0, probe_n=400)
+    truth = np.intersect1d(r["G"], r["probed"])
+    strangers = np.setdiff1d(r["probed"][r["labels"][r["probed"]] == 2], r["H"])[:12]
+    ext = extend_group(_view(r, labels=True, inputs=True), np.concatenate([truth[:5], strangers]))
+    assert ext.ids == ext.added == ext.dropped == () and "keeps only 5 of the 17" in ext.note
+
+
 def test_too_few_probed_members_are_not_extended():
     r = _batch_run()
     few = np.intersect1d(r["G"], r["probed"])[: MIN_PROBED_MEMBERS - 1]

@@ -268,6 +268,10 @@ def predict_group(view: BatchView, member_cols: np.ndarray, seed: int = 0) -> tu
     w = _fit_logistic(F[: view.n_probed], lab)
     named = _proba(F, w) >= thr
     named[: view.n_probed] &= is_mem | moving  # on the probe, an example is added only with its co-movement
+    kept = int((named[: view.n_probed] & is_mem).sum())
+    if 2 * kept < found:  # a model that leaves out most of the group it learnt from does not describe it
+        return Extension((), prec, rec, thr, names, found,
+                         f"not extended: its membership model keeps only {kept} of the {found} members found"), set()
     chosen = view.n_probed + np.flatnonzero(named[view.n_probed:])
     pids = view.ids[: view.n_probed]
     on_probe = named[: view.n_probed]
