@@ -142,6 +142,7 @@ class BatchView:
     cls: np.ndarray | None  # (C,) class of each column (labels), or None
     flat: np.ndarray | None  # (C, D) inputs, or None
     cls_mean: np.ndarray | None  # (K + 1, D) probed mean input per class, and of all probed last
+    changes: np.ndarray  # (R-1, n_probed) the probe's log-loss changes between rows
 
     @classmethod
     def build(cls, probed: np.ndarray, L: np.ndarray, S: np.ndarray, probe_log: np.ndarray, probe_steps: np.ndarray,
@@ -179,7 +180,7 @@ class BatchView:
                 rows = np.flatnonzero(lab[: len(probed)] == c)
                 cls_mean[c] = flat[rows].mean(0, dtype=np.float64) if len(rows) else cls_mean[k]
         return cls(cols, len(probed), np.asarray(ids)[cols], probe_log, mean_log, k0, wt, seen, rel,
-                   np.sqrt((rel * rel).sum(0)), cls_idx, flat, cls_mean)
+                   np.sqrt((rel * rel).sum(0)), cls_idx, flat, cls_mean, np.diff(probe_log, axis=0))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -259,7 +260,7 @@ def predict_group(view: BatchView, member_cols: np.ndarray, seed: int = 0) -> tu
         return Extension((), prec, rec, thr, names, found,
                          f"not extended: membership is not predictable outside the probe (cross-validated F1 "
                          f"{f1:.2f}, at most {null:.2f} with the labels permuted)"), set()
-    moving = co_moving(np.diff(view.probe_log, axis=0), is_mem)
+    moving = co_moving(view.changes, is_mem)
     lab, (thr, f1, prec, rec), rounds = complete_labels(features, is_mem, p_cv, (thr, f1, prec, rec), moving, seed)
     if prec < MIN_PRECISION:
         return Extension((), prec, rec, thr, names, found,

@@ -154,7 +154,7 @@ def extend_to_batches(res: SignalsResult, run: Any, full: Any, per: int, seed: i
               "rows": int(len(P)), "steps_per_epoch": int(per), "epochs": int(len(S)),
               "what": "groups found on the probe subset, extended to every example by its mini-batch losses"
                       + (", class" if labels is not None else "") + (" and inputs" if inputs is not None else "")}
-    changes, pcol = np.diff(plog, axis=0), {int(i): j for j, i in enumerate(pidx)}
+    changes, pcol = view.changes, {int(i): j for j, i in enumerate(pidx)}
     groups, pairs, rejected = merge_extended(groups, res.pairs, res.rejected_pairs, [named for _, named in found],
                                              Moves(changes, pcol, min_corr))
     groups, pairs, rejected = join_split_partners(groups, pairs, rejected, changes, pcol)
